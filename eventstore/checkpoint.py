@@ -1,0 +1,36 @@
+"""Checkpoints: how far a reader has folded the log, written with its read models."""
+
+from __future__ import annotations
+
+import asyncpg
+
+
+class CheckpointConflict(RuntimeError):
+    """Another writer advanced this checkpoint first; the caller must roll back."""
+
+
+async def load(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> int:
+    value = await conn.fetchval("SELECT position FROM checkpoints WHERE name = $1", name)
+    return int(value or 0)
+
+
+async def advance(conn: asyncpg.Connection, name: str, expected: int, new: int) -> None:
+    """Move ``name`` from ``expected`` to ``new`` inside the caller's transaction.
+
+    The guard makes a double application impossible: if anyone moved the checkpoint since we
+    read ``expected``, nothing is updated and the whole transaction is rolled back
+    (invariant 4).
+    """
+    await conn.execute(
+        "INSERT INTO checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING",
+        name,
+    )
+    status = await conn.execute(
+        "UPDATE checkpoints SET position = $3, updated_at = now()"
+        " WHERE name = $1 AND position = $2 AND position < $3",
+        name,
+        expected,
+        new,
+    )
+    if status != "UPDATE 1":
+        raise CheckpointConflict(f"checkpoint {name!r} is no longer at {expected}")

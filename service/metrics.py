@@ -1,0 +1,124 @@
+"""Prometheus metrics. Labels are bounded (invariant 11): never a message id or a phone number.
+
+Counters and histograms that the hot path updates live here as module objects; gauges that
+need a query are filled from a snapshot refreshed in the background (see ``service.snapshot``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the exposition for no dashboard use
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+#: Outcomes of one webhook request, the only values of the ``outcome`` label.
+OUTCOMES = (
+    "stored",
+    "duplicate",
+    "unauthorized",
+    "not_found",
+    "too_large",
+    "bad_request",
+    "rate_limited",
+    "unavailable",
+)
+
+ACK_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+
+webhooks_received = Counter(
+    "acklog_webhooks_received",
+    "Webhook requests received, by outcome.",
+    ["provider", "channel", "outcome"],
+    registry=REGISTRY,
+)
+ingest_latency = Histogram(
+    "acklog_ingest_latency_seconds",
+    "Time from request start to answer for webhooks, including the commit wait.",
+    ["provider"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+append_batch_size = Histogram(
+    "acklog_append_batch_size",
+    "Events committed per group-commit transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+    registry=REGISTRY,
+)
+log_head = Gauge(
+    "acklog_log_head_position",
+    "Highest committed event position.",
+    registry=REGISTRY,
+)
+projection_position = Gauge(
+    "acklog_projection_position",
+    "Last event position folded by the projection.",
+    ["projection"],
+    registry=REGISTRY,
+)
+projection_lag_events = Gauge(
+    "acklog_projection_lag_events",
+    "Events committed to the log but not yet folded.",
+    ["projection"],
+    registry=REGISTRY,
+)
+projection_lag_seconds = Gauge(
+    "acklog_projection_lag_seconds",
+    "Age of the oldest event not yet folded (0 when caught up).",
+    ["projection"],
+    registry=REGISTRY,
+)
+events_projected = Counter(
+    "acklog_events_projected",
+    "Events folded by the projector, by provider and result (ok, quarantined).",
+    ["provider", "result"],
+    registry=REGISTRY,
+)
+quarantined = Counter(
+    "acklog_quarantined_events",
+    "Events that could not be decoded, by provider and reason class.",
+    ["provider", "reason"],
+    registry=REGISTRY,
+)
+transitions = Counter(
+    "acklog_message_transitions",
+    "Message state changes applied by the projector, by the state reached.",
+    ["provider", "channel", "state"],
+    registry=REGISTRY,
+)
+ack_latency = Histogram(
+    "acklog_ack_latency_seconds",
+    "Time from a message's first sighting to its first sent/delivered/read ack (our clock).",
+    ["provider", "channel", "stage"],
+    buckets=ACK_BUCKETS,
+    registry=REGISTRY,
+)
+overdue_messages = Gauge(
+    "acklog_overdue_messages",
+    "Outgoing messages overdue right now, by the ack they wait for (sent, delivered).",
+    ["channel", "stage"],
+    registry=REGISTRY,
+)
+instance_connected = Gauge(
+    "acklog_instance_connected",
+    "1 when the channel's instance last reported connected, else 0.",
+    ["channel", "provider"],
+    registry=REGISTRY,
+)
+instance_status = Gauge(
+    "acklog_instance_status",
+    "1 for the channel's current instance status, 0 for the others.",
+    ["channel", "provider", "status"],
+    registry=REGISTRY,
+)
+database_up = Gauge(
+    "acklog_database_up",
+    "1 when the last database round-trip succeeded.",
+    registry=REGISTRY,
+)

@@ -1,0 +1,18 @@
+"""Typed application state keys (aiohttp's ``web.AppKey``)."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from eventstore.append import Appender
+from service.auth import FailureLimiter
+from service.channels import ChannelCache
+from service.config import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+DSN = web.AppKey("dsn", str)
+POOL = web.AppKey("pool", asyncpg.Pool)
+APPENDER = web.AppKey("appender", Appender)
+CHANNELS = web.AppKey("channels", ChannelCache)
+LIMITER = web.AppKey("limiter", FailureLimiter)
