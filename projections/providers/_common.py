@@ -53,12 +53,14 @@ def epoch(value: Any, field: str) -> float | None:
         return None
     if isinstance(value, bool):
         raise DecodeError(f"{field}: expected a timestamp, got a boolean")
+    if isinstance(value, int) and not -(10**20) < value < 10**20:
+        raise DecodeError(f"{field}: timestamp out of range")
     if isinstance(value, int | float):
         number = float(value)
     elif isinstance(value, str):
         text = value.strip()
         try:
-            number = float(text)
+            number = float(text[:64])
         except ValueError:
             try:
                 parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -69,12 +71,13 @@ def epoch(value: Any, field: str) -> float | None:
             return parsed.timestamp()
     else:
         raise DecodeError(f"{field}: expected a timestamp, got {type(value).__name__}")
+    shown = repr(value)[:64]
     if number != number or number in (float("inf"), float("-inf")) or number < 0:
-        raise DecodeError(f"{field}: not a timestamp: {value!r}")
+        raise DecodeError(f"{field}: not a timestamp: {shown}")
     if number > _MS_THRESHOLD:
         number /= 1000.0
     if number > _MS_THRESHOLD:
-        raise DecodeError(f"{field}: timestamp out of range: {value!r}")
+        raise DecodeError(f"{field}: timestamp out of range: {shown}")
     return number
 
 
@@ -83,6 +86,8 @@ def text_id(value: Any, field: str) -> str:
     if isinstance(value, bool) or value is None:
         raise DecodeError(f"{field}: missing message id")
     if isinstance(value, int):
+        if not -(10**40) < value < 10**40:
+            raise DecodeError(f"{field}: numeric id out of range")
         return str(value)
     if isinstance(value, str) and value.strip():
         return value.strip()

@@ -1,0 +1,391 @@
+"""Meta WhatsApp Cloud API webhooks → canonical facts.
+
+Meta POSTs ``{"object": "whatsapp_business_account", "entry": [{"id": <WABA id>, "changes":
+[{"field": ..., "value": {...}}]}]}``. Every level is an array and one POST may batch several
+entries, changes and elements; every element is decoded, in payload order.
+
+* ``field=messages``: ``value.statuses[]`` (acks of OUR messages, keyed by the wamid in ``id``:
+  sent, delivered, read, played, failed → ``StatusReported``; legacy On-Premises ``deleted`` →
+  ``MessageDeleted``), ``value.messages[]`` (incoming → ``MessageObserved``; ``type=revoke`` →
+  ``MessageDeleted`` of ``revoke.original_message_id``) and ``value.errors[]`` (out-of-band
+  errors without a message id → ``Ignored``).
+* ``field=smb_message_echoes`` (WhatsApp Business app "coexistence"): ``value.message_echoes[]``
+  are OUR messages sent from the Business app → ``MessageObserved`` outgoing; a revoke echo is
+  the deletion of one of our messages → ``MessageDeleted`` outgoing.
+* Any other ``field`` (account_update, templates, history, …) or ``object`` → ``Ignored``.
+
+Traps and assumptions:
+
+* Acks arrive out of order and Meta may skip ``delivered`` when ``read`` implies it; timestamps
+  are strings of epoch seconds and can go backwards (see the samples): folding is by rank.
+* ``failed`` → ``not_sent`` with ``error_code`` = ``errors[0].code`` and ``error_text`` = the
+  distinct parts of ``title``, ``message`` and ``error_data.details`` joined by ": ".
+* Group receipts are per participant: ``recipient_participant_id`` fills ``participant``.
+* A reaction's target wamid is reported as ``quoted``; button/interactive replies are kind
+  ``other`` with the tapped label as text; ``edit`` messages are ``Ignored`` (acklog tracks
+  delivery, not content). In-payload duplicates are kept: folding is idempotent.
+* Echoes carry no status, so they emit no ``StatusReported``. Meta has no event id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+import msgspec
+
+from projections.facts import (
+    DecodeError,
+    Direction,
+    Fact,
+    Ignored,
+    MessageDeleted,
+    MessageObserved,
+    OutgoingStatus,
+    StatusReported,
+)
+from projections.providers._common import epoch, parse_json, text_id
+
+#: ``statuses[].status`` → canonical outgoing status (``deleted`` is a deletion, see below).
+STATUS: dict[str, OutgoingStatus] = {
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+    "played": "played",
+    "failed": "not_sent",
+}
+
+#: On-Premises API legacy status: the message was deleted.
+DELETED = "deleted"
+
+#: ``messages[].type`` → message kind (anything else is ``other``).
+KIND: dict[str, str] = {
+    "text": "text",
+    "image": "image",
+    "audio": "audio",
+    "video": "video",
+    "document": "document",
+    "sticker": "sticker",
+    "location": "location",
+    "contacts": "contact",
+    "reaction": "reaction",
+    "system": "system",
+    "request_welcome": "system",
+}
+
+#: The ``object`` every WhatsApp Business Account webhook carries.
+WABA = "whatsapp_business_account"
+
+#: ``changes[].field`` values whose ``value`` holds messages/statuses.
+MESSAGE_FIELDS = ("messages", "smb_message_echoes")
+
+_MAX_INT_BITS = 64
+
+T = TypeVar("T")
+Timestamp = int | float | str | None
+Id = int | str | None
+
+
+class _Struct(msgspec.Struct, frozen=True):
+    pass
+
+
+class _Text(_Struct, frozen=True):
+    body: str | None = None
+
+
+class _Media(_Struct, frozen=True):
+    id: Id = None
+    link: str | None = None
+    url: str | None = None
+    caption: str | None = None
+    filename: str | None = None
+    voice: bool | None = None
+
+
+class _Location(_Struct, frozen=True):
+    name: str | None = None
+    address: str | None = None
+
+
+class _ContactName(_Struct, frozen=True):
+    formatted_name: str | None = None
+
+
+class _Contact(_Struct, frozen=True):
+    name: _ContactName | None = None
+
+
+class _Reaction(_Struct, frozen=True):
+    message_id: str | None = None
+    emoji: str | None = None
+
+
+class _Context(_Struct, frozen=True):
+    id: str | None = None
+
+
+class _Button(_Struct, frozen=True):
+    text: str | None = None
+
+
+class _Reply(_Struct, frozen=True):
+    title: str | None = None
+
+
+class _Interactive(_Struct, frozen=True):
+    button_reply: _Reply | None = None
+    list_reply: _Reply | None = None
+
+
+class _System(_Struct, frozen=True):
+    body: str | None = None
+
+
+class _Original(_Struct, frozen=True):
+    """``revoke`` and ``edit`` both point at the message they change."""
+
+    original_message_id: Id = None
+
+
+class _Message(_Struct, frozen=True):
+    id: Id = None
+    sender: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    group_id: str | None = None
+    timestamp: Timestamp = None
+    type: str | None = None
+    context: _Context | None = None
+    text: _Text | None = None
+    image: _Media | None = None
+    audio: _Media | None = None
+    video: _Media | None = None
+    document: _Media | None = None
+    sticker: _Media | None = None
+    location: _Location | None = None
+    contacts: list[_Contact] | None = None
+    reaction: _Reaction | None = None
+    button: _Button | None = None
+    interactive: _Interactive | None = None
+    system: _System | None = None
+    revoke: _Original | None = None
+    edit: _Original | None = None
+
+
+class _ErrorData(_Struct, frozen=True):
+    details: str | None = None
+
+
+class _Error(_Struct, frozen=True):
+    code: Id = None
+    title: str | None = None
+    message: str | None = None
+    error_data: _ErrorData | None = None
+
+
+class _Status(_Struct, frozen=True):
+    id: Id = None
+    status: str | None = None
+    timestamp: Timestamp = None
+    recipient_participant_id: str | None = None
+    errors: list[_Error] | None = None
+
+
+class _Value(_Struct, frozen=True):
+    statuses: list[_Status] | None = None
+    messages: list[_Message] | None = None
+    message_echoes: list[_Message] | None = None
+    errors: list[_Error] | None = None
+
+
+class _Change(_Struct, frozen=True):
+    field: str | None = None
+    # The shape of ``value`` depends on ``field``: decoded only for the fields acklog folds.
+    value: msgspec.Raw = msgspec.Raw()
+
+
+class _Entry(_Struct, frozen=True):
+    changes: list[_Change] | None = None
+
+
+class _Webhook(_Struct, frozen=True):
+    object: str | None = None
+    entry: list[_Entry] | None = None
+
+
+def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) -> list[Fact]:
+    """Decode one Cloud API webhook (all entries, changes and elements) into facts."""
+    hook = parse_json(body, _Webhook)
+    if hook.object is not None and hook.object != WABA:
+        return [
+            Ignored(reason=f"object {hook.object[:64]!r} is not {WABA!r}", event=hook.object[:64])
+        ]
+    if hook.entry is None:
+        raise DecodeError("entry: missing (Meta batches every change in entry[])")
+    facts: list[Fact] = []
+    for i, entry in enumerate(hook.entry):
+        if entry.changes is None:
+            raise DecodeError(f"entry[{i}].changes: missing")
+        for j, change in enumerate(entry.changes):
+            facts.extend(_change(change, f"entry[{i}].changes[{j}]"))
+    return facts or [Ignored(reason="webhook carries no changes")]
+
+
+def _change(change: _Change, where: str) -> list[Fact]:
+    field = change.field
+    if field is None:
+        raise DecodeError(f"{where}.field: missing")
+    if field not in MESSAGE_FIELDS:
+        return [Ignored(reason=f"change field {field[:64]!r} is not folded", event=field[:64])]
+    value = _part(change.value, _Value, f"{where}.value")
+    facts: list[Fact] = []
+    for k, status in enumerate(value.statuses or ()):
+        facts.append(_status(status, f"{where}.value.statuses[{k}]"))
+    for k, message in enumerate(value.messages or ()):
+        facts.append(_message(message, "incoming", f"{where}.value.messages[{k}]"))
+    for k, echo in enumerate(value.message_echoes or ()):
+        facts.append(_message(echo, "outgoing", f"{where}.value.message_echoes[{k}]"))
+    for error in value.errors or ():
+        code, text = _error(error, f"{where}.value.errors[]")
+        facts.append(
+            Ignored(
+                reason=f"out-of-band error without a message id: {code}: {text}", event="errors"
+            )
+        )
+    if not facts:
+        facts.append(Ignored(reason="change carries no statuses, messages or errors", event=field))
+    return facts
+
+
+def _status(status: _Status, where: str) -> Fact:
+    key = _id(status.id, f"{where}.id")
+    raw = status.status
+    if raw is None or not raw:
+        raise DecodeError(f"{where}.status: missing")
+    when = _time(status.timestamp, f"{where}.timestamp")
+    if raw == DELETED:
+        return MessageDeleted(key=key, raw=raw, direction="outgoing", provider_time=when)
+    canonical = STATUS.get(raw)
+    if canonical is None:
+        return Ignored(
+            reason=f"{where}.status {raw[:64]!r} is not a known status", event="statuses"
+        )
+    code, text = _error(status.errors[0], f"{where}.errors[0]") if status.errors else (None, None)
+    return StatusReported(
+        key=key,
+        status=canonical,
+        raw=raw,
+        provider_time=when,
+        participant=status.recipient_participant_id or None,
+        error_code=code,
+        error_text=text,
+    )
+
+
+def _message(message: _Message, direction: Direction, where: str) -> Fact:
+    when = _time(message.timestamp, f"{where}.timestamp")
+    if message.type == "revoke":
+        original = message.revoke.original_message_id if message.revoke else None
+        key = _id(original, f"{where}.revoke.original_message_id")
+        return MessageDeleted(key=key, raw="revoke", direction=direction, provider_time=when)
+    if message.type == "edit":
+        return Ignored(reason="message edit (acklog tracks delivery, not content)", event="edit")
+    key = _id(message.id, f"{where}.id")
+    kind = KIND.get(message.type or "", "other")
+    media = _media(message)
+    if kind == "audio" and media is not None and media.voice:
+        kind = "voice"
+    quoted = message.context.id if message.context else None
+    if message.reaction is not None:
+        quoted = message.reaction.message_id or quoted
+    if direction == "incoming":
+        chat = message.group_id or message.sender
+    else:
+        chat = message.group_id or message.to
+    return MessageObserved(
+        key=key,
+        direction=direction,
+        chat=chat or None,
+        sender=message.sender or None,
+        kind=kind,
+        text=_text(message, media),
+        media=_media_ref(media, f"{where}.{message.type}.id"),
+        quoted=quoted or None,
+        provider_time=when,
+    )
+
+
+def _media(message: _Message) -> _Media | None:
+    candidates = {
+        "image": message.image,
+        "audio": message.audio,
+        "video": message.video,
+        "document": message.document,
+        "sticker": message.sticker,
+    }
+    return candidates.get(message.type or "")
+
+
+def _media_ref(media: _Media | None, field: str) -> str | None:
+    if media is None:
+        return None
+    if media.id is not None:
+        return _id(media.id, field)
+    return media.link or media.url or None
+
+
+def _text(message: _Message, media: _Media | None) -> str | None:
+    candidates: list[str | None] = [
+        message.text.body if message.text else None,
+        media.caption if media else None,
+        message.reaction.emoji if message.reaction else None,
+        message.button.text if message.button else None,
+        message.system.body if message.system else None,
+    ]
+    if message.interactive is not None:
+        for reply in (message.interactive.button_reply, message.interactive.list_reply):
+            candidates.append(reply.title if reply else None)
+    if message.location is not None:
+        place = [p for p in (message.location.name, message.location.address) if p]
+        candidates.append(", ".join(place))
+    if message.contacts:
+        names = [c.name.formatted_name for c in message.contacts if c.name]
+        candidates.append(", ".join(n for n in names if n))
+    return next((text for text in candidates if text), None)
+
+
+def _error(error: _Error, where: str) -> tuple[str | None, str | None]:
+    code = None if error.code is None else _id(error.code, f"{where}.code")
+    parts: list[str] = []
+    details = error.error_data.details if error.error_data else None
+    for part in (error.title, error.message, details):
+        if part and part not in parts:
+            parts.append(part)
+    return code, ": ".join(parts) or None
+
+
+def _part(raw: msgspec.Raw, type_: type[T], where: str) -> T:
+    """Decode one raw sub-document, naming its place in the webhook when it is invalid."""
+    if not raw or bytes(raw) == b"null":
+        raise DecodeError(f"{where}: missing")
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        message = str(exc).replace("- at `$", f"- at `$.{where}")
+        raise DecodeError(f"invalid payload: {message}") from None
+    except (msgspec.DecodeError, RecursionError):
+        raise DecodeError(f"{where}: cannot be decoded") from None
+
+
+def _id(value: Id, field: str) -> str:
+    # str() of a huge int raises ValueError; provider ids are never wider than 64 bits.
+    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
+        raise DecodeError(f"{field}: id out of range ({value.bit_length()} bits)")
+    return text_id(value, field)
+
+
+def _time(value: Timestamp, field: str) -> float | None:
+    # epoch() turns ints into float and would overflow on huge ones; refuse them first.
+    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
+        raise DecodeError(f"{field}: timestamp out of range ({value.bit_length()} bits)")
+    return epoch(value, field)

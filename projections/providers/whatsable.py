@@ -1,0 +1,160 @@
+"""WhatsAble webhooks (spec: shared/seeds/whatsable.txt).
+
+JSON ``{"event": ..., "data": {...}}``, answered with any 200:
+
+* ``message_status`` — ``data.message_id`` (a Meta wamid), ``data.status``, ``data.timestamp``
+  (ISO-8601 UTC) → ``StatusReported``.
+* ``incoming_message`` — a conversation snapshot for the contact's latest message
+  → ``MessageObserved`` incoming with a DERIVED key (``derived_key=True``).
+* any other ``event`` → ``Ignored`` (the doc's own handler logs unknown types).
+
+Message key derivation (incoming messages carry no message id at all)::
+
+    "derived:" + sha256(JSON array [phone_number, f"{user_timestamp_seconds:.3f}",
+                                    last_message_of_user or ""]).hexdigest()[:32]
+
+the JSON encoded compactly (``[a,b,c]``, UTF-8, no spaces). These are the fields that identify
+one user message and stay equal when WhatsAble retries the same event. Left out on purpose:
+``attachment_url`` (may be a re-signed URL on retry; the doc example also shows it on a text
+message), ``last_messages``/``conversation_paragraph`` (whole-conversation snapshots),
+``bot_timestamp`` (changes with the bot's replies). Consequence: two identical texts from one
+number within the same second collapse into one message. No ``phone_number`` or no
+``user_timestamp`` → DecodeError (no stable key can be made).
+
+Traps and assumptions:
+
+* ``last_messages`` is a JSON-encoded STRING, not an array; it is not read (the latest user text
+  is ``last_message_of_user``). ``last_message_of_bot`` has no id and is not an event of its own.
+* ``user_timestamp`` is epoch seconds (ints in the doc); it is the message's provider_time.
+* ``attachment_url`` becomes ``media`` only when ``message_type`` is not ``text``; a missing
+  ``message_type`` is ``text`` when there is text.
+* Status values: only ``delivered`` is shown; ``sent``, ``read``, ``failed`` (→ ``not_sent``) and
+  ``played`` are assumed from the Meta Cloud API whose wamids WhatsAble forwards; failure details
+  are not documented. Unknown values → Ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+import msgspec
+
+from projections.facts import (
+    DecodeError,
+    Fact,
+    Ignored,
+    MessageObserved,
+    OutgoingStatus,
+    StatusReported,
+)
+from projections.providers._common import epoch, parse_json, text_id
+
+#: ``data.status`` of ``message_status`` → canonical outgoing status.
+STATUS: dict[str, OutgoingStatus] = {
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+    "played": "played",
+    "failed": "not_sent",
+}
+
+#: ``data.message_type`` (Meta message types) → canonical kind (anything else: ``other``).
+KIND: dict[str, str] = {
+    "text": "text",
+    "image": "image",
+    "audio": "audio",
+    "voice": "voice",
+    "video": "video",
+    "document": "document",
+    "sticker": "sticker",
+    "location": "location",
+    "contacts": "contact",
+    "reaction": "reaction",
+}
+
+DERIVED_PREFIX = "derived:"
+
+Stamp = int | float | str | None
+
+
+class _Head(msgspec.Struct, frozen=True):
+    event: str
+
+
+class _Status(msgspec.Struct, frozen=True):
+    message_id: int | str | None = None
+    status: str | None = None
+    timestamp: Stamp = None
+
+
+class _StatusEvent(msgspec.Struct, frozen=True):
+    data: _Status
+
+
+class _Incoming(msgspec.Struct, frozen=True):
+    phone_number: str | int | None = None
+    user_timestamp: Stamp = None
+    last_message_of_user: str | None = None
+    message_type: str | None = None
+    attachment_url: str | None = None
+
+
+class _IncomingEvent(msgspec.Struct, frozen=True):
+    data: _Incoming
+
+
+def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) -> list[Fact]:
+    """Decode one WhatsAble webhook into canonical facts."""
+    event = parse_json(body, _Head).event
+    if event == "message_status":
+        return [_status(parse_json(body, _StatusEvent).data)]
+    if event == "incoming_message":
+        return [_incoming(parse_json(body, _IncomingEvent).data)]
+    return [Ignored(reason=f"unknown WhatsAble event {event[:40]!r}", event=event[:40])]
+
+
+def _status(data: _Status) -> Fact:
+    key = text_id(data.message_id, "data.message_id")
+    if data.status is None or not data.status.strip():
+        raise DecodeError("data.status: missing")
+    status = STATUS.get(data.status.strip().lower())
+    if status is None:
+        return Ignored(
+            reason=f"unknown WhatsAble status {data.status[:40]!r}", event="message_status"
+        )
+    return StatusReported(
+        key=key,
+        status=status,
+        raw=data.status,
+        provider_time=epoch(data.timestamp, "data.timestamp"),
+    )
+
+
+def derive_key(phone: str, seconds: float, text: str) -> str:
+    """The stable key of an incoming message (see the module docstring)."""
+    material = msgspec.json.encode([phone, f"{seconds:.3f}", text])
+    return DERIVED_PREFIX + hashlib.sha256(material).hexdigest()[:32]
+
+
+def _incoming(data: _Incoming) -> MessageObserved:
+    phone = "" if data.phone_number is None else str(data.phone_number).strip()
+    if not phone:
+        raise DecodeError("data.phone_number: missing (needed to derive the message key)")
+    seconds = epoch(data.user_timestamp, "data.user_timestamp")
+    if seconds is None:
+        raise DecodeError("data.user_timestamp: missing (needed to derive the message key)")
+    text = data.last_message_of_user or ""
+    kind_raw = (data.message_type or "").strip().lower()
+    kind = KIND.get(kind_raw, "other") if kind_raw else ("text" if text else "other")
+    return MessageObserved(
+        key=derive_key(phone, seconds, text),
+        direction="incoming",
+        chat=phone,
+        sender=phone,
+        kind=kind,
+        text=text or None,
+        media=(data.attachment_url or None) if kind != "text" else None,
+        provider_time=seconds,
+        derived_key=True,
+    )
