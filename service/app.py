@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -10,12 +12,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eventstore.append import Appender
 from eventstore.pool import create_pool
-from service import health, ingest, metrics
+from projections.runner import Clock, Projector, utcnow
+from service import health, ingest, metrics, snapshot
 from service.auth import FailureLimiter
 from service.channels import ChannelCache
 from service.config import Settings
+from service.observe import observe_batch
 from service.responses import json_errors
-from service.state import APPENDER, CHANNELS, DSN, LIMITER, POOL, SETTINGS
+from service.state import APPENDER, CHANNELS, CLOCK, DSN, LIMITER, POOL, PROJECTOR, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +45,45 @@ async def _appender(app: web.Application) -> AsyncIterator[None]:
     await appender.stop()
 
 
-def make_app(settings: Settings, dsn: str) -> web.Application:
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _projector(app: web.Application) -> AsyncIterator[None]:
+    """The projector runs beside ingest (leader or standby); ``--no-projector`` turns it off."""
+    if not app[SETTINGS].run_projector:
+        yield
+        return
+    projector = Projector(app[DSN], clock=app[CLOCK], on_batch=observe_batch)
+    app[PROJECTOR] = projector
+    task = asyncio.create_task(projector.run(), name="acklog-projector")
+    yield
+    await _cancel(task)
+
+
+async def _snapshot(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    task = asyncio.create_task(
+        snapshot.refresh_forever(app[POOL], settings.snapshot_interval, app[CLOCK]),
+        name="acklog-metrics-snapshot",
+    )
+    yield
+    await _cancel(task)
+
+
+def make_app(settings: Settings, dsn: str, *, clock: Clock = utcnow) -> web.Application:
     """Build the app; migrations must already be applied (``service.database``)."""
     app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body)
     app[SETTINGS] = settings
     app[DSN] = dsn
+    app[CLOCK] = clock
     app[LIMITER] = FailureLimiter(settings.auth_failures_per_minute)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_appender)
+    app.cleanup_ctx.append(_projector)
+    app.cleanup_ctx.append(_snapshot)
     app.add_routes(ingest.routes())
     app.add_routes(health.routes())
     app.add_routes([web.get("/metrics", metrics_view)])

@@ -26,6 +26,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     read_timeout: float = 30.0
     max_connections: int = 1024
     trust_forwarded_for: bool = False
+    #: seconds between refreshes of the gauges that need a query
+    snapshot_interval: float = 5.0
 
     @property
     def base_url(self) -> str:

@@ -99,24 +99,6 @@ ack_latency = Histogram(
     buckets=ACK_BUCKETS,
     registry=REGISTRY,
 )
-overdue_messages = Gauge(
-    "acklog_overdue_messages",
-    "Outgoing messages overdue right now, by the ack they wait for (sent, delivered).",
-    ["channel", "stage"],
-    registry=REGISTRY,
-)
-instance_connected = Gauge(
-    "acklog_instance_connected",
-    "1 when the channel's instance last reported connected, else 0.",
-    ["channel", "provider"],
-    registry=REGISTRY,
-)
-instance_status = Gauge(
-    "acklog_instance_status",
-    "1 for the channel's current instance status, 0 for the others.",
-    ["channel", "provider", "status"],
-    registry=REGISTRY,
-)
 database_up = Gauge(
     "acklog_database_up",
     "1 when the last database round-trip succeeded.",

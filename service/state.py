@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from eventstore.append import Appender
+from projections.runner import Clock, Projector
 from service.auth import FailureLimiter
 from service.channels import ChannelCache
 from service.config import Settings
@@ -16,3 +17,5 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 APPENDER = web.AppKey("appender", Appender)
 CHANNELS = web.AppKey("channels", ChannelCache)
 LIMITER = web.AppKey("limiter", FailureLimiter)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+PROJECTOR = web.AppKey("projector", Projector)

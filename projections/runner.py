@@ -1,0 +1,136 @@
+"""The projector: tails the log from its checkpoint and folds it into the read models.
+
+One transaction per batch writes the models *and* advances the checkpoint (invariant 4).
+Only the leader runs: it holds a session advisory lock on the very connection its batches
+use, so if that connection dies the lock goes with it and a standby, blocked on the same
+lock, takes over at once. Every batch transaction also takes the live write lock, which a
+rebuild's swap takes too, so the two never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from eventstore import checkpoint
+from eventstore.pool import connect
+from eventstore.read import read
+from eventstore.subscribe import Wakeup
+from projections import fold, store
+
+log = logging.getLogger(__name__)
+
+LEADER_KEY = 7312004721  # session lock: one live projector at a time
+WRITE_KEY = 7312004722  # transaction lock: live read-model writers (projector, swap)
+LIVE_CHECKPOINT = "messages"
+
+Clock = Callable[[], dt.datetime]
+BatchHook = Callable[[fold.Batch], None]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Projector:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = store.LIVE,
+        name: str = LIVE_CHECKPOINT,
+        batch_size: int = 1000,
+        poll_interval: float = 1.0,
+        clock: Clock = utcnow,
+        on_batch: BatchHook | None = None,
+        live: bool = True,
+        before_commit: Callable[[fold.Batch], Awaitable[None]] | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.schema = store.schema_name(schema)
+        self.name = name
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.on_batch = on_batch
+        self.live = live
+        self.before_commit = before_commit
+        self.position = 0
+        self.is_leader = asyncio.Event()
+        self.idle = asyncio.Event()
+
+    async def step(self, conn: asyncpg.Connection, *, upto: int | None = None) -> int:
+        """Fold one batch in one transaction; returns how many events it folded."""
+        async with conn.transaction():
+            if self.live:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_KEY)
+            position = await checkpoint.load(conn, self.name)
+            events = await read(conn, after=position, limit=self.batch_size, upto=upto)
+            if not events:
+                self.position = position
+                return 0
+            decoded = fold.decode(events)
+            keys, receipt_keys = fold.message_keys(decoded)
+            existing, missed = await store.load_messages(conn, self.schema, keys)
+            receipts = await store.load_receipts(conn, self.schema, receipt_keys)
+            deadlines = await store.load_deadlines(conn)
+            batch = fold.fold(decoded, existing, missed, receipts, deadlines)
+            await store.write(conn, self.schema, batch)
+            await checkpoint.advance(conn, self.name, position, events[-1].position)
+            if self.before_commit is not None:
+                await self.before_commit(batch)
+        self.position = events[-1].position
+        if self.on_batch is not None:
+            self.on_batch(batch)
+        return len(events)
+
+    async def sweep(self, conn: asyncpg.Connection) -> int:
+        """Mark messages whose ack deadline passed (live write lock held)."""
+        async with conn.transaction():
+            if self.live:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_KEY)
+            return await store.sweep(conn, self.schema, self.clock())
+
+    async def catch_up(self, conn: asyncpg.Connection, *, upto: int | None = None) -> int:
+        total = 0
+        while n := await self.step(conn, upto=upto):
+            total += n
+        return total
+
+    async def run(self) -> None:
+        """Lead or stand by, forever; survives lost connections and database restarts."""
+        async with Wakeup(self.dsn, poll_interval=self.poll_interval) as wake:
+            while True:
+                conn: asyncpg.Connection | None = None
+                try:
+                    conn = await connect(self.dsn)
+                    await conn.execute("SELECT pg_advisory_lock($1)", LEADER_KEY)
+                    self.is_leader.set()
+                    log.info("projector %s is the leader", self.name)
+                    while True:
+                        if await self.step(conn) == self.batch_size:
+                            continue
+                        await self.sweep(conn)
+                        if await self.step(conn):
+                            continue
+                        self.idle.set()
+                        await wake.wait()
+                        self.idle.clear()
+                except asyncio.CancelledError:
+                    raise
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("projector lost the database (%s); retrying", exc)
+                except Exception:
+                    log.exception("projector failed; retrying")
+                finally:
+                    self.is_leader.clear()
+                    self.idle.clear()
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            conn.terminate()
+                await asyncio.sleep(0.5)

@@ -1,0 +1,134 @@
+"""Gauges that need a query, served from a snapshot refreshed in the background.
+
+A scrape never touches the database (invariant 11): the collector reads the last snapshot,
+which a background task refreshes every few seconds with index-only queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterator
+
+import asyncpg
+import msgspec
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from projections.facts import InstanceStatus
+from service import metrics
+
+log = logging.getLogger(__name__)
+
+INSTANCE_STATUSES: tuple[str, ...] = InstanceStatus.__args__  # type: ignore[attr-defined]
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    taken_at: dt.datetime | None = None
+    head: int = 0
+    position: int = 0
+    lag_seconds: float = 0.0
+    overdue: list[tuple[str, str, int]] = []
+    missed: list[tuple[str, str, int]] = []
+    instances: list[tuple[str, str, str]] = []
+
+
+class SnapshotCollector(Collector):
+    def __init__(self) -> None:
+        self.current = Snapshot()
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.current
+        overdue = GaugeMetricFamily(
+            "acklog_overdue_messages",
+            "Outgoing messages overdue right now, by the ack they wait for (sent, delivered).",
+            labels=["channel", "stage"],
+        )
+        for channel, stage, n in snap.overdue:
+            overdue.add_metric([channel, stage], n)
+        yield overdue
+        missed = CounterMetricFamily(
+            "acklog_missed_acks",
+            "Messages that ever crossed an ack deadline (derived from the log: survives"
+            " restarts and rebuilds).",
+            labels=["channel", "stage"],
+        )
+        for channel, stage, n in snap.missed:
+            missed.add_metric([channel, stage], n)
+        yield missed
+        connected = GaugeMetricFamily(
+            "acklog_instance_connected",
+            "1 when the channel's instance last reported connected, else 0.",
+            labels=["channel", "provider"],
+        )
+        status = GaugeMetricFamily(
+            "acklog_instance_status",
+            "1 for the channel's current instance status, 0 for the others.",
+            labels=["channel", "provider", "status"],
+        )
+        for channel, provider, current in snap.instances:
+            connected.add_metric([channel, provider], 1 if current == "connected" else 0)
+            for value in INSTANCE_STATUSES:
+                status.add_metric([channel, provider, value], 1 if value == current else 0)
+        yield connected
+        yield status
+
+
+COLLECTOR = SnapshotCollector()
+metrics.REGISTRY.register(COLLECTOR)
+
+
+async def take(pool: asyncpg.Pool, now: dt.datetime) -> Snapshot:
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+        position = await conn.fetchval(
+            "SELECT coalesce(max(position), 0) FROM checkpoints WHERE name = 'messages'"
+        )
+        oldest = await conn.fetchval(
+            "SELECT received_at FROM events WHERE position > $1 ORDER BY position LIMIT 1",
+            position,
+        )
+        overdue = await conn.fetch(
+            """SELECT channel, 'sent' AS stage, count(*) AS n FROM rm.messages
+               WHERE state = 'sending' AND sent_due_at <= $1 GROUP BY channel
+               UNION ALL
+               SELECT channel, 'delivered', count(*) FROM rm.messages
+               WHERE state = 'sent' AND delivered_due_at <= $1 GROUP BY channel""",
+            now,
+        )
+        missed = await conn.fetch("SELECT channel, stage, n FROM rm.missed_counts")
+        instances = await conn.fetch("SELECT channel, provider, status FROM rm.instance_status")
+    return Snapshot(
+        taken_at=now,
+        head=head,
+        position=position,
+        lag_seconds=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0,
+        overdue=[(r["channel"], r["stage"], r["n"]) for r in overdue],
+        missed=[(r["channel"], r["stage"], r["n"]) for r in missed],
+        instances=[(r["channel"], r["provider"], r["status"]) for r in instances],
+    )
+
+
+def publish(snap: Snapshot) -> None:
+    COLLECTOR.current = snap
+    metrics.log_head.set(snap.head)
+    metrics.projection_position.labels("messages").set(snap.position)
+    metrics.projection_lag_events.labels("messages").set(max(snap.head - snap.position, 0))
+    metrics.projection_lag_seconds.labels("messages").set(snap.lag_seconds)
+
+
+async def refresh_forever(
+    pool: asyncpg.Pool, interval: float, clock: Callable[[], dt.datetime]
+) -> None:
+    while True:
+        with contextlib.suppress(asyncio.TimeoutError):
+            try:
+                async with asyncio.timeout(max(interval, 5.0)):
+                    publish(await take(pool, clock()))
+                metrics.database_up.set(1)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                metrics.database_up.set(0)
+                log.warning("metrics snapshot failed: %s", exc)
+        await asyncio.sleep(interval)
