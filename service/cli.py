@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,10 +15,13 @@ from aiohttp import web
 
 from eventstore.pool import connect
 from projections.providers import PROVIDERS
+from projections.rebuild import Progress, RebuildBusy, rebuild, verify
+from projections.runner import Projector
 from service import channels
 from service.app import make_app
 from service.config import Settings, from_env
 from service.database import database_url, wait_and_migrate
+from service.observe import observe_batch
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -124,6 +128,82 @@ def cmd_channels(args: argparse.Namespace) -> int:
     return asyncio.run(_with_conn(settings, run))
 
 
+def _progress(label: str) -> Callable[[Progress], None] | None:
+    """Progress on a terminal only (events done, rate, time left); silent in pipes and CI."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(p: Progress) -> None:
+        eta = f"{p.eta_seconds:.0f}s left" if p.eta_seconds is not None else ""
+        print(
+            f"\r{label}: {p.done:,}/{p.total:,} events, {p.rate:,.0f}/s, {eta}   ",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    """Run only the projector (leader, or standby while another one leads)."""
+    settings = _settings(args)
+    dsn = database_url(settings)
+
+    async def run() -> int:
+        await wait_and_migrate(dsn)
+        await Projector(dsn, on_batch=observe_batch).run()
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    dsn = database_url(settings)
+
+    async def run() -> int:
+        await wait_and_migrate(dsn)
+        started = time.monotonic()
+        position = await rebuild(dsn, progress=_progress("rebuild"))
+        took = time.monotonic() - started
+        print(f"\nrebuilt the read models up to position {position} in {took:.1f}s; swapped in")
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except RebuildBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    dsn = database_url(settings)
+
+    async def run() -> int:
+        await wait_and_migrate(dsn)
+        diffs = await verify(dsn, progress=_progress("verify"))
+        if not diffs:
+            print("\nverify: the live read models equal a rebuild from the log")
+            return 0
+        print("\nverify: the live read models differ from a rebuild from the log:")
+        for d in diffs:
+            print(f"  {d.table}: {d.only_live} rows only live, {d.only_rebuilt} only rebuilt")
+            for example in d.examples:
+                print(f"    e.g. {example}")
+        return 1
+
+    try:
+        return asyncio.run(run())
+    except RebuildBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="acklog", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -169,6 +249,14 @@ def parser() -> argparse.ArgumentParser:
     rs.add_argument("name")
     rs.add_argument("id", type=int)
     ch.set_defaults(fn=cmd_channels)
+
+    sub.add_parser("project", help="run only the projector").set_defaults(fn=cmd_project)
+    sub.add_parser(
+        "rebuild", help="replay the log into fresh read models and swap them in, live"
+    ).set_defaults(fn=cmd_rebuild)
+    sub.add_parser(
+        "verify", help="rebuild aside and compare with the live models (exit 1 on differences)"
+    ).set_defaults(fn=cmd_verify)
     return p
 
 

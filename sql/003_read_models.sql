@@ -40,8 +40,10 @@ BEGIN
         missed_delivered boolean NOT NULL DEFAULT false,
         PRIMARY KEY (channel, key)
     )$$, s);
-    EXECUTE format('CREATE INDEX ON %I.messages (channel, last_seen_at DESC, key)', s);
-    EXECUTE format('CREATE INDEX ON %I.messages (channel, state, last_seen_at DESC, key)', s);
+    -- listings, newest first by the position that created the message (immutable, so
+    -- keyset pagination stays stable while new events arrive)
+    EXECUTE format('CREATE INDEX ON %I.messages (channel, first_position DESC, key)', s);
+    EXECUTE format('CREATE INDEX ON %I.messages (channel, state, first_position DESC, key)', s);
     -- missed-ack sweep and the overdue list: messages still waiting for sent or delivered
     EXECUTE format($$CREATE INDEX ON %I.messages (sent_due_at)
                      WHERE state = 'sending' AND sent_due_at IS NOT NULL$$, s);
