@@ -142,8 +142,8 @@ class MessageState(msgspec.Struct, kw_only=True):
         else:
             self.observed_out = True
             self._milestone("sending", Milestone(at=at, position=position, pt=pt))
-        # fields: the earliest observation (by log position) that has a value wins
-        earliest = position <= self.first_position
+        # Content fields: the first value in log order wins. The projector always folds in
+        # log order, so replays agree; unlike statuses, content is not re-reported out of order.
         for name, value in (
             ("chat", chat),
             ("sender", sender),
@@ -152,7 +152,7 @@ class MessageState(msgspec.Struct, kw_only=True):
             ("media", media),
             ("quoted", quoted),
         ):
-            if value is not None and (getattr(self, name) is None or earliest):
+            if value is not None and getattr(self, name) is None:
                 setattr(self, name, value)
         self.derived_key = self.derived_key or derived_key
         return (self.rank, self.state) != before

@@ -63,6 +63,7 @@ class Projector:
         self.position = 0
         self.is_leader = asyncio.Event()
         self.idle = asyncio.Event()
+        self._advanced = asyncio.Condition()
 
     async def step(self, conn: asyncpg.Connection, *, upto: int | None = None) -> int:
         """Fold one batch in one transaction; returns how many events it folded."""
@@ -87,7 +88,14 @@ class Projector:
         self.position = events[-1].position
         if self.on_batch is not None:
             self.on_batch(batch)
+        async with self._advanced:
+            self._advanced.notify_all()
         return len(events)
+
+    async def wait_for(self, position: int) -> None:
+        """Return once this projector has folded the log up to ``position``."""
+        async with self._advanced:
+            await self._advanced.wait_for(lambda: self.position >= position)
 
     async def sweep(self, conn: asyncpg.Connection) -> int:
         """Mark messages whose ack deadline passed (live write lock held)."""

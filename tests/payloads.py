@@ -1,0 +1,80 @@
+"""Realistic webhook bodies with fresh ids, in real provider formats (Meta Cloud API)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from eventstore.events import NewEvent
+
+PHONE_ID = "106540352242922"
+
+
+def _envelope(value: dict[str, object]) -> bytes:
+    return json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "102290129340398",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {
+                                    "display_phone_number": "15550783881",
+                                    "phone_number_id": PHONE_ID,
+                                },
+                                **value,
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    ).encode()
+
+
+def meta_status(wamid: str, status: str, ts: int = 1700000000, code: int | None = None) -> bytes:
+    entry: dict[str, object] = {
+        "id": wamid,
+        "status": status,
+        "timestamp": str(ts),
+        "recipient_id": "16505551234",
+    }
+    if code is not None:
+        entry["errors"] = [{"code": code, "title": "Message failed"}]
+    return _envelope({"statuses": [entry]})
+
+
+def meta_incoming(wamid: str, text: str = "hi", ts: int = 1700000000) -> bytes:
+    return _envelope(
+        {
+            "contacts": [{"profile": {"name": "Kerry"}, "wa_id": "16505551234"}],
+            "messages": [
+                {
+                    "from": "16505551234",
+                    "id": wamid,
+                    "timestamp": str(ts),
+                    "type": "text",
+                    "text": {"body": text},
+                }
+            ],
+        }
+    )
+
+
+def event(
+    body: bytes,
+    channel: str = "meta",
+    provider: str = "meta",
+    at: dt.datetime | None = None,
+) -> NewEvent:
+    return NewEvent(
+        channel=channel,
+        provider=provider,
+        body=body,
+        received_at=at or dt.datetime.now(dt.UTC),
+        content_type="application/json",
+    ).with_dedup_key(None)

@@ -1,0 +1,123 @@
+"""Invariant 5, for any multiset of reports in any order with any repeats."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from projections.facts import RANK
+from projections.message_state import MessageState, Report
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+STATUSES = ["sent", "not_sent", "delivered", "read", "played", "deleted"]
+
+reports = st.builds(
+    lambda status, sec, pos, pt, code: Report(
+        status=status,
+        at=T0 + dt.timedelta(seconds=sec),
+        position=pos,
+        pt=pt,
+        raw=status,
+        error_code=code if status == "not_sent" else None,
+        error_text="boom" if status == "not_sent" and code else None,
+    ),
+    st.sampled_from(STATUSES),
+    st.integers(0, 50),
+    st.integers(1, 1000),
+    st.none() | st.floats(0, 2e9, allow_nan=False),
+    st.none() | st.sampled_from(["131014", "63018", "SWE004"]),
+)
+# an observation: ("obs", direction, seconds, position)
+observations = st.tuples(
+    st.just("obs"),
+    st.sampled_from(["outgoing", "incoming"]),
+    st.integers(0, 50),
+    st.integers(1, 1000),
+)
+items = st.lists(reports | observations, min_size=1, max_size=12)
+
+
+def fold(seq: list[Any]) -> MessageState:
+    m = MessageState(channel="c", key="k", provider="p")
+    for item in seq:
+        if isinstance(item, Report):
+            m.report(item)
+        else:
+            _, direction, sec, pos = item
+            m.observe(direction=direction, at=T0 + dt.timedelta(seconds=sec), position=pos, pt=None)
+    return m
+
+
+def summary(m: MessageState) -> tuple[Any, ...]:
+    return (
+        m.direction,
+        m.state,
+        m.rank,
+        m.state_at,
+        m.milestones,
+        m.failures,
+        m.first_seen_at,
+        m.last_seen_at,
+    )
+
+
+@settings(max_examples=400)
+@given(items=items, data=st.data())
+def test_any_order_and_any_duplicates_fold_alike(items: list[Any], data: st.DataObject) -> None:
+    reference = summary(fold(items))
+    shuffled = data.draw(st.permutations(items))
+    repeats = data.draw(st.lists(st.sampled_from(items), max_size=8))
+    mixed = data.draw(st.permutations(shuffled + repeats))
+    assert summary(fold(shuffled)) == reference
+    assert summary(fold(mixed)) == reference
+
+
+@settings(max_examples=300)
+@given(items=items)
+def test_rank_rules(items: list[Any]) -> None:
+    m = fold(items)
+    reported = [i for i in items if isinstance(i, Report)]
+    if m.direction == "incoming":
+        assert m.state == (
+            "deleted" if any(r.status == "deleted" for r in reported) else "received"
+        )
+        return
+    best = max((RANK[r.status] for r in reported), default=0)
+    assert m.rank == best, "the state is the highest rank reported"
+    # every failure stays on record, whatever came after it
+    failures = {
+        (r.raw, r.error_code or "", r.error_text or "") for r in reported if r.status == "not_sent"
+    }
+    assert {f.identity() for f in m.failures} == failures
+    # milestones: only statuses actually reported, each at its earliest time
+    for r in reported:
+        milestone = m.milestones[r.status]
+        earliest = min(x.at for x in reported if x.status == r.status)
+        assert milestone.at == earliest
+
+
+def test_late_sent_never_hides_a_failure_or_a_read() -> None:
+    fail = Report(status="not_sent", at=T0, position=2, raw="failed", error_code="63018")
+    sent = Report(status="sent", at=T0 + dt.timedelta(seconds=5), position=3, raw="sent")
+    m = fold([fail, sent])
+    assert m.state == "not_sent" and len(m.failures) == 1
+    read = Report(status="read", at=T0, position=4, raw="read")
+    m = fold([read, sent])
+    assert m.state == "read"
+    assert "sent" in m.milestones and "delivered" not in m.milestones  # only what was reported
+
+
+def test_delivered_after_failure_shows_delivered_and_keeps_the_failure() -> None:
+    fail = Report(status="not_sent", at=T0, position=2, raw="failed", error_code="1")
+    delivered = Report(status="delivered", at=T0 + dt.timedelta(seconds=1), position=3, raw="d")
+    m = fold([fail, delivered])
+    assert m.state == "delivered"
+    assert [f.code for f in m.failures] == ["1"]
+
+
+def test_an_ack_for_an_unseen_message_makes_it_outgoing() -> None:
+    m = fold([Report(status="delivered", at=T0, position=1, raw="delivered")])
+    assert (m.direction, m.state) == ("outgoing", "delivered")
