@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import AsyncIterator
 
@@ -148,10 +149,10 @@ async def test_standby_takes_over_when_the_leader_connection_dies(
     tasks = [asyncio.create_task(first.run()), asyncio.create_task(second.run())]
     try:
         async with asyncio.timeout(20):
-            done, _ = await asyncio.wait(
-                [asyncio.create_task(p.is_leader.wait()) for p in (first, second)],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            waiters = [asyncio.create_task(p.is_leader.wait()) for p in (first, second)]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
             leader, standby = (first, second) if first.is_leader.is_set() else (second, first)
             assert not standby.is_leader.is_set()
             async with pool.acquire() as c:
@@ -240,7 +241,7 @@ async def test_rebuild_during_live_ingest_keeps_the_read_side_up(
         async with asyncio.timeout(30):
             await projector.wait_for(await head(conn))
         assert seen and min(seen) >= before, "the query side saw an empty or half-built table"
-        assert all(x <= y for x, y in zip(seen, seen[1:], strict=False)), "counts went backwards"
+        assert all(x <= y for x, y in itertools.pairwise(seen)), "counts went backwards"
         assert await verify(dsn) == []
     finally:
         stop.set()
