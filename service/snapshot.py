@@ -81,7 +81,12 @@ metrics.REGISTRY.register(COLLECTOR)
 
 
 async def take(pool: asyncpg.Pool, now: dt.datetime) -> Snapshot:
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
+    async with pool.acquire() as conn:
+        return await take_from(conn, now)
+
+
+async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
+    async with conn.transaction(readonly=True):
         head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
         position = await conn.fetchval(
             "SELECT coalesce(max(position), 0) FROM checkpoints WHERE name = 'messages'"

@@ -78,3 +78,41 @@ def event(
         received_at=at or dt.datetime.now(dt.UTC),
         content_type="application/json",
     ).with_dedup_key(None)
+
+
+def waha_outgoing(message_id: str, ack: int = 0) -> bytes:
+    """A WAHA ``message`` event for a message we sent (fromMe), still pending (ack 0)."""
+    return json.dumps(
+        {
+            "event": "message.any",
+            "session": "default",
+            "payload": {
+                "id": f"true_11111111111@c.us_{message_id}",
+                "timestamp": 1667561485,
+                "from": "11111111111@c.us",
+                "fromMe": True,
+                "to": "11111111111@c.us",
+                "body": "Hi there!",
+                "hasMedia": False,
+                "ack": ack,
+            },
+        }
+    ).encode()
+
+
+def waha_ack(message_id: str, ack: int) -> bytes:
+    names = {-1: "ERROR", 0: "PENDING", 1: "SERVER", 2: "DEVICE", 3: "READ", 4: "PLAYED"}
+    return json.dumps(
+        {
+            "event": "message.ack",
+            "session": "default",
+            "payload": {
+                "id": f"true_11111111111@c.us_{message_id}",
+                "from": "11111111111@c.us",
+                "participant": None,
+                "fromMe": True,
+                "ack": ack,
+                "ackName": names[ack],
+            },
+        }
+    ).encode()
