@@ -86,8 +86,8 @@ async def add(
         try:
             await conn.execute(
                 "INSERT INTO channels (name, provider, basic_user, allow_cidrs, sent_deadline_s,"
-                " delivered_deadline_s) VALUES ($1, $2, $3, $4::cidr[], coalesce($5, 60),"
-                " coalesce($6, 600))",
+                " delivered_deadline_s) VALUES ($1, $2, $3, $4::cidr[], coalesce($5::float8, 60),"
+                " coalesce($6::float8, 600))",
                 name,
                 provider,
                 basic_user,
