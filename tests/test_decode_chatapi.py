@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from projections.facts import (
     DecodeError,
-    Fact,
     Ignored,
     InstanceStatusReported,
     MessageObserved,
@@ -17,13 +15,13 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers.chatapi import decode
+from tests.decode_helpers import Decoding
 from tests.samples import JSON, sample
 
 SAMPLE_ID = "false_17472822486@c.us_DF38E6A25B42CC8CCE57EC40F"
 
 
-def run(payload: Any) -> list[Fact]:
-    return decode(json.dumps(payload).encode(), JSON, {})
+run = Decoding("chatapi", decode).json
 
 
 def test_sample_messages_from_me_despite_false_prefix() -> None:

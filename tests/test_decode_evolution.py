@@ -9,8 +9,6 @@ from typing import Any
 import pytest
 
 from projections.facts import (
-    DecodeError,
-    Fact,
     Ignored,
     InstanceStatusReported,
     MessageDeleted,
@@ -18,7 +16,8 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers import evolution
-from tests.samples import JSON, sample, sample_names
+from tests.decode_helpers import Decoding
+from tests.samples import sample, sample_names
 
 OWN = "59169375664@s.whatsapp.net"
 PEER = "59171146267@s.whatsapp.net"
@@ -29,19 +28,10 @@ def iso(text: str) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def decode_sample(name: str) -> list[Fact]:
-    body, ctype = sample("evolution", name)
-    return evolution.decode(body, ctype, {"Content-Type": ctype})
-
-
-def decode_obj(payload: Any) -> list[Fact]:
-    return evolution.decode(json.dumps(payload).encode(), JSON, {})
-
-
-def reason(payload: Any) -> str:
-    with pytest.raises(DecodeError) as info:
-        decode_obj(payload)
-    return info.value.reason
+DECODING = Decoding("evolution", evolution.decode)
+decode_sample = DECODING.sample
+decode_obj = DECODING.json
+reason = DECODING.reason
 
 
 def envelope(event: str, data: Any) -> dict[str, Any]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from projections.facts import (
     DecodeError,
-    Fact,
     Ignored,
     InstanceStatusReported,
     MessageDeleted,
@@ -17,22 +15,13 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers import greenapi
-from tests.samples import JSON, sample, sample_names
+from tests.decode_helpers import Decoding
+from tests.samples import JSON, sample_names
 
-
-def decode_sample(name: str) -> list[Fact]:
-    body, ctype = sample("greenapi", name)
-    return greenapi.decode(body, ctype, {"Content-Type": ctype})
-
-
-def decode_obj(payload: dict[str, Any]) -> list[Fact]:
-    return greenapi.decode(json.dumps(payload).encode(), JSON, {})
-
-
-def reason(payload: dict[str, Any]) -> str:
-    with pytest.raises(DecodeError) as info:
-        decode_obj(payload)
-    return info.value.reason
+DECODING = Decoding("greenapi", greenapi.decode)
+decode_sample = DECODING.sample
+decode_obj = DECODING.json
+reason = DECODING.reason
 
 
 INSTANCE = {"idInstance": 1234, "wid": "79001234567@c.us", "typeInstance": "whatsapp"}

@@ -2,36 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from projections.facts import (
     DecodeError,
-    Fact,
     Ignored,
     MessageDeleted,
     MessageObserved,
     StatusReported,
 )
 from projections.providers import meta
-from tests.samples import JSON, sample, sample_names
+from tests.decode_helpers import Decoding
+from tests.samples import JSON, sample_names
 
-
-def decode_sample(name: str) -> list[Fact]:
-    body, ctype = sample("meta", name)
-    return meta.decode(body, ctype, {"Content-Type": ctype})
-
-
-def decode_obj(payload: Any) -> list[Fact]:
-    return meta.decode(json.dumps(payload).encode(), JSON, {})
-
-
-def reason(payload: Any) -> str:
-    with pytest.raises(DecodeError) as info:
-        decode_obj(payload)
-    return info.value.reason
+DECODING = Decoding("meta", meta.decode)
+decode_sample = DECODING.sample
+decode_obj = DECODING.json
+reason = DECODING.reason
 
 
 def hook(*values: dict[str, Any], field: str = "messages") -> dict[str, Any]:

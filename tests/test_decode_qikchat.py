@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import pytest
 
 from projections.facts import (
     DecodeError,
-    Fact,
     Ignored,
     MessageObserved,
     OutgoingStatus,
     StatusReported,
 )
 from projections.providers.qikchat import decode
-from tests.samples import JSON, sample
+from tests.decode_helpers import Decoding
+from tests.samples import sample
 
 KEY = "52JH6WmuSruAVyXvBBYemd0Ia"
 TIME = dt.datetime(2022, 2, 15, 11, 30, 35, tzinfo=dt.UTC).timestamp()
 
 
-def run(payload: Any) -> list[Fact]:
-    return decode(json.dumps(payload).encode(), JSON, {})
+run = Decoding("qikchat", decode).json
 
 
 def incoming(message: dict[str, Any], msg_id: Any = "Q1") -> dict[str, Any]:

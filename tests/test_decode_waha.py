@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from projections.facts import (
     DecodeError,
-    Fact,
     Ignored,
     InstanceStatusReported,
     MessageDeleted,
@@ -17,24 +15,16 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers import waha
+from tests.decode_helpers import Decoding
 from tests.samples import JSON, sample, sample_names
 
 OUR_ID = "true_11111111111@c.us_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
 
-def decode_sample(name: str) -> list[Fact]:
-    body, ctype = sample("waha", name)
-    return waha.decode(body, ctype, {"Content-Type": ctype})
-
-
-def decode_obj(payload: Any) -> list[Fact]:
-    return waha.decode(json.dumps(payload).encode(), JSON, {})
-
-
-def reason(payload: Any) -> str:
-    with pytest.raises(DecodeError) as info:
-        decode_obj(payload)
-    return info.value.reason
+DECODING = Decoding("waha", waha.decode)
+decode_sample = DECODING.sample
+decode_obj = DECODING.json
+reason = DECODING.reason
 
 
 def event(name: str, payload: Any, **envelope: Any) -> dict[str, Any]:
@@ -88,12 +78,14 @@ def test_status_broadcast_read_is_per_participant() -> None:
     ]
 
 
-def test_document_message_is_ours_by_its_true_prefix() -> None:
+def test_document_message_is_incoming_whatever_its_id_prefix() -> None:
+    # event=message is WAHA's incoming-only event; the docs' ids were copy-pasted with true_
     assert decode_sample("message_media_document.json") == [
         MessageObserved(
             key=OUR_ID,
-            direction="outgoing",
+            direction="incoming",
             chat="11111111111@c.us",
+            sender="11111111111@c.us",
             kind="document",
             media=f"http://localhost:3000/api/files/{OUR_ID}.pdf",
             provider_time=1667561485.0,
@@ -101,12 +93,14 @@ def test_document_message_is_ours_by_its_true_prefix() -> None:
     ]
 
 
-def test_image_message() -> None:
+def test_image_message_is_incoming() -> None:
+    # event=message is WAHA's incoming-only event; the docs' ids were copy-pasted with true_
     assert decode_sample("message_media_image.json") == [
         MessageObserved(
             key=OUR_ID,
-            direction="outgoing",
+            direction="incoming",
             chat="11111111111@c.us",
+            sender="11111111111@c.us",
             kind="image",
             media=f"http://localhost:3000/api/files/{OUR_ID}.jpg",
             provider_time=1667561485.0,

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import pytest
 
 from projections.facts import (
     DecodeError,
-    Fact,
     Ignored,
     MessageDeleted,
     MessageObserved,
@@ -18,15 +16,15 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers.wamm import decode
-from tests.samples import JSON, sample
+from tests.decode_helpers import Decoding
+from tests.samples import sample
 
 
 def utc(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float:
     return dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC).timestamp()
 
 
-def run(payload: Any) -> list[Fact]:
-    return decode(json.dumps(payload).encode(), JSON, {})
+run = Decoding("wamm", decode).json
 
 
 def msg(**fields: Any) -> dict[str, Any]:

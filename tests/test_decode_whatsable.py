@@ -11,18 +11,16 @@ import pytest
 
 from projections.facts import (
     DecodeError,
-    Fact,
     Ignored,
     MessageObserved,
     OutgoingStatus,
     StatusReported,
 )
 from projections.providers.whatsable import decode
-from tests.samples import JSON, sample
+from tests.decode_helpers import Decoding
+from tests.samples import sample
 
-
-def run(payload: Any) -> list[Fact]:
-    return decode(json.dumps(payload).encode(), JSON, {})
+run = Decoding("whatsable", decode).json
 
 
 def expected_key(phone: str, seconds: float, text: str) -> str:

@@ -10,7 +10,6 @@ import pytest
 
 from projections.facts import (
     DecodeError,
-    Fact,
     Ignored,
     InstanceStatus,
     InstanceStatusReported,
@@ -20,15 +19,15 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers.whatsgate import decode, event_id
-from tests.samples import JSON, sample
+from tests.decode_helpers import Decoding
+from tests.samples import sample
 
 MSG_ID = "3EB0436AE1E682FF3A37"
 EVENT_TIME = dt.datetime(2022, 9, 7, 18, 29, 37, tzinfo=dt.UTC).timestamp()
 MSG_TIME = 1662575377.0  # message.timestamp; equals event_date read as UTC
 
 
-def run(payload: Any) -> list[Fact]:
-    return decode(json.dumps(payload).encode(), JSON, {})
+run = Decoding("whatsgate", decode).json
 
 
 def envelope(action: str, **message: Any) -> dict[str, Any]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from projections.facts import (
     DecodeError,
-    Fact,
     Ignored,
     InstanceStatusReported,
     MessageDeleted,
@@ -17,24 +15,16 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers import zapi
-from tests.samples import JSON, sample, sample_names
+from tests.decode_helpers import Decoding
+from tests.samples import sample_names
 
 MOMENT = 1632234645.0  # "momment": 1632234645000 (milliseconds) in the status examples
 
 
-def decode_sample(name: str) -> list[Fact]:
-    body, ctype = sample("zapi", name)
-    return zapi.decode(body, ctype, {"Content-Type": ctype})
-
-
-def decode_obj(payload: dict[str, Any]) -> list[Fact]:
-    return zapi.decode(json.dumps(payload).encode(), JSON, {})
-
-
-def reason(payload: dict[str, Any]) -> str:
-    with pytest.raises(DecodeError) as info:
-        decode_obj(payload)
-    return info.value.reason
+DECODING = Decoding("zapi", zapi.decode)
+decode_sample = DECODING.sample
+decode_obj = DECODING.json
+reason = DECODING.reason
 
 
 def received(**fields: Any) -> dict[str, Any]:

@@ -9,9 +9,24 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from projections.facts import DecodeError
+from projections.facts import (
+    DecodeError,
+    Direction,
+    Ignored,
+    OutgoingStatus,
+    StatusReported,
+)
 
 T = TypeVar("T")
+
+#: A provider id as JSON carries it (ints are common); read with :func:`text_id`.
+Id = int | str | None
+#: A provider timestamp as JSON carries it (epoch s/ms or text); read with :func:`epoch`.
+Stamp = int | float | str | None
+
+#: No provider id, time or code is wider than this; wider JSON ints are refused up front
+#: (``str()`` of a huge int raises ValueError, ``float()`` of one overflows).
+MAX_INT_BITS = 64
 
 # Epoch values above this are milliseconds (year 2286 in seconds); providers mix both.
 _MS_THRESHOLD = 10_000_000_000
@@ -40,6 +55,30 @@ def parse_form(body: bytes) -> dict[str, str]:
     except ValueError as exc:
         raise DecodeError(f"form body cannot be parsed: {exc}") from None
     return dict(pairs)
+
+
+def parse_part(raw: msgspec.Raw, type_: type[T], where: str) -> T:
+    """Decode a sub-document kept raw (its shape depends on a sibling field) as ``type_``.
+
+    ``where`` is its path in the webhook (``entry[0].changes[1].value``); every failure names
+    it, so the reason points at the full path instead of at ``$`` of the fragment.
+    """
+    if not raw or bytes(raw) == b"null":
+        raise DecodeError(f"{where}: missing")
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        message = str(exc).replace("- at `$", f"- at `$.{where}")
+        raise DecodeError(f"invalid payload: {message}") from None
+    except (msgspec.DecodeError, RecursionError):
+        raise DecodeError(f"{where}: cannot be decoded") from None
+
+
+def guard_int(value: object, field: str, what: str = "") -> None:
+    """Refuse an int wider than :data:`MAX_INT_BITS`; ``what`` ("id", …) names it in the reason."""
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        label = f"{what} " if what else ""
+        raise DecodeError(f"{field}: {label}out of range ({value.bit_length()} bits)")
 
 
 def epoch(value: Any, field: str) -> float | None:
@@ -81,6 +120,12 @@ def epoch(value: Any, field: str) -> float | None:
     return number
 
 
+def bounded_epoch(value: Stamp, field: str) -> float | None:
+    """:func:`epoch`, refusing ints wider than 64 bits first with their bit count."""
+    guard_int(value, field, "timestamp")
+    return epoch(value, field)
+
+
 def text_id(value: Any, field: str) -> str:
     """A provider message id normalised to a non-empty string (ints are common)."""
     if isinstance(value, bool) or value is None:
@@ -92,6 +137,83 @@ def text_id(value: Any, field: str) -> str:
     if isinstance(value, str) and value.strip():
         return value.strip()
     raise DecodeError(f"{field}: expected a non-empty id, got {value!r}"[:200])
+
+
+def bounded_id(value: Id, field: str) -> str:
+    """:func:`text_id`, refusing ints wider than 64 bits first with their bit count."""
+    guard_int(value, field, "id")
+    return text_id(value, field)
+
+
+def optional_id(value: Id, field: str) -> str | None:
+    """:func:`text_id` of an id that may be absent: None and blank strings are None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return text_id(value, field)
+
+
+def optional_text(value: int | str | None) -> str | None:
+    """``value`` as stripped text (ints are common); None, empty and blank are None."""
+    if value is None:
+        return None
+    return str(value).strip() or None
+
+
+def folded(text: str) -> str:
+    """``text`` lower-cased, runs of white space folded to one space (``"Not  Sent"``)."""
+    return " ".join(text.split()).lower()
+
+
+def flag_direction(flag: bool | int | str | None, field: str, *, words: bool = False) -> Direction:
+    """A "from me" flag as a direction: true/1 outgoing, false/0 incoming, never guessed.
+
+    Reads booleans, 0/1 and ``"0"``/``"1"``; with ``words`` also ``"true"``/``"false"`` in any
+    case (providers that document a boolean). Missing or anything else is a DecodeError.
+    """
+    if flag is None:
+        hint = "true outgoing, false incoming" if words else "0 incoming, 1 outgoing"
+        raise DecodeError(f"{field}: missing ({hint})")
+    if isinstance(flag, bool):
+        return "outgoing" if flag else "incoming"
+    text = str(flag).strip().lower()
+    if text == "1" or (words and text == "true"):
+        return "outgoing"
+    if text == "0" or (words and text == "false"):
+        return "incoming"
+    expected = "a boolean" if words else "0 or 1"
+    raise DecodeError(f"{field}: expected {expected}, got {flag!r}"[:200])
+
+
+def bool_direction(from_me: bool | None) -> Direction | None:
+    """A boolean ``fromMe`` as a direction; None when the payload does not say."""
+    if from_me is None:
+        return None
+    return "outgoing" if from_me else "incoming"
+
+
+def table_status(
+    table: Mapping[str, OutgoingStatus],
+    key: str,
+    raw: str | None,
+    field: str,
+    *,
+    stamp: Stamp,
+    stamp_field: str,
+    unknown: str,
+    event: str,
+) -> StatusReported | Ignored:
+    """A status event of message ``key``: ``raw`` looked up stripped and lower-cased in ``table``.
+
+    Missing or blank → DecodeError naming ``field``; not in the table → Ignored as
+    ``{unknown} {raw!r}`` (never guessed); else StatusReported with ``raw`` verbatim. ``stamp``
+    is read only for a known status, so an ignored one never fails on its time.
+    """
+    if raw is None or not raw.strip():
+        raise DecodeError(f"{field}: missing")
+    status = table.get(raw.strip().lower())
+    if status is None:
+        return Ignored(reason=f"{unknown} {raw[:40]!r}", event=event)
+    return StatusReported(key=key, status=status, raw=raw, provider_time=epoch(stamp, stamp_field))
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

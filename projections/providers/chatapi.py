@@ -36,7 +36,6 @@ import msgspec
 
 from projections.facts import (
     DecodeError,
-    Direction,
     Fact,
     Ignored,
     InstanceStatus,
@@ -45,7 +44,15 @@ from projections.facts import (
     OutgoingStatus,
     StatusReported,
 )
-from projections.providers._common import epoch, parse_json, text_id
+from projections.providers._common import (
+    Id,
+    epoch,
+    flag_direction,
+    folded,
+    optional_id,
+    parse_json,
+    text_id,
+)
 
 #: ``ack[].status`` and ``messages[].ack`` (as text) → canonical outgoing status.
 STATUS: dict[str, OutgoingStatus] = {
@@ -86,8 +93,6 @@ INSTANCE: dict[str, InstanceStatus] = {
 
 #: ``authenticated`` substates in which the phone is unreachable.
 _OFFLINE_SUBSTATES = frozenset({"phone", "computer", "offline"})
-
-Id = int | str | None
 
 
 class _Message(msgspec.Struct, frozen=True):
@@ -144,13 +149,13 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
 
 def _message(msg: _Message, where: str) -> list[Fact]:
     key = text_id(msg.id, f"{where}.id")
-    direction = _direction(msg.fromMe, f"{where}.fromMe")
+    direction = flag_direction(msg.fromMe, f"{where}.fromMe", words=True)
     kind = KIND.get(msg.type or "", "other")
     if kind in _MEDIA_KINDS:
         text, media = msg.caption or None, msg.body or None
     else:
         text, media = msg.body or None, None
-    quoted = _optional_id(msg.quotedMsgId, f"{where}.quotedMsgId")
+    quoted = optional_id(msg.quotedMsgId, f"{where}.quotedMsgId")
     facts: list[Fact] = [
         MessageObserved(
             key=key,
@@ -171,12 +176,6 @@ def _message(msg: _Message, where: str) -> list[Fact]:
         return facts
     facts.append(_status(key, msg.ack, "messages"))
     return facts
-
-
-def _optional_id(value: Id, field: str) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return text_id(value, field)
 
 
 def _ack(ack: _Ack, where: str) -> Fact:
@@ -200,21 +199,7 @@ def _instance(value: str | _AccountStatus) -> InstanceStatusReported:
     else:
         raw = value.accountStatus or ""
         substatus = value.statusData.substatus if value.statusData is not None else None
-    state = " ".join(raw.split()).lower()
-    status = INSTANCE.get(state, "unknown")
+    status = INSTANCE.get(folded(raw), "unknown")
     if status == "connected" and (substatus or "").strip().lower() in _OFFLINE_SUBSTATES:
         status = "disconnected"
     return InstanceStatusReported(status=status, raw=raw[:100], reason=substatus or None)
-
-
-def _direction(flag: bool | int | str | None, field: str) -> Direction:
-    if isinstance(flag, bool):
-        return "outgoing" if flag else "incoming"
-    if flag is None:
-        raise DecodeError(f"{field}: missing (true outgoing, false incoming)")
-    text = str(flag).strip().lower()
-    if text in ("1", "true"):
-        return "outgoing"
-    if text in ("0", "false"):
-        return "incoming"
-    raise DecodeError(f"{field}: expected a boolean, got {flag!r}"[:200])

@@ -57,7 +57,17 @@ from projections.facts import (
     OutgoingStatus,
     StatusReported,
 )
-from projections.providers._common import epoch, parse_json, text_id
+from projections.providers._common import (
+    MAX_INT_BITS,
+    Id,
+    Stamp,
+    bool_direction,
+    bounded_epoch,
+    bounded_id,
+    guard_int,
+    parse_json,
+    parse_part,
+)
 
 #: ``data.status`` (names, Baileys ints as text, Cloud API channel names) → canonical status.
 STATUS: dict[str, OutgoingStatus] = {
@@ -118,11 +128,7 @@ REVOKE = (0, "REVOKE")
 
 MESSAGE_EVENTS = ("messages.upsert", "send.message")
 
-_MAX_INT_BITS = 64
-
 T = TypeVar("T")
-Timestamp = int | float | str | None
-Id = int | str | None
 
 
 class _Struct(msgspec.Struct, frozen=True, rename="camel"):
@@ -132,7 +138,7 @@ class _Struct(msgspec.Struct, frozen=True, rename="camel"):
 class _Envelope(msgspec.Struct, frozen=True):
     event: str | None = None
     data: msgspec.Raw = msgspec.Raw()
-    date_time: Timestamp = None
+    date_time: Stamp = None
     sender: str | None = None
 
 
@@ -238,7 +244,7 @@ class _Update(_Struct, frozen=True):
     from_me: bool | None = None
     participant: str | None = None
     status: int | str | None = None
-    datetime: Timestamp = None
+    datetime: Stamp = None
     key: _Key | None = None
     poll_updates: Any = None
 
@@ -269,7 +275,7 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
     if raw_event is None or not raw_event.strip():
         raise DecodeError("event: missing event name")
     event = raw_event.strip().lower().replace("_", ".")[:64]
-    sent_at = _time(envelope.date_time, "date_time")
+    sent_at = bounded_epoch(envelope.date_time, "date_time")
     if event in MESSAGE_EVENTS:
         facts: list[Fact] = []
         for where, message in _many(envelope.data, _Message):
@@ -285,9 +291,9 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
             for where, deleted in _many(envelope.data, _Deleted)
         ]
     if event == "connection.update":
-        return [_connection(_part(envelope.data, _Connection, "data"), sent_at)]
+        return [_connection(parse_part(envelope.data, _Connection, "data"), sent_at)]
     if event == "qrcode.updated":
-        qr = _part(envelope.data, _QrCode, "data")
+        qr = parse_part(envelope.data, _QrCode, "data")
         if qr.qrcode is None:
             note = (qr.message or "no QR code")[:120]
             return [Ignored(reason=f"qrcode.updated without a QR code: {note}", event=event)]
@@ -302,7 +308,7 @@ def _message(
 ) -> list[Fact]:
     if message.key is None:
         raise DecodeError(f"{where}.key: missing")
-    key = _id(message.key.id, f"{where}.key.id")
+    key = bounded_id(message.key.id, f"{where}.key.id")
     from_me = message.key.from_me
     if from_me is None:
         raise DecodeError(f"{where}.key.fromMe: missing (direction unknown)")
@@ -319,7 +325,7 @@ def _message(
                 )
             ]
         target = protocol.key.id if protocol.key else None
-        deleted = _id(target, f"{where}.message.protocolMessage.key.id")
+        deleted = bounded_id(target, f"{where}.message.protocolMessage.key.id")
         return [MessageDeleted(key=deleted, raw="REVOKE", direction=direction, provider_time=when)]
     if content is not None and content.edited_message is not None:
         return [Ignored(reason="message edit (acklog tracks delivery, not content)", event=event)]
@@ -347,14 +353,14 @@ def _update(update: _Update, event: str, sent_at: float | None, where: str) -> F
     key_id = update.key_id
     if key_id is None and update.key is not None:
         key_id = update.key.id
-    key = _id(key_id, f"{where}.keyId")
+    key = bounded_id(key_id, f"{where}.keyId")
     from_me = update.from_me
     if from_me is None and update.key is not None:
         from_me = update.key.from_me
     if update.status is None:
         what = "poll vote" if update.poll_updates is not None else "update without status"
         return Ignored(reason=f"{what} for message {key[:64]}", event=event)
-    when = _time(update.datetime, f"{where}.datetime")
+    when = bounded_epoch(update.datetime, f"{where}.datetime")
     participant = update.participant if update.participant != update.remote_jid else None
     return _status(
         key,
@@ -374,9 +380,9 @@ def _deleted(deleted: _Deleted, event: str, sent_at: float | None, where: str) -
         key_id = deleted.key.id if key_id is None else key_id
         from_me = deleted.key.from_me if from_me is None else from_me
     return MessageDeleted(
-        key=_id(key_id, f"{where}.id"),
+        key=bounded_id(key_id, f"{where}.id"),
         raw=event,
-        direction=_direction(from_me),
+        direction=bool_direction(from_me),
         provider_time=sent_at,
     )
 
@@ -390,13 +396,14 @@ def _status(
     event: str,
     field: str,
 ) -> Fact:
-    if isinstance(status, int) and status.bit_length() > _MAX_INT_BITS:
-        raise DecodeError(f"{field}: out of range ({status.bit_length()} bits)")
+    guard_int(status, field)
     raw = str(status).strip()
     if not raw:
         raise DecodeError(f"{field}: empty status")
     if raw.upper() == DELETED:
-        return MessageDeleted(key=key, raw=raw, direction=_direction(from_me), provider_time=when)
+        return MessageDeleted(
+            key=key, raw=raw, direction=bool_direction(from_me), provider_time=when
+        )
     if from_me is False:
         return Ignored(
             reason=f"status {raw[:64]} of an incoming message (our own receipt)",
@@ -415,7 +422,7 @@ def _connection(connection: _Connection, sent_at: float | None) -> Fact:
     if not state:
         raise DecodeError("data.state: missing connection state")
     reason_code = connection.status_reason
-    if isinstance(reason_code, int) and reason_code.bit_length() > _MAX_INT_BITS:
+    if isinstance(reason_code, int) and reason_code.bit_length() > MAX_INT_BITS:
         raise DecodeError("data.statusReason: out of range")
     status = STATE.get(state, "unknown")
     if state == "close" and str(reason_code).strip() == str(LOGGED_OUT_REASON):
@@ -493,7 +500,7 @@ def _quoted(message: _Message, content: _Content | None) -> str | None:
     if content is not None and content.reaction_message is not None:
         target = content.reaction_message.key
         if target is not None and target.id is not None:
-            return _id(target.id, "data.message.reactionMessage.key.id")
+            return bounded_id(target.id, "data.message.reactionMessage.key.id")
     contexts: list[_Context | None] = [message.context_info]
     if content is not None:
         if content.extended_text_message is not None:
@@ -531,50 +538,17 @@ def _polls(content: _Content) -> list[_Poll]:
     return [poll for poll in candidates if poll is not None]
 
 
-def _direction(from_me: bool | None) -> Direction | None:
-    if from_me is None:
-        return None
-    return "outgoing" if from_me else "incoming"
-
-
 def _many(raw: msgspec.Raw, type_: type[T]) -> list[tuple[str, T]]:
     """``data`` as (place, item) pairs: one object, or (defensively) an array of them."""
     if bytes(raw).lstrip()[:1] == b"[":
-        items = _part(raw, list[type_], "data")  # type: ignore[valid-type]
+        items = parse_part(raw, list[type_], "data")  # type: ignore[valid-type]
         return [(f"data[{i}]", item) for i, item in enumerate(items)]
-    return [("data", _part(raw, type_, "data"))]
-
-
-def _part(raw: msgspec.Raw, type_: type[T], where: str) -> T:
-    """Decode one raw sub-document, naming its place in the webhook when it is invalid."""
-    if not raw or bytes(raw) == b"null":
-        raise DecodeError(f"{where}: missing")
-    try:
-        return msgspec.json.decode(raw, type=type_)
-    except msgspec.ValidationError as exc:
-        message = str(exc).replace("- at `$", f"- at `$.{where}")
-        raise DecodeError(f"invalid payload: {message}") from None
-    except (msgspec.DecodeError, RecursionError):
-        raise DecodeError(f"{where}: cannot be decoded") from None
-
-
-def _id(value: Id, field: str) -> str:
-    # str() of a huge int raises ValueError; provider ids are never wider than 64 bits.
-    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
-        raise DecodeError(f"{field}: id out of range ({value.bit_length()} bits)")
-    return text_id(value, field)
+    return [("data", parse_part(raw, type_, "data"))]
 
 
 def _timestamp(value: int | float | str | _Long | None, field: str) -> float | None:
     if isinstance(value, _Long):
-        if value.low.bit_length() > _MAX_INT_BITS or value.high.bit_length() > _MAX_INT_BITS:
+        if value.low.bit_length() > MAX_INT_BITS or value.high.bit_length() > MAX_INT_BITS:
             raise DecodeError(f"{field}: Long out of range")
-        return _time(((value.high & 0xFFFFFFFF) << 32) | (value.low & 0xFFFFFFFF), field)
-    return _time(value, field)
-
-
-def _time(value: Timestamp, field: str) -> float | None:
-    # epoch() turns ints into float and would overflow on huge ones; refuse them first.
-    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
-        raise DecodeError(f"{field}: timestamp out of range ({value.bit_length()} bits)")
-    return epoch(value, field)
+        return bounded_epoch(((value.high & 0xFFFFFFFF) << 32) | (value.low & 0xFFFFFFFF), field)
+    return bounded_epoch(value, field)

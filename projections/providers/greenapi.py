@@ -48,7 +48,7 @@ from projections.facts import (
     OutgoingStatus,
     StatusReported,
 )
-from projections.providers._common import epoch, parse_json, text_id
+from projections.providers._common import Stamp, bounded_epoch, parse_json, text_id
 
 #: ``outgoingMessageStatus.status`` → canonical outgoing status.
 STATUS: dict[str, OutgoingStatus] = {
@@ -117,9 +117,6 @@ IGNORED_TYPES: dict[str, str] = {
 }
 
 _ERROR_CODE = re.compile(r"^\s*([A-Z]{2,}\d+)\b")
-_MAX_TIMESTAMP_BITS = 64
-
-Timestamp = int | float | str | None
 
 
 class _Struct(msgspec.Struct, frozen=True, rename="camel"):
@@ -134,17 +131,17 @@ class _OutgoingStatus(_Struct, frozen=True):
     id_message: str | None = None
     status: str | None = None
     description: str | None = None
-    timestamp: Timestamp = None
+    timestamp: Stamp = None
 
 
 class _StateChanged(_Struct, frozen=True):
     state_instance: str | None = None
-    timestamp: Timestamp = None
+    timestamp: Stamp = None
 
 
 class _StatusChanged(_Struct, frozen=True):
     status_instance: str | None = None
-    timestamp: Timestamp = None
+    timestamp: Stamp = None
 
 
 class _SenderData(_Struct, frozen=True):
@@ -195,7 +192,7 @@ class _MessageData(_Struct, frozen=True):
 
 class _Message(_Struct, frozen=True):
     id_message: str | None = None
-    timestamp: Timestamp = None
+    timestamp: Stamp = None
     sender_data: _SenderData | None = None
     message_data: _MessageData | None = None
 
@@ -218,7 +215,7 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
                 status=STATE.get(raw, "unknown"),
                 raw=raw,
                 reason=reason,
-                provider_time=_time(state.timestamp, "timestamp"),
+                provider_time=bounded_epoch(state.timestamp, "timestamp"),
             )
         ]
     if kind == "statusInstanceChanged":
@@ -228,7 +225,7 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
             InstanceStatusReported(
                 status=SOCKET.get(raw, "unknown"),
                 raw=raw,
-                provider_time=_time(socket.timestamp, "timestamp"),
+                provider_time=bounded_epoch(socket.timestamp, "timestamp"),
             )
         ]
     if kind == "incomingMessageStatus":
@@ -255,7 +252,7 @@ def _status(event: _OutgoingStatus) -> Fact:
         key=key,
         status=status,
         raw=raw,
-        provider_time=_time(event.timestamp, "timestamp"),
+        provider_time=bounded_epoch(event.timestamp, "timestamp"),
         error_code=code,
         error_text=text,
     )
@@ -267,7 +264,7 @@ def _message(event: _Message, direction: Direction, kind: str) -> Fact:
     if data is None:
         raise DecodeError("messageData: missing")
     type_message = _required(data.type_message, "messageData.typeMessage")
-    when = _time(event.timestamp, "timestamp")
+    when = bounded_epoch(event.timestamp, "timestamp")
     if type_message == "deletedMessage":
         deleted = data.deleted_message_data
         target = text_id(deleted.stanza_id if deleted else None, "deletedMessageData.stanzaId")
@@ -313,10 +310,3 @@ def _required(value: str | None, field: str) -> str:
 def _text(value: str | None) -> str | None:
     """Empty strings are absent values (Green-API sends ``"caption": ""``)."""
     return value if value else None
-
-
-def _time(value: Timestamp, field: str) -> float | None:
-    # epoch() turns huge ints into float and would overflow; refuse them first.
-    if isinstance(value, int) and value.bit_length() > _MAX_TIMESTAMP_BITS:
-        raise DecodeError(f"{field}: timestamp out of range ({value.bit_length()} bits)")
-    return epoch(value, field)

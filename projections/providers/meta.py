@@ -30,7 +30,6 @@ Traps and assumptions:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
 
 import msgspec
 
@@ -44,7 +43,14 @@ from projections.facts import (
     OutgoingStatus,
     StatusReported,
 )
-from projections.providers._common import epoch, parse_json, text_id
+from projections.providers._common import (
+    Id,
+    Stamp,
+    bounded_epoch,
+    bounded_id,
+    parse_json,
+    parse_part,
+)
 
 #: ``statuses[].status`` → canonical outgoing status (``deleted`` is a deletion, see below).
 STATUS: dict[str, OutgoingStatus] = {
@@ -78,12 +84,6 @@ WABA = "whatsapp_business_account"
 
 #: ``changes[].field`` values whose ``value`` holds messages/statuses.
 MESSAGE_FIELDS = ("messages", "smb_message_echoes")
-
-_MAX_INT_BITS = 64
-
-T = TypeVar("T")
-Timestamp = int | float | str | None
-Id = int | str | None
 
 
 class _Struct(msgspec.Struct, frozen=True):
@@ -153,7 +153,7 @@ class _Message(_Struct, frozen=True):
     sender: str | None = msgspec.field(default=None, name="from")
     to: str | None = None
     group_id: str | None = None
-    timestamp: Timestamp = None
+    timestamp: Stamp = None
     type: str | None = None
     context: _Context | None = None
     text: _Text | None = None
@@ -186,7 +186,7 @@ class _Error(_Struct, frozen=True):
 class _Status(_Struct, frozen=True):
     id: Id = None
     status: str | None = None
-    timestamp: Timestamp = None
+    timestamp: Stamp = None
     recipient_participant_id: str | None = None
     errors: list[_Error] | None = None
 
@@ -237,7 +237,7 @@ def _change(change: _Change, where: str) -> list[Fact]:
         raise DecodeError(f"{where}.field: missing")
     if field not in MESSAGE_FIELDS:
         return [Ignored(reason=f"change field {field[:64]!r} is not folded", event=field[:64])]
-    value = _part(change.value, _Value, f"{where}.value")
+    value = parse_part(change.value, _Value, f"{where}.value")
     facts: list[Fact] = []
     for k, status in enumerate(value.statuses or ()):
         facts.append(_status(status, f"{where}.value.statuses[{k}]"))
@@ -258,11 +258,11 @@ def _change(change: _Change, where: str) -> list[Fact]:
 
 
 def _status(status: _Status, where: str) -> Fact:
-    key = _id(status.id, f"{where}.id")
+    key = bounded_id(status.id, f"{where}.id")
     raw = status.status
     if raw is None or not raw:
         raise DecodeError(f"{where}.status: missing")
-    when = _time(status.timestamp, f"{where}.timestamp")
+    when = bounded_epoch(status.timestamp, f"{where}.timestamp")
     if raw == DELETED:
         return MessageDeleted(key=key, raw=raw, direction="outgoing", provider_time=when)
     canonical = STATUS.get(raw)
@@ -283,14 +283,14 @@ def _status(status: _Status, where: str) -> Fact:
 
 
 def _message(message: _Message, direction: Direction, where: str) -> Fact:
-    when = _time(message.timestamp, f"{where}.timestamp")
+    when = bounded_epoch(message.timestamp, f"{where}.timestamp")
     if message.type == "revoke":
         original = message.revoke.original_message_id if message.revoke else None
-        key = _id(original, f"{where}.revoke.original_message_id")
+        key = bounded_id(original, f"{where}.revoke.original_message_id")
         return MessageDeleted(key=key, raw="revoke", direction=direction, provider_time=when)
     if message.type == "edit":
         return Ignored(reason="message edit (acklog tracks delivery, not content)", event="edit")
-    key = _id(message.id, f"{where}.id")
+    key = bounded_id(message.id, f"{where}.id")
     kind = KIND.get(message.type or "", "other")
     media = _media(message)
     if kind == "audio" and media is not None and media.voice:
@@ -330,7 +330,7 @@ def _media_ref(media: _Media | None, field: str) -> str | None:
     if media is None:
         return None
     if media.id is not None:
-        return _id(media.id, field)
+        return bounded_id(media.id, field)
     return media.link or media.url or None
 
 
@@ -355,37 +355,10 @@ def _text(message: _Message, media: _Media | None) -> str | None:
 
 
 def _error(error: _Error, where: str) -> tuple[str | None, str | None]:
-    code = None if error.code is None else _id(error.code, f"{where}.code")
+    code = None if error.code is None else bounded_id(error.code, f"{where}.code")
     parts: list[str] = []
     details = error.error_data.details if error.error_data else None
     for part in (error.title, error.message, details):
         if part and part not in parts:
             parts.append(part)
     return code, ": ".join(parts) or None
-
-
-def _part(raw: msgspec.Raw, type_: type[T], where: str) -> T:
-    """Decode one raw sub-document, naming its place in the webhook when it is invalid."""
-    if not raw or bytes(raw) == b"null":
-        raise DecodeError(f"{where}: missing")
-    try:
-        return msgspec.json.decode(raw, type=type_)
-    except msgspec.ValidationError as exc:
-        message = str(exc).replace("- at `$", f"- at `$.{where}")
-        raise DecodeError(f"invalid payload: {message}") from None
-    except (msgspec.DecodeError, RecursionError):
-        raise DecodeError(f"{where}: cannot be decoded") from None
-
-
-def _id(value: Id, field: str) -> str:
-    # str() of a huge int raises ValueError; provider ids are never wider than 64 bits.
-    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
-        raise DecodeError(f"{field}: id out of range ({value.bit_length()} bits)")
-    return text_id(value, field)
-
-
-def _time(value: Timestamp, field: str) -> float | None:
-    # epoch() turns ints into float and would overflow on huge ones; refuse them first.
-    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
-        raise DecodeError(f"{field}: timestamp out of range ({value.bit_length()} bits)")
-    return epoch(value, field)

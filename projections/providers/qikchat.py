@@ -29,14 +29,21 @@ from collections.abc import Mapping
 import msgspec
 
 from projections.facts import (
-    DecodeError,
     Fact,
     Ignored,
     MessageObserved,
     OutgoingStatus,
-    StatusReported,
 )
-from projections.providers._common import epoch, parse_json, text_id
+from projections.providers._common import (
+    Id,
+    Stamp,
+    epoch,
+    optional_id,
+    optional_text,
+    parse_json,
+    table_status,
+    text_id,
+)
 
 #: ``payload.status`` → canonical outgoing status.
 STATUS: dict[str, OutgoingStatus] = {
@@ -60,9 +67,6 @@ KIND: dict[str, str] = {
     "reaction": "reaction",
     "system": "system",
 }
-
-Id = int | str | None
-Stamp = int | float | str | None
 
 
 class _Head(msgspec.Struct, frozen=True):
@@ -148,13 +152,13 @@ def _incoming(payload: _InPayload) -> MessageObserved:
         text = msg.reaction.emoji
     media = None
     if media_obj is not None:
-        media = media_obj.url or _optional_id(media_obj.id, f"payload.message.{media_field}.id")
+        media = media_obj.url or optional_id(media_obj.id, f"payload.message.{media_field}.id")
     quoted = None
     if msg.context is not None:
-        quoted = _optional_id(msg.context.id, "payload.message.context.id")
+        quoted = optional_id(msg.context.id, "payload.message.context.id")
     if quoted is None and msg.reaction is not None:
-        quoted = _optional_id(msg.reaction.message_id, "payload.message.reaction.message_id")
-    sender = None if msg.from_ is None else str(msg.from_).strip() or None
+        quoted = optional_id(msg.reaction.message_id, "payload.message.reaction.message_id")
+    sender = optional_text(msg.from_)
     return MessageObserved(
         key=key,
         direction="incoming",
@@ -185,24 +189,13 @@ def _media(msg: _Message) -> tuple[str, _Media] | None:
 
 
 def _status(payload: _StatusPayload) -> Fact:
-    key = text_id(payload.id, "payload.id")
-    if payload.status is None or not payload.status.strip():
-        raise DecodeError("payload.status: missing")
-    status = STATUS.get(payload.status.strip().lower())
-    if status is None:
-        return Ignored(
-            reason=f"unknown Qikchat status {payload.status[:40]!r}",
-            event="whatsapp:message:status",
-        )
-    return StatusReported(
-        key=key,
-        status=status,
-        raw=payload.status,
-        provider_time=epoch(payload.timestamp, "payload.timestamp"),
+    return table_status(
+        STATUS,
+        text_id(payload.id, "payload.id"),
+        payload.status,
+        "payload.status",
+        stamp=payload.timestamp,
+        stamp_field="payload.timestamp",
+        unknown="unknown Qikchat status",
+        event="whatsapp:message:status",
     )
-
-
-def _optional_id(value: Id, field: str) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return text_id(value, field)

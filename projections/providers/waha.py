@@ -25,9 +25,12 @@ Traps and assumptions:
   participant; a group admin deleting someone else's message would break this). A revoke
   without ``revokedMessageId`` (the documented example) cannot be keyed → ``Ignored``.
 * Acks carry no timestamp: ``provider_time`` is the envelope ``timestamp`` (newer WAHA) or None.
-* Direction is ``fromMe``, else the ``true_``/``false_`` prefix of the id, else incoming for
-  messages and outgoing for acks (an ack for a message never seen is ours). The published
-  media examples have no ``fromMe`` and a ``true_`` id, so they are outgoing.
+* Direction is ``fromMe``. Without it, a ``message`` event is incoming: WAHA documents that
+  event as "incoming message" only (``message.any`` carries our own), and the published media
+  examples, which have no ``fromMe``, are introduced as "when people send you media" although
+  their copy-pasted ids start with ``true_``. For other events, the ``true_``/``false_`` prefix
+  of the id decides, else incoming for messages and outgoing for acks (an ack for a message
+  never seen is ours).
 * Kind comes from the engine data (WEBJS ``_data.type``, NOWEB/GOWS proto keys), else the
   media mimetype, location, vCards or body.
 """
@@ -35,7 +38,7 @@ Traps and assumptions:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
@@ -51,7 +54,17 @@ from projections.facts import (
     OutgoingStatus,
     StatusReported,
 )
-from projections.providers._common import epoch, parse_json, text_id
+from projections.providers._common import (
+    Id,
+    Stamp,
+    bool_direction,
+    bounded_epoch,
+    bounded_id,
+    guard_int,
+    parse_json,
+    parse_part,
+    text_id,
+)
 
 #: ``ack`` (as text) and ``ackName`` → canonical outgoing status.
 STATUS: dict[str, OutgoingStatus] = {
@@ -136,12 +149,6 @@ MESSAGE_EVENTS = ("message", "message.any", "message.reaction")
 #: ``message.ack.group`` (newer WAHA) carries per-participant group acks, same payload.
 ACK_EVENTS = ("message.ack", "message.ack.group")
 
-_MAX_INT_BITS = 64
-
-T = TypeVar("T")
-Timestamp = int | float | str | None
-Id = int | str | None
-
 
 class _Struct(msgspec.Struct, frozen=True, rename="camel"):
     """WAHA spells its fields in camelCase."""
@@ -153,7 +160,7 @@ class _Me(_Struct, frozen=True):
 
 class _Envelope(_Struct, frozen=True):
     event: str | None = None
-    timestamp: Timestamp = None
+    timestamp: Stamp = None
     me: _Me | None = None
     payload: msgspec.Raw = msgspec.Raw()
 
@@ -178,7 +185,7 @@ class _Reaction(_Struct, frozen=True):
 
 class _Message(_Struct, frozen=True):
     id: Id = None
-    timestamp: Timestamp = None
+    timestamp: Stamp = None
     sender: str | None = msgspec.field(default=None, name="from")
     to: str | None = None
     participant: str | None = None
@@ -216,7 +223,7 @@ class _Shape(_Struct, frozen=True):
 
 class _RevokedMessage(_Struct, frozen=True):
     id: str | None = None
-    timestamp: Timestamp = None
+    timestamp: Stamp = None
     from_me: bool | None = None
 
 
@@ -247,20 +254,20 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
     event = envelope.event
     if event is None or not event.strip():
         raise DecodeError("event: missing event name")
-    when = _time(envelope.timestamp, "timestamp")
+    when = bounded_epoch(envelope.timestamp, "timestamp")
     if event in MESSAGE_EVENTS:
-        message = _part(envelope.payload, _Message, "payload")
+        message = parse_part(envelope.payload, _Message, "payload")
         me = envelope.me.id if envelope.me else None
         return _message(message, event, me, when)
     if event == "message.revoked":
-        return [_revoked(_part(envelope.payload, _Revoked, "payload"), event, when)]
+        return [_revoked(parse_part(envelope.payload, _Revoked, "payload"), event, when)]
     if event in ACK_EVENTS:
-        shape = _part(envelope.payload, _Shape, "payload")
+        shape = parse_part(envelope.payload, _Shape, "payload")
         if shape.id is None and shape.ack is None and _looks_revoked(shape):
-            return [_revoked(_part(envelope.payload, _Revoked, "payload"), event, when)]
-        return [_ack(_part(envelope.payload, _Ack, "payload"), event, when)]
+            return [_revoked(parse_part(envelope.payload, _Revoked, "payload"), event, when)]
+        return [_ack(parse_part(envelope.payload, _Ack, "payload"), event, when)]
     if event == "session.status":
-        session = _part(envelope.payload, _Session, "payload")
+        session = parse_part(envelope.payload, _Session, "payload")
         if not session.status:
             raise DecodeError("payload.status: missing session status")
         return [
@@ -278,8 +285,11 @@ def _looks_revoked(shape: _Shape) -> bool:
 
 
 def _message(message: _Message, event: str, me: str | None, when: float | None) -> list[Fact]:
-    key = _id(message.id, "payload.id")
-    direction = _direction(message.from_me, key, default="incoming")
+    key = bounded_id(message.id, "payload.id")
+    if message.from_me is None and event == "message":
+        direction: Direction = "incoming"  # WAHA's ``message`` event is incoming-only
+    else:
+        direction = _direction(message.from_me, key, default="incoming")
     if direction == "outgoing":
         chat = message.to or message.sender
         # WEBJS: from = our number, to = chat; NOWEB: from = chat and no "to".
@@ -304,7 +314,7 @@ def _message(message: _Message, event: str, me: str | None, when: float | None) 
             text=text or None,
             media=(message.media.url if message.media else None) or message.media_url or None,
             quoted=quoted or None,
-            provider_time=_time(message.timestamp, "payload.timestamp"),
+            provider_time=bounded_epoch(message.timestamp, "payload.timestamp"),
         )
     ]
     if direction == "outgoing" and (message.ack is not None or message.ack_name):
@@ -351,7 +361,7 @@ def _proto_kind(proto: dict[str, Any]) -> str | None:
 
 
 def _ack(ack: _Ack, event: str, when: float | None) -> Fact:
-    key = _id(ack.id, "payload.id")
+    key = bounded_id(ack.id, "payload.id")
     if ack.ack is None and not ack.ack_name:
         raise DecodeError("payload.ack: missing (and no ackName)")
     raw, status = _ack_status(ack.ack, ack.ack_name)
@@ -369,8 +379,7 @@ def _ack(ack: _Ack, event: str, when: float | None) -> Fact:
 def _ack_status(ack: int | None, name: str | None) -> tuple[str, OutgoingStatus | None]:
     """(raw, canonical): the number is authoritative, the name is the fallback."""
     if ack is not None:
-        if ack.bit_length() > _MAX_INT_BITS:
-            raise DecodeError(f"payload.ack: out of range ({ack.bit_length()} bits)")
+        guard_int(ack, "payload.ack")
         raw = str(ack)
         status = STATUS.get(raw)
         if status is None and name:
@@ -394,11 +403,9 @@ def _revoked(revoked: _Revoked, event: str, when: float | None) -> Fact:
         (m.from_me for m in (after, revoked.before) if m is not None and m.from_me is not None),
         None,
     )
-    direction: Direction | None = None
-    if from_me is not None:
-        direction = "outgoing" if from_me else "incoming"
+    direction = bool_direction(from_me)
     if after is not None and after.timestamp is not None:
-        when = _time(after.timestamp, "payload.after.timestamp")
+        when = bounded_epoch(after.timestamp, "payload.after.timestamp")
     return MessageDeleted(key=key, raw="revoked", direction=direction, provider_time=when)
 
 
@@ -421,30 +428,3 @@ def _direction(from_me: bool | None, key: str, *, default: Direction) -> Directi
     if key.startswith("false_"):
         return "incoming"
     return default
-
-
-def _part(raw: msgspec.Raw, type_: type[T], where: str) -> T:
-    """Decode one raw sub-document, naming its place in the webhook when it is invalid."""
-    if not raw or bytes(raw) == b"null":
-        raise DecodeError(f"{where}: missing")
-    try:
-        return msgspec.json.decode(raw, type=type_)
-    except msgspec.ValidationError as exc:
-        message = str(exc).replace("- at `$", f"- at `$.{where}")
-        raise DecodeError(f"invalid payload: {message}") from None
-    except (msgspec.DecodeError, RecursionError):
-        raise DecodeError(f"{where}: cannot be decoded") from None
-
-
-def _id(value: Id, field: str) -> str:
-    # str() of a huge int raises ValueError; provider ids are never wider than 64 bits.
-    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
-        raise DecodeError(f"{field}: id out of range ({value.bit_length()} bits)")
-    return text_id(value, field)
-
-
-def _time(value: Timestamp, field: str) -> float | None:
-    # epoch() turns ints into float and would overflow on huge ones; refuse them first.
-    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
-        raise DecodeError(f"{field}: timestamp out of range ({value.bit_length()} bits)")
-    return epoch(value, field)

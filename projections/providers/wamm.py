@@ -36,7 +36,6 @@ import msgspec
 
 from projections.facts import (
     DecodeError,
-    Direction,
     Fact,
     Ignored,
     MessageDeleted,
@@ -44,7 +43,17 @@ from projections.facts import (
     OutgoingStatus,
     StatusReported,
 )
-from projections.providers._common import epoch, parse_json, text_id
+from projections.providers._common import (
+    Id,
+    Stamp,
+    epoch,
+    flag_direction,
+    folded,
+    optional_id,
+    optional_text,
+    parse_json,
+    text_id,
+)
 
 #: ``msg_data.state`` → canonical outgoing status (``deleted``/``received`` handled apart).
 STATUS: dict[str, OutgoingStatus] = {
@@ -68,9 +77,6 @@ KIND: dict[str, str] = {
 
 _DELETED = "deleted"
 _RECEIVED = "received"
-
-Id = int | str | None
-Stamp = int | float | str | None
 
 
 class _Head(msgspec.Struct, frozen=True):
@@ -118,12 +124,14 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
 
 def _message(msg: _Msg) -> list[Fact]:
     key = text_id(msg.msg_id, "msg_data.msg_id")
-    direction = _direction(msg.from_me)
-    quoted = _optional_id(msg.qoute_msg_id, "msg_data.qoute_msg_id") or _optional_id(
+    direction = flag_direction(msg.from_me, "msg_data.from_me")
+    quoted = optional_id(msg.qoute_msg_id, "msg_data.qoute_msg_id") or optional_id(
         msg.quote_msg_id, "msg_data.quote_msg_id"
     )
-    chat = _text(msg.phone)
-    sender = _text(msg.senderId) or (chat if direction == "incoming" else _text(msg.phone_acc))
+    chat = optional_text(msg.phone)
+    sender = optional_text(msg.senderId) or (
+        chat if direction == "incoming" else optional_text(msg.phone_acc)
+    )
     when = epoch(msg.date_ins, "msg_data.date_ins")
     facts: list[Fact] = [
         MessageObserved(
@@ -140,7 +148,7 @@ def _message(msg: _Msg) -> list[Fact]:
     ]
     if msg.state is None:
         return facts
-    state = _norm(msg.state)
+    state = folded(msg.state)
     if state == _DELETED:
         facts.append(
             MessageDeleted(key=key, raw=msg.state, direction=direction, provider_time=when)
@@ -159,7 +167,7 @@ def _state(data: _State) -> list[Fact]:
     if data.state is None or not data.state.strip():
         raise DecodeError("msg_data.state: missing status")
     when = epoch(data.date_upd, "msg_data.date_upd")
-    state = _norm(data.state)
+    state = folded(data.state)
     if state == _DELETED:
         return [MessageDeleted(key=key, raw=data.state, provider_time=when)]
     if state == _RECEIVED:
@@ -175,35 +183,5 @@ def _state(data: _State) -> list[Fact]:
     return [StatusReported(key=key, status=status, raw=data.state, provider_time=when)]
 
 
-def _direction(flag: int | bool | str | None) -> Direction:
-    if flag is None:
-        raise DecodeError("msg_data.from_me: missing (0 incoming, 1 outgoing)")
-    if isinstance(flag, bool):
-        return "outgoing" if flag else "incoming"
-    text = str(flag).strip()
-    if text == "0":
-        return "incoming"
-    if text == "1":
-        return "outgoing"
-    raise DecodeError(f"msg_data.from_me: expected 0 or 1, got {flag!r}"[:200])
-
-
-def _optional_id(value: Id, field: str) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return text_id(value, field)
-
-
 def _unmapped(raw: str, event: str) -> Ignored:
     return Ignored(reason=f"unmapped WAMM state {raw[:40]!r}", event=event)
-
-
-def _norm(state: str) -> str:
-    return " ".join(state.split()).lower()
-
-
-def _text(value: str | int | None) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None

@@ -46,9 +46,15 @@ from projections.facts import (
     Ignored,
     MessageObserved,
     OutgoingStatus,
-    StatusReported,
 )
-from projections.providers._common import epoch, parse_json, text_id
+from projections.providers._common import (
+    Stamp,
+    epoch,
+    optional_text,
+    parse_json,
+    table_status,
+    text_id,
+)
 
 #: ``data.status`` of ``message_status`` → canonical outgoing status.
 STATUS: dict[str, OutgoingStatus] = {
@@ -74,8 +80,6 @@ KIND: dict[str, str] = {
 }
 
 DERIVED_PREFIX = "derived:"
-
-Stamp = int | float | str | None
 
 
 class _Head(msgspec.Struct, frozen=True):
@@ -115,19 +119,15 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
 
 
 def _status(data: _Status) -> Fact:
-    key = text_id(data.message_id, "data.message_id")
-    if data.status is None or not data.status.strip():
-        raise DecodeError("data.status: missing")
-    status = STATUS.get(data.status.strip().lower())
-    if status is None:
-        return Ignored(
-            reason=f"unknown WhatsAble status {data.status[:40]!r}", event="message_status"
-        )
-    return StatusReported(
-        key=key,
-        status=status,
-        raw=data.status,
-        provider_time=epoch(data.timestamp, "data.timestamp"),
+    return table_status(
+        STATUS,
+        text_id(data.message_id, "data.message_id"),
+        data.status,
+        "data.status",
+        stamp=data.timestamp,
+        stamp_field="data.timestamp",
+        unknown="unknown WhatsAble status",
+        event="message_status",
     )
 
 
@@ -138,8 +138,8 @@ def derive_key(phone: str, seconds: float, text: str) -> str:
 
 
 def _incoming(data: _Incoming) -> MessageObserved:
-    phone = "" if data.phone_number is None else str(data.phone_number).strip()
-    if not phone:
+    phone = optional_text(data.phone_number)
+    if phone is None:
         raise DecodeError("data.phone_number: missing (needed to derive the message key)")
     seconds = epoch(data.user_timestamp, "data.user_timestamp")
     if seconds is None:

@@ -56,7 +56,15 @@ from projections.facts import (
     OutgoingStatus,
     StatusReported,
 )
-from projections.providers._common import epoch, parse_json, text_id
+from projections.providers._common import (
+    Id,
+    Stamp,
+    epoch,
+    optional_id,
+    optional_text,
+    parse_json,
+    text_id,
+)
 
 #: ``event_data.message.ack`` (as text) → canonical outgoing status.
 STATUS: dict[str, OutgoingStatus] = {
@@ -105,9 +113,6 @@ _REVOKED = "revoked"
 _SENT_OR_LATER: frozenset[OutgoingStatus | None] = frozenset(
     {"sent", "delivered", "read", "played"}
 )
-
-Id = int | str | None
-Stamp = int | float | str | None
 
 
 class _Head(msgspec.Struct, frozen=True):
@@ -174,10 +179,9 @@ def event_id(body: bytes) -> str | None:
         head = parse_json(body, _EventId)
     except DecodeError:
         return None
-    if head.event_action is None or head.id is None:
+    if head.event_action is None:
         return None
-    text = str(head.id).strip()
-    return text or None
+    return optional_text(head.id)
 
 
 def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) -> list[Fact]:
@@ -236,7 +240,7 @@ def _observed(
         chat, sender = msg.to, msg.from_
     quoted = None
     if msg.quoted is not None:
-        quoted = _optional_id(msg.quoted.id_, "event_data.message.quoted._id")
+        quoted = optional_id(msg.quoted.id_, "event_data.message.quoted._id")
     when = epoch(msg.timestamp, "event_data.message.timestamp")
     return MessageObserved(
         key=key,
@@ -248,12 +252,6 @@ def _observed(
         quoted=quoted,
         provider_time=when if when is not None else event_time,
     )
-
-
-def _optional_id(value: Id, field: str) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return text_id(value, field)
 
 
 def _disconnect(event: _DisconnectEvent) -> InstanceStatusReported:
@@ -275,7 +273,7 @@ def _error(event: _ErrorEvent) -> list[Fact]:
         return [Ignored(reason=f"error event names no message{detail}"[:200], event="error")]
     key = text_id(data.message.id_, "event_data.message._id")
     when = epoch(event.event_date, "event_date")
-    code = None if event.status_code is None else str(event.status_code).strip() or None
+    code = optional_text(event.status_code)
     return [
         _observed(data.message, key, "outgoing", when),
         StatusReported(

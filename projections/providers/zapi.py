@@ -49,7 +49,7 @@ from projections.facts import (
     OutgoingStatus,
     StatusReported,
 )
-from projections.providers._common import epoch, parse_json, text_id
+from projections.providers._common import Stamp, bounded_epoch, parse_json, text_id
 
 #: ``status`` (MessageStatusCallback, ReceivedCallback of our own messages) → canonical status.
 STATUS: dict[str, OutgoingStatus] = {
@@ -66,10 +66,6 @@ INCOMING_RECEIPTS: dict[str, str] = {
     "READ_BY_ME": "READ_BY_ME: our own read of an incoming message",
 }
 
-_MAX_TIMESTAMP_BITS = 64
-
-Timestamp = int | float | str | None
-
 
 class _Struct(msgspec.Struct, frozen=True, rename="camel"):
     """Z-API spells its fields in camelCase."""
@@ -82,27 +78,27 @@ class _Envelope(_Struct, frozen=True):
 class _StatusCallback(_Struct, frozen=True):
     status: str | None = None
     ids: list[str] | None = None
-    momment: Timestamp = None
-    moment: Timestamp = None
+    momment: Stamp = None
+    moment: Stamp = None
 
 
 class _DeliveryCallback(_Struct, frozen=True):
     message_id: str | None = None
     error: str | None = None
-    momment: Timestamp = None
-    moment: Timestamp = None
+    momment: Stamp = None
+    moment: Stamp = None
 
 
 class _ConnectedCallback(_Struct, frozen=True):
     connected: bool | None = None
-    momment: Timestamp = None
-    moment: Timestamp = None
+    momment: Stamp = None
+    moment: Stamp = None
 
 
 class _DisconnectedCallback(_Struct, frozen=True):
     error: str | None = None
-    momment: Timestamp = None
-    moment: Timestamp = None
+    momment: Stamp = None
+    moment: Stamp = None
 
 
 class _Text(_Struct, frozen=True):
@@ -163,8 +159,8 @@ class _Received(_Struct, frozen=True):
     status: str | None = None
     reference_message_id: str | None = None
     notification: str | None = None
-    momment: Timestamp = None
-    moment: Timestamp = None
+    momment: Stamp = None
+    moment: Stamp = None
     text: _Text | None = None
     image: _Media | None = None
     audio: _Media | None = None
@@ -317,9 +313,8 @@ def _sender(event: _Received) -> str | None:
     return event.phone or None
 
 
-def _time(momment: Timestamp, moment: Timestamp) -> float | None:
-    field, value = ("momment", momment) if momment is not None else ("moment", moment)
-    # epoch() turns huge ints into float and would overflow; refuse them first.
-    if isinstance(value, int) and value.bit_length() > _MAX_TIMESTAMP_BITS:
-        raise DecodeError(f"{field}: timestamp out of range ({value.bit_length()} bits)")
-    return epoch(value, field)
+def _time(momment: Stamp, moment: Stamp) -> float | None:
+    """The event time: ``momment`` (sic, as documented), else the ``moment`` spelling."""
+    if momment is not None:
+        return bounded_epoch(momment, "momment")
+    return bounded_epoch(moment, "moment")
