@@ -237,5 +237,10 @@ class ChannelCache:
             self._items[name] = (now + self._ttl, channel)
         return channel
 
+    async def refresh(self, name: str) -> Channel | None:
+        """Re-read one channel now, bypassing the cache (after a failed authentication)."""
+        self._items.pop(name, None)
+        return await self.get(name)
+
     def invalidate(self) -> None:
         self._items.clear()

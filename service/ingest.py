@@ -130,14 +130,23 @@ async def receive(request: web.Request) -> web.Response:
     if not channel.allows(client_address(request)):
         _count(provider, channel.name, "unauthorized")
         return error(403, "forbidden", "client address is not in the channel's allow-list")
-    reason = authenticate(
-        channel,
-        query_token=request.query.get("token"),
-        authorization=request.headers.get("Authorization"),
-        headers=request.headers,
-        body=body,
-        url=signed_url(request),
-    )
+    def check(channel: Channel) -> str | None:
+        return authenticate(
+            channel,
+            query_token=request.query.get("token"),
+            authorization=request.headers.get("Authorization"),
+            headers=request.headers,
+            body=body,
+            url=signed_url(request),
+        )
+
+    reason = check(channel)
+    if reason is not None and not request.app[LIMITER].blocked_for(client_address(request)):
+        # The cache may predate a token or secret just added: look once more before refusing.
+        # Clients that keep failing are rate-limited first, so this costs no database load.
+        fresh = await request.app[CHANNELS].refresh(name)
+        if fresh is not None:
+            channel, reason = fresh, check(fresh)
     if reason is not None:
         return _refuse(request, channel, name, reason)
 
