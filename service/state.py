@@ -7,6 +7,7 @@ from aiohttp import web
 
 from eventstore.append import Appender
 from projections.runner import Clock, Projector
+from service.apikey import ApiKey
 from service.auth import FailureLimiter
 from service.channels import ChannelCache
 from service.config import Settings
@@ -19,3 +20,4 @@ CHANNELS = web.AppKey("channels", ChannelCache)
 LIMITER = web.AppKey("limiter", FailureLimiter)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 PROJECTOR = web.AppKey("projector", Projector)
+API_KEY = web.AppKey("api_key", ApiKey)
