@@ -25,6 +25,9 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+soak: $(STAMP)
+	ACKLOG_SOAK=$${ACKLOG_SOAK:-10} $(PY) -m pytest -s -q tests/test_faults.py tests/test_hostile.py
+
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
 

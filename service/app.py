@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -13,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from eventstore.append import Appender
 from eventstore.pool import create_pool
 from projections.runner import Clock, Projector, utcnow
-from service import health, ingest, metrics, snapshot
+from service import api, health, ingest, metrics, openapi, snapshot
 from service.auth import FailureLimiter
 from service.channels import ChannelCache
 from service.config import Settings
@@ -46,9 +45,18 @@ async def _appender(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel a background task at shutdown; an error it raises while unwinding is logged.
+
+    Cancelling mid-query can surface as a driver error (e.g. a connection reset interrupted
+    on its way back to the pool) rather than CancelledError; shutdown must go on regardless.
+    """
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        log.warning("background task %s failed while stopping", task.get_name(), exc_info=True)
 
 
 async def _projector(app: web.Application) -> AsyncIterator[None]:
@@ -87,4 +95,6 @@ def make_app(settings: Settings, dsn: str, *, clock: Clock = utcnow) -> web.Appl
     app.add_routes(ingest.routes())
     app.add_routes(health.routes())
     app.add_routes([web.get("/metrics", metrics_view)])
+    app.add_routes(openapi.routes())
+    app.add_subapp("/v1", api.make_api(app))
     return app

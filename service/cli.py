@@ -11,17 +11,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-from aiohttp import web
 
 from eventstore.pool import connect
 from projections.providers import PROVIDERS
 from projections.rebuild import Progress, RebuildBusy, rebuild, verify
 from projections.runner import Projector
-from service import channels
+from service import apikey, channels
+from service import tail as tail_command
 from service.app import make_app
 from service.config import Settings, from_env
 from service.database import database_url, wait_and_migrate
 from service.observe import observe_batch
+from service.server import serve_forever
+from service.simulate import command as simulate_command
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -47,6 +49,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = msgspec.structs.replace(settings, run_projector=False)
     dsn = database_url(settings)
     asyncio.run(wait_and_migrate(dsn))
+    key, key_source = apikey.resolve(settings)
+    settings = msgspec.structs.replace(settings, api_key=key)
+    # a key the operator set is not echoed to logs; a generated one must be shown once
+    shown_key = "from ACKLOG_API_KEY" if key_source == "ACKLOG_API_KEY" else f"{key} ({key_source})"
     app = make_app(settings, dsn)
     where = (
         "DATABASE_URL"
@@ -57,16 +63,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"acklog listening on {settings.base_url} (database: {where})\n"
         f"  add a channel:  .venv/bin/acklog channels add shop --provider wamm\n"
         f"  webhook URL:    {settings.base_url}/hooks/<channel>?token=<token>\n"
-        f"  health:         {settings.base_url}/readyz   metrics: {settings.base_url}/metrics"
+        f"  health:         {settings.base_url}/readyz   metrics: {settings.base_url}/metrics\n"
+        f"  query API:      {settings.base_url}/v1/channels   spec: {settings.base_url}/openapi.json\n"
+        f"  API key:        {shown_key}; send 'Authorization: Bearer <key>'"
     )
-    print(banner, flush=True)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        backlog=settings.max_connections,
+    asyncio.run(
+        serve_forever(
+            app,
+            settings.host,
+            settings.port,
+            max_connections=settings.max_connections,
+            header_timeout=settings.header_timeout,
+            metrics_port=settings.metrics_port,
+            # printed once the socket is bound: the banner means "ready to accept"
+            on_ready=lambda: print(banner, flush=True),
+        )
     )
     return 0
 
@@ -257,6 +268,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "verify", help="rebuild aside and compare with the live models (exit 1 on differences)"
     ).set_defaults(fn=cmd_verify)
+    sim = sub.add_parser("simulate", help="send realistic provider webhooks to a running acklog")
+    simulate_command.add_arguments(sim)
+    sim.set_defaults(fn=simulate_command.run)
+    tl = sub.add_parser("tail", help="print each event as it arrives, decoded (Ctrl-C to stop)")
+    tail_command.add_arguments(tl)
+    tl.set_defaults(fn=tail_command.run)
     return p
 
 

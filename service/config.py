@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
+
+N = TypeVar("N", int, float)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,12 +26,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth_failures_per_minute: int = 30
     #: seconds a webhook may wait for its batch to commit before it is answered 503
     commit_timeout: float = 10.0
-    #: seconds allowed to send the request head and body
+    #: seconds allowed to send the body once the head has arrived
     read_timeout: float = 30.0
+    #: seconds a new connection has to send its first request head
+    header_timeout: float = 10.0
     max_connections: int = 1024
     trust_forwarded_for: bool = False
     #: seconds between refreshes of the gauges that need a query
     snapshot_interval: float = 5.0
+    #: seconds a query API request may spend on the database before it is answered 503
+    api_query_timeout: float = 10.0
 
     @property
     def base_url(self) -> str:
@@ -37,14 +45,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return f"http://{host}:{self.port}"
 
 
-def _int(name: str, default: int) -> int:
+def _number(name: str, default: N, kind: Callable[[str], N]) -> N:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+def _int(name: str, default: int) -> int:
+    return _number(name, default, int)
+
+
+def _float(name: str, default: float) -> float:
+    return _number(name, default, float)
 
 
 def from_env(**overrides: object) -> Settings:
@@ -61,6 +77,8 @@ def from_env(**overrides: object) -> Settings:
         "metrics_port": int(metrics_port) if metrics_port else None,
         "auth_failures_per_minute": _int("ACKLOG_AUTH_FAILURES_PER_MINUTE", 30),
         "max_connections": _int("ACKLOG_MAX_CONNECTIONS", 1024),
+        "read_timeout": _float("ACKLOG_READ_TIMEOUT", 30.0),
+        "header_timeout": _float("ACKLOG_HEADER_TIMEOUT", 10.0),
         "trust_forwarded_for": env.get("ACKLOG_TRUST_FORWARDED_FOR", "") in ("1", "true", "yes"),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
