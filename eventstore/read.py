@@ -38,15 +38,18 @@ async def read(
     channel: str | None = None,
     upto: int | None = None,
 ) -> list[StoredEvent]:
-    """Events with ``after < position [<= upto]``, in position order."""
+    """Events with ``after < position [<= upto]``, in position order.
+
+    The SQL differs with and without a channel so each form keeps its index under a
+    generic plan: ``(channel, position)`` for one channel, the primary key for all.
+    """
+    where = "position > $1 AND position <= $3"
+    args: list[object] = [after, limit, upto if upto is not None else 2**63 - 1]
+    if channel is not None:
+        where += " AND channel = $4"
+        args.append(channel)
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM events WHERE position > $1"
-        " AND ($3::text IS NULL OR channel = $3) AND ($4::bigint IS NULL OR position <= $4)"
-        " ORDER BY position LIMIT $2",
-        after,
-        limit,
-        channel,
-        upto,
+        f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT $2", *args
     )
     return [_event(r) for r in rows]
 

@@ -44,6 +44,7 @@ BEGIN
     -- keyset pagination stays stable while new events arrive)
     EXECUTE format('CREATE INDEX ON %I.messages (channel, first_position DESC, key)', s);
     EXECUTE format('CREATE INDEX ON %I.messages (channel, state, first_position DESC, key)', s);
+    EXECUTE format('CREATE INDEX ON %I.messages (channel, first_seen_at)', s);
     -- missed-ack sweep and the overdue list: messages still waiting for sent or delivered
     EXECUTE format($$CREATE INDEX ON %I.messages (sent_due_at)
                      WHERE state = 'sending' AND sent_due_at IS NOT NULL$$, s);
@@ -118,6 +119,7 @@ BEGIN
         reason      text        NOT NULL,
         received_at timestamptz NOT NULL
     )$$, s);
+    EXECUTE format('CREATE INDEX ON %I.quarantine (channel, position)', s);
 END
 $fn$;
 
