@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -168,3 +169,37 @@ async def test_the_command_refuses_an_unknown_channel(
     )
     assert await simulate_command.main(args) == 2
     assert "no channel 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_the_api_timeline_matches_the_scenario_sent(
+    provider: str, aiohttp_server: Server, dsn: str
+) -> None:
+    """What an operator sees in /v1 after ``acklog simulate`` is what was simulated."""
+    import aiohttp
+
+    server = await aiohttp_server(make_app(settings(api_key="k"), dsn))
+    token = await add_channel(dsn, "sim", provider)
+    result = await simulate(base_url(server), "sim", provider, token, "all", count=1)
+    assert result.ok, refused(result)
+    conn = await connect(dsn)
+    try:
+        await Projector(dsn).catch_up(conn)
+    finally:
+        await conn.close()
+    headers = {"Authorization": "Bearer k"}
+    async with aiohttp.ClientSession(base_url(server), headers=headers) as http:
+        for m in result.messages:
+            async with http.get(f"/v1/channels/sim/messages/{quote(m.key, safe='')}") as resp:
+                assert resp.status == 200, (m.key, await resp.text())
+                body = await resp.json()
+            assert (body["direction"], body["state"]) == (m.direction, m.state)
+            statuses = [t["status"] for t in body["timeline"]]
+            assert m.state in statuses or m.state in ("received", "sending"), statuses
+            if m.scenario == "outgoing":
+                assert any(not t["advanced"] for t in body["timeline"]), "the retried ack"
+            if m.error_code:
+                assert [f["code"] for f in body["failures"]] == [m.error_code]
+        if result.instance:
+            async with http.get("/v1/channels/sim/status") as resp:
+                assert (await resp.json())["current"]["status"] == result.instance
