@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -10,9 +12,12 @@ from eventstore.pool import connect
 from service import channels
 from service.config import Settings
 
+#: generated files (the API key) go here, never into the working tree
+DATA_DIR = Path(tempfile.mkdtemp(prefix="acklog-test-data-"))
+
 
 def settings(**overrides: Any) -> Settings:
-    base = Settings(run_projector=False, auth_failures_per_minute=1000)
+    base = Settings(run_projector=False, auth_failures_per_minute=1000, data_dir=DATA_DIR)
     return msgspec.structs.replace(base, **overrides)
 
 

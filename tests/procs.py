@@ -9,6 +9,8 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from tests.apps import DATA_DIR
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -26,7 +28,13 @@ class Process:
         self, args: Sequence[str], dsn: str, marker: str | None = None, **env: str
     ) -> None:
         self.args = list(args)
-        self.env = {**os.environ, "DATABASE_URL": dsn, "PYTHONUNBUFFERED": "1", **env}
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "ACKLOG_DATA_DIR": str(DATA_DIR),  # generated files stay out of the working tree
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
         self.marker = marker
         self.ready = asyncio.Event()
         self.lines: list[str] = []
