@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from eventstore.append import write_batch
 from eventstore.pool import connect
 from projections.rebuild import rebuild, verify
 from projections.runner import Projector
 from service import snapshot
-from tests.apps import add_channel
+from service.app import make_app
+from tests.apps import add_channel, settings
 from tests.payloads import event, waha_ack, waha_outgoing
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -128,3 +131,53 @@ async def test_deadlines_use_our_clock_not_the_provider_time(
     clock.now = at(1000)
     await projector.sweep(conn)
     assert (await row(conn, "D"))["missed_sent"] is False
+
+
+async def test_metrics_and_api_agree_after_restart_and_rebuild(
+    aiohttp_client: Any, dsn: str, conn: asyncpg.Connection
+) -> None:
+    await add_channel(dsn, "w", "waha", sent_deadline_s=60, delivered_deadline_s=600)
+    clock = Clock()
+    for i in range(6):  # three still sending, three sent but never delivered
+        await post(conn, waha_outgoing(f"M{i}"), i)
+        if i % 2:
+            await post(conn, waha_ack(f"M{i}", 1), i + 1)
+    projector = Projector(dsn, clock=clock)
+    await projector.catch_up(conn)
+    clock.now = at(5000)
+    await projector.sweep(conn)
+
+    async def observed() -> tuple[dict[str, int], dict[tuple[str, str], float]]:
+        app = make_app(settings(api_key="k"), dsn, clock=clock)
+        client = await aiohttp_client(app)
+        overdue: dict[str, int] = {}
+        resp = await client.get(
+            "/v1/channels/w/messages?overdue=true&limit=500",
+            headers={"Authorization": "Bearer k"},
+        )
+        for item in (await resp.json())["items"]:
+            stage = "sent" if item["state"] == "sending" else "delivered"
+            overdue[stage] = overdue.get(stage, 0) + 1
+        snapshot.publish(await snapshot.take_from(conn, clock.now))
+        text = await (await client.get("/metrics")).text()
+        samples = {
+            (s.name, s.labels["stage"]): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name in ("acklog_overdue_messages", "acklog_missed_acks_total")
+        }
+        await client.close()
+        return overdue, samples
+
+    expected_api = {"sent": 3, "delivered": 3}
+    expected_metrics = {
+        ("acklog_overdue_messages", "sent"): 3.0,
+        ("acklog_overdue_messages", "delivered"): 3.0,
+        ("acklog_missed_acks_total", "sent"): 3.0,
+        ("acklog_missed_acks_total", "delivered"): 3.0,
+    }
+    assert await observed() == (expected_api, expected_metrics)
+    await Projector(dsn, clock=clock).catch_up(conn)  # a restart: a new projector, same log
+    assert await observed() == (expected_api, expected_metrics)
+    await rebuild(dsn, clock=clock)
+    assert await observed() == (expected_api, expected_metrics)
