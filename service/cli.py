@@ -156,47 +156,47 @@ def _progress(label: str) -> Callable[[Progress], None] | None:
     return show
 
 
-def cmd_project(args: argparse.Namespace) -> int:
-    """Run only the projector (leader, or standby while another one leads)."""
-    settings = _settings(args)
-    dsn = database_url(settings)
+def _db_command(args: argparse.Namespace, body: Callable[[str], Awaitable[int]]) -> int:
+    """Run ``body(dsn)`` once the database is up and migrated; Ctrl-C and a busy rebuild
+    lock end the command with a clear exit code instead of a traceback."""
+    dsn = database_url(_settings(args))
 
     async def run() -> int:
         await wait_and_migrate(dsn)
-        await Projector(dsn, on_batch=observe_batch).run()
-        return 0
+        return await body(dsn)
 
     try:
         return asyncio.run(run())
     except KeyboardInterrupt:
         return 0
+    except RebuildBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    """Run only the projector (leader, or standby while another one leads)."""
+
+    async def body(dsn: str) -> int:
+        await Projector(dsn, on_batch=observe_batch).run()
+        return 0
+
+    return _db_command(args, body)
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    dsn = database_url(settings)
-
-    async def run() -> int:
-        await wait_and_migrate(dsn)
+    async def body(dsn: str) -> int:
         started = time.monotonic()
         position = await rebuild(dsn, progress=_progress("rebuild"))
         took = time.monotonic() - started
         print(f"\nrebuilt the read models up to position {position} in {took:.1f}s; swapped in")
         return 0
 
-    try:
-        return asyncio.run(run())
-    except RebuildBusy as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return _db_command(args, body)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    dsn = database_url(settings)
-
-    async def run() -> int:
-        await wait_and_migrate(dsn)
+    async def body(dsn: str) -> int:
         diffs = await verify(dsn, progress=_progress("verify"))
         if not diffs:
             print("\nverify: the live read models equal a rebuild from the log")
@@ -208,11 +208,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 print(f"    e.g. {example}")
         return 1
 
-    try:
-        return asyncio.run(run())
-    except RebuildBusy as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return _db_command(args, body)
 
 
 def parser() -> argparse.ArgumentParser:

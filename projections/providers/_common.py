@@ -223,3 +223,26 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
         if key.lower() == lname:
             return value
     return None
+
+
+#: Baileys message fields → message kind, shared by the engines built on Baileys (Evolution,
+#: WAHA NOWEB/GOWS): a message carries exactly one of these fields.
+BAILEYS_KIND: dict[str, str] = {
+    "conversation": "text",
+    "extendedTextMessage": "text",
+    "imageMessage": "image",
+    "videoMessage": "video",
+    "ptvMessage": "video",
+    "audioMessage": "audio",
+    "documentMessage": "document",
+    "documentWithCaptionMessage": "document",
+    "stickerMessage": "sticker",
+    "locationMessage": "location",
+    "liveLocationMessage": "location",
+    "contactMessage": "contact",
+    "contactsArrayMessage": "contact",
+    "reactionMessage": "reaction",
+    "pollCreationMessage": "poll",
+    "pollCreationMessageV2": "poll",
+    "pollCreationMessageV3": "poll",
+}

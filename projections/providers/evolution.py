@@ -58,6 +58,7 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers._common import (
+    BAILEYS_KIND,
     MAX_INT_BITS,
     Id,
     Stamp,
@@ -103,25 +104,7 @@ STATE: dict[str, InstanceStatus] = {
 LOGGED_OUT_REASON = 401
 
 #: ``messageType`` (= the Baileys message field) → message kind.
-KIND: dict[str, str] = {
-    "conversation": "text",
-    "extendedTextMessage": "text",
-    "imageMessage": "image",
-    "videoMessage": "video",
-    "ptvMessage": "video",
-    "audioMessage": "audio",
-    "documentMessage": "document",
-    "documentWithCaptionMessage": "document",
-    "stickerMessage": "sticker",
-    "locationMessage": "location",
-    "liveLocationMessage": "location",
-    "contactMessage": "contact",
-    "contactsArrayMessage": "contact",
-    "reactionMessage": "reaction",
-    "pollCreationMessage": "poll",
-    "pollCreationMessageV2": "poll",
-    "pollCreationMessageV3": "poll",
-}
+KIND: dict[str, str] = BAILEYS_KIND
 
 #: Baileys ``ProtocolMessage.Type.REVOKE`` (an int, or its name when serialised as text).
 REVOKE = (0, "REVOKE")

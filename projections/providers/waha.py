@@ -55,6 +55,7 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers._common import (
+    BAILEYS_KIND,
     Id,
     Stamp,
     bool_direction,
@@ -115,26 +116,7 @@ WEBJS_KIND: dict[str, str] = {
 }
 
 #: NOWEB/GOWS proto message field → message kind (``audioMessage.ptt`` makes it a voice note).
-PROTO_KIND: dict[str, str] = {
-    "conversation": "text",
-    "extendedTextMessage": "text",
-    "imageMessage": "image",
-    "videoMessage": "video",
-    "ptvMessage": "video",
-    "audioMessage": "audio",
-    "documentMessage": "document",
-    "documentWithCaptionMessage": "document",
-    "stickerMessage": "sticker",
-    "locationMessage": "location",
-    "liveLocationMessage": "location",
-    "contactMessage": "contact",
-    "contactsArrayMessage": "contact",
-    "reactionMessage": "reaction",
-    "pollCreationMessage": "poll",
-    "pollCreationMessageV2": "poll",
-    "pollCreationMessageV3": "poll",
-    "protocolMessage": "system",
-}
+PROTO_KIND: dict[str, str] = {**BAILEYS_KIND, "protocolMessage": "system"}
 
 #: Media mimetype family → message kind.
 MIME_KIND: dict[str, str] = {
