@@ -137,7 +137,8 @@ async def receive(request: web.Request) -> web.Response:
             authorization=request.headers.get("Authorization"),
             headers=request.headers,
             body=body,
-            url=signed_url(request),
+            # only Twilio signs the URL; building it costs ~4 µs per webhook otherwise
+            url=signed_url(request) if "X-Twilio-Signature" in request.headers else "",
         )
 
     reason = check(channel)

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from aiohttp import web
@@ -33,12 +33,12 @@ class GuardedProtocol(asyncio.Protocol):
         self._tail = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # a cast, not an isinstance check: uvloop's TCP transports do not subclass asyncio's
+        self._transport = cast(asyncio.Transport, transport)
         self._guard.active += 1
         if self._guard.active > self._guard.max_connections:
             self._guard.refused += 1
-            transport.abort()
+            self._transport.abort()
             return
         self._timer = asyncio.get_running_loop().call_later(
             self._guard.header_timeout, self._too_slow
