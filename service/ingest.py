@@ -130,6 +130,7 @@ async def receive(request: web.Request) -> web.Response:
     if not channel.allows(client_address(request)):
         _count(provider, channel.name, "unauthorized")
         return error(403, "forbidden", "client address is not in the channel's allow-list")
+
     def check(channel: Channel) -> str | None:
         return authenticate(
             channel,
