@@ -56,11 +56,6 @@ class Appender:
         self._queue.put_nowait((event, fut))
         return await fut
 
-    async def append_many(self, events: list[NewEvent]) -> list[Appended]:
-        """Append directly in one transaction (tools and tests; the service uses ``append``)."""
-        async with self._pool.acquire() as conn:
-            return await write_batch(conn, events)
-
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()

@@ -39,9 +39,6 @@ class Wakeup:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def poke(self) -> None:
-        self._event.set()
-
     async def wait(self, timeout: float | None = None) -> bool:
         """Return True when woken by a notification, False when the poll interval elapsed."""
         try:

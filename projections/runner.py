@@ -63,7 +63,6 @@ class Projector:
         self.before_commit = before_commit
         self.position = 0
         self.is_leader = asyncio.Event()
-        self.idle = asyncio.Event()
         self._advanced = asyncio.Condition()
 
     async def step(self, conn: asyncpg.Connection, *, upto: int | None = None) -> int:
@@ -130,9 +129,7 @@ class Projector:
                         await self.sweep(conn)
                         if await self.step(conn):
                             continue
-                        self.idle.set()
                         await wake.wait()
-                        self.idle.clear()
                 except asyncio.CancelledError:
                     raise
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -141,7 +138,6 @@ class Projector:
                     log.exception("projector failed; retrying")
                 finally:
                     self.is_leader.clear()
-                    self.idle.clear()
                     if conn is not None:
                         with contextlib.suppress(Exception):
                             conn.terminate()

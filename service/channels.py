@@ -193,10 +193,6 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> Channel | N
     return _channel(row) if row else None
 
 
-async def all_channels(conn: asyncpg.Connection | asyncpg.Pool) -> list[Channel]:
-    return [_channel(r) for r in await conn.fetch(_SELECT + " ORDER BY c.name")]
-
-
 async def describe(conn: asyncpg.Connection) -> list[dict[str, object]]:
     """Channels with token and secret ids (never values) for ``channels list``."""
     rows = await conn.fetch(

@@ -18,23 +18,12 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series d
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-#: Outcomes of one webhook request, the only values of the ``outcome`` label.
-OUTCOMES = (
-    "stored",
-    "duplicate",
-    "unauthorized",
-    "not_found",
-    "too_large",
-    "bad_request",
-    "rate_limited",
-    "unavailable",
-)
-
 ACK_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
 webhooks_received = Counter(
     "acklog_webhooks_received",
-    "Webhook requests received, by outcome.",
+    "Webhook requests received, by outcome: stored, duplicate, unauthorized, not_found,"
+    " too_large, bad_request, rate_limited, unavailable.",
     ["provider", "channel", "outcome"],
     registry=REGISTRY,
 )

@@ -216,15 +216,6 @@ def table_status(
     return StatusReported(key=key, status=status, raw=raw, provider_time=epoch(stamp, stamp_field))
 
 
-def header(headers: Mapping[str, str], name: str) -> str | None:
-    """Case-insensitive header lookup over a plain mapping."""
-    lname = name.lower()
-    for key, value in headers.items():
-        if key.lower() == lname:
-            return value
-    return None
-
-
 #: Baileys message fields → message kind, shared by the engines built on Baileys (Evolution,
 #: WAHA NOWEB/GOWS): a message carries exactly one of these fields.
 BAILEYS_KIND: dict[str, str] = {
