@@ -107,7 +107,11 @@ def _wrk(
         url,
     ]
     proc = subprocess.run(
-        argv, capture_output=True, text=True, env=procs.env(**env), timeout=duration + 60
+        argv,
+        capture_output=True,
+        text=True,
+        env=procs.env(BENCH_WRK_DIR=str(WRK_DIR), **env),
+        timeout=duration + 60,
     )
     if proc.returncode != 0 or "BENCH requests" not in proc.stdout:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr[-2000:]}")
