@@ -25,66 +25,38 @@ _milestones = msgspec.json.Decoder(dict[str, Milestone])
 _failures = msgspec.json.Decoder(list[Failure])
 _encode = msgspec.json.Encoder()
 
-MESSAGE_COLUMNS = (
-    "channel",
-    "key",
-    "provider",
-    "direction",
-    "state",
-    "rank",
-    "state_at",
-    "milestones",
-    "failures",
-    "observed_in",
-    "observed_out",
-    "chat",
-    "sender",
-    "kind",
-    "text",
-    "media",
-    "quoted",
-    "derived_key",
-    "first_position",
-    "last_position",
-    "first_seen_at",
-    "last_seen_at",
-    "sent_due_at",
-    "sent_by",
-    "missed_sent",
-    "delivered_due_at",
-    "delivered_by",
-    "missed_delivered",
+#: rm.messages columns in upsert order, with the SQL type of each array parameter
+MESSAGE_TYPES: tuple[tuple[str, str], ...] = (
+    ("channel", "text"),
+    ("key", "text"),
+    ("provider", "text"),
+    ("direction", "text"),
+    ("state", "text"),
+    ("rank", "smallint"),
+    ("state_at", "timestamptz"),
+    ("milestones", "jsonb"),
+    ("failures", "jsonb"),
+    ("observed_in", "boolean"),
+    ("observed_out", "boolean"),
+    ("chat", "text"),
+    ("sender", "text"),
+    ("kind", "text"),
+    ("text", "text"),
+    ("media", "text"),
+    ("quoted", "text"),
+    ("derived_key", "boolean"),
+    ("first_position", "bigint"),
+    ("last_position", "bigint"),
+    ("first_seen_at", "timestamptz"),
+    ("last_seen_at", "timestamptz"),
+    ("sent_due_at", "timestamptz"),
+    ("sent_by", "timestamptz"),
+    ("missed_sent", "boolean"),
+    ("delivered_due_at", "timestamptz"),
+    ("delivered_by", "timestamptz"),
+    ("missed_delivered", "boolean"),
 )
-_MESSAGE_TYPES = (
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "smallint",
-    "timestamptz",
-    "jsonb",
-    "jsonb",
-    "boolean",
-    "boolean",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "boolean",
-    "bigint",
-    "bigint",
-    "timestamptz",
-    "timestamptz",
-    "timestamptz",
-    "timestamptz",
-    "boolean",
-    "timestamptz",
-    "timestamptz",
-    "boolean",
-)
+MESSAGE_COLUMNS = tuple(name for name, _ in MESSAGE_TYPES)
 TIMELINE_COLUMNS = (
     "channel",
     "key",
@@ -124,12 +96,9 @@ def schema_name(schema: str) -> str:
 def _upsert_messages_sql(s: str) -> str:
     cols = ", ".join(MESSAGE_COLUMNS)
     params = ", ".join(
-        f"${i + 1}::{'text' if t == 'jsonb' else t}[]" for i, t in enumerate(_MESSAGE_TYPES)
+        f"${i + 1}::{'text' if t == 'jsonb' else t}[]" for i, (_, t) in enumerate(MESSAGE_TYPES)
     )
-    select = ", ".join(
-        f"{c}::jsonb" if t == "jsonb" else c
-        for c, t in zip(MESSAGE_COLUMNS, _MESSAGE_TYPES, strict=True)
-    )
+    select = ", ".join(f"{c}::jsonb" if t == "jsonb" else c for c, t in MESSAGE_TYPES)
     updates = ", ".join(f"{c} = excluded.{c}" for c in MESSAGE_COLUMNS[2:])
     return (
         f"INSERT INTO {s}.messages ({cols}) SELECT {select} FROM unnest({params}) AS t({cols})"
