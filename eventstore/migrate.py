@@ -9,8 +9,9 @@ from pathlib import Path
 
 import asyncpg
 
+from eventstore import locks
+
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-_LOCK_KEY = 7312004712
 _NAME = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
 
 
@@ -41,7 +42,7 @@ def load(sql_dir: Path = SQL_DIR) -> list[Migration]:
 
 async def migrate(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[int]:
     """Apply pending migrations; concurrent callers wait on the lock and find nothing to do."""
-    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    await conn.execute("SELECT pg_advisory_lock($1)", locks.MIGRATE)
     try:
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -71,4 +72,4 @@ async def migrate(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[int
             done.append(mig.version)
         return done
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+        await conn.execute("SELECT pg_advisory_unlock($1)", locks.MIGRATE)

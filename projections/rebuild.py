@@ -16,13 +16,11 @@ from collections.abc import Callable
 import asyncpg
 import msgspec
 
-from eventstore import checkpoint
+from eventstore import checkpoint, locks
 from eventstore.pool import connect
 from eventstore.read import head
 from projections import store
-from projections.runner import LIVE_CHECKPOINT, WRITE_KEY, Clock, Projector, utcnow
-
-REBUILD_KEY = 7312004723  # one rebuild or verify at a time
+from projections.runner import LIVE_CHECKPOINT, Clock, Projector, utcnow
 
 #: every read-model table, with the columns that identify a row (for diff reports)
 TABLES: dict[str, tuple[str, ...]] = {
@@ -65,7 +63,7 @@ async def _build_aside(
     *,
     upto: int | None = None,
 ) -> Projector:
-    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", REBUILD_KEY):
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", locks.REBUILD):
         raise RebuildBusy("another rebuild or verify is running")
     schema = f"rm_build_{int(time.time())}_{os.getpid()}"
     await conn.execute("SELECT create_read_models($1)", schema)
@@ -97,7 +95,7 @@ async def rebuild(dsn: str, *, clock: Clock = utcnow, progress: ProgressFn | Non
     try:
         builder = await _build_aside(conn, dsn, clock, progress)
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_KEY)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
             await builder.catch_up(conn)  # the tail that arrived meanwhile
             await store.sweep(conn, builder.schema, clock())
             live = await checkpoint.load(conn, LIVE_CHECKPOINT)
@@ -134,7 +132,7 @@ async def verify(
         tx = conn.transaction()
         await tx.start()
         try:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_KEY)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
             live = await checkpoint.load(conn, LIVE_CHECKPOINT)
             await builder.catch_up(conn, upto=live)
             now: dt.datetime = clock()

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from eventstore import checkpoint
+from eventstore import checkpoint, locks
 from eventstore.pool import connect
 from eventstore.read import read
 from eventstore.subscribe import Wakeup
@@ -26,8 +26,6 @@ from projections import fold, store
 
 log = logging.getLogger(__name__)
 
-LEADER_KEY = 7312004721  # session lock: one live projector at a time
-WRITE_KEY = 7312004722  # transaction lock: live read-model writers (projector, swap)
 LIVE_CHECKPOINT = "messages"
 
 Clock = Callable[[], dt.datetime]
@@ -69,7 +67,7 @@ class Projector:
         """Fold one batch in one transaction; returns how many events it folded."""
         async with conn.transaction():
             if self.live:
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_KEY)
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
             position = await checkpoint.load(conn, self.name)
             events = await read(conn, after=position, limit=self.batch_size, upto=upto)
             if not events:
@@ -101,7 +99,7 @@ class Projector:
         """Mark messages whose ack deadline passed (live write lock held)."""
         async with conn.transaction():
             if self.live:
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_KEY)
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
             return await store.sweep(conn, self.schema, self.clock())
 
     async def catch_up(self, conn: asyncpg.Connection, *, upto: int | None = None) -> int:
@@ -120,7 +118,7 @@ class Projector:
                         self.dsn,
                         server_settings={"application_name": f"acklog-projector-{os.getpid()}"},
                     )
-                    await conn.execute("SELECT pg_advisory_lock($1)", LEADER_KEY)
+                    await conn.execute("SELECT pg_advisory_lock($1)", locks.PROJECTOR_LEADER)
                     self.is_leader.set()
                     log.info("projector %s is the leader", self.name)
                     while True:

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from eventstore import locks
 from eventstore.append import Appender, write_batch
 from eventstore.events import NewEvent
 from eventstore.pool import connect
 from eventstore.read import head
 from projections.rebuild import rebuild, verify
-from projections.runner import LEADER_KEY, Projector
+from projections.runner import Projector
 from tests.payloads import event, meta_incoming, meta_status
 
 ACKS = ["sent", "delivered", "read"]
@@ -137,7 +138,7 @@ async def leader_pid(conn: asyncpg.Connection) -> int:
     pid: int = await conn.fetchval(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
         " AND ((classid::bigint << 32) | objid::bigint) = $1",
-        LEADER_KEY,
+        locks.PROJECTOR_LEADER,
     )
     return pid
 
