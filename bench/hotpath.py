@@ -27,6 +27,7 @@ from projections import providers
 from service import ingest, metrics
 from service.auth import authenticate
 from service.channels import Channel, token_hash
+from service.clientaddr import client_address
 from service.config import Settings
 from service.responses import json_response
 from service.state import SETTINGS
@@ -94,7 +95,7 @@ def run() -> dict[str, float]:
     steps: dict[str, Callable[[web.Request, Channel, bytes], object]] = {
         "kept_headers (filter and copy the headers)": lambda r, c, b: ingest.kept_headers(r),
         "signed_url (absolute URL, for Twilio signatures)": lambda r, c, b: ingest.signed_url(r),
-        "client_address + allow-list": lambda r, c, b: c.allows(ingest.client_address(r)),
+        "client_address + allow-list": lambda r, c, b: c.allows(client_address(r)),
         "authenticate (signature headers, token SHA-256, compare)": lambda r, c, b: authenticate(
             c,
             query_token=r.query.get("token"),

@@ -20,6 +20,7 @@ from projections import providers
 from service import metrics
 from service.auth import authenticate, token_matches
 from service.channels import NAME_RE, Channel
+from service.clientaddr import client_address
 from service.responses import error, json_response
 from service.state import APPENDER, CHANNELS, LIMITER, SETTINGS
 
@@ -50,14 +51,6 @@ def kept_headers(request: web.Request) -> dict[str, str]:
             break
         out[lname] = value[:_MAX_HEADER_VALUE]
     return out
-
-
-def client_address(request: web.Request) -> str:
-    if request.app[SETTINGS].trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.remote or "unknown"
 
 
 def signed_url(request: web.Request) -> str:
