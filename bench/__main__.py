@@ -28,6 +28,7 @@ from bench import (
     hotpath,
     ingest,
     machine,
+    procs,
     projection,
     query,
     report,
@@ -38,13 +39,16 @@ from bench.progress import elapsed, log
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("decode", "ingest", "e2e", "projection", "query")
+MIN_RUNS = 3
 T = TypeVar("T")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--only", help=f"comma-separated phases of {', '.join(PHASES)}")
-    p.add_argument("--runs", type=int, default=3, help="runs per figure (median), ≥3")
+    p.add_argument(
+        "--runs", type=int, default=MIN_RUNS, help=f"runs per figure (median), ≥{MIN_RUNS}"
+    )
     p.add_argument("--duration", type=float, default=5.0, help="seconds per ingest run")
     p.add_argument("--connections", default="32,256", help="ingest connection counts")
     p.add_argument("--events", type=int, default=1_000_000, help="the big log (projection)")
@@ -58,10 +62,24 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the bench")
     p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    p.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="measure a tree with uncommitted changes (the report then says so at the top)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.events, args.small_events = 2.0, 40_000, 15_000
         args.messages, args.step_seconds = 60_000, 3.0
+    elif args.runs < MIN_RUNS:
+        p.error(f"--runs {args.runs}: a median needs at least {MIN_RUNS} runs (or --quick)")
+    code = machine.code_state()
+    if code["dirty"] and not args.allow_dirty:
+        p.error(
+            f"the tree has uncommitted changes ({', '.join(code['changed_files'][:5])}…): its"
+            f" figures would not be those of commit {code['commit']}. Commit first, or pass"
+            " --allow-dirty to measure anyway (the report is then flagged)."
+        )
     return args
 
 
@@ -80,13 +98,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "argv": sys.argv[1:],
         "phases": phases,
         "runs": args.runs,
+        "quick": bool(args.quick),
         "mix": Mix().describe(),
         "load_client": "wrk" if use_wrk and wrkrun.wrk_path() else "bench.loadgen",
     }
     profiles = not args.no_profile
     with db.server() as (server_dsn, where):
         results["machine"] = machine.describe()
-        results["postgres"] = {**await db.describe(server_dsn), "where": where}
+        postmaster = await db.postmaster_pid(server_dsn)
+        procs.use_postgres(postmaster)  # PostgreSQL CPU: this server's processes only
+        results["postgres"] = {
+            **await db.describe(server_dsn),
+            "where": where,
+            "postmaster_pid": postmaster,
+            "cpu_measured": postmaster is not None,
+        }
         log(f"PostgreSQL {results['postgres']['version']} ({where}); work dir {workdir}")
         if "decode" in phases:
             log("decode: pure decoder throughput per provider")

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
+import psutil
 
 from eventstore.migrate import migrate
 from service import channels
@@ -117,3 +118,24 @@ async def describe(dsn: str) -> dict[str, Any]:
         await conn.close()
     settings = {r["name"]: r["setting"] + (f" ({r['unit']})" if r["unit"] else "") for r in rows}
     return {"version": version, "settings": settings}
+
+
+async def postmaster_pid(dsn: str) -> int | None:
+    """The pid of the postmaster serving ``dsn`` when it runs on this host, else None.
+
+    A backend's parent is its postmaster; the backend must be a process here (a server
+    on another host, or in a container, has pids that mean nothing on this one).
+    """
+    conn = await asyncpg.connect(dsn)
+    try:
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        try:
+            proc = psutil.Process(backend)
+            if proc.name() != "postgres":
+                return None
+            parent = proc.parent()
+        except psutil.Error:
+            return None
+        return parent.pid if parent is not None and parent.name() == "postgres" else None
+    finally:
+        await conn.close()

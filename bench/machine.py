@@ -62,21 +62,32 @@ def describe() -> dict[str, Any]:
         "packages": {p: _version(p) for p in ("aiohttp", "asyncpg", "msgspec", "py-spy")},
         "wrk": (_run([wrk, "--version"]).splitlines() or ["?"])[0].split(" [")[0] if wrk else None,
         # read-only git queries: which code was measured, and whether it had local edits
-        "commit": _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]) or "?",
-        "dirty": bool(
-            _run(
-                [
-                    "git",
-                    "-C",
-                    str(ROOT),
-                    "status",
-                    "--porcelain",
-                    "--",
-                    "service",
-                    "eventstore",
-                    "projections",
-                    "sql",
-                ]
-            )
-        ),
+        **code_state(),
+    }
+
+
+#: what a bench run writes into the tree itself: never a reason to call the tree dirty
+OUTPUTS = ("BENCHMARKS.md", "BENCHMARKS.json", "bench/results/")
+
+
+def code_state() -> dict[str, Any]:
+    """The commit measured and every local change to it (the bench's own files included:
+    a figure made by an uncommitted bench is not a figure of the commit)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "-z"],
+            capture_output=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "?", "dirty": True, "changed_files": ["(git status failed)"]}
+    # entries are "XY path" separated by NUL; a rename adds the old path as its own entry
+    entries = [e for e in done.stdout.decode(errors="replace").split("\0") if e]
+    changed = [e[3:] for e in entries if len(e) > 3 and e[2] == " "]
+    changed = [path for path in changed if not path.startswith(OUTPUTS)]
+    return {
+        "commit": _run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"]) or "?",
+        "dirty": bool(changed),
+        "changed_files": changed[:50],
     }

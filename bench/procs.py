@@ -93,16 +93,33 @@ def cpu_seconds(pid: int) -> float:
     return float(t.user + t.system)
 
 
-def postgres_pids() -> list[int]:
-    pids = []
-    for p in psutil.process_iter(["name"]):
-        if p.info["name"] == "postgres":
-            pids.append(p.pid)
-    return pids
+#: the postmaster of the PostgreSQL serving this bench run (set once by ``use_postgres``)
+_postmaster: int | None = None
+
+
+def use_postgres(postmaster_pid: int | None) -> None:
+    """Count PostgreSQL CPU from this server only (None: not measurable, e.g. a remote one)."""
+    global _postmaster
+    _postmaster = postmaster_pid
+
+
+def postgres_cpu_seconds(postmaster_pid: int) -> float:
+    """CPU of one PostgreSQL server: its postmaster, every live child (backends, walwriter,
+    checkpointer…) and the children it has already reaped (exited backends, via the
+    postmaster's ``children_user``/``children_system``). Other PostgreSQL servers on the host
+    are not counted."""
+    try:
+        master = psutil.Process(postmaster_pid)
+        t = master.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        children = master.children(recursive=False)
+    except psutil.Error:
+        return 0.0
+    return float(total) + sum(cpu_seconds(c.pid) for c in children)
 
 
 class CpuMeter:
-    """CPU cores used by named processes (and all PostgreSQL processes) between start/stop."""
+    """CPU cores used by named processes (and the run's PostgreSQL server) between start/stop."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
@@ -111,7 +128,8 @@ class CpuMeter:
 
     def _sample(self) -> dict[str, float]:
         out = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        out["postgres"] = sum(cpu_seconds(pid) for pid in postgres_pids())
+        if _postmaster is not None:
+            out["postgres"] = postgres_cpu_seconds(_postmaster)
         return out
 
     def start(self) -> None:
@@ -119,8 +137,8 @@ class CpuMeter:
         self._start = self._sample()
 
     def stop(self) -> dict[str, float]:
-        """Cores (CPU seconds per second) each used; PostgreSQL backends that exited during the
-        run are not counted, so its figure is a lower bound."""
+        """Cores (CPU seconds per second) each used. ``postgres`` is absent when the server
+        is not on this host; it includes backends that exited during the run."""
         wall = time.perf_counter() - self._t0
         end = self._sample()
         return {k: round(max(end[k] - self._start.get(k, 0.0), 0.0) / wall, 2) for k in end}
