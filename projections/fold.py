@@ -136,6 +136,17 @@ def message_keys(decoded: Iterable[Decoded]) -> tuple[set[Key], set[ReceiptKey]]
     return keys, receipts
 
 
+#: every value ``reason_class`` returns (metrics export them at zero from start-up)
+REASON_CLASSES = (
+    "invalid_json",
+    "unknown_provider",
+    "decoder_bug",
+    "too_deep",
+    "invalid_form",
+    "invalid_payload",
+)
+
+
 def reason_class(reason: str) -> str:
     """A bounded label for a quarantine reason (metrics must never carry free text)."""
     if reason.startswith("body is not valid JSON"):

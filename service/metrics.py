@@ -14,16 +14,29 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from projections.fold import REASON_CLASSES as QUARANTINE_REASONS
+
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the exposition for no dashboard use
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 ACK_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
+#: every outcome label of acklog_webhooks_received_total
+OUTCOMES = (
+    "stored",
+    "duplicate",
+    "unauthorized",
+    "not_found",
+    "too_large",
+    "bad_request",
+    "rate_limited",
+    "unavailable",
+)
+
 webhooks_received = Counter(
     "acklog_webhooks_received",
-    "Webhook requests received, by outcome: stored, duplicate, unauthorized, not_found,"
-    " too_large, bad_request, rate_limited, unavailable.",
+    "Webhook requests received, by outcome: " + ", ".join(OUTCOMES) + ".",
     ["provider", "channel", "outcome"],
     registry=REGISTRY,
 )
@@ -93,3 +106,17 @@ database_up = Gauge(
     "1 when the last database round-trip succeeded.",
     registry=REGISTRY,
 )
+
+
+def export_channel(provider: str, channel: str) -> None:
+    """Export a known channel's counters at zero before their first event.
+
+    ``increase()`` and ``rate()`` cannot see a series' first sample: a counter that appears
+    only when first incremented hides that increment from every alert rule.
+    """
+    for outcome in OUTCOMES:
+        webhooks_received.labels(provider, channel, outcome)
+    for result in ("ok", "quarantined"):
+        events_projected.labels(provider, result)
+    for reason in QUARANTINE_REASONS:
+        quarantined.labels(provider, reason)

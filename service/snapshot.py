@@ -23,6 +23,8 @@ from service import metrics
 log = logging.getLogger(__name__)
 
 INSTANCE_STATUSES: tuple[str, ...] = InstanceStatus.__args__  # type: ignore[attr-defined]
+#: the acks a missed-ack deadline waits for
+STAGES = ("sent", "delivered")
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -33,6 +35,8 @@ class Snapshot(msgspec.Struct, frozen=True):
     overdue: list[tuple[str, str, int]] = []
     missed: list[tuple[str, str, int]] = []
     instances: list[tuple[str, str, str]] = []
+    #: every configured channel and its provider: their series are exported from start-up
+    channels: list[tuple[str, str]] = []
 
 
 class SnapshotCollector(Collector):
@@ -55,7 +59,11 @@ class SnapshotCollector(Collector):
             " restarts and rebuilds).",
             labels=["channel", "stage"],
         )
-        for channel, stage, n in snap.missed:
+        # every known channel and stage from the first scrape on, at zero until it misses:
+        # alert rules then see the first miss as a change, however young the Prometheus
+        counts = {(channel, stage): 0 for channel, _ in snap.channels for stage in STAGES}
+        counts.update({(channel, stage): n for channel, stage, n in snap.missed})
+        for (channel, stage), n in counts.items():
             missed.add_metric([channel, stage], n)
         yield missed
         connected = GaugeMetricFamily(
@@ -105,6 +113,7 @@ async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
         )
         missed = await conn.fetch("SELECT channel, stage, n FROM rm.missed_counts")
         instances = await conn.fetch("SELECT channel, provider, status FROM rm.instance_status")
+        known = await conn.fetch("SELECT name, provider FROM channels ORDER BY name")
     return Snapshot(
         taken_at=now,
         head=head,
@@ -113,6 +122,7 @@ async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
         overdue=[(r["channel"], r["stage"], r["n"]) for r in overdue],
         missed=[(r["channel"], r["stage"], r["n"]) for r in missed],
         instances=[(r["channel"], r["provider"], r["status"]) for r in instances],
+        channels=[(r["name"], r["provider"]) for r in known],
     )
 
 
@@ -122,6 +132,8 @@ def publish(snap: Snapshot) -> None:
     metrics.projection_position.labels("messages").set(snap.position)
     metrics.projection_lag_events.labels("messages").set(max(snap.head - snap.position, 0))
     metrics.projection_lag_seconds.labels("messages").set(snap.lag_seconds)
+    for channel, provider in snap.channels:
+        metrics.export_channel(provider, channel)
 
 
 async def refresh_forever(

@@ -285,6 +285,7 @@ def test_metric_names_used_are_exposed() -> None:
 
 
 def _service_exposition_names() -> set[str]:
+    import service.snapshot  # noqa: F401  # registers the snapshot's collector
     from service.metrics import REGISTRY
 
     names: set[str] = set()
@@ -381,7 +382,7 @@ def test_dashboard_covers_required_panels() -> None:
         "acklog_projection_lag_events",
         "acklog_projection_lag_seconds",
         "acklog_overdue_messages",
-        "increase(acklog_missed_acks_total",
+        "acklog_missed_acks_total{",
         "acklog_instance_status",
         "acklog_quarantined_events_total",
         "acklog_database_up",
@@ -396,3 +397,19 @@ def test_dashboard_covers_required_panels() -> None:
             assert "acklog_ack_latency_seconds_bucket" in target["expr"]
             stages.update(re.findall(r'stage="(\w+)"', target["expr"]))
     assert stages == {"sent", "delivered", "read"}
+
+
+def test_dashboard_windows_follow_the_scrape_interval() -> None:
+    """Every range window is $__rate_interval: never a $__interval that can shrink below two
+    scrapes (empty panels at short ranges), never a fixed window that ignores the range."""
+    for where, expr in dashboard_queries():
+        windows = re.findall(r"\[([^\]]*)\]", expr)
+        assert all(w == "$__rate_interval" for w in windows), f"{where}: {windows}"
+
+
+def test_counts_users_read_are_exact() -> None:
+    """Missed acks are counted by difference (the counter never resets): increase() would
+    show 3.9989 for 2 misses, in the dashboard and in the alert's description."""
+    for where, expr in dashboard_queries():
+        assert "increase(acklog_missed_acks_total" not in expr, where
+    assert "increase(acklog_missed_acks_total" not in _rules_text()

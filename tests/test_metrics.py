@@ -7,10 +7,14 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventstore.read import head
-from service import snapshot
+from projections.fold import reason_class
+from projections.runner import utcnow
+from service import metrics, snapshot
 from service.app import make_app
 from service.state import POOL, PROJECTOR
 from tests.apps import add_channel, settings
@@ -111,3 +115,33 @@ async def test_metrics_on_their_own_port(dsn: str) -> None:
                 assert resp.status == 404, "webhooks are not served on the metrics port"
     finally:
         await serving.close()
+
+
+async def test_known_channels_are_exported_at_zero_before_their_first_event(
+    aiohttp_client: Client, dsn: str, pool: asyncpg.Pool
+) -> None:
+    """increase() cannot see a first sample: every counter an alert reads exists at 0."""
+    client = await aiohttp_client(make_app(settings(), dsn))
+    await add_channel(dsn, "quiet", "wamm")
+    snapshot.publish(await snapshot.take(pool, utcnow()))
+    text = await (await client.get("/metrics")).text()
+    for stage in ("sent", "delivered"):
+        labels = {"channel": "quiet", "stage": stage}
+        assert ("acklog_missed_acks_total", labels) in samples(text)
+    for outcome in ("stored", "unauthorized", "unavailable"):
+        labels = {"provider": "wamm", "channel": "quiet", "outcome": outcome}
+        assert ("acklog_webhooks_received_total", labels) in samples(text)
+    quarantine = {"provider": "wamm", "reason": "invalid_json"}
+    assert ("acklog_quarantined_events_total", quarantine) in samples(text)
+    assert value(text, "acklog_missed_acks_total", channel="quiet", stage="sent") == 0
+
+
+def samples(text: str) -> list[tuple[str, dict[str, str]]]:
+    return [(s.name, s.labels) for f in text_string_to_metric_families(text) for s in f.samples]
+
+
+@given(st.text(max_size=80))
+def test_every_quarantine_reason_class_is_exported(reason: str) -> None:
+    assert reason_class(reason) in metrics.QUARANTINE_REASONS
+    for known in ("body is not valid JSON: x", "no decoder for x", "decoder error: x"):
+        assert reason_class(known + reason) in metrics.QUARANTINE_REASONS
