@@ -79,6 +79,7 @@ def from_env(**overrides: object) -> Settings:
         "max_connections": _int("ACKLOG_MAX_CONNECTIONS", 1024),
         "read_timeout": _float("ACKLOG_READ_TIMEOUT", 30.0),
         "header_timeout": _float("ACKLOG_HEADER_TIMEOUT", 10.0),
+        "snapshot_interval": _float("ACKLOG_SNAPSHOT_INTERVAL", 5.0),
         "trust_forwarded_for": env.get("ACKLOG_TRUST_FORWARDED_FOR", "") in ("1", "true", "yes"),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})

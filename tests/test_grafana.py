@@ -79,17 +79,22 @@ _LABEL_VALUES = re.compile(r"^\s*label_values\((.*),\s*\w+\s*\)\s*$", re.DOTALL)
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _promtool() -> str:
-    """Path of promtool; fails the test under CI when it is missing, skips it elsewhere."""
-    path = shutil.which("promtool")
+def prometheus_binary(name: str = "promtool") -> str:
+    """Path of promtool or prometheus; fails the test under CI when it is missing, skips it
+    elsewhere. Both come from the Debian package ``prometheus``."""
+    path = shutil.which(name)
     if path:
         return path
     if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
         pytest.fail(
-            "promtool not found on PATH: install Debian package prometheus "
-            "(apt-get install -y prometheus), which ships /usr/bin/promtool"
+            f"{name} not found on PATH: install Debian package prometheus "
+            f"(apt-get install -y prometheus), which ships /usr/bin/{name}"
         )
-    pytest.skip("promtool not installed (apt-get install -y prometheus)")
+    pytest.skip(f"{name} not installed (apt-get install -y prometheus)")
+
+
+def _promtool() -> str:
+    return prometheus_binary("promtool")
 
 
 def _run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -157,12 +162,14 @@ def dashboard_queries(dashboard: dict[str, Any] | None = None) -> list[tuple[str
     return queries
 
 
-def substitute_grafana_variables(expr: str) -> str:
+def substitute_grafana_variables(expr: str, values: dict[str, str] | None = None) -> str:
+    variables = {**GRAFANA_VARIABLES, **(values or {})}
+
     def replace(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
-        if name not in GRAFANA_VARIABLES:
+        if name not in variables:
             raise AssertionError(f"unknown Grafana variable ${name} in {expr!r}")
-        return GRAFANA_VARIABLES[name]
+        return variables[name]
 
     return _VARIABLE.sub(replace, expr)
 
@@ -413,3 +420,24 @@ def test_counts_users_read_are_exact() -> None:
     for where, expr in dashboard_queries():
         assert "increase(acklog_missed_acks_total" not in expr, where
     assert "increase(acklog_missed_acks_total" not in _rules_text()
+
+
+def test_provisioning_files_are_valid_grafana_provisioning() -> None:
+    """Grafana is not installable here: its provisioning files are checked against the
+    schema Grafana reads (apiVersion 1, one Prometheus datasource with the dashboard's uid,
+    one file provider whose folder name matches the README's mount)."""
+    yaml = pytest.importorskip("yaml")  # PyYAML (installed with the test extra)
+    datasources = yaml.safe_load(DATASOURCE_PROVISIONING.read_text(encoding="utf-8"))
+    assert datasources["apiVersion"] == 1
+    [source] = datasources["datasources"]
+    variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
+    assert source["uid"] == variables["datasource"]["current"]["value"]
+    assert source["type"] == "prometheus" and source["access"] == "proxy"
+    assert source["url"].startswith("http://")
+    assert set(source["jsonData"]) <= {"httpMethod", "timeInterval"}
+    dashboards = yaml.safe_load(DASHBOARD_PROVISIONING.read_text(encoding="utf-8"))
+    assert dashboards["apiVersion"] == 1
+    [provider] = dashboards["providers"]
+    assert provider["type"] == "file"
+    assert Path(provider["options"]["path"]).is_absolute()
+    assert {"name", "orgId", "folder", "options"} <= set(provider)
