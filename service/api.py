@@ -36,7 +36,7 @@ from service.api_params import BadParameter
 from service.apikey import ApiKey
 from service.ingest import UNAVAILABLE
 from service.responses import error, json_response
-from service.state import API_KEY, CLOCK, POOL, SETTINGS
+from service.state import API_KEY, API_POOL, CLOCK, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 def _pool(request: web.Request) -> Any:
-    return request.config_dict[POOL]
+    return request.config_dict[API_POOL]
 
 
 async def _channel(request: web.Request) -> tuple[str, str, bool]:

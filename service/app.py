@@ -1,4 +1,12 @@
-"""The aiohttp application: ingest, health, metrics, query API; resources in cleanup_ctx."""
+"""The aiohttp applications of acklog's process roles; resources live in cleanup_ctx.
+
+- ``ingest_app``: ``/hooks/*`` with the appender and its own pool, ``/healthz``/``/readyz``
+  of this process, and every other path forwarded to the API process (``service.proxy``).
+- ``api_app``: the query API under ``/v1``, ``/openapi.json``, ``/metrics`` and health, with
+  a pool of its own and the metrics snapshot.
+- ``make_app``: every role in one process (tests, and tools that want one app); the API
+  still gets its own pool there, so a slow query never holds a connection ingest needs.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +15,35 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from eventstore.append import Appender
 from eventstore.pool import create_pool
 from projections.runner import Clock, Projector, utcnow
-from service import api, health, ingest, metrics, openapi, snapshot
+from service import api, health, ingest, metrics, openapi, proxy, snapshot
 from service.auth import FailureLimiter
 from service.channels import ChannelCache
 from service.config import Settings
 from service.observe import observe_batch
 from service.responses import json_errors
-from service.state import APPENDER, CHANNELS, CLOCK, DSN, LIMITER, POOL, PROJECTOR, SETTINGS
+from service.state import (
+    API_POOL,
+    APPENDER,
+    CHANNELS,
+    CLOCK,
+    DSN,
+    LIMITER,
+    POOL,
+    PROJECTOR,
+    SETTINGS,
+)
 
 log = logging.getLogger(__name__)
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    body = generate_latest(metrics.REGISTRY)
+    # off the event loop: under ``acklog serve`` it reads one file per process
+    body = await asyncio.to_thread(metrics.exposition)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -34,6 +53,19 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[CHANNELS] = ChannelCache(pool)
     yield
     await pool.close()
+
+
+async def _api_database(app: web.Application) -> AsyncIterator[None]:
+    pool = await create_pool(app[DSN], min_size=1, max_size=10, timeout=5.0)
+    app[API_POOL] = pool
+    yield
+    await pool.close()
+
+
+async def _api_only_database(app: web.Application) -> AsyncIterator[None]:
+    """The API process has no ingest: its health checks use the API pool."""
+    app[POOL] = app[API_POOL]
+    yield
 
 
 async def _appender(app: web.Application) -> AsyncIterator[None]:
@@ -60,7 +92,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def _projector(app: web.Application) -> AsyncIterator[None]:
-    """The projector runs beside ingest (leader or standby); ``--no-projector`` turns it off."""
+    """The in-process projector of ``make_app`` (leader or standby)."""
     if not app[SETTINGS].run_projector:
         yield
         return
@@ -74,27 +106,59 @@ async def _projector(app: web.Application) -> AsyncIterator[None]:
 async def _snapshot(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     task = asyncio.create_task(
-        snapshot.refresh_forever(app[POOL], settings.snapshot_interval, app[CLOCK]),
+        snapshot.refresh_forever(app[API_POOL], settings.snapshot_interval, app[CLOCK]),
         name="acklog-metrics-snapshot",
     )
     yield
     await _cancel(task)
 
 
-def make_app(settings: Settings, dsn: str, *, clock: Clock = utcnow) -> web.Application:
-    """Build the app; migrations must already be applied (``service.database``)."""
+def _base(settings: Settings, dsn: str, clock: Clock) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body)
     app[SETTINGS] = settings
     app[DSN] = dsn
     app[CLOCK] = clock
-    app[LIMITER] = FailureLimiter(settings.auth_failures_per_minute)
+    return app
+
+
+def _add_ingest(app: web.Application) -> None:
+    app[LIMITER] = FailureLimiter(app[SETTINGS].auth_failures_per_minute)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_appender)
-    app.cleanup_ctx.append(_projector)
-    app.cleanup_ctx.append(_snapshot)
     app.add_routes(ingest.routes())
-    app.add_routes(health.routes())
+
+
+def _add_api(app: web.Application) -> None:
+    app.cleanup_ctx.append(_api_database)
+    app.cleanup_ctx.append(_snapshot)
     app.add_routes([web.get("/metrics", metrics_view)])
     app.add_routes(openapi.routes())
     app.add_subapp("/v1", api.make_api(app))
+
+
+def make_app(settings: Settings, dsn: str, *, clock: Clock = utcnow) -> web.Application:
+    """Every role in one app; migrations must already be applied (``service.database``)."""
+    app = _base(settings, dsn, clock)
+    _add_ingest(app)
+    _add_api(app)
+    app.cleanup_ctx.append(_projector)
+    app.add_routes(health.routes())
+    return app
+
+
+def ingest_app(settings: Settings, dsn: str, *, clock: Clock = utcnow) -> web.Application:
+    """An ingest worker: webhooks and health here, everything else forwarded to the API."""
+    app = _base(settings, dsn, clock)
+    _add_ingest(app)
+    app.add_routes(health.routes())
+    proxy.add_forwarding(app, settings.api_upstream)
+    return app
+
+
+def api_app(settings: Settings, dsn: str, *, clock: Clock = utcnow) -> web.Application:
+    """The API process: query API, OpenAPI, metrics (all processes'), health."""
+    app = _base(settings, dsn, clock)
+    _add_api(app)
+    app.cleanup_ctx.append(_api_only_database)
+    app.add_routes(health.routes())
     return app

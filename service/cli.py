@@ -16,13 +16,11 @@ from eventstore.pool import connect
 from projections.providers import PROVIDERS
 from projections.rebuild import Progress, RebuildBusy, rebuild, verify
 from projections.runner import Projector
-from service import apikey, channels
+from service import apikey, channels, roles
 from service import tail as tail_command
-from service.app import make_app
 from service.config import Settings, from_env
 from service.database import database_url, wait_and_migrate
 from service.observe import observe_batch
-from service.server import serve_forever
 from service.simulate import command as simulate_command
 
 
@@ -44,41 +42,57 @@ async def _with_conn(settings: Settings, fn: Callable[[Any], Awaitable[int]]) ->
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Every role under a supervisor (the default), or one role alone (``--role``)."""
     settings = _settings(args)
-    if args.no_projector:
-        settings = msgspec.structs.replace(settings, run_projector=False)
+    if args.workers is not None:
+        settings = msgspec.structs.replace(settings, workers=args.workers)
+    if args.child:  # started by the supervisor: migrations are applied, the DSN is set
+        roles.die_with_supervisor()
+        return _serve_role(args.role, settings, database_url(settings), supervised=True)
     dsn = database_url(settings)
     asyncio.run(wait_and_migrate(dsn))
+    if args.role in ("api", "projector"):
+        return _serve_role(args.role, settings, dsn, supervised=False)
+    if args.role == "ingest":
+        if settings.workers <= 1:
+            return _serve_role("ingest", settings, dsn, supervised=False)
+        workers: list[roles.Role] = ["ingest"] * settings.workers
+        ready = f"acklog {settings.workers} ingest workers listening on {settings.base_url}"
+        return roles.supervise(settings, dsn, workers, lambda: print(ready, flush=True))
     key, key_source = apikey.resolve(settings)
-    settings = msgspec.structs.replace(settings, api_key=key)
     # a key the operator set is not echoed to logs; a generated one must be shown once
     shown_key = "from ACKLOG_API_KEY" if key_source == "ACKLOG_API_KEY" else f"{key} ({key_source})"
-    app = make_app(settings, dsn)
     where = (
         "DATABASE_URL"
         if settings.database_url
         else f"embedded PostgreSQL in {settings.data_dir}/pg"
     )
+    processes = f"{settings.workers} ingest worker(s), query API" + (
+        "" if args.no_projector else ", projector"
+    )
     banner = (
-        f"acklog listening on {settings.base_url} (database: {where})\n"
+        f"acklog listening on {settings.base_url} (database: {where}; {processes})\n"
         f"  add a channel:  .venv/bin/acklog channels add shop --provider wamm\n"
         f"  webhook URL:    {settings.base_url}/hooks/<channel>?token=<token>\n"
         f"  health:         {settings.base_url}/readyz   metrics: {settings.base_url}/metrics\n"
         f"  query API:      {settings.base_url}/v1/channels   spec: {settings.base_url}/openapi.json\n"
         f"  API key:        {shown_key}; send 'Authorization: Bearer <key>'"
     )
-    asyncio.run(
-        serve_forever(
-            app,
-            settings.host,
-            settings.port,
-            max_connections=settings.max_connections,
-            header_timeout=settings.header_timeout,
-            metrics_port=settings.metrics_port,
-            # printed once the socket is bound: the banner means "ready to accept"
-            on_ready=lambda: print(banner, flush=True),
-        )
-    )
+    children = roles.child_roles(settings, projector=not args.no_projector)
+    # printed once every child serves: the banner means "ready to accept"
+    return roles.supervise(settings, dsn, children, lambda: print(banner, flush=True))
+
+
+def _serve_role(role: str, settings: Settings, dsn: str, *, supervised: bool) -> int:
+    match role:
+        case "ingest":
+            roles.run_ingest(settings, dsn, announce=not supervised)
+        case "api":
+            roles.run_api(settings, dsn, supervised=supervised)
+        case "projector":
+            roles.run_projector(dsn)
+        case _:
+            raise SystemExit(f"unknown role {role!r}")
     return 0
 
 
@@ -219,9 +233,21 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--host", help="listen address (ACKLOG_HOST, default 127.0.0.1)")
         sp.add_argument("--port", type=int, help="listen port (ACKLOG_PORT, default 8080)")
 
-    serve = sub.add_parser("serve", help="run the webhook service")
+    serve = sub.add_parser("serve", help="run the webhook service (every role, or one with --role)")
     net(serve)
-    serve.add_argument("--no-projector", action="store_true", help="ingest only")
+    serve.add_argument("--no-projector", action="store_true", help="run no projector")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="ingest worker processes on the port (ACKLOG_WORKERS, default 1)",
+    )
+    serve.add_argument(
+        "--role",
+        choices=roles.ROLES,
+        help="run one role alone: ingest (webhooks; non-webhook paths relayed to"
+        " ACKLOG_API_UPSTREAM), api (query API, metrics; ACKLOG_API_PORT or --port), projector",
+    )
+    serve.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(fn=cmd_serve)
 
     mig = sub.add_parser("migrate", help="apply pending SQL migrations")

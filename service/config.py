@@ -36,6 +36,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     snapshot_interval: float = 5.0
     #: seconds a query API request may spend on the database before it is answered 503
     api_query_timeout: float = 10.0
+    #: ingest worker processes ``acklog serve`` runs on the public port (SO_REUSEPORT)
+    workers: int = 1
+    #: also serve the API process on this TCP port (beside the public port's forwarding)
+    api_port: int | None = None
+    #: where ingest workers forward non-webhook paths: ``unix:/path`` or ``http://host:port``
+    api_upstream: str | None = None
+    #: the unix socket the API process listens on (``acklog serve`` sets it for its children)
+    api_socket: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -66,6 +74,7 @@ def _float(name: str, default: float) -> float:
 def from_env(**overrides: object) -> Settings:
     env = os.environ
     metrics_port = env.get("ACKLOG_METRICS_PORT")
+    api_port = env.get("ACKLOG_API_PORT")
     values: dict[str, object] = {
         "database_url": env.get("DATABASE_URL") or None,
         "data_dir": Path(env.get("ACKLOG_DATA_DIR", ".acklog")),
@@ -80,6 +89,10 @@ def from_env(**overrides: object) -> Settings:
         "read_timeout": _float("ACKLOG_READ_TIMEOUT", 30.0),
         "header_timeout": _float("ACKLOG_HEADER_TIMEOUT", 10.0),
         "snapshot_interval": _float("ACKLOG_SNAPSHOT_INTERVAL", 5.0),
+        "workers": _int("ACKLOG_WORKERS", 1),
+        "api_port": _int("ACKLOG_API_PORT", 0) if api_port else None,
+        "api_upstream": env.get("ACKLOG_API_UPSTREAM") or None,
+        "api_socket": env.get("ACKLOG_API_SOCKET") or None,
         "trust_forwarded_for": env.get("ACKLOG_TRUST_FORWARDED_FOR", "") in ("1", "true", "yes"),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})

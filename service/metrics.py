@@ -6,19 +6,51 @@ need a query are filled from a snapshot refreshed in the background (see ``servi
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
+    generate_latest,
+    multiprocess,
 )
+from prometheus_client.registry import Collector
 
 from projections.fold import REASON_CLASSES as QUARANTINE_REASONS
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the exposition for no dashboard use
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+#: set by ``acklog serve`` for its children: every process writes its samples there and the
+#: API process sums them (prometheus_client's multiprocess mode), so one ``/metrics`` counts
+#: every ingest worker and the projector. Gauges keep the most recent value any process set.
+MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+#: collectors that compute their samples at scrape time (the snapshot gauges); they run in the
+#: scraped process in both modes
+_LIVE_COLLECTORS: list[Collector] = []
+
+
+def register_collector(collector: Collector) -> None:
+    REGISTRY.register(collector)
+    _LIVE_COLLECTORS.append(collector)
+
+
+def exposition() -> bytes:
+    """The text exposition of ``/metrics``: this process's registry, or, under ``acklog
+    serve``, the sum over every process that wrote to the multiprocess directory."""
+    if MULTIPROC_DIR is None:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=MULTIPROC_DIR)  # type: ignore[no-untyped-call]
+    for collector in _LIVE_COLLECTORS:
+        registry.register(collector)
+    return generate_latest(registry)
+
 
 ACK_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
@@ -57,24 +89,28 @@ log_head = Gauge(
     "acklog_log_head_position",
     "Highest committed event position.",
     registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
 projection_position = Gauge(
     "acklog_projection_position",
     "Last event position folded by the projection.",
     ["projection"],
     registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
 projection_lag_events = Gauge(
     "acklog_projection_lag_events",
     "Events committed to the log but not yet folded.",
     ["projection"],
     registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
 projection_lag_seconds = Gauge(
     "acklog_projection_lag_seconds",
     "Age of the oldest event not yet folded (0 when caught up).",
     ["projection"],
     registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
 events_projected = Counter(
     "acklog_events_projected",
@@ -105,6 +141,7 @@ database_up = Gauge(
     "acklog_database_up",
     "1 when the last database round-trip succeeded.",
     registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
 
 

@@ -96,18 +96,24 @@ class Serving(msgspec.Struct):
     """What ``start`` set up, so it can be closed in the right order."""
 
     runner: web.AppRunner
-    server: asyncio.Server
+    server: asyncio.Server | None
     guard: ConnectionGuard
     metrics_runner: web.AppRunner | None = None
+    unix_site: web.UnixSite | None = None
 
     @property
     def port(self) -> int:
+        assert self.server is not None
         port: int = self.server.sockets[0].getsockname()[1]
         return port
 
     async def close(self) -> None:
-        self.server.close()
-        await self.server.wait_closed()
+        if self.server is not None:
+            self.server.close()
+        if self.unix_site is not None:
+            await self.unix_site.stop()
+        if self.server is not None:
+            await self.server.wait_closed()
         if self.metrics_runner is not None:
             await self.metrics_runner.cleanup()
         await self.runner.cleanup()
@@ -125,13 +131,18 @@ def metrics_only_app() -> web.Application:
 async def start(
     app: web.Application,
     host: str,
-    port: int,
+    port: int | None,
     *,
     max_connections: int,
     header_timeout: float,
     keepalive_timeout: float = 75.0,
     metrics_port: int | None = None,
+    reuse_port: bool = False,
+    unix_path: str | None = None,
 ) -> Serving:
+    """Serve ``app`` on ``host:port`` behind the guard; ``reuse_port`` lets several processes
+    share the port (the kernel spreads connections); ``unix_path`` adds a unix socket (the
+    ingest workers' relay to the API process: a trusted local peer, so no guard)."""
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -145,10 +156,20 @@ async def start(
     guard = ConnectionGuard(
         runner.server, max_connections=max_connections, header_timeout=header_timeout
     )
-    server = await asyncio.get_running_loop().create_server(
-        guard, host, port, backlog=min(max_connections, 4096), reuse_address=True
-    )
+    server = None
+    if port is not None:  # None: the unix socket only
+        server = await asyncio.get_running_loop().create_server(
+            guard,
+            host,
+            port,
+            backlog=min(max_connections, 4096),
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+        )
     serving = Serving(runner=runner, server=server, guard=guard)
+    if unix_path is not None:
+        serving.unix_site = web.UnixSite(runner, unix_path)
+        await serving.unix_site.start()
     if metrics_port is not None:
         serving.metrics_runner = web.AppRunner(metrics_only_app(), access_log=None)
         await serving.metrics_runner.setup()
@@ -159,11 +180,13 @@ async def start(
 async def serve_forever(
     app: web.Application,
     host: str,
-    port: int,
+    port: int | None,
     *,
     max_connections: int,
     header_timeout: float,
     metrics_port: int | None = None,
+    reuse_port: bool = False,
+    unix_path: str | None = None,
     on_ready: Callable[[], None],
 ) -> None:
     """Serve until SIGINT or SIGTERM, then shut down cleanly (cleanup_ctx runs)."""
@@ -174,6 +197,8 @@ async def serve_forever(
         max_connections=max_connections,
         header_timeout=header_timeout,
         metrics_port=metrics_port,
+        reuse_port=reuse_port,
+        unix_path=unix_path,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

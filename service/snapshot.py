@@ -85,7 +85,7 @@ class SnapshotCollector(Collector):
 
 
 COLLECTOR = SnapshotCollector()
-metrics.REGISTRY.register(COLLECTOR)
+metrics.register_collector(COLLECTOR)
 
 
 async def take(pool: asyncpg.Pool, now: dt.datetime) -> Snapshot:

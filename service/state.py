@@ -15,6 +15,8 @@ from service.config import Settings
 SETTINGS = web.AppKey("settings", Settings)
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
+#: the query API's own pool: an API query never waits for, nor holds, an ingest connection
+API_POOL = web.AppKey("api_pool", asyncpg.Pool)
 APPENDER = web.AppKey("appender", Appender)
 CHANNELS = web.AppKey("channels", ChannelCache)
 LIMITER = web.AppKey("limiter", FailureLimiter)
