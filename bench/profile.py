@@ -38,7 +38,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "asyncpg (protocol, encoding rows and arrays)": ("asyncpg",),
     "decoders (projections/providers)": ("projections/providers",),
     "projector: fold": ("projections/fold.py", "projections/message_state.py"),
-    "projector: read models I/O": ("projections/store.py", "eventstore/read.py"),
+    "projector: read models I/O": ("projections/readmodel", "eventstore/read.py"),
     "event loop and sockets": ("asyncio", "selectors.py", "uvloop"),
 }
 

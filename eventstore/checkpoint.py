@@ -34,3 +34,19 @@ async def advance(conn: asyncpg.Connection, name: str, expected: int, new: int) 
     )
     if status != "UPDATE 1":
         raise CheckpointConflict(f"checkpoint {name!r} is no longer at {expected}")
+
+
+async def reset(conn: asyncpg.Connection, name: str, position: int) -> None:
+    """Set ``name`` to ``position`` unguarded: only for a rebuild swapping its models in,
+    inside the transaction (and under the write lock) that swaps them."""
+    await conn.execute(
+        "INSERT INTO checkpoints (name, position) VALUES ($1, $2)"
+        " ON CONFLICT (name) DO UPDATE SET position = $2, updated_at = now()",
+        name,
+        position,
+    )
+
+
+async def drop(conn: asyncpg.Connection, name: str) -> None:
+    """Forget a checkpoint (a rebuild's own, once its schema is swapped in or dropped)."""
+    await conn.execute("DELETE FROM checkpoints WHERE name = $1", name)

@@ -7,6 +7,8 @@ never skips an event that commits later (invariant 3).
 
 from __future__ import annotations
 
+import datetime as dt
+
 import asyncpg
 
 from eventstore.events import StoredEvent
@@ -63,3 +65,42 @@ async def head(conn: asyncpg.Connection | asyncpg.Pool) -> int:
     """The highest committed position (0 for an empty log)."""
     value = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
     return int(value)
+
+
+async def oldest_after(
+    conn: asyncpg.Connection | asyncpg.Pool, position: int
+) -> dt.datetime | None:
+    """When the first event after ``position`` was received (None: nothing after it)."""
+    value: dt.datetime | None = await conn.fetchval(
+        "SELECT received_at FROM events WHERE position > $1 ORDER BY position LIMIT 1", position
+    )
+    return value
+
+
+#: Distinct channels of the log without reading it: one index probe per channel.
+LOG_CHANNELS_SQL = """
+WITH RECURSIVE ch(name) AS (
+    (SELECT channel FROM events ORDER BY channel LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.channel FROM events e WHERE e.channel > ch.name ORDER BY e.channel LIMIT 1)
+    FROM ch WHERE ch.name IS NOT NULL
+)
+SELECT ch.name,
+       (SELECT e.provider FROM events e WHERE e.channel = ch.name
+        ORDER BY e.position DESC LIMIT 1) AS provider
+FROM ch WHERE ch.name IS NOT NULL
+"""
+#: The provider of a channel's newest event.
+CHANNEL_PROVIDER_SQL = (
+    "SELECT provider FROM events WHERE channel = $1 ORDER BY position DESC LIMIT 1"
+)
+
+
+async def channels(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, str]:
+    """Every channel of the log → the provider of its newest event (a skip scan)."""
+    return {r["name"]: r["provider"] for r in await conn.fetch(LOG_CHANNELS_SQL)}
+
+
+async def channel_provider(conn: asyncpg.Connection | asyncpg.Pool, channel: str) -> str | None:
+    value = await conn.fetchval(CHANNEL_PROVIDER_SQL, channel)
+    return str(value) if value is not None else None

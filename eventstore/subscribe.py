@@ -15,6 +15,8 @@ from typing import Any
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from eventstore.errors import DRIVER_ERRORS
+
 log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = "acklog_events"
@@ -55,7 +57,7 @@ class Wakeup:
             try:
                 async for attempt in AsyncRetrying(
                     wait=wait_exponential(multiplier=0.1, max=5),
-                    retry=retry_if_exception_type((OSError, asyncpg.PostgresError)),
+                    retry=retry_if_exception_type(DRIVER_ERRORS),
                 ):
                     with attempt:
                         conn = await asyncpg.connect(self._dsn)
@@ -77,10 +79,10 @@ class Wakeup:
                     if not lost.is_set():
                         try:
                             await conn.execute("SELECT 1")
-                        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                        except DRIVER_ERRORS:
                             lost.set()
                 log.warning("LISTEN connection lost; reconnecting")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DRIVER_ERRORS as exc:
                 log.warning("LISTEN connection failed: %s", exc)
             finally:
                 self.connected.clear()

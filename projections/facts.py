@@ -39,15 +39,34 @@ RANK: dict[str, int] = {
 }
 
 
-class DecodeError(Exception):
-    """The one error a decoder may raise: the event cannot be read, and why.
+#: Why an event could not be decoded: a bounded set, used as the quarantine metric's label.
+DecodeKind = Literal[
+    "invalid_json",  # the body is not JSON at all
+    "invalid_form",  # a form body that is not UTF-8 or cannot be parsed
+    "invalid_payload",  # well-formed, but not the shape the provider documents
+    "too_deep",  # nested beyond what the decoder will follow
+    "unknown_provider",  # no decoder for the event's provider
+    "decoder_bug",  # the decoder raised something else (caught by the registry's net)
+]
+DECODE_KINDS: tuple[DecodeKind, ...] = DecodeKind.__args__  # type: ignore[attr-defined]
 
-    The reason names the field and what was wrong with it; it is stored in the quarantine.
+
+class DecodeError(Exception):
+    """The one error a decoder may raise: the event cannot be read, what kind, and why.
+
+    ``kind`` is bounded (a metric label); ``detail`` names the field and what was wrong
+    with it, and is what the quarantine stores as the event's reason.
     """
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, kind: DecodeKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind: DecodeKind = kind
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        """The stored sentence (``detail``)."""
+        return self.detail
 
 
 class MessageObserved(msgspec.Struct, frozen=True, kw_only=True, tag="message"):

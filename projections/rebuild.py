@@ -9,7 +9,6 @@ table. ``verify`` folds aside up to exactly the live checkpoint and compares.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from collections.abc import Callable
 
@@ -19,19 +18,11 @@ import msgspec
 from eventstore import checkpoint, locks
 from eventstore.pool import connect
 from eventstore.read import head
-from projections import store
+from projections.readmodel import LIVE, schema, write
+from projections.readmodel.schema import Difference
 from projections.runner import LIVE_CHECKPOINT, Clock, Projector, utcnow
 
-#: every read-model table, with the columns that identify a row (for diff reports)
-TABLES: dict[str, tuple[str, ...]] = {
-    "messages": ("channel", "key"),
-    "timeline": ("channel", "key", "position", "seq"),
-    "receipts": ("channel", "key", "participant"),
-    "instance_status": ("channel",),
-    "instance_history": ("channel", "position", "seq"),
-    "quarantine": ("position",),
-    "missed_counts": ("channel", "stage"),
-}
+__all__ = ["Difference", "Progress", "RebuildBusy", "rebuild", "verify"]
 
 
 class Progress(msgspec.Struct, frozen=True):
@@ -39,13 +30,6 @@ class Progress(msgspec.Struct, frozen=True):
     total: int
     rate: float
     eta_seconds: float | None
-
-
-class Difference(msgspec.Struct, frozen=True):
-    table: str
-    only_live: int
-    only_rebuilt: int
-    examples: list[str]
 
 
 class RebuildBusy(RuntimeError):
@@ -65,10 +49,10 @@ async def _build_aside(
 ) -> Projector:
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", locks.REBUILD):
         raise RebuildBusy("another rebuild or verify is running")
-    schema = f"rm_build_{int(time.time())}_{os.getpid()}"
-    await conn.execute("SELECT create_read_models($1)", schema)
+    aside = schema.fresh_name()
+    await schema.create(conn, aside)
     builder = Projector(
-        dsn, schema=schema, name=f"rebuild:{schema}", live=False, clock=clock, batch_size=2000
+        dsn, schema=aside, name=f"rebuild:{aside}", live=False, clock=clock, batch_size=2000
     )
     total = upto if upto is not None else await head(conn)
     started = time.monotonic()
@@ -84,8 +68,8 @@ async def _build_aside(
 
 
 async def _drop(conn: asyncpg.Connection, builder: Projector) -> None:
-    await conn.execute(f"DROP SCHEMA IF EXISTS {builder.schema} CASCADE")
-    await conn.execute("DELETE FROM checkpoints WHERE name = $1", builder.name)
+    await schema.drop(conn, builder.schema)
+    await checkpoint.drop(conn, builder.name)
 
 
 async def rebuild(dsn: str, *, clock: Clock = utcnow, progress: ProgressFn | None = None) -> int:
@@ -97,19 +81,11 @@ async def rebuild(dsn: str, *, clock: Clock = utcnow, progress: ProgressFn | Non
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
             await builder.catch_up(conn)  # the tail that arrived meanwhile
-            await store.sweep(conn, builder.schema, clock())
+            await write.sweep(conn, builder.schema, clock())
             live = await checkpoint.load(conn, LIVE_CHECKPOINT)
-            await conn.execute(
-                "INSERT INTO checkpoints (name, position) VALUES ($1, $2)"
-                " ON CONFLICT (name) DO UPDATE SET position = $2, updated_at = now()",
-                LIVE_CHECKPOINT,
-                max(builder.position, live),
-            )
-            old = f"rm_old_{int(time.time())}_{os.getpid()}"
-            await conn.execute(f"ALTER SCHEMA {store.LIVE} RENAME TO {old}")
-            await conn.execute(f"ALTER SCHEMA {builder.schema} RENAME TO {store.LIVE}")
-            await conn.execute(f"DROP SCHEMA {old} CASCADE")
-            await conn.execute("DELETE FROM checkpoints WHERE name = $1", builder.name)
+            await checkpoint.reset(conn, LIVE_CHECKPOINT, max(builder.position, live))
+            await schema.swap_in(conn, builder.schema)
+            await checkpoint.drop(conn, builder.name)
         builder = None
         return await head(conn)
     finally:
@@ -128,7 +104,6 @@ async def verify(
         # fold aside no further than the live projector has, so both can meet at its position
         live_at_start = await checkpoint.load(conn, LIVE_CHECKPOINT)
         builder = await _build_aside(conn, dsn, clock, progress, upto=live_at_start)
-        diffs: list[Difference] = []
         tx = conn.transaction()
         await tx.start()
         try:
@@ -136,10 +111,9 @@ async def verify(
             live = await checkpoint.load(conn, LIVE_CHECKPOINT)
             await builder.catch_up(conn, upto=live)
             now: dt.datetime = clock()
-            await store.sweep(conn, store.LIVE, now)  # same clock for both sides
-            await store.sweep(conn, builder.schema, now)
-            for table, ident in TABLES.items():
-                diffs.extend(await _compare(conn, table, ident, builder.schema))
+            await write.sweep(conn, LIVE, now)  # same clock for both sides
+            await write.sweep(conn, builder.schema, now)
+            diffs = await schema.compare(conn, builder.schema)
         finally:
             await tx.rollback()  # verify changes nothing live, not even the sweep
         return diffs
@@ -147,23 +121,3 @@ async def verify(
         if builder is not None:
             await _drop(conn, builder)
         await conn.close()
-
-
-async def _compare(
-    conn: asyncpg.Connection, table: str, ident: tuple[str, ...], other: str
-) -> list[Difference]:
-    live, rebuilt = f"{store.LIVE}.{table}", f"{store.schema_name(other)}.{table}"
-    cols = ", ".join(ident)
-    only_live = await conn.fetch(
-        f"SELECT {cols} FROM (TABLE {live} EXCEPT ALL TABLE {rebuilt}) d ORDER BY {cols} LIMIT 5"
-    )
-    n_live = await conn.fetchval(
-        f"SELECT count(*) FROM (TABLE {live} EXCEPT ALL TABLE {rebuilt}) d"
-    )
-    n_rebuilt = await conn.fetchval(
-        f"SELECT count(*) FROM (TABLE {rebuilt} EXCEPT ALL TABLE {live}) d"
-    )
-    if not n_live and not n_rebuilt:
-        return []
-    examples = [" ".join(str(v) for v in r.values()) for r in only_live]
-    return [Difference(table, n_live, n_rebuilt, examples)]

@@ -19,14 +19,16 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from eventstore import checkpoint, locks
+from eventstore.errors import DRIVER_ERRORS
 from eventstore.pool import connect
 from eventstore.read import read
 from eventstore.subscribe import Wakeup
-from projections import fold, store
+from projections import fold
+from projections.readmodel import LIVE, load, schema_name, write
+from projections.readmodel import LIVE_CHECKPOINT as LIVE_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
-LIVE_CHECKPOINT = "messages"
 
 Clock = Callable[[], dt.datetime]
 BatchHook = Callable[[fold.Batch], None]
@@ -41,7 +43,7 @@ class Projector:
         self,
         dsn: str,
         *,
-        schema: str = store.LIVE,
+        schema: str = LIVE,
         name: str = LIVE_CHECKPOINT,
         batch_size: int = 1000,
         poll_interval: float = 1.0,
@@ -51,7 +53,7 @@ class Projector:
         before_commit: Callable[[fold.Batch], Awaitable[None]] | None = None,
     ) -> None:
         self.dsn = dsn
-        self.schema = store.schema_name(schema)
+        self.schema = schema_name(schema)
         self.name = name
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -75,11 +77,11 @@ class Projector:
                 return 0
             decoded = fold.decode(events)
             keys, receipt_keys = fold.message_keys(decoded)
-            existing, missed = await store.load_messages(conn, self.schema, keys)
-            receipts = await store.load_receipts(conn, self.schema, receipt_keys)
-            deadlines = await store.load_deadlines(conn)
+            existing, missed = await load.load_messages(conn, self.schema, keys)
+            receipts = await load.load_receipts(conn, self.schema, receipt_keys)
+            deadlines = await load.load_deadlines(conn)
             batch = fold.fold(decoded, existing, missed, receipts, deadlines)
-            await store.write(conn, self.schema, batch)
+            await write.write(conn, self.schema, batch)
             await checkpoint.advance(conn, self.name, position, events[-1].position)
             if self.before_commit is not None:
                 await self.before_commit(batch)
@@ -100,7 +102,7 @@ class Projector:
         async with conn.transaction():
             if self.live:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
-            return await store.sweep(conn, self.schema, self.clock())
+            return await write.sweep(conn, self.schema, self.clock())
 
     async def catch_up(self, conn: asyncpg.Connection, *, upto: int | None = None) -> int:
         total = 0
@@ -130,7 +132,7 @@ class Projector:
                         await wake.wait()
                 except asyncio.CancelledError:
                     raise
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except DRIVER_ERRORS as exc:
                     log.warning("projector lost the database (%s); retrying", exc)
                 except Exception:
                     log.exception("projector failed; retrying")

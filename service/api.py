@@ -2,7 +2,7 @@
 
 It is a sub-application so its middleware (API key, 400/503 mapping, query timeout) guards
 only ``/v1``; ingest, health and ``/openapi.json`` stay outside. Handlers read the read models
-and the log through ``service.api_queries`` and answer with the Structs of
+and the log through ``service.api_queries`` (which maps ``projections.readmodel.query`` records) and answer with the Structs of
 ``service.api_models``, which also generate the OpenAPI document.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from eventstore import read as reader
+from eventstore.errors import DRIVER_ERRORS, StoreUnavailable
 from eventstore.events import StoredEvent
 from projections import providers
 from projections.facts import DecodeError
@@ -34,11 +35,13 @@ from service.api_models import (
 )
 from service.api_params import BadParameter
 from service.apikey import ApiKey
-from service.ingest import UNAVAILABLE
 from service.responses import error, json_response
 from service.state import API_KEY, API_POOL, CLOCK, SETTINGS
 
 log = logging.getLogger(__name__)
+
+#: database trouble: answered 503, never 500
+_UNAVAILABLE: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, StoreUnavailable)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -73,7 +76,7 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         return error(400, "bad_request", exc.detail, parameter=exc.parameter)
     except NotFound as exc:
         return error(404, exc.code, exc.detail)
-    except UNAVAILABLE as exc:
+    except _UNAVAILABLE as exc:
         log.warning("query API: database unavailable: %s", exc)
         return error(
             503,

@@ -14,9 +14,10 @@ from typing import Literal
 import msgspec
 
 from projections.facts import Fact
+from projections.readmodel.deadlines import Stage
 
 Encoding = Literal["utf-8", "base64"]
-OverdueFor = Literal["sent", "delivered"]
+OverdueFor = Stage
 
 
 class Error(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,8 +144,9 @@ class Content(msgspec.Struct, frozen=True, kw_only=True):
     derived_key: bool
 
 
-class MissedAcks(msgspec.Struct, frozen=True, kw_only=True):
-    """Deadlines on acklog's clock; ``overdue`` is evaluated now, ``missed_*`` are on record."""
+class MissedAcksOut(msgspec.Struct, frozen=True, kw_only=True):
+    """The message's ``readmodel.deadlines.MissedAcks`` on acklog's clock, plus ``overdue``
+    evaluated now (``missed_*`` are on record for ever)."""
 
     sent_due_at: dt.datetime | None
     sent_by: dt.datetime | None
@@ -194,7 +196,7 @@ class MessageDetail(msgspec.Struct, frozen=True, kw_only=True):
     milestones: dict[str, MilestoneOut]
     failures: list[FailureOut]
     content: Content
-    missed_acks: MissedAcks
+    missed_acks: MissedAcksOut
     first_position: int
     last_position: int
     first_seen_at: dt.datetime

@@ -19,7 +19,7 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 
-from projections.fold import REASON_CLASSES as QUARANTINE_REASONS
+from projections.facts import DECODE_KINDS as QUARANTINE_REASONS
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the exposition for no dashboard use
 

@@ -17,14 +17,19 @@ import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from eventstore import checkpoint
+from eventstore.errors import DRIVER_ERRORS
+from eventstore.read import head, oldest_after
 from projections.facts import InstanceStatus
+from projections.readmodel import LIVE_CHECKPOINT, query
+from projections.readmodel.deadlines import WAITS
 from service import metrics
 
 log = logging.getLogger(__name__)
 
 INSTANCE_STATUSES: tuple[str, ...] = InstanceStatus.__args__  # type: ignore[attr-defined]
 #: the acks a missed-ack deadline waits for
-STAGES = ("sent", "delivered")
+STAGES: tuple[str, ...] = tuple(WAITS)
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -95,33 +100,19 @@ async def take(pool: asyncpg.Pool, now: dt.datetime) -> Snapshot:
 
 async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
     async with conn.transaction(readonly=True):
-        head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
-        position = await conn.fetchval(
-            "SELECT coalesce(max(position), 0) FROM checkpoints WHERE name = 'messages'"
-        )
-        oldest = await conn.fetchval(
-            "SELECT received_at FROM events WHERE position > $1 ORDER BY position LIMIT 1",
-            position,
-        )
-        overdue = await conn.fetch(
-            """SELECT channel, 'sent' AS stage, count(*) AS n FROM rm.messages
-               WHERE state = 'sending' AND sent_due_at <= $1 GROUP BY channel
-               UNION ALL
-               SELECT channel, 'delivered', count(*) FROM rm.messages
-               WHERE state = 'sent' AND delivered_due_at <= $1 GROUP BY channel""",
-            now,
-        )
-        missed = await conn.fetch("SELECT channel, stage, n FROM rm.missed_counts")
-        instances = await conn.fetch("SELECT channel, provider, status FROM rm.instance_status")
+        log_head = await head(conn)
+        position = await checkpoint.load(conn, LIVE_CHECKPOINT)
+        oldest = await oldest_after(conn, position)
+        figures = await query.figures(conn, now)
         known = await conn.fetch("SELECT name, provider FROM channels ORDER BY name")
     return Snapshot(
         taken_at=now,
-        head=head,
+        head=log_head,
         position=position,
         lag_seconds=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0,
-        overdue=[(r["channel"], r["stage"], r["n"]) for r in overdue],
-        missed=[(r["channel"], r["stage"], r["n"]) for r in missed],
-        instances=[(r["channel"], r["provider"], r["status"]) for r in instances],
+        overdue=figures.overdue,
+        missed=figures.missed,
+        instances=figures.instances,
         channels=[(r["name"], r["provider"]) for r in known],
     )
 
@@ -145,7 +136,7 @@ async def refresh_forever(
                 async with asyncio.timeout(max(interval, 5.0)):
                     publish(await take(pool, clock()))
                 metrics.database_up.set(1)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DRIVER_ERRORS as exc:
                 metrics.database_up.set(0)
                 log.warning("metrics snapshot failed: %s", exc)
         await asyncio.sleep(interval)

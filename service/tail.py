@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import msgspec
 
+from eventstore.errors import DRIVER_ERRORS
 from eventstore.events import StoredEvent
 from eventstore.pool import connect
 from eventstore.read import head, read
@@ -38,8 +39,6 @@ from service.config import from_env
 from service.database import database_url, wait_and_migrate
 
 log = logging.getLogger(__name__)
-
-_LOST = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class TailLine(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,7 +131,7 @@ async def tail(
                     if started is not None:
                         started.set()
                     events = await read(conn, after=after, limit=batch, channel=channel)
-                except _LOST as exc:
+                except DRIVER_ERRORS as exc:
                     log.warning("tail: database connection lost (%s); retrying", exc)
                     if conn is not None:
                         conn.terminate()

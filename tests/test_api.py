@@ -20,9 +20,11 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from eventstore import read
 from eventstore.append import write_batch
 from eventstore.events import NewEvent
 from eventstore.pool import connect
+from projections.readmodel import query
 from projections.runner import Projector
 from service import api, api_queries, apikey, channels, openapi
 from service.app import make_app
@@ -722,22 +724,25 @@ async def test_queries_use_indexes(dsn: str, pool: asyncpg.Pool) -> None:
             plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
             return _scans(plan if isinstance(plan, list) else json.loads(plan))
 
-        def filt(**kw: Any) -> api_queries.MessageFilter:
-            return api_queries.MessageFilter(channel="b", now=now, **kw)
+        def filt(**kw: Any) -> query.MessageFilter:
+            return query.MessageFilter(channel="b", now=now, **kw)
 
         queries: list[tuple[str, list[object]]] = [
-            api_queries.list_messages_sql(filt()),
-            api_queries.list_messages_sql(filt(state="delivered")),
-            api_queries.list_messages_sql(filt(after=(2000, "7"))),
-            api_queries.list_messages_sql(filt(state="received", after=(2000, "7"), limit=500)),
-            api_queries.list_messages_sql(filt(direction="incoming", since=now)),
-            (api_queries.MESSAGE_SQL, ["b", "77"]),
-            (api_queries.RECEIPTS_SQL, ["d", "true_status@broadcast_00000000000000007"]),
-            (api_queries.TIMELINE_SQL, ["b", "77", 1001]),
-            (api_queries.CHANNEL_SQL, ["b"]),
-            (api_queries.HISTORY_SQL, ["b", 50]),
-            (api_queries._LOG_CHANNELS, []),
-            (api_queries.quarantine_sql(None), [0, 51]),
+            query.list_messages_sql(filt()),
+            query.list_messages_sql(filt(state="delivered")),
+            query.list_messages_sql(filt(after=(2000, "7"))),
+            query.list_messages_sql(filt(state="received", after=(2000, "7"), limit=500)),
+            query.list_messages_sql(filt(direction="incoming", since=now)),
+            (query.MESSAGE_SQL, ["b", "77"]),
+            (query.RECEIPTS_SQL, ["d", "true_status@broadcast_00000000000000007"]),
+            (query.TIMELINE_SQL, ["b", "77", 1001]),
+            (api_queries.REGISTERED_ONE_SQL, ["b"]),
+            (read.CHANNEL_PROVIDER_SQL, ["b"]),
+            (query.PROVIDER_SQL, ["b"]),
+            (query.HISTORY_SQL, ["b", 50]),
+            (query.INSTANCE_SQL, ["b"]),
+            (read.LOG_CHANNELS_SQL, []),
+            (query.quarantine_sql(None), [0, 51]),
         ]
         for sql, args in queries:
             found = await scans(sql, *args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -11,8 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from eventstore.events import StoredEvent
 from eventstore.read import head
-from projections.fold import reason_class
+from projections.fold import decode
+from projections.providers import PROVIDERS
 from projections.runner import utcnow
 from service import metrics, snapshot
 from service.app import make_app
@@ -140,8 +143,29 @@ def samples(text: str) -> list[tuple[str, dict[str, str]]]:
     return [(s.name, s.labels) for f in text_string_to_metric_families(text) for s in f.samples]
 
 
-@given(st.text(max_size=80))
-def test_every_quarantine_reason_class_is_exported(reason: str) -> None:
-    assert reason_class(reason) in metrics.QUARANTINE_REASONS
-    for known in ("body is not valid JSON: x", "no decoder for x", "decoder error: x"):
-        assert reason_class(known + reason) in metrics.QUARANTINE_REASONS
+@given(
+    st.sampled_from((*PROVIDERS, "no-such-provider")),
+    st.one_of(st.binary(max_size=80), st.text(max_size=80).map(str.encode)),
+    st.sampled_from(("application/json", "application/x-www-form-urlencoded", None)),
+)
+def test_every_quarantine_reason_class_is_exported(
+    provider: str, body: bytes, content_type: str | None
+) -> None:
+    """Whatever fails to decode, its label (the DecodeError's kind) is exported from start-up."""
+    (decoded,) = decode([_stored(provider, body, content_type)])
+    if decoded.error is not None:
+        assert decoded.error_kind in metrics.QUARANTINE_REASONS
+
+
+def _stored(provider: str, body: bytes, content_type: str | None) -> StoredEvent:
+    return StoredEvent(
+        position=1,
+        received_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        channel="c",
+        provider=provider,
+        content_type=content_type,
+        headers={},
+        body=body,
+        dedup_key="k",
+        duplicate_of=None,
+    )

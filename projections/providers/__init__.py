@@ -64,9 +64,11 @@ def decode(
     except DecodeError:
         raise
     except UnknownProvider:
-        raise DecodeError(f"no decoder for provider {provider!r}") from None
+        raise DecodeError("unknown_provider", f"no decoder for provider {provider!r}") from None
     except Exception as exc:  # the net: reasons stay precise, the projector moves on
-        raise DecodeError(f"decoder error: {type(exc).__name__}: {exc}"[:500]) from None
+        raise DecodeError(
+            "decoder_bug", f"decoder error: {type(exc).__name__}: {exc}"[:500]
+        ) from None
 
 
 def event_id(provider: str, body: bytes) -> str | None:

@@ -37,11 +37,11 @@ def parse_json(body: bytes, type_: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
-        raise DecodeError(f"invalid payload: {exc}") from None
+        raise DecodeError("invalid_payload", f"invalid payload: {exc}") from None
     except msgspec.DecodeError as exc:
-        raise DecodeError(f"body is not valid JSON: {exc}") from None
+        raise DecodeError("invalid_json", f"body is not valid JSON: {exc}") from None
     except (RecursionError, MemoryError):
-        raise DecodeError("body is nested too deeply to decode") from None
+        raise DecodeError("too_deep", "body is nested too deeply to decode") from None
 
 
 def parse_form(body: bytes) -> dict[str, str]:
@@ -49,11 +49,13 @@ def parse_form(body: bytes) -> dict[str, str]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DecodeError(f"form body is not valid UTF-8 at byte {exc.start}") from None
+        raise DecodeError(
+            "invalid_form", f"form body is not valid UTF-8 at byte {exc.start}"
+        ) from None
     try:
         pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=False)
     except ValueError as exc:
-        raise DecodeError(f"form body cannot be parsed: {exc}") from None
+        raise DecodeError("invalid_form", f"form body cannot be parsed: {exc}") from None
     return dict(pairs)
 
 
@@ -64,21 +66,23 @@ def parse_part(raw: msgspec.Raw, type_: type[T], where: str) -> T:
     it, so the reason points at the full path instead of at ``$`` of the fragment.
     """
     if not raw or bytes(raw) == b"null":
-        raise DecodeError(f"{where}: missing")
+        raise DecodeError("invalid_payload", f"{where}: missing")
     try:
         return msgspec.json.decode(raw, type=type_)
     except msgspec.ValidationError as exc:
         message = str(exc).replace("- at `$", f"- at `$.{where}")
-        raise DecodeError(f"invalid payload: {message}") from None
+        raise DecodeError("invalid_payload", f"invalid payload: {message}") from None
     except (msgspec.DecodeError, RecursionError):
-        raise DecodeError(f"{where}: cannot be decoded") from None
+        raise DecodeError("invalid_payload", f"{where}: cannot be decoded") from None
 
 
 def guard_int(value: object, field: str, what: str = "") -> None:
     """Refuse an int wider than :data:`MAX_INT_BITS`; ``what`` ("id", …) names it in the reason."""
     if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
         label = f"{what} " if what else ""
-        raise DecodeError(f"{field}: {label}out of range ({value.bit_length()} bits)")
+        raise DecodeError(
+            "invalid_payload", f"{field}: {label}out of range ({value.bit_length()} bits)"
+        )
 
 
 def epoch(value: Any, field: str) -> float | None:
@@ -91,9 +95,9 @@ def epoch(value: Any, field: str) -> float | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
-        raise DecodeError(f"{field}: expected a timestamp, got a boolean")
+        raise DecodeError("invalid_payload", f"{field}: expected a timestamp, got a boolean")
     if isinstance(value, int) and not -(10**20) < value < 10**20:
-        raise DecodeError(f"{field}: timestamp out of range")
+        raise DecodeError("invalid_payload", f"{field}: timestamp out of range")
     if isinstance(value, int | float):
         number = float(value)
     elif isinstance(value, str):
@@ -104,19 +108,23 @@ def epoch(value: Any, field: str) -> float | None:
             try:
                 parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
             except ValueError:
-                raise DecodeError(f"{field}: not a timestamp: {value[:64]!r}") from None
+                raise DecodeError(
+                    "invalid_payload", f"{field}: not a timestamp: {value[:64]!r}"
+                ) from None
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=dt.UTC)
             return parsed.timestamp()
     else:
-        raise DecodeError(f"{field}: expected a timestamp, got {type(value).__name__}")
+        raise DecodeError(
+            "invalid_payload", f"{field}: expected a timestamp, got {type(value).__name__}"
+        )
     shown = repr(value)[:64]
     if number != number or number in (float("inf"), float("-inf")) or number < 0:
-        raise DecodeError(f"{field}: not a timestamp: {shown}")
+        raise DecodeError("invalid_payload", f"{field}: not a timestamp: {shown}")
     if number > _MS_THRESHOLD:
         number /= 1000.0
     if number > _MS_THRESHOLD:
-        raise DecodeError(f"{field}: timestamp out of range: {shown}")
+        raise DecodeError("invalid_payload", f"{field}: timestamp out of range: {shown}")
     return number
 
 
@@ -129,14 +137,14 @@ def bounded_epoch(value: Stamp, field: str) -> float | None:
 def text_id(value: Any, field: str) -> str:
     """A provider message id normalised to a non-empty string (ints are common)."""
     if isinstance(value, bool) or value is None:
-        raise DecodeError(f"{field}: missing message id")
+        raise DecodeError("invalid_payload", f"{field}: missing message id")
     if isinstance(value, int):
         if not -(10**40) < value < 10**40:
-            raise DecodeError(f"{field}: numeric id out of range")
+            raise DecodeError("invalid_payload", f"{field}: numeric id out of range")
         return str(value)
     if isinstance(value, str) and value.strip():
         return value.strip()
-    raise DecodeError(f"{field}: expected a non-empty id, got {value!r}"[:200])
+    raise DecodeError("invalid_payload", f"{field}: expected a non-empty id, got {value!r}"[:200])
 
 
 def bounded_id(value: Id, field: str) -> str:
@@ -172,7 +180,7 @@ def flag_direction(flag: bool | int | str | None, field: str, *, words: bool = F
     """
     if flag is None:
         hint = "true outgoing, false incoming" if words else "0 incoming, 1 outgoing"
-        raise DecodeError(f"{field}: missing ({hint})")
+        raise DecodeError("invalid_payload", f"{field}: missing ({hint})")
     if isinstance(flag, bool):
         return "outgoing" if flag else "incoming"
     text = str(flag).strip().lower()
@@ -181,7 +189,7 @@ def flag_direction(flag: bool | int | str | None, field: str, *, words: bool = F
     if text == "0" or (words and text == "false"):
         return "incoming"
     expected = "a boolean" if words else "0 or 1"
-    raise DecodeError(f"{field}: expected {expected}, got {flag!r}"[:200])
+    raise DecodeError("invalid_payload", f"{field}: expected {expected}, got {flag!r}"[:200])
 
 
 def bool_direction(from_me: bool | None) -> Direction | None:
@@ -209,7 +217,7 @@ def table_status(
     is read only for a known status, so an ignored one never fails on its time.
     """
     if raw is None or not raw.strip():
-        raise DecodeError(f"{field}: missing")
+        raise DecodeError("invalid_payload", f"{field}: missing")
     status = table.get(raw.strip().lower())
     if status is None:
         return Ignored(reason=f"{unknown} {raw[:40]!r}", event=event)

@@ -181,7 +181,7 @@ def _message(msg: _Message, where: str) -> list[Fact]:
 def _ack(ack: _Ack, where: str) -> Fact:
     key = text_id(ack.id, f"{where}.id")
     if ack.status is None:
-        raise DecodeError(f"{where}.status: missing")
+        raise DecodeError("invalid_payload", f"{where}.status: missing")
     return _status(key, ack.status, "ack")
 
 

@@ -256,7 +256,7 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
     envelope = parse_json(body, _Envelope)
     raw_event = envelope.event
     if raw_event is None or not raw_event.strip():
-        raise DecodeError("event: missing event name")
+        raise DecodeError("invalid_payload", "event: missing event name")
     event = raw_event.strip().lower().replace("_", ".")[:64]
     sent_at = bounded_epoch(envelope.date_time, "date_time")
     if event in MESSAGE_EVENTS:
@@ -290,11 +290,11 @@ def _message(
     message: _Message, own_jid: str | None, event: str, sent_at: float | None, where: str
 ) -> list[Fact]:
     if message.key is None:
-        raise DecodeError(f"{where}.key: missing")
+        raise DecodeError("invalid_payload", f"{where}.key: missing")
     key = bounded_id(message.key.id, f"{where}.key.id")
     from_me = message.key.from_me
     if from_me is None:
-        raise DecodeError(f"{where}.key.fromMe: missing (direction unknown)")
+        raise DecodeError("invalid_payload", f"{where}.key.fromMe: missing (direction unknown)")
     direction: Direction = "outgoing" if from_me else "incoming"
     when = _timestamp(message.message_timestamp, f"{where}.messageTimestamp")
     content = message.message
@@ -382,7 +382,7 @@ def _status(
     guard_int(status, field)
     raw = str(status).strip()
     if not raw:
-        raise DecodeError(f"{field}: empty status")
+        raise DecodeError("invalid_payload", f"{field}: empty status")
     if raw.upper() == DELETED:
         return MessageDeleted(
             key=key, raw=raw, direction=bool_direction(from_me), provider_time=when
@@ -403,10 +403,10 @@ def _status(
 def _connection(connection: _Connection, sent_at: float | None) -> Fact:
     state = connection.state
     if not state:
-        raise DecodeError("data.state: missing connection state")
+        raise DecodeError("invalid_payload", "data.state: missing connection state")
     reason_code = connection.status_reason
     if isinstance(reason_code, int) and reason_code.bit_length() > MAX_INT_BITS:
-        raise DecodeError("data.statusReason: out of range")
+        raise DecodeError("invalid_payload", "data.statusReason: out of range")
     status = STATE.get(state, "unknown")
     if state == "close" and str(reason_code).strip() == str(LOGGED_OUT_REASON):
         status = "logged_out"
@@ -532,6 +532,6 @@ def _many(raw: msgspec.Raw, type_: type[T]) -> list[tuple[str, T]]:
 def _timestamp(value: int | float | str | _Long | None, field: str) -> float | None:
     if isinstance(value, _Long):
         if value.low.bit_length() > MAX_INT_BITS or value.high.bit_length() > MAX_INT_BITS:
-            raise DecodeError(f"{field}: Long out of range")
+            raise DecodeError("invalid_payload", f"{field}: Long out of range")
         return bounded_epoch(((value.high & 0xFFFFFFFF) << 32) | (value.low & 0xFFFFFFFF), field)
     return bounded_epoch(value, field)

@@ -201,7 +201,7 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
     """Decode one Green-API webhook into canonical facts."""
     kind = parse_json(body, _Envelope).type_webhook
     if kind is None or not kind.strip():
-        raise DecodeError("typeWebhook: missing webhook type")
+        raise DecodeError("invalid_payload", "typeWebhook: missing webhook type")
     if kind == "outgoingMessageStatus":
         return [_status(parse_json(body, _OutgoingStatus))]
     if kind in MESSAGE_WEBHOOKS:
@@ -262,7 +262,7 @@ def _message(event: _Message, direction: Direction, kind: str) -> Fact:
     key = text_id(event.id_message, "idMessage")
     data = event.message_data
     if data is None:
-        raise DecodeError("messageData: missing")
+        raise DecodeError("invalid_payload", "messageData: missing")
     type_message = _required(data.type_message, "messageData.typeMessage")
     when = bounded_epoch(event.timestamp, "timestamp")
     if type_message == "deletedMessage":
@@ -303,7 +303,7 @@ def _message_text(data: _MessageData) -> str | None:
 def _required(value: str | None, field: str) -> str:
     text = _text(value)
     if text is None:
-        raise DecodeError(f"{field}: missing")
+        raise DecodeError("invalid_payload", f"{field}: missing")
     return text
 
 

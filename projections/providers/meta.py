@@ -221,11 +221,13 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
             Ignored(reason=f"object {hook.object[:64]!r} is not {WABA!r}", event=hook.object[:64])
         ]
     if hook.entry is None:
-        raise DecodeError("entry: missing (Meta batches every change in entry[])")
+        raise DecodeError(
+            "invalid_payload", "entry: missing (Meta batches every change in entry[])"
+        )
     facts: list[Fact] = []
     for i, entry in enumerate(hook.entry):
         if entry.changes is None:
-            raise DecodeError(f"entry[{i}].changes: missing")
+            raise DecodeError("invalid_payload", f"entry[{i}].changes: missing")
         for j, change in enumerate(entry.changes):
             facts.extend(_change(change, f"entry[{i}].changes[{j}]"))
     return facts or [Ignored(reason="webhook carries no changes")]
@@ -234,7 +236,7 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
 def _change(change: _Change, where: str) -> list[Fact]:
     field = change.field
     if field is None:
-        raise DecodeError(f"{where}.field: missing")
+        raise DecodeError("invalid_payload", f"{where}.field: missing")
     if field not in MESSAGE_FIELDS:
         return [Ignored(reason=f"change field {field[:64]!r} is not folded", event=field[:64])]
     value = parse_part(change.value, _Value, f"{where}.value")
@@ -261,7 +263,7 @@ def _status(status: _Status, where: str) -> Fact:
     key = bounded_id(status.id, f"{where}.id")
     raw = status.status
     if raw is None or not raw:
-        raise DecodeError(f"{where}.status: missing")
+        raise DecodeError("invalid_payload", f"{where}.status: missing")
     when = bounded_epoch(status.timestamp, f"{where}.timestamp")
     if raw == DELETED:
         return MessageDeleted(key=key, raw=raw, direction="outgoing", provider_time=when)

@@ -98,13 +98,18 @@ class _Form(msgspec.Struct, frozen=True, rename="pascal"):
 def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) -> list[Fact]:
     """Decode one Twilio Messaging webhook into canonical facts."""
     if content_type is not None and "json" in content_type.lower():
-        raise DecodeError(f"content type {content_type[:64]!r}: Twilio webhooks are form-encoded")
+        raise DecodeError(
+            "invalid_payload",
+            f"content type {content_type[:64]!r}: Twilio webhooks are form-encoded",
+        )
     if body.lstrip()[:1] in (b"{", b"["):
-        raise DecodeError("body is JSON: Twilio Messaging webhooks are form-encoded")
+        raise DecodeError(
+            "invalid_payload", "body is JSON: Twilio Messaging webhooks are form-encoded"
+        )
     try:
         form = msgspec.convert(parse_form(body), type=_Form)
     except msgspec.ValidationError as exc:  # cannot happen for str fields; stay precise anyway
-        raise DecodeError(f"invalid form: {exc}") from None
+        raise DecodeError("invalid_payload", f"invalid form: {exc}") from None
     key = text_id(form.message_sid or form.sms_sid, "MessageSid")
     raw = form.message_status or form.sms_status
     if raw is None or raw in INCOMING:
@@ -127,8 +132,9 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
 def _incoming(form: _Form, key: str) -> Fact:
     if form.body is None and form.num_media is None and form.media_url0 is None:
         raise DecodeError(
+            "invalid_payload",
             "MessageStatus: missing, and no Body/NumMedia/MediaUrl0: "
-            "neither a status callback nor an incoming message"
+            "neither a status callback nor an incoming message",
         )
     return MessageObserved(
         key=key,

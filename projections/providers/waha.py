@@ -235,7 +235,7 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
     envelope = parse_json(body, _Envelope)
     event = envelope.event
     if event is None or not event.strip():
-        raise DecodeError("event: missing event name")
+        raise DecodeError("invalid_payload", "event: missing event name")
     when = bounded_epoch(envelope.timestamp, "timestamp")
     if event in MESSAGE_EVENTS:
         message = parse_part(envelope.payload, _Message, "payload")
@@ -251,7 +251,7 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
     if event == "session.status":
         session = parse_part(envelope.payload, _Session, "payload")
         if not session.status:
-            raise DecodeError("payload.status: missing session status")
+            raise DecodeError("invalid_payload", "payload.status: missing session status")
         return [
             InstanceStatusReported(
                 status=SESSION.get(session.status, "unknown"),
@@ -345,7 +345,7 @@ def _proto_kind(proto: dict[str, Any]) -> str | None:
 def _ack(ack: _Ack, event: str, when: float | None) -> Fact:
     key = bounded_id(ack.id, "payload.id")
     if ack.ack is None and not ack.ack_name:
-        raise DecodeError("payload.ack: missing (and no ackName)")
+        raise DecodeError("invalid_payload", "payload.ack: missing (and no ackName)")
     raw, status = _ack_status(ack.ack, ack.ack_name)
     if _direction(ack.from_me, key, default="outgoing") == "incoming":
         return Ignored(

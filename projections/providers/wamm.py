@@ -165,7 +165,7 @@ def _message(msg: _Msg) -> list[Fact]:
 def _state(data: _State) -> list[Fact]:
     key = text_id(data.msg_id, "msg_data.msg_id")
     if data.state is None or not data.state.strip():
-        raise DecodeError("msg_data.state: missing status")
+        raise DecodeError("invalid_payload", "msg_data.state: missing status")
     when = epoch(data.date_upd, "msg_data.date_upd")
     state = folded(data.state)
     if state == _DELETED:

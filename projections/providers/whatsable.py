@@ -140,10 +140,14 @@ def derive_key(phone: str, seconds: float, text: str) -> str:
 def _incoming(data: _Incoming) -> MessageObserved:
     phone = optional_text(data.phone_number)
     if phone is None:
-        raise DecodeError("data.phone_number: missing (needed to derive the message key)")
+        raise DecodeError(
+            "invalid_payload", "data.phone_number: missing (needed to derive the message key)"
+        )
     seconds = epoch(data.user_timestamp, "data.user_timestamp")
     if seconds is None:
-        raise DecodeError("data.user_timestamp: missing (needed to derive the message key)")
+        raise DecodeError(
+            "invalid_payload", "data.user_timestamp: missing (needed to derive the message key)"
+        )
     text = data.last_message_of_user or ""
     kind_raw = (data.message_type or "").strip().lower()
     kind = KIND.get(kind_raw, "other") if kind_raw else ("text" if text else "other")

@@ -214,7 +214,7 @@ def _message_event(event: _MessageEvent, direction: Direction, action: str) -> l
         return facts
     if msg.ack is None:
         if action == "ack":
-            raise DecodeError("event_data.message.ack: missing in an ack event")
+            raise DecodeError("invalid_payload", "event_data.message.ack: missing in an ack event")
         if action == "sent":
             facts.append(
                 StatusReported(key=key, status="sent", raw=action, provider_time=status_time)

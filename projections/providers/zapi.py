@@ -180,7 +180,7 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
     """Decode one Z-API webhook into canonical facts."""
     kind = parse_json(body, _Envelope).type
     if kind is None or not kind.strip():
-        raise DecodeError("type: missing event type")
+        raise DecodeError("invalid_payload", "type: missing event type")
     lowered = kind.lower()
     if lowered == "messagestatuscallback":
         return _statuses(parse_json(body, _StatusCallback), kind)
@@ -213,16 +213,16 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
 def _statuses(event: _StatusCallback, kind: str) -> list[Fact]:
     raw = event.status
     if not raw:
-        raise DecodeError("status: missing")
+        raise DecodeError("invalid_payload", "status: missing")
     if raw in INCOMING_RECEIPTS:
         return [Ignored(reason=INCOMING_RECEIPTS[raw], event=f"{kind}/{raw}")]
     status = STATUS.get(raw)
     if status is None:
         return [Ignored(reason=f"unknown message status {raw[:64]!r}", event=kind)]
     if event.ids is None:
-        raise DecodeError("ids: missing")
+        raise DecodeError("invalid_payload", "ids: missing")
     if not event.ids:
-        raise DecodeError("ids: empty list, no message to report on")
+        raise DecodeError("invalid_payload", "ids: empty list, no message to report on")
     when = _time(event.momment, event.moment)
     return [
         StatusReported(key=text_id(mid, f"ids[{i}]"), status=status, raw=raw, provider_time=when)

@@ -1,0 +1,98 @@
+"""What the projector reads back before it folds a batch: the rows the batch touches."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import asyncpg
+
+from projections.message_state import MessageState
+from projections.readmodel import codecs, schema_name
+from projections.readmodel.columns import MESSAGES, RECEIPTS
+from projections.readmodel.deadlines import MISSED_FIELDS, Deadlines, MissedAcks
+
+Key = tuple[str, str]
+ReceiptKey = tuple[str, str, str]
+
+#: the stored (not derived) fields of MessageState, loaded back into it
+_STATE_FIELDS: tuple[str, ...] = tuple(
+    c.name for c in MESSAGES.columns if not c.derived and c.name not in MISSED_FIELDS
+)
+_LOAD_MESSAGES = MESSAGES.select_list(_STATE_FIELDS + MISSED_FIELDS, alias="m")
+_JSON = {"milestones": codecs.decode_milestones, "failures": codecs.decode_failures}
+
+
+def message_state(row: asyncpg.Record) -> MessageState:
+    """A ``messages`` row (as selected by :func:`load_messages`) back as a MessageState."""
+    values = {f: row[f] for f in _STATE_FIELDS}
+    for name, decode in _JSON.items():
+        values[name] = decode(values[name])
+    return MessageState(**values)
+
+
+def missed(row: asyncpg.Record) -> MissedAcks:
+    return MissedAcks(**{f: row[f] for f in MISSED_FIELDS})
+
+
+async def load_messages(
+    conn: asyncpg.Connection, schema: str, keys: Iterable[Key]
+) -> tuple[dict[Key, MessageState], dict[Key, MissedAcks]]:
+    keys = list(keys)
+    if not keys:
+        return {}, {}
+    s = schema_name(schema)
+    rows = await conn.fetch(
+        f"SELECT {_LOAD_MESSAGES}"
+        f" FROM {s}.messages m JOIN unnest($1::text[], $2::text[]) AS k(channel, key)"
+        f" ON m.channel = k.channel AND m.key = k.key",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    states: dict[Key, MessageState] = {}
+    missed_acks: dict[Key, MissedAcks] = {}
+    for r in rows:
+        k = (r["channel"], r["key"])
+        states[k] = message_state(r)
+        missed_acks[k] = missed(r)
+    return states, missed_acks
+
+
+async def load_receipts(
+    conn: asyncpg.Connection, schema: str, keys: Iterable[ReceiptKey]
+) -> dict[ReceiptKey, MessageState]:
+    keys = list(keys)
+    if not keys:
+        return {}
+    s = schema_name(schema)
+    rows = await conn.fetch(
+        f"SELECT {RECEIPTS.select_list(('channel', 'key', 'participant', 'milestones'), 'r')}"
+        f" FROM {s}.receipts r"
+        f" JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(channel, key, participant)"
+        f" ON r.channel = k.channel AND r.key = k.key AND r.participant = k.participant",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+    )
+    return {
+        (r["channel"], r["key"], r["participant"]): MessageState(
+            channel=r["channel"],
+            key=r["key"],
+            provider="",
+            observed_out=True,
+            milestones=codecs.decode_milestones(r["milestones"]),
+        )
+        for r in rows
+    }
+
+
+async def load_deadlines(conn: asyncpg.Connection) -> dict[str, Deadlines]:
+    """Each registered channel's deadlines (the service's ``channels`` table, read only)."""
+    rows = await conn.fetch("SELECT name, sent_deadline_s, delivered_deadline_s FROM channels")
+    return {
+        r["name"]: Deadlines(
+            sent=dt.timedelta(seconds=r["sent_deadline_s"]),
+            delivered=dt.timedelta(seconds=r["delivered_deadline_s"]),
+        )
+        for r in rows
+    }

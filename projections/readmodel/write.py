@@ -1,0 +1,123 @@
+"""What the projector writes: one folded batch, in the transaction of its checkpoint."""
+
+from __future__ import annotations
+
+import datetime as dt
+from operator import attrgetter
+from typing import TYPE_CHECKING
+
+import asyncpg
+import msgspec
+
+from projections.readmodel import codecs, schema_name
+from projections.readmodel.columns import (
+    INSTANCE_HISTORY,
+    INSTANCE_STATUS,
+    MESSAGES,
+    QUARANTINE,
+    RECEIPTS,
+    TIMELINE,
+)
+from projections.readmodel.deadlines import MISSED_FIELDS, WAITS, stage_overdue_sql
+
+if TYPE_CHECKING:
+    from projections.fold import Batch
+
+# messages columns: MessageState fields (stored or derived) first, then MissedAcks fields
+_N_STATE = len(MESSAGES.columns) - len(MISSED_FIELDS)
+assert MESSAGES.names[_N_STATE:] == MISSED_FIELDS, "MissedAcks columns must come last"
+_state_values = attrgetter(*MESSAGES.names[:_N_STATE])
+_missed_values = attrgetter(*MISSED_FIELDS)
+_JSON_AT = tuple(i for i, c in enumerate(MESSAGES.columns) if c.type == "jsonb")
+_N_HISTORY = len(INSTANCE_HISTORY.columns)
+
+
+def _message_columns(batch: Batch) -> list[list[object]]:
+    columns: list[list[object]] = [[] for _ in MESSAGES.columns]
+    for k, m in batch.messages.items():
+        values: list[object] = [*_state_values(m), *_missed_values(batch.missed[k])]
+        for i in _JSON_AT:
+            values[i] = codecs.encode(values[i])  # type: ignore[arg-type]
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return columns
+
+
+async def write(conn: asyncpg.Connection, schema: str, batch: Batch) -> None:
+    """Apply a folded batch; the caller's transaction also advances the checkpoint."""
+    s = schema_name(schema)
+    if batch.messages:
+        await conn.execute(MESSAGES.unnest_upsert(s), *_message_columns(batch))
+    if batch.timeline:
+        await conn.copy_records_to_table(
+            TIMELINE.name,
+            schema_name=s,
+            columns=TIMELINE.names,
+            records=[tuple(msgspec.structs.astuple(r)) for r in batch.timeline],
+        )
+    if batch.receipts:
+        items = list(batch.receipts.items())
+        await conn.execute(
+            RECEIPTS.unnest_upsert(s),
+            [k[0] for k, _ in items],
+            [k[1] for k, _ in items],
+            [k[2] for k, _ in items],
+            [r.state for _, r in items],
+            [codecs.encode(r.milestones) for _, r in items],
+        )
+    if batch.instances:
+        await conn.copy_records_to_table(
+            INSTANCE_HISTORY.name,
+            schema_name=s,
+            columns=INSTANCE_HISTORY.names,
+            records=[tuple(msgspec.structs.astuple(r))[:_N_HISTORY] for r in batch.instances],
+        )
+        latest = {}
+        for row in batch.instances:  # log order: the last one per channel wins
+            latest[row.channel] = row
+        rows = list(latest.values())
+        await conn.execute(
+            INSTANCE_STATUS.unnest_upsert(
+                s, f" WHERE {s}.instance_status.position <= excluded.position"
+            ),
+            *([getattr(r, name) for r in rows] for name in INSTANCE_STATUS.names),
+        )
+    if batch.quarantine:
+        await conn.copy_records_to_table(
+            QUARANTINE.name,
+            schema_name=s,
+            columns=QUARANTINE.names,
+            records=[tuple(msgspec.structs.astuple(r)) for r in batch.quarantine],
+        )
+    if batch.newly_missed:
+        await _count_missed(conn, s, batch.newly_missed)
+
+
+async def _count_missed(conn: asyncpg.Connection, s: str, missed: list[tuple[str, str]]) -> None:
+    await conn.execute(
+        f"INSERT INTO {s}.missed_counts (channel, stage, n)"
+        f" SELECT c, st, count(*) FROM unnest($1::text[], $2::text[]) AS t(c, st) GROUP BY c, st"
+        f" ON CONFLICT (channel, stage) DO UPDATE SET n = {s}.missed_counts.n + excluded.n",
+        [m[0] for m in missed],
+        [m[1] for m in missed],
+    )
+
+
+def _sweep_sql(s: str) -> str:
+    parts = [
+        f"{stage} AS (UPDATE {s}.messages SET {wait.missed} = true"
+        f" WHERE {stage_overdue_sql(stage, '$1')} AND NOT {wait.missed}"
+        f" RETURNING channel, '{stage}'::text AS stage)"
+        for stage, wait in WAITS.items()
+    ]
+    union = " UNION ALL ".join(f"SELECT channel, stage FROM {stage}" for stage in WAITS)
+    return f"WITH {', '.join(parts)} {union}"
+
+
+async def sweep(conn: asyncpg.Connection, schema: str, now: dt.datetime) -> int:
+    """Mark messages whose deadline passed while still waiting; each is counted once."""
+    s = schema_name(schema)
+    rows = await conn.fetch(_sweep_sql(s), now)
+    if rows:
+        await _count_missed(conn, s, [(r["channel"], r["stage"]) for r in rows])
+    return len(rows)
