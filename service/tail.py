@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator
+from typing import assert_never
 
 import asyncpg
 import msgspec
@@ -56,21 +57,25 @@ class TailLine(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def describe_fact(fact: Fact) -> str:
-    if isinstance(fact, MessageObserved):
-        direction = "in" if fact.direction == "incoming" else "out"
-        return f"message {direction} {fact.key}" + (" (derived key)" if fact.derived_key else "")
-    if isinstance(fact, StatusReported):
-        text = f"status {fact.key} → {fact.status}"
-        if fact.participant:
-            text += f" [{fact.participant}]"
-        error = ": ".join(p for p in (fact.error_code, fact.error_text) if p)
-        return text + (f" ({error})" if error else "")
-    if isinstance(fact, MessageDeleted):
-        return f"deleted {fact.key}"
-    if isinstance(fact, InstanceStatusReported):
-        return f"instance → {fact.status}" + (f" ({fact.reason})" if fact.reason else "")
-    assert isinstance(fact, Ignored)
-    return f"ignored: {fact.reason}"
+    match fact:
+        case MessageObserved():
+            direction = "in" if fact.direction == "incoming" else "out"
+            derived = " (derived key)" if fact.derived_key else ""
+            return f"message {direction} {fact.key}{derived}"
+        case StatusReported():
+            text = f"status {fact.key} → {fact.status}"
+            if fact.participant:
+                text += f" [{fact.participant}]"
+            error = ": ".join(p for p in (fact.error_code, fact.error_text) if p)
+            return text + (f" ({error})" if error else "")
+        case MessageDeleted():
+            return f"deleted {fact.key}"
+        case InstanceStatusReported():
+            return f"instance → {fact.status}" + (f" ({fact.reason})" if fact.reason else "")
+        case Ignored():
+            return f"ignored: {fact.reason}"
+        case _:
+            assert_never(fact)
 
 
 def describe(event: StoredEvent) -> TailLine:
