@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from eventstore.append import Appender
 from eventstore.pool import create_pool
 from projections.runner import Clock, Projector, utcnow
-from service import api, health, ingest, metrics, openapi, proxy, snapshot
+from service import api, health, ingest, metrics, openapi, proxy, readiness, snapshot
 from service.auth import FailureLimiter
 from service.channels import ChannelCache
 from service.config import Settings
@@ -118,6 +118,7 @@ def _base(settings: Settings, dsn: str, clock: Clock) -> web.Application:
     app[SETTINGS] = settings
     app[DSN] = dsn
     app[CLOCK] = clock
+    app[readiness.APPENDS] = readiness.AppendHealth()
     return app
 
 

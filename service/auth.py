@@ -6,6 +6,7 @@ are computed over the raw bytes exactly as received.
 
 from __future__ import annotations
 
+import abc
 import base64
 import binascii
 import hashlib
@@ -13,7 +14,9 @@ import hmac
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Mapping
+
+import msgspec
+from multidict import MultiMapping
 
 from service.channels import Channel, token_hash
 
@@ -26,19 +29,13 @@ def token_matches(channel: Channel, token: str) -> bool:
     return ok
 
 
-def _hex_ok(expected: bytes, given: str) -> bool:
-    try:
-        raw = bytes.fromhex(given.strip())
-    except ValueError:
-        return False
-    return hmac.compare_digest(expected, raw)
-
-
 def meta_signature(secret: str, body: bytes) -> str:
+    """Meta: ``sha256=`` and the hex HMAC-SHA256 of the raw body under the app secret."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def waha_signature(secret: str, body: bytes, algorithm: str = "sha512") -> str:
+    """WAHA: the hex HMAC of the raw body, SHA-512 unless ``X-Webhook-Hmac-Algorithm`` says."""
     return hmac.new(secret.encode(), body, algorithm).hexdigest()
 
 
@@ -50,29 +47,97 @@ def twilio_signature(secret: str, url: str, body: bytes) -> str:
     return base64.b64encode(mac).decode()
 
 
+class Signed(msgspec.Struct, frozen=True):
+    """What a signature covers, as received."""
+
+    headers: MultiMapping[str]
+    body: bytes
+    url: str
+
+
+class Scheme(abc.ABC):
+    """One provider's signature: its header, and ``sign``; ``verify`` calls ``sign`` and
+    compares in constant time (the habit of standardwebhooks: one definition of the MAC)."""
+
+    header: str
+
+    @abc.abstractmethod
+    def sign(self, secret: str, request: Signed) -> str | None:
+        """The expected header value, or None when the request cannot be signed this way."""
+
+    def normalize(self, given: str) -> str:
+        return given.strip()
+
+    def verify(self, secret: str, given: str, request: Signed) -> bool:
+        expected = self.sign(secret, request)
+        if expected is None:
+            return False
+        return hmac.compare_digest(expected.encode(), self.normalize(given).encode())
+
+
+class MetaScheme(Scheme):
+    header = "X-Hub-Signature-256"
+
+    def sign(self, secret: str, request: Signed) -> str | None:
+        return meta_signature(secret, request.body)
+
+    def normalize(self, given: str) -> str:
+        return given.strip().lower()  # hex digits in either case
+
+
+class WahaScheme(Scheme):
+    header = "X-Webhook-Hmac"
+    algorithms = ("sha512", "sha256")
+
+    def sign(self, secret: str, request: Signed) -> str | None:
+        algorithm = request.headers.get("X-Webhook-Hmac-Algorithm", "sha512").strip().lower()
+        if algorithm not in self.algorithms:
+            return None  # an algorithm we do not accept never verifies
+        return waha_signature(secret, request.body, algorithm)
+
+    def normalize(self, given: str) -> str:
+        return given.strip().lower()
+
+
+class TwilioScheme(Scheme):
+    header = "X-Twilio-Signature"
+
+    def sign(self, secret: str, request: Signed) -> str | None:
+        return twilio_signature(secret, request.url, request.body)
+
+
+#: The signature scheme of each provider that signs its webhooks. The channel's provider
+#: chooses it: a header of another provider's scheme is not a signature for this channel.
+SCHEMES: dict[str, Scheme] = {
+    "meta": MetaScheme(),
+    "waha": WahaScheme(),
+    "twilio": TwilioScheme(),
+}
+
+
 def signature_verdict(
-    channel: Channel, headers: Mapping[str, str], body: bytes, url: str
+    channel: Channel, headers: MultiMapping[str], body: bytes, url: str
 ) -> bool | None:
-    """None when the request carries no signature we know; else whether one secret signs it."""
-    meta = headers.get("X-Hub-Signature-256")
-    waha = headers.get("X-Webhook-Hmac")
-    twilio = headers.get("X-Twilio-Signature")
-    if meta is None and waha is None and twilio is None:
+    """None when the channel's provider signs nothing or the request carries no signature;
+    else whether it is signed by one of the channel's secrets.
+
+    Every copy of the signature header must verify: a valid one never outweighs a forged
+    second one.
+    """
+    scheme = SCHEMES.get(channel.provider)
+    if scheme is None:
         return None
-    ok = False
-    for secret in channel.secrets:
-        if meta is not None and meta.startswith("sha256="):
-            expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-            ok |= _hex_ok(expected, meta[7:])
-        if waha is not None:
-            algorithm = headers.get("X-Webhook-Hmac-Algorithm", "sha512").lower()
-            if algorithm in ("sha512", "sha256"):
-                expected = hmac.new(secret.encode(), body, algorithm).digest()
-                ok |= _hex_ok(expected, waha)
-        if twilio is not None:
-            expected_b64 = twilio_signature(secret, url, body)
-            ok |= hmac.compare_digest(expected_b64.encode(), twilio.strip().encode())
-    return ok
+    given = headers.getall(scheme.header, [])
+    if not given:
+        return None
+    request = Signed(headers, body, url)
+    verdict = True
+    for value in given:
+        ok = False
+        for secret in channel.secrets:  # no early exit: same time whichever secret signs
+            ok |= scheme.verify(secret, value, request)
+        verdict &= ok
+    return verdict
 
 
 def authenticate(
@@ -80,14 +145,14 @@ def authenticate(
     *,
     query_token: str | None,
     authorization: str | None,
-    headers: Mapping[str, str],
+    headers: MultiMapping[str],
     body: bytes,
     url: str,
 ) -> str | None:
     """Return None when the request is authentic, else a reason for the 401.
 
-    A signature header that does not verify is a forgery and fails the request even when a
-    valid token comes with it.
+    A signature header of the channel's provider that does not verify is a forgery and fails
+    the request even when a valid token comes with it.
     """
     verdict = signature_verdict(channel, headers, body, url)
     if verdict is False:

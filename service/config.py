@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,10 +29,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     commit_timeout: float = 10.0
     #: seconds allowed to send the body once the head has arrived
     read_timeout: float = 30.0
-    #: seconds a new connection has to send its first request head
+    #: seconds a connection has to send each request head, from its first byte
     header_timeout: float = 10.0
+    #: seconds an idle keep-alive connection stays open
+    keepalive_timeout: float = 75.0
     max_connections: int = 1024
-    trust_forwarded_for: bool = False
+    #: open connections per client address (0: half of ``max_connections``)
+    max_connections_per_client: int = 0
+    #: CIDRs of the proxies whose ``X-Forwarded-For`` is believed (normalized)
+    trusted_proxies: tuple[str, ...] = ()
     #: seconds between refreshes of the gauges that need a query
     snapshot_interval: float = 5.0
     #: seconds a query API request may spend on the database before it is answered 503
@@ -44,6 +50,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_upstream: str | None = None
     #: the unix socket the API process listens on (``acklog serve`` sets it for its children)
     api_socket: str | None = None
+
+    @property
+    def per_client_connections(self) -> int:
+        return self.max_connections_per_client or max(1, self.max_connections // 2)
 
     @property
     def base_url(self) -> str:
@@ -71,6 +81,28 @@ def _float(name: str, default: float) -> float:
     return _number(name, default, float)
 
 
+def parse_networks(text: str) -> tuple[str, ...]:
+    """CIDRs or addresses separated by commas or spaces, normalized; ValueError when bad."""
+    parts = text.replace(",", " ").split()
+    return tuple(str(ipaddress.ip_network(part, strict=False)) for part in parts)
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("ACKLOG_TRUSTED_PROXIES", "")
+    try:
+        proxies = parse_networks(raw)
+    except ValueError as exc:
+        raise SystemExit(f"ACKLOG_TRUSTED_PROXIES: {exc} (give CIDRs such as 10.0.0.0/8)") from None
+    if env.get("ACKLOG_TRUST_FORWARDED_FOR", "") not in ("", "0") and not proxies:
+        raise SystemExit(
+            "ACKLOG_TRUST_FORWARDED_FOR is replaced by ACKLOG_TRUSTED_PROXIES: set it to the"
+            " addresses or CIDRs of your proxies (e.g. ACKLOG_TRUSTED_PROXIES=127.0.0.1,10.0.0.0/8)"
+            " and unset ACKLOG_TRUST_FORWARDED_FOR; X-Forwarded-For is then read from the right,"
+            " believed only from those proxies"
+        )
+    return proxies
+
+
 def from_env(**overrides: object) -> Settings:
     env = os.environ
     metrics_port = env.get("ACKLOG_METRICS_PORT")
@@ -93,7 +125,9 @@ def from_env(**overrides: object) -> Settings:
         "api_port": _int("ACKLOG_API_PORT", 0) if api_port else None,
         "api_upstream": env.get("ACKLOG_API_UPSTREAM") or None,
         "api_socket": env.get("ACKLOG_API_SOCKET") or None,
-        "trust_forwarded_for": env.get("ACKLOG_TRUST_FORWARDED_FOR", "") in ("1", "true", "yes"),
+        "keepalive_timeout": _float("ACKLOG_KEEPALIVE_TIMEOUT", 75.0),
+        "max_connections_per_client": _int("ACKLOG_MAX_CONNECTIONS_PER_CLIENT", 0),
+        "trusted_proxies": _trusted_proxies(env),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return msgspec.convert(values, Settings, strict=False)

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from service import metrics
 from service.ingest import UNAVAILABLE
+from service.readiness import APPENDS
 from service.responses import error, json_response
 from service.state import POOL
 
@@ -17,7 +18,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the database answers; load balancers stop routing webhooks to us if not."""
+    """Ready when appends succeed and the database answers; load balancers stop routing
+    webhooks to us if not."""
+    failing = request.app[APPENDS].failing()
+    if failing is not None:
+        return error(
+            503,
+            "appends_failing",
+            f"the last append failed: {failing}",
+            headers={"Retry-After": "5"},
+        )
     try:
         async with asyncio.timeout(2.0):
             await request.app[POOL].fetchval("SELECT 1")

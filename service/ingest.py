@@ -21,6 +21,7 @@ from service import metrics
 from service.auth import authenticate, token_matches
 from service.channels import NAME_RE, Channel
 from service.clientaddr import client_address
+from service.readiness import APPENDS
 from service.responses import error, json_response
 from service.state import APPENDER, CHANNELS, LIMITER, SETTINGS
 
@@ -161,6 +162,7 @@ async def receive(request: web.Request) -> web.Response:
         log.warning("append failed, answering 503: %s", exc)
         _count(provider, channel.name, "unavailable")
         metrics.database_up.set(0)
+        request.app[APPENDS].failed(f"{type(exc).__name__}: {exc}"[:200])
         return error(
             503,
             "unavailable",
@@ -168,6 +170,7 @@ async def receive(request: web.Request) -> web.Response:
             headers={"Retry-After": "5"},
         )
     metrics.database_up.set(1)
+    request.app[APPENDS].stored()
     _count(provider, channel.name, "duplicate" if appended.duplicate_of else "stored")
     metrics.ingest_latency.labels(provider).observe(time.perf_counter() - started)
     if provider == "whatsgate":

@@ -83,8 +83,6 @@ def run_ingest(settings: Settings, dsn: str, *, announce: bool) -> None:
             ingest_app(settings, dsn),
             settings.host,
             settings.port,
-            max_connections=settings.max_connections,
-            header_timeout=settings.header_timeout,
             reuse_port=True,
             on_ready=ready,
         )
@@ -108,8 +106,6 @@ def run_api(settings: Settings, dsn: str, *, supervised: bool) -> None:
             api_app(settings, dsn),
             settings.host,
             port,
-            max_connections=settings.max_connections,
-            header_timeout=settings.header_timeout,
             metrics_port=settings.metrics_port,
             unix_path=settings.api_socket,
             on_ready=ready,

@@ -1,25 +1,75 @@
-"""Serving the app with limits aiohttp lacks: a header-read timeout and a connection cap.
+"""Serving the app with limits aiohttp lacks: header-read timeouts and connection caps.
 
-aiohttp bounds header sizes and counts but will wait forever for a client that sends its
-request head one byte a minute, and accepts any number of connections. The guard wraps
-aiohttp's protocol factory: a connection must finish its first request head within
-``header_timeout`` seconds, and past ``max_connections`` new connections are closed at once
-(the provider retries; established ones keep working).
+aiohttp bounds header sizes and counts and closes idle keep-alive connections
+(``keepalive_timeout``), but waits for a client that sends a request head one byte at a
+time for as long as the connection is otherwise busy, and accepts any number of connections
+from anyone. The guard wraps aiohttp's protocol factory (it works with asyncio's and
+uvloop's transports alike):
+
+- every request head, the first on a connection or the tenth on a keep-alive one, must be
+  complete ``header_timeout`` seconds after its first byte arrived, else the connection is
+  closed (a request reaching the app is the sign its head is complete, so aiohttp's own
+  parser stays the only one);
+- past ``max_connections`` open connections, or past ``per_client`` from one client address
+  (IPv6 counted per /64), new connections are closed at once; the provider retries and the
+  open ones keep working. Trusted proxies are exempt from the per-client cap: they carry
+  many clients' traffic.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import msgspec
 from aiohttp import web
 
+from service.clientaddr import trusted_proxies
+from service.config import Settings
+from service.state import SETTINGS
+
 log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    max_connections: int = 1024
+    per_client: int = 512
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    trusted_proxies: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            max_connections=settings.max_connections,
+            per_client=settings.per_client_connections,
+            header_timeout=settings.header_timeout,
+            keepalive_timeout=settings.keepalive_timeout,
+            trusted_proxies=settings.trusted_proxies,
+        )
+
+
+def client_key(peername: Any) -> str | None:
+    """What the per-client cap counts: the IPv4 address, or the IPv6 /64 (None: no address)."""
+    if not isinstance(peername, tuple) or not peername or not isinstance(peername[0], str):
+        return None
+    host = peername[0]
+    if ":" not in host:
+        return host
+    try:
+        ip = ipaddress.IPv6Address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
 
 
 class GuardedProtocol(asyncio.Protocol):
@@ -30,43 +80,74 @@ class GuardedProtocol(asyncio.Protocol):
         self._guard = guard
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._tail = b""
+        self._client: str | None = None
+        #: a request is being handled: bytes now are its body, not a new head
+        self._busy = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a cast, not an isinstance check: uvloop's TCP transports do not subclass asyncio's
         self._transport = cast(asyncio.Transport, transport)
-        self._guard.active += 1
-        if self._guard.active > self._guard.max_connections:
-            self._guard.refused += 1
+        guard = self._guard
+        guard.active += 1
+        if guard.active > guard.limits.max_connections:
+            guard.refused += 1
             self._transport.abort()
             return
-        self._timer = asyncio.get_running_loop().call_later(
-            self._guard.header_timeout, self._too_slow
-        )
+        peer = transport.get_extra_info("peername")
+        client = client_key(peer)
+        if client is not None and not (guard.proxies.networks and guard.proxies.trusts(peer[0])):
+            self._client = client
+            count = guard.per_client.get(client, 0) + 1
+            guard.per_client[client] = count
+            if count > guard.limits.per_client:
+                guard.refused_per_client += 1
+                self._transport.abort()
+                return
+        self._arm()
+        guard.protocols[self._inner] = self
         self._inner.connection_made(transport)
 
+    def _arm(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(
+            self._guard.limits.header_timeout, self._too_slow
+        )
+
     def _too_slow(self) -> None:
+        self._timer = None
         self._guard.timed_out += 1
         if self._transport is not None:
             self._transport.abort()
 
-    def data_received(self, data: bytes) -> None:
+    def head_arrived(self) -> None:
+        self._busy = True
         if self._timer is not None:
-            # the blank line that ends the request head may straddle two reads
-            window = self._tail + data
-            if b"\r\n\r\n" in window:
-                self._timer.cancel()
-                self._timer = None
-            self._tail = window[-3:]
+            self._timer.cancel()
+            self._timer = None
+
+    def request_done(self) -> None:
+        self._busy = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is None and not self._busy:
+            self._arm()  # the first bytes of the next request head on a keep-alive connection
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._guard.active -= 1
+        guard = self._guard
+        guard.active -= 1
+        if self._client is not None:
+            left = guard.per_client[self._client] - 1
+            if left:
+                guard.per_client[self._client] = left
+            else:
+                del guard.per_client[self._client]
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
+        guard.protocols.pop(self._inner, None)
         with contextlib.suppress(Exception):
             self._inner.connection_lost(exc)
 
@@ -78,18 +159,33 @@ class GuardedProtocol(asyncio.Protocol):
 
 
 class ConnectionGuard:
-    def __init__(
-        self, factory: Callable[[], Any], *, max_connections: int, header_timeout: float
-    ) -> None:
-        self._factory = factory
-        self.max_connections = max_connections
-        self.header_timeout = header_timeout
+    def __init__(self, limits: Limits) -> None:
+        #: aiohttp's protocol factory (the runner's server), set once the runner is set up
+        self.factory: Callable[[], Any] | None = None
+        self.limits = limits
+        self.proxies = trusted_proxies(limits.trusted_proxies)
         self.active = 0
+        self.per_client: dict[str, int] = {}
+        self.protocols: dict[object, GuardedProtocol] = {}
         self.refused = 0
+        self.refused_per_client = 0
         self.timed_out = 0
 
     def __call__(self) -> GuardedProtocol:
-        return GuardedProtocol(self._factory(), self)
+        assert self.factory is not None
+        return GuardedProtocol(self.factory(), self)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The outermost middleware: a request reaching the app has a complete head."""
+        guarded = self.protocols.get(request.protocol)
+        if guarded is None:
+            return await handler(request)
+        guarded.head_arrived()
+        try:
+            return await handler(request)
+        finally:
+            guarded.request_done()
 
 
 class Serving(msgspec.Struct):
@@ -133,36 +229,36 @@ async def start(
     host: str,
     port: int | None,
     *,
-    max_connections: int,
-    header_timeout: float,
-    keepalive_timeout: float = 75.0,
+    limits: Limits | None = None,
     metrics_port: int | None = None,
     reuse_port: bool = False,
     unix_path: str | None = None,
 ) -> Serving:
     """Serve ``app`` on ``host:port`` behind the guard; ``reuse_port`` lets several processes
     share the port (the kernel spreads connections); ``unix_path`` adds a unix socket (the
-    ingest workers' relay to the API process: a trusted local peer, so no guard)."""
+    ingest workers' relay to the API process: a trusted local peer, so no guard). ``limits``
+    default to the app's settings."""
+    limits = limits or Limits.of(app[SETTINGS])
     runner = web.AppRunner(
         app,
         access_log=None,
-        keepalive_timeout=keepalive_timeout,
+        keepalive_timeout=limits.keepalive_timeout,
         max_headers=100,
         max_field_size=8190,
         max_line_size=8190,
     )
+    guard = ConnectionGuard(limits)
+    app.middlewares.insert(0, guard.middleware)  # before setup: the app is frozen there
     await runner.setup()
     assert runner.server is not None
-    guard = ConnectionGuard(
-        runner.server, max_connections=max_connections, header_timeout=header_timeout
-    )
+    guard.factory = runner.server
     server = None
     if port is not None:  # None: the unix socket only
         server = await asyncio.get_running_loop().create_server(
             guard,
             host,
             port,
-            backlog=min(max_connections, 4096),
+            backlog=min(limits.max_connections, 4096),
             reuse_address=True,
             reuse_port=reuse_port or None,
         )
@@ -182,8 +278,6 @@ async def serve_forever(
     host: str,
     port: int | None,
     *,
-    max_connections: int,
-    header_timeout: float,
     metrics_port: int | None = None,
     reuse_port: bool = False,
     unix_path: str | None = None,
@@ -191,14 +285,7 @@ async def serve_forever(
 ) -> None:
     """Serve until SIGINT or SIGTERM, then shut down cleanly (cleanup_ctx runs)."""
     serving = await start(
-        app,
-        host,
-        port,
-        max_connections=max_connections,
-        header_timeout=header_timeout,
-        metrics_port=metrics_port,
-        reuse_port=reuse_port,
-        unix_path=unix_path,
+        app, host, port, metrics_port=metrics_port, reuse_port=reuse_port, unix_path=unix_path
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

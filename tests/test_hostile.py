@@ -188,8 +188,10 @@ async def test_slow_body_over_the_limit(aiohttp_client: Client, dsn: str) -> Non
 
 
 async def test_header_timeout_and_connection_cap(dsn: str) -> None:
-    app = make_app(app_settings(), dsn)
-    serving = await server.start(app, "127.0.0.1", 0, max_connections=5, header_timeout=1.0)
+    app = make_app(
+        app_settings(max_connections=5, max_connections_per_client=10, header_timeout=1.0), dsn
+    )
+    serving = await server.start(app, "127.0.0.1", 0)
     port, guard = serving.port, serving.guard
     try:
         # a client that never finishes its request head is cut off

@@ -105,8 +105,6 @@ async def test_metrics_on_their_own_port(dsn: str) -> None:
         make_app(settings(), dsn),
         "127.0.0.1",
         0,
-        max_connections=10,
-        header_timeout=5,
         metrics_port=port,
     )
     try:
