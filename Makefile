@@ -26,7 +26,7 @@ test: lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 soak: $(STAMP)
-	ACKLOG_SOAK=$${ACKLOG_SOAK:-10} $(PY) -m pytest -s -q tests/test_faults.py tests/test_hostile.py
+	ACKLOG_SOAK=$${ACKLOG_SOAK:-10} $(PY) -m pytest -s -q tests/test_faults.py tests/test_hostile.py tests/test_edge.py
 
 # wrk (Debian package) and py-spy are optional: installed best-effort, the bench falls back to
 # its own load generator and skips profiles without them. ARGS="--quick" for a smoke test.

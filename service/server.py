@@ -29,6 +29,7 @@ from typing import Any, cast
 import msgspec
 from aiohttp import web
 
+from service import metrics
 from service.clientaddr import trusted_proxies
 from service.config import Settings
 from service.state import SETTINGS
@@ -91,6 +92,7 @@ class GuardedProtocol(asyncio.Protocol):
         guard.active += 1
         if guard.active > guard.limits.max_connections:
             guard.refused += 1
+            metrics.connections_closed.labels("max_connections").inc()
             self._transport.abort()
             return
         peer = transport.get_extra_info("peername")
@@ -101,6 +103,7 @@ class GuardedProtocol(asyncio.Protocol):
             guard.per_client[client] = count
             if count > guard.limits.per_client:
                 guard.refused_per_client += 1
+                metrics.connections_closed.labels("per_client").inc()
                 self._transport.abort()
                 return
         self._arm()
@@ -115,6 +118,7 @@ class GuardedProtocol(asyncio.Protocol):
     def _too_slow(self) -> None:
         self._timer = None
         self._guard.timed_out += 1
+        metrics.connections_closed.labels("header_timeout").inc()
         if self._transport is not None:
             self._transport.abort()
 
