@@ -157,6 +157,8 @@ def export_channel(provider: str, channel: str) -> None:
         events_projected.labels(provider, result)
     for reason in QUARANTINE_REASONS:
         quarantined.labels(provider, reason)
+
+
 connections_closed = Counter(
     "acklog_connections_closed",
     "Connections the server closed on its own, by reason: max_connections, per_client,"
