@@ -20,10 +20,19 @@ import asyncpg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from eventstore.pool import connect
-from service.auth import meta_signature, twilio_signature, waha_signature
+from service.auth import (
+    authenticate,
+    meta_signature,
+    signature_verdict,
+    twilio_signature,
+    waha_signature,
+)
+from service.channels import Channel, token_hash
 from service.clientaddr import forwarded_client, trusted_proxies
+from service.server import client_key
 from tests.apps import add_channel
 from tests.procs import ROOT, free_port, serve
 
@@ -353,3 +362,66 @@ async def test_signatures_forged_twice_or_of_another_provider_are_refused(dsn: s
     print(f"signatures (valid, valid+forged, forged+valid, other providers'): {seen}")
     for provider, codes in seen.items():
         assert codes == [200, 401, 401, 401, 401], provider
+
+
+def test_per_client_cap_counts_ipv4_addresses_and_ipv6_prefixes() -> None:
+    assert client_key(("127.0.0.1", 5000)) == "127.0.0.1"
+    assert client_key(("2001:db8:1:2:aaaa::1", 5000, 0, 0)) == "2001:db8:1:2::/64"
+    assert client_key(("2001:db8:1:2:ffff::9", 1, 0, 0)) == "2001:db8:1:2::/64"
+    assert client_key(("::ffff:192.0.2.1", 1, 0, 0)) == "192.0.2.1"
+    assert client_key("") is None  # a unix socket's peer
+
+
+def _channel(provider: str) -> Channel:
+    return Channel(
+        name="c", provider=provider, secrets=("old", "new"), token_hashes=(token_hash("tok"),)
+    )
+
+
+@given(
+    provider=st.sampled_from(SIGNING),
+    copies=st.lists(st.sampled_from(["old", "new", "forged"]), min_size=1, max_size=4),
+    with_token=st.booleans(),
+)
+def test_every_copy_of_the_signature_header_must_verify(
+    provider: str, copies: list[str], with_token: bool
+) -> None:
+    """For any number and order of copies, signed with either rotated secret or forged."""
+    url, body = "https://acklog.example/hooks/c", b"MessageSid=SM1&MessageStatus=read"
+    headers: CIMultiDict[str] = CIMultiDict()
+    for secret in copies:
+        ((name, value),) = _signature(provider, secret, url, body).items()
+        headers.add(name, value)
+    reason = authenticate(
+        _channel(provider),
+        query_token="tok" if with_token else None,
+        authorization=None,
+        headers=CIMultiDictProxy(headers),
+        body=body,
+        url=url,
+    )
+    assert (reason is None) == ("forged" not in copies)
+
+
+@given(
+    provider=st.sampled_from(SIGNING),
+    foreign=st.sampled_from(SIGNING),
+    forged=st.booleans(),
+)
+def test_another_providers_signature_header_is_no_signature(
+    provider: str, foreign: str, forged: bool
+) -> None:
+    """It neither authenticates nor refuses: the channel's provider picks the scheme."""
+    if foreign == provider:
+        return
+    url, body = "https://acklog.example/hooks/c", b"{}"
+    headers = CIMultiDictProxy(
+        CIMultiDict(_signature(foreign, "forged" if forged else "new", url, body))
+    )
+    channel = _channel(provider)
+    assert signature_verdict(channel, headers, body, url) is None
+    for token, authentic in ((None, False), ("tok", True)):
+        reason = authenticate(
+            channel, query_token=token, authorization=None, headers=headers, body=body, url=url
+        )
+        assert (reason is None) == authentic, reason
