@@ -28,8 +28,7 @@ async def acklog(dsn: str, *args: str) -> tuple[int, str]:
         stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    return await proc.wait(), out.decode()
 
 
 async def test_verify_and_rebuild_exit_codes(dsn: str, pool: asyncpg.Pool) -> None:

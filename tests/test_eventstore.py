@@ -119,7 +119,8 @@ async def test_racing_writers_never_make_a_tailing_reader_skip(pool: asyncpg.Poo
     async def tail() -> list[int]:
         seen: list[int] = []
         after = 0
-        while True:
+        deadline = asyncio.get_running_loop().time() + 60
+        while asyncio.get_running_loop().time() < deadline:
             finished = done.is_set()
             batch = await reader.read(pool, after=after, limit=97)
             seen.extend(e.position for e in batch)
@@ -127,6 +128,7 @@ async def test_racing_writers_never_make_a_tailing_reader_skip(pool: asyncpg.Poo
                 after = batch[-1].position
             elif finished:
                 return seen
+        raise AssertionError(f"the tailer did not see the end within 60 s ({len(seen)} seen)")
 
     tailer = asyncio.create_task(tail())
     await asyncio.gather(*(writer(w) for w in range(writers)))

@@ -42,8 +42,9 @@ async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
 class Load:
     """Concurrent webhooks with recorded ids; waits (on an event) while the server is away."""
 
-    def __init__(self, url: str, total: int, workers: int = 32) -> None:
+    def __init__(self, url: str, total: int, workers: int = 32, patience: float = 120.0) -> None:
         self.url = url
+        self.patience = patience  # seconds a worker keeps retrying before it gives up
         self.total = total
         self.workers = workers
         self.up = asyncio.Event()
@@ -51,6 +52,7 @@ class Load:
         self.acked: list[bytes] = []
         self.statuses: dict[int, int] = {}
         self.errors = 0
+        self.gave_up = 0  # webhooks still refused when the patience ran out
         self._ids = itertools.count()
         self._progress = asyncio.Condition()
 
@@ -62,9 +64,10 @@ class Load:
             await asyncio.gather(*(self._worker(session) for _ in range(self.workers)))
 
     async def _worker(self, session: aiohttp.ClientSession) -> None:
+        deadline = asyncio.get_running_loop().time() + self.patience
         while (i := next(self._ids)) < self.total:
             body = self.body(i)
-            while True:
+            while asyncio.get_running_loop().time() < deadline:  # retried until then, at most
                 await self.up.wait()
                 try:
                     async with session.post(self.url, data=body) as resp:
@@ -82,9 +85,11 @@ class Load:
                     if not self.up.is_set():
                         continue  # the server is away: retry once it is back, as providers do
                     break
+            else:
+                self.gave_up += 1
 
     async def until_acked(self, n: int) -> None:
-        async with self._progress:
+        async with asyncio.timeout(self.patience), self._progress:
             await self._progress.wait_for(lambda: len(self.acked) >= n)
 
 
@@ -198,9 +203,11 @@ async def test_projector_process_killed_mid_batch_standby_takes_over(
     await second.start()
     loop = asyncio.get_running_loop()
     try:
+        deadline = loop.time() + 60
         while True:  # another process has no event to await: poll the checkpoint
             if await conn.fetchval("SELECT position FROM checkpoints WHERE name = 'messages'"):
                 break
+            assert loop.time() < deadline, "no projector wrote a checkpoint within 60 s"
             await asyncio.sleep(0.01)
         backend = await leader_pid(conn)
         app = await conn.fetchval(
@@ -215,6 +222,9 @@ async def test_projector_process_killed_mid_batch_standby_takes_over(
         killed = loop.time()
         takeover = None
         while True:
+            assert loop.time() - killed < 60, (
+                f"the standby did not catch up within 60 s: {takeover}"
+            )
             new_backend = await leader_pid(conn)
             if takeover is None and new_backend and new_backend != backend:
                 takeover = loop.time() - killed

@@ -5,13 +5,24 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.facts import RANK
 from projections.message_state import MessageState, Report
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+#: DESIGN.md invariant 5, copied by hand (never read from ``projections.facts.RANK``):
+#: sending 0 < sent 10 < not_sent 15 < delivered 20 < read 30 < played 40 < deleted 50
+DESIGN_RANK = {
+    "sending": 0,
+    "sent": 10,
+    "not_sent": 15,
+    "delivered": 20,
+    "read": 30,
+    "played": 40,
+    "deleted": 50,
+}
 STATUSES = ["sent", "not_sent", "delivered", "read", "played", "deleted"]
 
 reports = st.builds(
@@ -85,7 +96,7 @@ def test_rank_rules(items: list[Any]) -> None:
             "deleted" if any(r.status == "deleted" for r in reported) else "received"
         )
         return
-    best = max((RANK[r.status] for r in reported), default=0)
+    best = max((DESIGN_RANK[r.status] for r in reported), default=0)
     assert m.rank == best, "the state is the highest rank reported"
     # every failure stays on record, whatever came after it
     failures = {
@@ -121,3 +132,26 @@ def test_delivered_after_failure_shows_delivered_and_keeps_the_failure() -> None
 def test_an_ack_for_an_unseen_message_makes_it_outgoing() -> None:
     m = fold([Report(status="delivered", at=T0, position=1, raw="delivered")])
     assert (m.direction, m.state) == ("outgoing", "delivered")
+
+
+PAIRS = [
+    (low, high)
+    for low in DESIGN_RANK
+    for high in DESIGN_RANK
+    if DESIGN_RANK[low] < DESIGN_RANK[high]
+]
+
+
+@pytest.mark.parametrize(("low", "high"), PAIRS)
+def test_the_higher_rank_wins_in_either_order(low: str, high: str) -> None:
+    a = Report(status=low, at=T0, position=1, raw=low)
+    b = Report(status=high, at=T0 + dt.timedelta(seconds=1), position=2, raw=high)
+    for seq in ([a, b], [b, a]):
+        m = fold(seq)
+        assert (m.state, m.rank) == (high, DESIGN_RANK[high]), (low, high, seq)
+
+
+@pytest.mark.parametrize("status", list(DESIGN_RANK))
+def test_each_status_alone_has_its_design_rank(status: str) -> None:
+    m = fold([Report(status=status, at=T0, position=1, raw=status)])
+    assert (m.state, m.rank) == (status, DESIGN_RANK[status])
