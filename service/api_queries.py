@@ -1,7 +1,8 @@
 """The API's reads, mapped to response bodies: rows → ``api_models`` Structs, plus links.
 
 The SQL lives with the tables' owners: ``projections.readmodel.query`` for the read model,
-``eventstore.read`` for the log, ``service.channels`` for the channel registry. Here a
+``eventstore.read`` for the log, ``service.channels`` (imported as ``registry``) for the
+channel registry. Here a
 record becomes a body and every ``event`` field becomes a link to its raw webhook.
 """
 
@@ -19,6 +20,7 @@ from projections.message_state import Milestone
 from projections.readmodel import query as readmodel
 from projections.readmodel.query import TIMELINE_LIMIT as TIMELINE_LIMIT
 from projections.readmodel.query import MessageFilter as MessageFilter
+from service import channels as registry
 from service.api_models import (
     ChannelLinks,
     ChannelSummary,
@@ -38,10 +40,6 @@ from service.api_models import (
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 _ORDER = {"received": -1, **RANK}
-
-#: the registry's own channels (``service.channels`` owns the table)
-REGISTERED_SQL = "SELECT name, provider FROM channels"
-REGISTERED_ONE_SQL = "SELECT provider FROM channels WHERE name = $1"
 
 
 def event_link(position: int) -> str:
@@ -74,7 +72,7 @@ def _instance(r: readmodel.InstanceRecord) -> InstanceState:
 async def channels(conn: Conn) -> list[ChannelSummary]:
     """Registered channels plus those only the log (or the read models) still know."""
     providers = await read.channels(conn)
-    registered = {r["name"]: r["provider"] for r in await conn.fetch(REGISTERED_SQL)}
+    registered = await registry.providers(conn)
     providers.update(registered)
     counts = await readmodel.state_counts(conn)
     for name in counts.keys() - providers.keys():  # only once old log partitions are detached
@@ -103,9 +101,9 @@ async def channel(conn: Conn, name: str) -> tuple[str, bool] | None:
     The registry first, then the log, then the read model (once old log partitions are
     detached, only the read model may still know a channel).
     """
-    provider = await conn.fetchval(REGISTERED_ONE_SQL, name)
+    provider = await registry.provider(conn, name)
     if provider is not None:
-        return str(provider), True
+        return provider, True
     provider = await read.channel_provider(conn, name) or await readmodel.channel_provider(
         conn, name
     )

@@ -193,6 +193,22 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> Channel | N
     return _channel(row) if row else None
 
 
+#: the provider of one registered channel
+PROVIDER_SQL = "SELECT provider FROM channels WHERE name = $1"
+
+
+async def providers(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, str]:
+    """Every registered channel → its provider, by name."""
+    rows = await conn.fetch("SELECT name, provider FROM channels ORDER BY name")
+    return {r["name"]: r["provider"] for r in rows}
+
+
+async def provider(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> str | None:
+    """The provider of a registered channel (None: not registered)."""
+    value = await conn.fetchval(PROVIDER_SQL, name)
+    return str(value) if value is not None else None
+
+
 async def describe(conn: asyncpg.Connection) -> list[dict[str, object]]:
     """Channels with token and secret ids (never values) for ``channels list``."""
     rows = await conn.fetch(

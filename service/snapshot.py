@@ -23,6 +23,7 @@ from eventstore.read import head, oldest_after
 from projections.facts import InstanceStatus
 from projections.readmodel import LIVE_CHECKPOINT, query
 from projections.readmodel.deadlines import WAITS
+from service import channels as registry
 from service import metrics
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
         position = await checkpoint.load(conn, LIVE_CHECKPOINT)
         oldest = await oldest_after(conn, position)
         figures = await query.figures(conn, now)
-        known = await conn.fetch("SELECT name, provider FROM channels ORDER BY name")
+        known = await registry.providers(conn)
     return Snapshot(
         taken_at=now,
         head=log_head,
@@ -113,7 +114,7 @@ async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
         overdue=figures.overdue,
         missed=figures.missed,
         instances=figures.instances,
-        channels=[(r["name"], r["provider"]) for r in known],
+        channels=list(known.items()),
     )
 
 

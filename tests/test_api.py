@@ -26,7 +26,7 @@ from eventstore.events import NewEvent
 from eventstore.pool import connect
 from projections.readmodel import query
 from projections.runner import Projector
-from service import api, api_queries, apikey, channels, openapi
+from service import api, apikey, channels, openapi
 from service.app import make_app
 from tests.apps import add_channel, settings
 from tests.samples import sample
@@ -738,7 +738,7 @@ async def test_queries_use_indexes(dsn: str, pool: asyncpg.Pool) -> None:
             (query.MESSAGE_SQL, ["b", "77"]),
             (query.RECEIPTS_SQL, ["d", "true_status@broadcast_00000000000000007"]),
             (query.TIMELINE_SQL, ["b", "77", 1001]),
-            (api_queries.REGISTERED_ONE_SQL, ["b"]),
+            (channels.PROVIDER_SQL, ["b"]),
             (read.CHANNEL_PROVIDER_SQL, ["b"]),
             (query.PROVIDER_SQL, ["b"]),
             (query.HISTORY_SQL, ["b", 50]),

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import get_args
 
@@ -26,7 +29,7 @@ from projections.facts import (
     MessageObserved,
     StatusReported,
 )
-from projections.readmodel import LIVE, columns, rows
+from projections.readmodel import LIVE, columns, query, rows, write
 from projections.readmodel.deadlines import WAITS, overdue_for, overdue_sql, stage_overdue_sql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,3 +198,49 @@ def test_every_fact_kind_is_folded() -> None:
     assert batch.messages[("c", "m1")].state == "delivered"
     assert batch.messages[("c", "m2")].state == "deleted"
     assert [i.status for i in batch.instances] == ["connected"]
+
+
+async def test_the_sweep_and_the_overdue_gauge_read_the_waiting_indexes(dsn: str) -> None:
+    """Both scan only the messages still waiting (the partial indexes on the due columns)."""
+    conn = await connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO rm.messages SELECT 'c', i::text, 'meta', 'outgoing',"
+            " (ARRAY['sending','sent','delivered','read'])[1 + i % 4], 0, now(), '{}', '[]',"
+            " false, true, null, null, null, null, null, null, false, i, i, now(), now(),"
+            " now() + interval '1 hour', null, false, now() + interval '1 hour', null, false"
+            " FROM generate_series(1, 20000) i"
+        )
+        await conn.execute("ANALYZE rm.messages")
+        for sql in (write._sweep_sql(LIVE), query.OVERDUE_COUNTS_SQL):
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, T0))
+            assert "Seq Scan" not in plan, plan
+            for wait in WAITS.values():
+                assert f"messages_{wait.due}_idx" in plan, plan
+    finally:
+        await conn.close()
+
+
+def test_strict_mypy_rejects_a_fact_nobody_folds(tmp_path: Path) -> None:
+    """Add a sixth fact to the union and leave it unhandled: ``mypy --strict`` must fail."""
+    shutil.copytree(ROOT / "projections", tmp_path / "projections")
+    shutil.copytree(ROOT / "eventstore", tmp_path / "eventstore")
+    facts = tmp_path / "projections" / "facts.py"
+    text = facts.read_text()
+    text = text.replace(
+        "\nFact = MessageObserved",
+        '\nclass Reacted(msgspec.Struct, frozen=True, kw_only=True, tag="reacted"):\n'
+        "    key: str\n\n\nFact = Reacted | MessageObserved",
+    )
+    facts.write_text(text)
+    (tmp_path / "mypy.ini").write_text(
+        "[mypy]\nstrict = True\n\n[mypy-asyncpg.*]\nignore_missing_imports = True\n"
+    )
+    argv = [sys.executable, "-m", "mypy", "--no-incremental", "projections/fold.py"]
+    run = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert 'Argument 1 to "assert_never" has incompatible type "Reacted"' in run.stdout, run.stdout
+    # and the unmodified tree passes, so it is the new fact that fails
+    facts.write_text((ROOT / "projections" / "facts.py").read_text())
+    run = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
