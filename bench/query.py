@@ -36,7 +36,7 @@ LIST_SQL = (
     f"SELECT {_SUMMARY} FROM rm.messages WHERE channel = $1"
     " ORDER BY first_position DESC, key LIMIT 50"
 )
-# the API's keyset predicate (service/api_queries.py): newest first, then by key
+# the API's keyset predicate (projections/readmodel/query.py): newest first, then by key
 CURSOR_SQL = (
     f"SELECT {_SUMMARY} FROM rm.messages WHERE channel = $1"
     " AND first_position <= $2 AND (first_position < $2 OR key > $3)"
