@@ -37,15 +37,11 @@ SAMPLES = (ROOT.parent / "shared" / "samples").resolve()
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "message_state": (
         ["projections/message_state.py"],
-        ["tests/test_fold_properties.py"],
+        ["tests/test_message_state_unit.py", "tests/test_fold_properties.py"],
     ),
     "auth": (
         ["service/auth.py"],
-        [
-            "tests/test_auth_forged.py",
-            "tests/test_signature_vectors.py",
-            "tests/test_auth_unit.py",
-        ],
+        ["tests/test_auth_unit.py", "tests/test_auth_forged.py"],
     ),
     "ingest_503": (
         ["service/ingest.py"],
