@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -109,7 +110,7 @@ def embedded_postgres() -> Iterator[str]:
         shutil.rmtree(datadir, ignore_errors=True)
 
 
-def run_group(group: str, max_children: int) -> dict[str, Any]:
+def run_group(group: str, max_children: int, budget: float | None = None) -> dict[str, Any]:
     files, tests = GROUPS[group]
     files = [f for f in files if (ROOT / f).exists()]
     tests = [t for t in tests if (ROOT / t).exists()]
@@ -123,9 +124,17 @@ def run_group(group: str, max_children: int) -> dict[str, Any]:
     with embedded_postgres() as dsn:
         env = {**os.environ, "DATABASE_URL": dsn, "ACKLOG_SAMPLES": str(SAMPLES)}
         env.pop("PYTEST_ADDOPTS", None)
-        subprocess.run(
-            [mutmut, "run", "--max-children", str(max_children)], cwd=work, env=env, check=False
+        proc = subprocess.Popen(
+            [mutmut, "run", "--max-children", str(max_children)],
+            cwd=work,
+            env=env,
+            start_new_session=True,  # its own process group: the budget ends all of it
         )
+        try:
+            proc.wait(timeout=budget)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
         results = subprocess.run(
             [mutmut, "results", "--all", "true"],
             cwd=work,
@@ -152,6 +161,7 @@ def summarize_results(text: str) -> dict[str, Any]:
         if status in ("survived", "no tests", "timeout", "suspicious"):
             survivors.append(f"{name}: {status}")
     killed = counts.get("killed", 0)
+    # "not checked": the budget ran out before this mutant's turn; reported, not scored
     total = sum(v for k, v in counts.items() if k not in ("skipped", "not checked"))
     return {
         "counts": counts,
@@ -272,12 +282,15 @@ def main(argv: list[str]) -> None:
     r = sub.add_parser("run", help="mutmut over one group (or all)")
     r.add_argument("group", choices=[*GROUPS, "all"])
     r.add_argument("--max-children", type=int, default=1, help="parallel mutants (cores)")
+    r.add_argument(
+        "--budget", type=float, default=None, help="seconds per group; unchecked mutants say so"
+    )
     sub.add_parser("tables", help="mutate the module-level tables")
     sub.add_parser("report", help="scores so far")
     args = p.parse_args(argv)
     if args.cmd == "run":
         for group in GROUPS if args.group == "all" else [args.group]:
-            s = run_group(group, args.max_children)
+            s = run_group(group, args.max_children, args.budget)
             print(json.dumps({k: s[k] for k in ("group", "killed", "total", "score")}))
     elif args.cmd == "tables":
         WORK.mkdir(parents=True, exist_ok=True)

@@ -60,3 +60,75 @@ def test_paired_ratios_refuse_unpaired_rounds() -> None:
     assert paired_ratios(a, [{"x": 1.0}, {"x": 2.0}], "x")["each"] == [2.0, 2.0]
     with pytest.raises(ValueError):
         paired_ratios(a, [{"x": 1.0}], "x")
+
+
+def _results(**over: object) -> dict[str, object]:
+    machine = {
+        "date": "d",
+        "cpu": "c",
+        "cores": 2,
+        "memory_gib": 1,
+        "kernel": "k",
+        "python": "3",
+        "packages": {},
+        "commit": "abc123",
+        "dirty": False,
+        "changed_files": [],
+    }
+    base: dict[str, object] = {
+        "machine": machine,
+        "postgres": {"version": "18", "where": "embedded", "settings": {}, "cpu_measured": True},
+        "load_client": "wrk",
+        "bench_seconds": 60.0,
+        "started_at": "s",
+        "finished_at": "f",
+        "runs": 3,
+        "mix": {"templates": 1, "samples_per_provider": {}, "constant_share": 0.0},
+    }
+    base.update(over)
+    return base
+
+
+def test_report_flags_a_dirty_tree_and_single_runs() -> None:
+    from bench import report
+
+    clean = report.render(_results())
+    assert "commit abc123 (clean tree)" in clean
+    assert "uncommitted" not in clean and "no median" not in clean
+    dirty = _results(runs=1)
+    dirty["machine"] = {**dirty["machine"], "dirty": True, "changed_files": ["bench/x.py"]}  # type: ignore[dict-item]
+    text = report.render(dirty)
+    assert "Measured on a tree with uncommitted changes" in text and "bench/x.py" in text
+    assert "no median, no spread" in text
+
+
+def test_report_has_no_hand_written_findings() -> None:
+    """The audit's hard-coded sentences are gone from the report's source."""
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[1] / "bench" / "report.py").read_text()
+    for phrase in ("well under a millisecond", "a third of the work", "10-15 %", "built for every"):
+        assert phrase not in source
+
+
+async def test_postgres_cpu_is_that_of_the_server_serving_the_run(server_dsn: str) -> None:
+    """The bench's PG CPU reads one server's processes: its postmaster and its backends."""
+    import asyncpg
+    import psutil
+
+    from bench import db, procs
+
+    postmaster = await db.postmaster_pid(server_dsn)
+    assert postmaster is not None
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        assert psutil.Process(backend).parent().pid == postmaster  # type: ignore[union-attr]
+        before = procs.postgres_cpu_seconds(postmaster)
+        await conn.fetchval("SELECT count(*) FROM generate_series(1, 3000000)")
+        after = procs.postgres_cpu_seconds(postmaster)
+    finally:
+        await conn.close()
+    assert after - before > 0.05, (before, after)
+    # a backend that exits still counts (the postmaster reaped it): the total never drops
+    assert procs.postgres_cpu_seconds(postmaster) >= after
