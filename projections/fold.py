@@ -48,6 +48,7 @@ __all__ = [
     "ReceiptKey",
     "TimelineRow",
     "decode",
+    "decode_event",
     "fold",
     "message_keys",
     "missed_acks",
@@ -82,18 +83,20 @@ class Batch(msgspec.Struct, kw_only=True):
     outcomes: list[tuple[str, str]]
 
 
+def decode_event(event: StoredEvent) -> Decoded:
+    """One stored event's facts, or why it cannot be decoded (the projector, the API's
+    ``decoded`` field and ``acklog tail`` all decode through here)."""
+    try:
+        facts = providers.decode(
+            event.provider, event.body, event.content_type, event.headers or {}
+        )
+    except DecodeError as exc:
+        return Decoded(event, [], exc.detail, exc.kind)
+    return Decoded(event, facts)
+
+
 def decode(events: Iterable[StoredEvent]) -> list[Decoded]:
-    out = []
-    for event in events:
-        try:
-            facts = providers.decode(
-                event.provider, event.body, event.content_type, event.headers or {}
-            )
-        except DecodeError as exc:
-            out.append(Decoded(event, [], exc.detail, exc.kind))
-        else:
-            out.append(Decoded(event, facts))
-    return out
+    return [decode_event(event) for event in events]
 
 
 def message_keys(decoded: Iterable[Decoded]) -> tuple[set[Key], set[ReceiptKey]]:

@@ -19,8 +19,7 @@ from aiohttp import web
 from eventstore import read as reader
 from eventstore.errors import DRIVER_ERRORS, StoreUnavailable
 from eventstore.events import StoredEvent
-from projections import providers
-from projections.facts import DecodeError
+from projections.fold import decode_event
 from service import api_params as params
 from service import api_queries as q
 from service import openapi
@@ -152,13 +151,8 @@ async def message_detail(request: web.Request) -> web.Response:
 
 
 def _decoding(event: StoredEvent) -> Decoding:
-    try:
-        facts = providers.decode(
-            event.provider, event.body, event.content_type, event.headers or {}
-        )
-    except DecodeError as exc:
-        return Decoding(ok=False, facts=[], error=exc.reason)
-    return Decoding(ok=True, facts=facts, error=None)
+    d = decode_event(event)
+    return Decoding(ok=d.error is None, facts=d.facts, error=d.error)
 
 
 def _event_out(event: StoredEvent) -> EventOut:

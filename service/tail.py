@@ -26,9 +26,7 @@ from eventstore.events import StoredEvent
 from eventstore.pool import connect
 from eventstore.read import head, read
 from eventstore.subscribe import Wakeup
-from projections import providers
 from projections.facts import (
-    DecodeError,
     Fact,
     Ignored,
     InstanceStatusReported,
@@ -36,6 +34,7 @@ from projections.facts import (
     MessageObserved,
     StatusReported,
 )
+from projections.fold import decode_event
 from service.config import from_env
 from service.database import database_url, wait_and_migrate
 
@@ -79,14 +78,11 @@ def describe_fact(fact: Fact) -> str:
 
 
 def describe(event: StoredEvent) -> TailLine:
-    try:
-        facts = providers.decode(
-            event.provider, event.body, event.content_type, event.headers or {}
-        )
-    except DecodeError as exc:
-        decoded = f"QUARANTINE: {exc.reason}"
+    d = decode_event(event)
+    if d.error is not None:
+        decoded = f"QUARANTINE: {d.error}"
     else:
-        decoded = "; ".join(describe_fact(f) for f in facts) or "no facts"
+        decoded = "; ".join(describe_fact(f) for f in d.facts) or "no facts"
     return TailLine(
         position=event.position,
         received_at=event.received_at,
