@@ -56,6 +56,40 @@ async def read(
     return [_event(r) for r in rows]
 
 
+async def read_page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    after: int = 0,
+    limit: int = 100,
+    max_bytes: int = 1024 * 1024,
+    channel: str | None = None,
+) -> tuple[list[StoredEvent], bool]:
+    """A page of at most ``limit`` events and ``max_bytes`` of bodies (but at least one event),
+    and whether more follow. Sizes come from ``octet_length`` (the TOAST header: no body is
+    read that is not returned), so a page of huge bodies costs only what it answers."""
+    where = "position > $1"
+    args: list[object] = [after, limit + 1, max_bytes]
+    if channel is not None:
+        where += " AND channel = $4"
+        args.append(channel)
+    rows = await conn.fetch(
+        f"""WITH page AS (
+                SELECT position, octet_length(body) AS n FROM events
+                WHERE {where} ORDER BY position LIMIT $2
+            ), sized AS (
+                SELECT position, sum(n) OVER (ORDER BY position) AS upto,
+                       row_number() OVER (ORDER BY position) AS k, count(*) OVER () AS total
+                FROM page
+            )
+            SELECT {_COLUMNS}, total FROM events JOIN sized USING (position)
+            WHERE k < $2 AND (k = 1 OR upto <= $3)
+            ORDER BY position""",
+        *args,
+    )
+    more = bool(rows) and rows[0]["total"] > len(rows)
+    return [_event(r) for r in rows], more
+
+
 async def get(conn: asyncpg.Connection | asyncpg.Pool, position: int) -> StoredEvent | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM events WHERE position = $1", position)
     return _event(row) if row else None

@@ -44,6 +44,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, StoreUnavailabl
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: bodies per /v1/events page (at least one event): a page's size is bounded whatever is stored
+PAGE_BODY_BYTES = 1024 * 1024
+
 #: decode in a worker thread past this many body bytes, so big pages never stall ingest
 _INLINE_DECODE_BYTES = 256 * 1024
 
@@ -190,9 +193,11 @@ async def list_events(request: web.Request) -> web.Response:
     pool = _pool(request)
     if channel is not None and await q.channel(pool, channel) is None:
         raise NotFound("unknown_channel", f"no channel named {channel!r}")
-    events = await reader.read(pool, after=after, limit=limit + 1, channel=channel)
-    items = await _events_out(events[:limit])
-    next_after = items[-1].position if len(events) > limit else None
+    events, more = await reader.read_page(
+        pool, after=after, limit=limit, max_bytes=PAGE_BODY_BYTES, channel=channel
+    )
+    items = await _events_out(events)
+    next_after = items[-1].position if more else None
     return json_response(EventPage(items=items, next_after=next_after))
 
 
