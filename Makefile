@@ -26,7 +26,7 @@ test: lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 soak: $(STAMP)
-	ACKLOG_SOAK=$${ACKLOG_SOAK:-10} $(PY) -m pytest -s -q tests/test_faults.py tests/test_hostile.py tests/test_edge.py
+	ACKLOG_SOAK=$${ACKLOG_SOAK:-10} $(PY) -m pytest -s -q tests/test_faults.py tests/test_hostile.py tests/test_edge.py tests/test_roles.py
 
 # Mutation testing (slow, not in CI): mutmut over the functions of each group of
 # tests/mutation.py (GROUP=message_state|auth|ingest_503|eventstore|all), then the module-level

@@ -93,6 +93,19 @@ def cpu_seconds(pid: int) -> float:
     return float(t.user + t.system)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a server and its children: ``acklog serve`` runs its roles (ingest workers, API,
+    projector) as child processes, so the supervisor's own CPU alone would be near zero."""
+    try:
+        proc = psutil.Process(pid)
+        t = proc.cpu_times()
+        children = proc.children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    own = t.user + t.system + t.children_user + t.children_system  # + children already reaped
+    return float(own) + sum(cpu_seconds(c.pid) for c in children)
+
+
 #: the postmaster of the PostgreSQL serving this bench run (set once by ``use_postgres``)
 _postmaster: int | None = None
 
@@ -127,7 +140,7 @@ class CpuMeter:
         self._t0 = 0.0
 
     def _sample(self) -> dict[str, float]:
-        out = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        out = {name: tree_cpu_seconds(pid) for name, pid in self.pids.items()}
         if _postmaster is not None:
             out["postgres"] = postgres_cpu_seconds(_postmaster)
         return out

@@ -154,6 +154,11 @@ class Supervisor:
         self.children: list[Child] = []
         self.by_pid: dict[int, Child] = {}
         self.restarts = 0
+        self.signalled = False
+
+    def _signal(self) -> None:
+        self.signalled = True
+        self.stopping.set()
 
     def _argv(self, role: Role) -> list[str]:
         s = self.settings
@@ -214,7 +219,7 @@ class Supervisor:
     async def run(self, on_ready: Callable[[], None]) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stopping.set)
+            loop.add_signal_handler(sig, self._signal)
         workdir = tempfile.mkdtemp(prefix="acklog-serve-")
         socket_path = os.path.join(workdir, "api.sock")
         metrics_dir = os.path.join(workdir, "metrics")
@@ -250,7 +255,8 @@ class Supervisor:
             await asyncio.gather(*watchers, reader, return_exceptions=True)
             os.close(wfd)
             shutil.rmtree(workdir, ignore_errors=True)
-        return clean if started else 1
+        # stopped by a signal before every child was up: a clean stop, not a failure
+        return clean if started or self.signalled else 1
 
     async def _started(self) -> bool:
         """Every child ready, or one of them died starting (port taken, bad settings…)."""

@@ -424,3 +424,60 @@ async def test_huge_meta_batches_leave_webhooks_alone(dsn: str, conn: asyncpg.Co
     assert messages == 32_000 * len(batches)
     assert set(flow.statuses()) == {200}
     assert p99(during) < 1.0
+
+
+async def test_serve_fails_fast_when_the_port_is_taken(dsn: str) -> None:
+    """A port held by another program (without SO_REUSEPORT): no worker can bind, so the
+    supervisor stops the other children and exits 1 instead of serving half."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = Process(["serve", "--port", str(port)], dsn)
+        await process.start()
+        assert process.proc is not None
+        async with asyncio.timeout(60):
+            code = await process.proc.wait()
+        await process.stop()
+    print(f"serve on a taken port: exit {code}")
+    assert code == 1
+    assert any("failed to start" in line for line in process.lines), process.lines[-5:]
+    assert not any("acklog listening" in line for line in process.lines)
+
+
+async def test_each_role_runs_alone(dsn: str, conn: asyncpg.Connection) -> None:
+    """``serve --role api``, ``--role ingest`` (relaying to that API over TCP) and
+    ``--role projector``, each a process of its own, make one working acklog."""
+    api_port, ingest_port = free_port(), free_port()
+    api = Process(
+        ["serve", "--role", "api", "--port", str(api_port)],
+        dsn,
+        marker="acklog API listening",
+        ACKLOG_API_KEY=KEY,
+    )
+    ingest = Process(
+        ["serve", "--role", "ingest", "--port", str(ingest_port)],
+        dsn,
+        marker="acklog ingest worker listening",
+        ACKLOG_API_UPSTREAM=f"http://127.0.0.1:{api_port}",
+    )
+    projector = Process(["serve", "--role", "projector"], dsn)
+    token = await add_channel(dsn, "w", "waha")
+    try:
+        await asyncio.gather(api.start(), ingest.start(), projector.start())
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{ingest_port}"
+            async with session.post(f"{url}/hooks/w?token={token}", data=waha_outgoing("A1")) as r:
+                assert r.status == 200
+            async with asyncio.timeout(30):
+                await caught_up_to(conn, 1)
+            async with session.get(f"{url}/v1/channels/w/messages", headers=AUTH) as r:
+                assert r.status == 200, "relayed to the API process over TCP"
+                page = await r.json()
+            async with session.get(f"http://127.0.0.1:{api_port}/hooks/w") as r:
+                assert r.status == 404, "the API process takes no webhooks"
+    finally:
+        await asyncio.gather(api.stop(), ingest.stop(), projector.stop())
+    assert [m["message_id"].rsplit("_", 1)[1] for m in page["items"]] == ["A1"]
