@@ -46,6 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.workers is not None:
         settings = msgspec.structs.replace(settings, workers=args.workers)
+    if settings.workers < 1:
+        raise SystemExit("--workers (ACKLOG_WORKERS) must be at least 1")
     if args.child:  # started by the supervisor: migrations are applied, the DSN is set
         roles.die_with_supervisor()
         return _serve_role(args.role, settings, database_url(settings), supervised=True)

@@ -19,11 +19,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventstore.append import write_batch
 from eventstore.events import NewEvent
 from eventstore.pool import connect
-from eventstore.read import head
+from eventstore.read import head, read_page
 from tests.apps import add_channel
 from tests.payloads import waha_outgoing
 from tests.procs import Process, free_port
@@ -132,7 +134,10 @@ async def calm_p99(flow: Flow, seconds: float) -> float:
 async def test_workers_share_one_port_and_metrics_count_them_all(
     dsn: str, conn: asyncpg.Connection
 ) -> None:
-    server = await started(dsn, "--workers", "3", ACKLOG_API_KEY=KEY)
+    metrics_port = free_port()
+    server = await started(
+        dsn, "--workers", "3", ACKLOG_API_KEY=KEY, ACKLOG_METRICS_PORT=str(metrics_port)
+    )
     token = await add_channel(dsn, "w", "waha")
     sent = 300 * SOAK
     try:
@@ -156,23 +161,31 @@ async def test_workers_share_one_port_and_metrics_count_them_all(
             held = {pid: established(pid, server.port) for pid in workers}  # type: ignore[attr-defined]
             async with session.get(f"{base(server)}/metrics") as resp:
                 text = await resp.text()
+            async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+                assert resp.status == 200
+                on_metrics_port = await resp.text()
             async with session.get(f"{base(server)}/v1/channels", headers=AUTH) as resp:
                 assert resp.status == 200, "the query API answers on the public port"
     finally:
         await server.stop()
-    stored = sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("acklog_webhooks_received_total{") and 'outcome="stored"' in line
-    )
+    stored = stored_count(text)
     print(
         f"3 ingest workers on one port: connections held per worker {sorted(held.values())},"
         f" {sent} webhooks sent, /metrics counts {stored:.0f} stored"
     )
     assert all(n > 0 for n in held.values()), f"a worker took no connection: {held}"
     assert stored == sent, "/metrics must count the webhooks of every worker"
+    assert stored_count(on_metrics_port) == sent, "ACKLOG_METRICS_PORT serves the same sums"
     assert await head(conn) == sent
     assert server.proc is not None and server.proc.returncode == 0, "clean SIGTERM shutdown"
+
+
+def stored_count(exposition: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith("acklog_webhooks_received_total{") and 'outcome="stored"' in line
+    )
 
 
 def established(pid: int, port: int) -> int:
@@ -481,3 +494,43 @@ async def test_each_role_runs_alone(dsn: str, conn: asyncpg.Connection) -> None:
     finally:
         await asyncio.gather(api.stop(), ingest.stop(), projector.stop())
     assert [m["message_id"].rsplit("_", 1)[1] for m in page["items"]] == ["A1"]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sizes=st.lists(st.integers(0, 300), min_size=0, max_size=25),
+    max_bytes=st.integers(1, 1000),
+    limit=st.integers(1, 10),
+)
+async def test_pages_by_bytes_give_every_event_once_and_stay_bounded(
+    conn: asyncpg.Connection, sizes: list[int], max_bytes: int, limit: int
+) -> None:
+    """For any body sizes, byte budget and limit: following ``next_after`` yields every event
+    once, in order; a page holds at most ``limit`` events and ``max_bytes`` of bodies unless
+    it is a single event."""
+    channel = f"p{next(_examples)}"
+    received = dt.datetime.now(dt.UTC)
+    events = [
+        NewEvent(channel=channel, provider="waha", body=b"%d:" % i + b"x" * n, received_at=received)
+        for i, n in enumerate(sizes)
+    ]
+    written = await write_batch(conn, [e.with_dedup_key(None) for e in events]) if events else []
+    seen: list[int] = []
+    after = 0
+    for _ in range(len(sizes) + 1):
+        page, more = await read_page(
+            conn, after=after, limit=limit, max_bytes=max_bytes, channel=channel
+        )
+        assert len(page) <= limit
+        assert len(page) == 1 or sum(len(e.body) for e in page) <= max_bytes
+        seen += [e.position for e in page]
+        if not more:
+            break
+        assert page, "more follows, so the page is not empty"
+        after = page[-1].position
+    assert seen == [w.position for w in written]
+
+
+_examples = itertools.count()
