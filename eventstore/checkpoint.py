@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import asyncpg
 
 
@@ -50,3 +52,11 @@ async def reset(conn: asyncpg.Connection, name: str, position: int) -> None:
 async def drop(conn: asyncpg.Connection, name: str) -> None:
     """Forget a checkpoint (a rebuild's own, once its schema is swapped in or dropped)."""
     await conn.execute("DELETE FROM checkpoints WHERE name = $1", name)
+
+
+async def all_checkpoints(
+    conn: asyncpg.Connection | asyncpg.Pool,
+) -> list[tuple[str, int, dt.datetime]]:
+    """(name, position, updated_at) of every reader, live and rebuilds in progress."""
+    rows = await conn.fetch("SELECT name, position, updated_at FROM checkpoints ORDER BY name")
+    return [(r["name"], r["position"], r["updated_at"]) for r in rows]

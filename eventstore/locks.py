@@ -7,6 +7,11 @@ checks that the two agree.
 
 from __future__ import annotations
 
+import datetime as dt
+
+import asyncpg
+import msgspec
+
 #: Transaction lock taken by the events table's BEFORE INSERT statement trigger: appends
 #: draw positions one transaction at a time, so readers never skip an event (invariant 3).
 APPEND = 7312004711
@@ -18,3 +23,32 @@ PROJECTOR_LEADER = 7312004721
 READ_MODEL_WRITE = 7312004722
 #: Session lock: one rebuild or verify at a time.
 REBUILD = 7312004723
+
+
+async def holder(conn: asyncpg.Connection | asyncpg.Pool, key: int) -> Holder | None:
+    """Who holds the session advisory lock ``key`` (its application name and since when)."""
+    row = await conn.fetchrow(
+        "SELECT a.pid, a.application_name, a.client_addr::text AS client, a.backend_start"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        " AND l.classid = $1 AND l.objid = $2 AND l.database ="
+        " (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " LIMIT 1",
+        (key >> 32) & 0xFFFFFFFF,
+        key & 0xFFFFFFFF,
+    )
+    if row is None:
+        return None
+    return Holder(
+        pid=row["pid"],
+        application_name=row["application_name"] or "",
+        client=row["client"],
+        since=row["backend_start"],
+    )
+
+
+class Holder(msgspec.Struct, frozen=True, kw_only=True):
+    pid: int
+    application_name: str
+    client: str | None
+    since: dt.datetime | None

@@ -101,6 +101,77 @@ async def head(conn: asyncpg.Connection | asyncpg.Pool) -> int:
     return int(value)
 
 
+#: a filter no index serves (provider, duplicate) looks at most this many positions per page
+SCAN_WINDOW = 20_000
+
+
+async def newest(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    before: int,
+    limit: int,
+    channel: str | None = None,
+    provider: str | None = None,
+    duplicate: bool | None = None,
+    window: int = SCAN_WINDOW,
+) -> tuple[list[StoredEvent], int | None]:
+    """Newest first, below ``before``: (events, where the next page starts or None).
+
+    One channel walks ``(channel, position)``, all channels the primary key, backwards. The
+    provider and duplicate filters have no index, so they look at ``window`` positions at
+    most: a page may come back short, and the next page continues below the window.
+    """
+    args: list[object] = [before, limit]
+    where = ["position < $1"]
+    if channel is not None:
+        args.append(channel)
+        where.append(f"channel = ${len(args)}")
+    windowed = provider is not None or duplicate is not None
+    if windowed:
+        args.append(before - window)
+        where.append(f"position >= ${len(args)}")
+    if provider is not None:
+        args.append(provider)
+        where.append(f"provider = ${len(args)}")
+    if duplicate is not None:
+        where.append("duplicate_of IS NOT NULL" if duplicate else "duplicate_of IS NULL")
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)}"
+        " ORDER BY position DESC LIMIT $2",
+        *args,
+    )
+    events = [_event(r) for r in rows]
+    if len(events) == limit:
+        return events, events[-1].position
+    if windowed and before - window > 1:
+        return events, before - window
+    return events, None
+
+
+async def get_many(
+    conn: asyncpg.Connection | asyncpg.Pool, positions: list[int]
+) -> list[StoredEvent]:
+    """The events at these positions (primary-key probes), newest first."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE position = ANY($1::bigint[]) ORDER BY position DESC",
+        positions,
+    )
+    return [_event(r) for r in rows]
+
+
+async def latest_by_channel(
+    conn: asyncpg.Connection | asyncpg.Pool, channels: list[str]
+) -> dict[str, tuple[int, dt.datetime]]:
+    """(position, received_at) of each channel's newest event: one index probe per channel."""
+    rows = await conn.fetch(
+        "SELECT c.name, e.position, e.received_at FROM unnest($1::text[]) AS c(name)"
+        " CROSS JOIN LATERAL (SELECT position, received_at FROM events"
+        " WHERE channel = c.name ORDER BY position DESC LIMIT 1) AS e",
+        channels,
+    )
+    return {r["name"]: (r["position"], r["received_at"]) for r in rows}
+
+
 async def oldest_after(
     conn: asyncpg.Connection | asyncpg.Pool, position: int
 ) -> dt.datetime | None:

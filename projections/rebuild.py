@@ -86,6 +86,7 @@ async def rebuild(dsn: str, *, clock: Clock = utcnow, progress: ProgressFn | Non
             await checkpoint.reset(conn, LIVE_CHECKPOINT, max(builder.position, live))
             await schema.swap_in(conn, builder.schema)
             await checkpoint.drop(conn, builder.name)
+            await conn.execute("INSERT INTO rebuilds (position) VALUES ($1)", builder.position)
         builder = None
         return await head(conn)
     finally:
@@ -121,3 +122,14 @@ async def verify(
         if builder is not None:
             await _drop(conn, builder)
         await conn.close()
+
+
+class LastRebuild(msgspec.Struct, frozen=True, kw_only=True):
+    finished_at: dt.datetime
+    position: int
+
+
+async def last_rebuild(conn: asyncpg.Connection | asyncpg.Pool) -> LastRebuild | None:
+    """The most recent rebuild that swapped its models in, if any."""
+    row = await conn.fetchrow("SELECT finished_at, position FROM rebuilds ORDER BY id DESC LIMIT 1")
+    return LastRebuild(finished_at=row["finished_at"], position=row["position"]) if row else None

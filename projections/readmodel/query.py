@@ -135,6 +135,26 @@ class MessageFilter(msgspec.Struct, frozen=True, kw_only=True):
     until: dt.datetime | None = None
     after: tuple[int, str] | None = None
     limit: int = 50
+    #: console only: a message id, or text / phone digits found in the chat or sender
+    search: str | None = None
+    #: console only: messages with (True) or without (False) a failure on record
+    failed: bool | None = None
+    #: filters no index serves (search, failed) look at this many log positions per page
+    window: int = 20_000
+
+
+MAX_POSITION = 2**63 - 1
+
+
+def windowed(f: MessageFilter) -> bool:
+    """The filter has a predicate no index serves, so a page looks at ``window`` positions."""
+    return f.search is not None or f.failed is not None
+
+
+def window_floor(f: MessageFilter) -> int:
+    """The lowest ``first_position`` a windowed page looks at."""
+    top = f.after[0] if f.after is not None else MAX_POSITION
+    return max(top - f.window, 0)
 
 
 class MessageSummaryRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -188,6 +208,18 @@ def list_messages_sql(f: MessageFilter) -> tuple[str, list[object]]:
         where.append(f"first_seen_at >= {arg(f.since)}")
     if f.until is not None:
         where.append(f"first_seen_at < {arg(f.until)}")
+    if f.search is not None:
+        text = arg(f.search)
+        digits = arg("".join(c for c in f.search if c.isdigit()) or None)
+        where.append(
+            f"(key = {text} OR strpos(chat, {text}) > 0 OR strpos(sender, {text}) > 0"
+            f" OR strpos(regexp_replace(coalesce(chat, '') || ' ' || coalesce(sender, ''),"
+            f" '[^0-9]', '', 'g'), {digits}) > 0)"
+        )
+    if f.failed is not None:
+        where.append(("" if f.failed else "NOT ") + "(failures <> '[]'::jsonb)")
+    if windowed(f):
+        where.append(f"first_position >= {arg(window_floor(f))}")
     if f.after is not None:
         position, key = arg(f.after[0]), arg(f.after[1])
         where.append(
