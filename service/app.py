@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from eventstore.append import Appender
 from eventstore.pool import create_pool
 from projections.runner import Clock, Projector, utcnow
-from service import api, health, ingest, metrics, openapi, proxy, readiness, snapshot
+from service import api, console, health, ingest, metrics, openapi, proxy, readiness, snapshot
 from service.auth import FailureLimiter
 from service.channels import ChannelCache
 from service.config import Settings
@@ -135,6 +135,7 @@ def _add_api(app: web.Application) -> None:
     app.add_routes([web.get("/metrics", metrics_view)])
     app.add_routes(openapi.routes())
     app.add_subapp("/v1", api.make_api(app))
+    console.install(app)
 
 
 def make_app(settings: Settings, dsn: str, *, clock: Clock = utcnow) -> web.Application:
