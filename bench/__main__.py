@@ -196,6 +196,10 @@ async def query_phase(
     if query.api_available():
         duration = 3.0 if not args.quick else 1.0
         q["http"] = await query.http_bench(dsn, workdir, args.runs, duration, 16, use_wrk)
+    if query.console_available():
+        from bench import console
+
+        q["console"] = await console.page_bench(dsn, workdir, args.runs)
     return q
 
 

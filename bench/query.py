@@ -180,6 +180,14 @@ def api_available() -> bool:
     return True
 
 
+def console_available() -> bool:
+    try:
+        import service.console  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 async def http_bench(
     dsn: str, workdir: Path, runs: int, duration: float, connections: int, use_wrk: bool
 ) -> dict[str, Any]:
