@@ -554,6 +554,23 @@ def _gaps(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _rounds_missing(r: dict[str, Any]) -> list[str]:
+    """Figures made of fewer rounds than the run stated (a phase cut short, a failed round)."""
+    stated = r.get("runs", 0)
+    out = []
+    for target, by_conn in (r.get("ingest", {}).get("raw") or {}).items():
+        for conns, rounds in by_conn.items():
+            if len(rounds) != stated:
+                out.append(f"ingest {target} at {conns} conn.: {len(rounds)} of {stated}")
+    e2e = r.get("e2e")
+    if e2e and e2e.get("best_sustained_rps") and len(e2e.get("confirm_runs", [])) != stated:
+        out.append(f"end to end repeats: {len(e2e['confirm_runs'])} of {stated}")
+    for name, v in (r.get("decode") or {}).items():
+        if len(v.get("runs", [])) != stated:
+            out.append(f"decode {name}: {len(v.get('runs', []))} of {stated}")
+    return out
+
+
 def _warnings(r: dict[str, Any]) -> list[str]:
     """What makes this run's figures weaker than they look, first, in bold."""
     m = r["machine"]
@@ -569,6 +586,9 @@ def _warnings(r: dict[str, Any]) -> list[str]:
         out.append(f"> **{r.get('runs')} run(s) per figure**: no median, no spread.")
     if r.get("errors"):
         out.append(f"> **Phases failed**: {', '.join(r['errors'])} (traces below).")
+    short = _rounds_missing(r)
+    if short:
+        out.append("> **Fewer rounds than stated**: " + "; ".join(short) + ".")
     return [*[line + "\n>" for line in out[:-1]], *out[-1:], ""] if out else []
 
 
