@@ -111,3 +111,17 @@ def test_failures_keep_the_earliest_sighting_and_the_earliest_provider_time() ->
     other = Report(status="not_sent", at=at(0), position=0, raw="failed", error_code="2")
     m.report(other)
     assert [x.code for x in m.failures] == ["2", "1"]  # ordered by time, then position
+
+
+def test_a_status_milestone_keeps_the_providers_time() -> None:
+    m = new()
+    m.report(Report(status="read", at=at(3), position=3, raw="read", pt=42.0))
+    assert m.milestones["read"] == Milestone(at=at(3), position=3, pt=42.0)
+
+
+def test_a_later_failure_copy_without_provider_time_changes_nothing() -> None:
+    m = new()
+    first = Report(status="not_sent", at=at(1), position=1, raw="failed", error_code="1", pt=5.0)
+    m.report(first)
+    m.report(Report(status="not_sent", at=at(2), position=2, raw="failed", error_code="1"))
+    assert [(f.at, f.position, f.pt) for f in m.failures] == [(at(1), 1, 5.0)]
