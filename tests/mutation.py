@@ -34,6 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = Path(os.environ.get("ACKLOG_MUTATE_DIR", "/tmp/acklog-mutate"))
 SAMPLES = (ROOT.parent / "shared" / "samples").resolve()
 
+#: groups whose mutants are narrowed to some functions (mutmut name patterns)
+PATTERNS: dict[str, list[str]] = {
+    # the hot path's promises: refusals, the body limits, the commit and its 503
+    "ingest_503": ["service.ingest.x_receive__mutmut_*"],
+}
+
 #: group → (files whose functions are mutated, the tests that must kill them)
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "message_state": (
@@ -86,6 +92,8 @@ def _mutmut_config(files: list[str], tests: list[str]) -> str:
         f"source_paths = {json.dumps(sources)}\n"
         f"only_mutate = {json.dumps(files)}\n"
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
+        # migrate() reads sql/ beside the eventstore package, which mutmut copies to mutants/
+        'also_copy = ["sql"]\n'
         # per test run: no coverage noise, no cache, fail fast; the per-test timeout stays
         'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]\n'
         "timeout_multiplier = 5.0\n"
@@ -125,7 +133,7 @@ def run_group(group: str, max_children: int, budget: float | None = None) -> dic
         env = {**os.environ, "DATABASE_URL": dsn, "ACKLOG_SAMPLES": str(SAMPLES)}
         env.pop("PYTEST_ADDOPTS", None)
         proc = subprocess.Popen(
-            [mutmut, "run", "--max-children", str(max_children)],
+            [mutmut, "run", "--max-children", str(max_children), *PATTERNS.get(group, [])],
             cwd=work,
             env=env,
             start_new_session=True,  # its own process group: the budget ends all of it
@@ -287,6 +295,8 @@ def main(argv: list[str]) -> None:
     )
     sub.add_parser("tables", help="mutate the module-level tables")
     sub.add_parser("report", help="scores so far")
+    f = sub.add_parser("refresh", help="re-read a group's results (after `mutmut run NAMES`)")
+    f.add_argument("group", choices=list(GROUPS))
     args = p.parse_args(argv)
     if args.cmd == "run":
         for group in GROUPS if args.group == "all" else [args.group]:
@@ -296,6 +306,19 @@ def main(argv: list[str]) -> None:
         WORK.mkdir(parents=True, exist_ok=True)
         out = table_mutants()
         (WORK / "tables.json").write_text(json.dumps(out, indent=1, ensure_ascii=False))
+        report()
+    elif args.cmd == "refresh":
+        work = WORK / args.group
+        text = subprocess.run(
+            [str(Path(sys.executable).parent / "mutmut"), "results", "--all", "true"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        old = json.loads((work / "summary.json").read_text())
+        old.update(summarize_results(text))
+        (work / "summary.json").write_text(json.dumps(old, indent=1))
         report()
     else:
         report()
