@@ -7,9 +7,10 @@ from anyone. The guard wraps aiohttp's protocol factory (it works with asyncio's
 uvloop's transports alike):
 
 - every request head, the first on a connection or the tenth on a keep-alive one, must be
-  complete ``header_timeout`` seconds after its first byte arrived (the connection's opening,
-  for the first), else the connection is closed (a request reaching the app is the sign its head is complete, so aiohttp's own
-  parser stays the only one);
+  complete ``header_timeout`` seconds after its first byte arrived (after the connection
+  opened, for the first), else the connection is closed. A request reaching the app (the
+  outermost middleware) is the sign that its head is complete, so aiohttp's parser stays
+  the only one; idle time between requests is aiohttp's ``keepalive_timeout``;
 - past ``max_connections`` open connections, or past ``per_client`` from one client address
   (IPv6 counted per /64), new connections are closed at once; the provider retries and the
   open ones keep working. Trusted proxies are exempt from the per-client cap: they carry

@@ -55,6 +55,7 @@ EXPOSED_METRICS = frozenset(
         "acklog_instance_connected",
         "acklog_instance_status",
         "acklog_database_up",
+        "acklog_connections_closed_total",
     }
 )
 
