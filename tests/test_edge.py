@@ -32,6 +32,7 @@ from service.auth import (
 )
 from service.channels import Channel, token_hash
 from service.clientaddr import forwarded_client, trusted_proxies
+from service.readiness import RECHECK_AFTER, AppendHealth
 from service.server import client_key
 from tests.apps import add_channel
 from tests.procs import ROOT, free_port, serve
@@ -425,3 +426,15 @@ def test_another_providers_signature_header_is_no_signature(
             channel, query_token=token, authorization=None, headers=headers, body=body, url=url
         )
         assert (reason is None) == authentic, reason
+
+
+def test_a_failed_append_lapses_without_traffic_and_clears_on_success() -> None:
+    health = AppendHealth()
+    assert health.failing() is None
+    health.failed("DiskFullError: could not extend file")
+    assert health.failing() == "DiskFullError: could not extend file"
+    now = time.monotonic()
+    assert health.failing(now + RECHECK_AFTER - 1) is not None
+    assert health.failing(now + RECHECK_AFTER + 1) is None, "no traffic: probe the store again"
+    health.stored()
+    assert health.failing() is None
