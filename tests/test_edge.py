@@ -32,6 +32,7 @@ from service.auth import (
 )
 from service.channels import Channel, token_hash
 from service.clientaddr import forwarded_client, trusted_proxies
+from service.config import from_env
 from service.readiness import RECHECK_AFTER, AppendHealth
 from service.server import client_key
 from tests.apps import add_channel
@@ -438,3 +439,16 @@ def test_a_failed_append_lapses_without_traffic_and_clears_on_success() -> None:
     assert health.failing(now + RECHECK_AFTER + 1) is None, "no traffic: probe the store again"
     health.stored()
     assert health.failing() is None
+
+
+def test_trusted_proxies_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACKLOG_TRUSTED_PROXIES", "10.0.0.7, 192.168.0.0/16 ::1")
+    assert from_env().trusted_proxies == ("10.0.0.7/32", "192.168.0.0/16", "::1/128")
+    monkeypatch.setenv("ACKLOG_TRUST_FORWARDED_FOR", "1")  # beside the new one: harmless
+    assert from_env().trusted_proxies == ("10.0.0.7/32", "192.168.0.0/16", "::1/128")
+    monkeypatch.setenv("ACKLOG_TRUSTED_PROXIES", "10.0.0.0/33")
+    with pytest.raises(SystemExit, match="ACKLOG_TRUSTED_PROXIES"):
+        from_env()
+    monkeypatch.delenv("ACKLOG_TRUSTED_PROXIES")
+    with pytest.raises(SystemExit, match="replaced by ACKLOG_TRUSTED_PROXIES"):
+        from_env()
