@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 import asyncpg
+import msgspec
 
 from eventstore.events import StoredEvent
 
@@ -103,6 +104,41 @@ async def head(conn: asyncpg.Connection | asyncpg.Pool) -> int:
 
 #: a filter no index serves (provider, duplicate) looks at most this many positions per page
 SCAN_WINDOW = 20_000
+#: lists of events carry bodies up to this size (larger ones are read one at a time)
+LISTED_BODY_BYTES = 64 * 1024
+
+
+class Listed(msgspec.Struct, frozen=True, kw_only=True):
+    """An event in a list: ``event.body`` is empty when ``cut`` (``size`` bytes not read)."""
+
+    event: StoredEvent
+    size: int
+    cut: bool
+
+
+def _listed_sql(where: str, order: str) -> str:
+    """Bodies over ``$3`` bytes are not read: ``octet_length`` comes from the TOAST header."""
+    cols = _COLUMNS.replace("body,", "CASE WHEN octet_length(body) <= $3 THEN body END AS body,")
+    return (
+        f"SELECT {cols}, octet_length(body) AS size FROM events WHERE {where}"
+        f" ORDER BY position {order} LIMIT $2"
+    )
+
+
+def _listed(row: asyncpg.Record) -> Listed:
+    cut = row["body"] is None
+    event = StoredEvent(
+        position=row["position"],
+        received_at=row["received_at"],
+        channel=row["channel"],
+        provider=row["provider"],
+        content_type=row["content_type"],
+        headers=row["headers"],
+        body=b"" if cut else row["body"],
+        dedup_key=row["dedup_key"],
+        duplicate_of=row["duplicate_of"],
+    )
+    return Listed(event=event, size=row["size"], cut=cut)
 
 
 async def newest(
@@ -114,14 +150,14 @@ async def newest(
     provider: str | None = None,
     duplicate: bool | None = None,
     window: int = SCAN_WINDOW,
-) -> tuple[list[StoredEvent], int | None]:
+) -> tuple[list[Listed], int | None]:
     """Newest first, below ``before``: (events, where the next page starts or None).
 
     One channel walks ``(channel, position)``, all channels the primary key, backwards. The
     provider and duplicate filters have no index, so they look at ``window`` positions at
     most: a page may come back short, and the next page continues below the window.
     """
-    args: list[object] = [before, limit]
+    args: list[object] = [before, limit, LISTED_BODY_BYTES]
     where = ["position < $1"]
     if channel is not None:
         args.append(channel)
@@ -135,28 +171,40 @@ async def newest(
         where.append(f"provider = ${len(args)}")
     if duplicate is not None:
         where.append("duplicate_of IS NOT NULL" if duplicate else "duplicate_of IS NULL")
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)}"
-        " ORDER BY position DESC LIMIT $2",
-        *args,
-    )
-    events = [_event(r) for r in rows]
+    rows = await conn.fetch(_listed_sql(" AND ".join(where), "DESC"), *args)
+    events = [_listed(r) for r in rows]
     if len(events) == limit:
-        return events, events[-1].position
+        return events, events[-1].event.position
     if windowed and before - window > 1:
         return events, before - window
     return events, None
 
 
-async def get_many(
-    conn: asyncpg.Connection | asyncpg.Pool, positions: list[int]
-) -> list[StoredEvent]:
-    """The events at these positions (primary-key probes), newest first."""
+async def newer(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    after: int,
+    limit: int,
+    channel: str | None = None,
+) -> list[Listed]:
+    """Events after ``after`` in log order (a live view's next rows), bodies bounded."""
+    args: list[object] = [after, limit, LISTED_BODY_BYTES]
+    where = "position > $1"
+    if channel is not None:
+        args.append(channel)
+        where += " AND channel = $4"
+    return [_listed(r) for r in await conn.fetch(_listed_sql(where, "ASC"), *args)]
+
+
+async def get_many(conn: asyncpg.Connection | asyncpg.Pool, positions: list[int]) -> list[Listed]:
+    """The events at these positions (primary-key probes), newest first, bodies bounded."""
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM events WHERE position = ANY($1::bigint[]) ORDER BY position DESC",
+        _listed_sql("position = ANY($1::bigint[])", "DESC"),
         positions,
+        len(positions),
+        LISTED_BODY_BYTES,
     )
-    return [_event(r) for r in rows]
+    return [_listed(r) for r in rows]
 
 
 async def latest_by_channel(

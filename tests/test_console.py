@@ -405,3 +405,26 @@ async def test_a_missed_deadline_and_a_failure_are_drawn_and_explained(
     assert ("reported failure", "not_sent") in [(c.strip(), s) for c, s in steps]
     code = failure.messages[0].error_code
     assert code and f"The provider reported the failure: {code}" in page
+
+
+async def test_a_list_reads_no_big_body_but_the_event_page_shows_it(
+    server: TestServer, dsn: str, browser: aiohttp.ClientSession
+) -> None:
+    base = base_of(server)
+    token = await add_channel(dsn, "shop", "wamm")
+    big = hostile_wamm().replace(b"window.__pwned=1", b"x" * 100_000)
+    async with browser.post(
+        f"{base}/hooks/shop?token={token}", data=big, headers={"Content-Type": "application/json"}
+    ) as r:
+        position = (await r.json())["position"]
+    await sign_in(browser, base, KEY)
+    for path in ("/ui/events", "/ui/events?channel=shop", "/ui/events/live"):
+        async with browser.get(base + path) as r:
+            page = await r.text()
+        assert f"{len(big):,} bytes: open the event to decode it" in page, path
+        assert "x" * 1000 not in page
+    async with browser.get(f"{base}/ui/events/rows?after={position - 1}") as r:
+        assert "open the event to decode it" in (await r.json())["html"]
+    async with browser.get(f"{base}/ui/events/{position}") as r:
+        page = await r.text()
+    assert f"message in {HOSTILE_ID}" in page and "x" * 1000 in page

@@ -424,24 +424,39 @@ class Row(msgspec.Struct, frozen=True, kw_only=True):
     """An event in a list: what it is and what its decoder reads in it."""
 
     event: StoredEvent
+    size: int
+    #: the body was too big to read in a list: not decoded here
+    cut: bool
     summary: list[str]
     quarantine: str | None
     keys: list[str]
 
 
-def _row(event: StoredEvent) -> Row:
+def _row(listed: reader.Listed) -> Row:
+    event = listed.event
+    if listed.cut:  # a big body is decoded on its own page only
+        return Row(
+            event=event,
+            size=listed.size,
+            cut=True,
+            summary=[f"{listed.size:,} bytes: open the event to decode it"],
+            quarantine=None,
+            keys=[],
+        )
     decoded = api._decoding(event)
     keys = sorted({k for f in decoded.facts if (k := getattr(f, "key", None))})
     return Row(
         event=event,
+        size=listed.size,
+        cut=False,
         summary=[describe_fact(f) for f in decoded.facts] or ["no facts"],
         quarantine=decoded.error,
         keys=keys,
     )
 
 
-async def _rows(events: list[StoredEvent]) -> list[Row]:
-    if sum(len(e.body) for e in events) <= 256 * 1024:
+async def _rows(events: list[reader.Listed]) -> list[Row]:
+    if sum(len(e.event.body) for e in events) <= 256 * 1024:
         return [_row(e) for e in events]
     return await asyncio.to_thread(lambda: [_row(e) for e in events])
 
@@ -511,7 +526,7 @@ async def live_page(request: web.Request) -> web.Response:
     filters = _event_filters(request)
     pool = _pool(request)
     head = await reader.head(pool)
-    events = await reader.read(
+    events = await reader.newer(
         pool, after=max(head - PAGE, 0), limit=PAGE, channel=filters["channel"]
     )
     rows = [r for r in await _rows(events) if _matches(r, filters)]
@@ -540,7 +555,8 @@ def _matches(row: Row, filters: Mapping[str, Any]) -> bool:
         return False
     if filters["duplicate"] is not None and (e.duplicate_of is not None) != filters["duplicate"]:
         return False
-    if filters["quarantine"] is not None and (row.quarantine is not None) != filters["quarantine"]:
+    quarantined = row.quarantine is not None
+    if filters["quarantine"] is not None and not row.cut and quarantined != filters["quarantine"]:
         return False
     return True
 
@@ -549,13 +565,13 @@ async def event_rows(request: web.Request) -> web.Response:
     """The live view's poll: events after ``after``, as table rows rendered like the page's."""
     filters = _event_filters(request)
     after = api_params.parse_int(request.query.get("after", "0"), "after")
-    events = await reader.read(_pool(request), after=after, limit=PAGE, channel=filters["channel"])
+    events = await reader.newer(_pool(request), after=after, limit=PAGE, channel=filters["channel"])
     rows = [r for r in await _rows(events) if _matches(r, filters)]
     rows.reverse()
     html = aiohttp_jinja2.render_string(
         "rows.html", request, {"rows": rows, "message_url": message_url}
     )
-    body = json.dumps({"after": events[-1].position if events else after, "html": html})
+    body = json.dumps({"after": events[-1].event.position if events else after, "html": html})
     return web.Response(
         text=body, content_type="application/json", headers={"Cache-Control": "no-store"}
     )
