@@ -21,7 +21,7 @@ from aiohttp import web
 
 from eventstore.events import body_key
 from eventstore.pool import create_pool
-from service.ingest import kept_headers
+from service.headers import kept_headers
 
 NAIVE_TABLE = """
 CREATE TABLE IF NOT EXISTS naive_events (
@@ -58,7 +58,7 @@ async def naive(request: web.Request) -> web.Response:
         channel,
         channel.removeprefix("bench-"),
         request.headers.get("Content-Type"),
-        kept_headers(request),
+        kept_headers(request.raw_headers)[0],
         body,
         body_key(body),
     )

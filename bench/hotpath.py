@@ -22,13 +22,14 @@ from multidict import CIMultiDict
 from bench.db import channel_name, token
 from bench.mix import Mix
 from bench.stats import median
-from eventstore.events import NewEvent
+from eventstore.events import NewEvent, dedup_key
 from projections import providers
 from service import ingest, metrics
 from service.auth import authenticate
 from service.channels import Channel, token_hash
 from service.clientaddr import client_address
 from service.config import Settings
+from service.headers import kept_headers
 from service.responses import json_response
 from service.state import SETTINGS
 
@@ -93,7 +94,7 @@ async def _timeouts(n: int) -> float:
 
 def run() -> dict[str, float]:
     steps: dict[str, Callable[[web.Request, Channel, bytes], object]] = {
-        "kept_headers (filter and copy the headers)": lambda r, c, b: ingest.kept_headers(r),
+        "kept_headers (filter and copy the headers)": lambda r, c, b: kept_headers(r.raw_headers),
         "signed_url (absolute URL, for Twilio signatures)": lambda r, c, b: ingest.signed_url(r),
         "client_address + allow-list": lambda r, c, b: c.allows(client_address(r)),
         "authenticate (signature headers, token SHA-256, compare)": lambda r, c, b: authenticate(
@@ -107,14 +108,15 @@ def run() -> dict[str, float]:
         "providers.event_id (parse for WhatsGate/WAHA ids)": lambda r, c, b: providers.event_id(
             c.provider, b
         ),
-        "NewEvent + with_dedup_key (body SHA-256)": lambda r, c, b: NewEvent(
+        "NewEvent + dedup_key (body SHA-256)": lambda r, c, b: NewEvent(
             channel=c.name,
             provider=c.provider,
             body=b,
             received_at=dt.datetime.now(dt.UTC),
             content_type=r.headers.get("Content-Type"),
             headers={},
-        ).with_dedup_key(None),
+            dedup_key=dedup_key(None, b),
+        ),
         "metrics (received counter + latency histogram)": _metrics,
         "json_response (answer body and headers)": lambda r, c, b: json_response(
             {"status": "stored", "position": 123456, "duplicate_of": None}

@@ -1,24 +1,36 @@
-"""Group commit: one writer task turns concurrent appends into one transaction per batch.
+"""Group commit: writer tasks turn concurrent appends into one transaction per batch.
 
 Each caller waits on a future resolved only after its batch has committed, so an HTTP 2xx can
-follow; when the batch fails, every caller in it gets the exception (and answers 503).
+follow. Two writers keep two batches in flight: while one commits, the next forms and waits
+on the append lock (taken inside ``append_events`` before any position is drawn), so
+positions still follow commit order (invariant 3) and the second batch's dedup lookup runs
+with a snapshot that sees the first batch's rows.
+
+Failures are typed (``eventstore.errors``): when the database does not take a batch, every
+caller in it gets ``StoreUnavailable``; when the batch is refused for its *data*
+(``EventRejected``), it is split in halves and retried, so only the event that cannot be
+written fails and its neighbours commit (invariant 12).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 import asyncpg
 
+from eventstore.errors import EventRejected, StoreUnavailable, store_boundary
 from eventstore.events import Appended, NewEvent
 
 _APPEND = "SELECT event_position, event_duplicate_of FROM append_events($1, $2, $3, $4, $5, $6, $7)"
 
+Waiter = tuple[NewEvent, "asyncio.Future[Appended]", float]
 
-class AppenderClosed(RuntimeError):
-    """The appender is shutting down and takes no more events."""
+
+class AppenderClosed(StoreUnavailable):
+    """The appender is shutting down and takes no more events (a retry elsewhere succeeds)."""
 
 
 class Appender:
@@ -27,69 +39,117 @@ class Appender:
         pool: asyncpg.Pool,
         *,
         max_batch: int = 512,
+        writers: int = 2,
+        timeout: float = 10.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._pool = pool
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[NewEvent, asyncio.Future[Appended]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._writers = writers
+        self._timeout = timeout
         self._on_batch = on_batch
+        self._pending: list[Waiter] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._busy = 0
+        self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="acklog-appender")
+        self._idle.set()
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"acklog-appender-{i}")
+            for i in range(self._writers)
+        ]
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop (the writer drains before it exits)."""
+        """Finish what is queued, then stop (the writers drain before they exit)."""
         self._closed = True
-        if self._task is None:
-            return
-        await self._queue.join()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        while self._pending or self._busy:
+            self._idle.clear()
+            self._wakeup.set()
+            await self._idle.wait()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def append(self, event: NewEvent) -> Appended:
+        """Resolve once ``event`` is committed; raises ``StoreUnavailable`` (the database did
+        not take it, or the wait passed the timeout) or ``EventRejected`` (it never will)."""
         if self._closed:
             raise AppenderClosed("acklog is shutting down")
         fut: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((event, fut))
+        self._pending.append((event, fut, time.monotonic() + self._timeout))
+        self._wakeup.set()
         return await fut
 
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            await self._wakeup.wait()
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            if not self._pending:
+                self._wakeup.clear()
+            if not batch:
+                continue
+            self._busy += 1
             try:
                 await self._commit(batch)
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                self._busy -= 1
+                if not self._busy and not self._pending:
+                    self._idle.set()
 
-    async def _commit(self, batch: list[tuple[NewEvent, asyncio.Future[Appended]]]) -> None:
-        live = [(ev, fut) for ev, fut in batch if not fut.done()]
+    async def _commit(self, batch: list[Waiter]) -> None:
+        now = time.monotonic()
+        live = []
+        for waiter in batch:
+            if waiter[1].done():
+                continue
+            if waiter[2] <= now:  # waited its whole commit timeout in the queue
+                waiter[1].set_exception(StoreUnavailable("timed out waiting for a commit"))
+                continue
+            live.append(waiter)
         if not live:
             return
         try:
-            async with self._pool.acquire() as conn:
-                results = await write_batch(conn, [ev for ev, _ in live])
+            await self._write(live, min(w[2] for w in live) - now)
         except asyncio.CancelledError:
-            for _, fut in live:
-                if not fut.done():
-                    fut.set_exception(AppenderClosed("acklog is shutting down"))
+            _fail(live, AppenderClosed("acklog is shutting down"))
             raise
-        except Exception as exc:  # every waiter learns the batch did not commit
-            for _, fut in live:
-                if not fut.done():
-                    fut.set_exception(exc)
+        except Exception as exc:  # a bug: every waiter learns its batch did not commit
+            _fail(live, exc)
+
+    async def _write(self, live: list[Waiter], timeout: float) -> None:
+        try:
+            with store_boundary():
+                async with asyncio.timeout(timeout), self._pool.acquire() as conn:
+                    results = await write_batch(conn, [w[0] for w in live])
+        except EventRejected as exc:
+            if len(live) == 1:
+                _fail(live, exc)
+                return
+            # only the event at fault may fail: halve until it stands alone
+            half = len(live) // 2
+            await self._write(live[:half], timeout)
+            await self._write(live[half:], timeout)
+            return
+        except StoreUnavailable as exc:
+            _fail(live, exc)
             return
         if self._on_batch is not None:
             self._on_batch(len(live))
-        for (_, fut), result in zip(live, results, strict=True):
-            if not fut.done():
-                fut.set_result(result)
+        for waiter, result in zip(live, results, strict=True):
+            if not waiter[1].done():
+                waiter[1].set_result(result)
+
+
+def _fail(waiters: list[Waiter], exc: BaseException) -> None:
+    for _, fut, _ in waiters:
+        if not fut.done():
+            fut.set_exception(exc)
 
 
 async def write_batch(conn: asyncpg.Connection, events: list[NewEvent]) -> list[Appended]:
@@ -104,4 +164,4 @@ async def write_batch(conn: asyncpg.Connection, events: list[NewEvent]) -> list[
         [e.body for e in events],
         [e.dedup_key for e in events],
     )
-    return [Appended(r["event_position"], r["event_duplicate_of"]) for r in rows]
+    return [Appended(r[0], r[1]) for r in rows]

@@ -69,7 +69,11 @@ async def _api_only_database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _appender(app: web.Application) -> AsyncIterator[None]:
-    appender = Appender(app[POOL], on_batch=metrics.append_batch_size.observe)
+    appender = Appender(
+        app[POOL],
+        timeout=app[SETTINGS].commit_timeout,
+        on_batch=metrics.append_batch_size.observe,
+    )
     await appender.start()
     app[APPENDER] = appender
     yield

@@ -235,24 +235,31 @@ class ChannelCache:
         self._ttl = ttl
         self._items: dict[str, tuple[float, Channel]] = {}
 
-    async def get(self, name: str) -> Channel | None:
-        now = time.monotonic()
+    def peek(self, name: str) -> tuple[Channel | None, bool]:
+        """(the cached channel or None, whether it is still fresh), without any query."""
         hit = self._items.get(name)
-        if hit and hit[0] > now:
-            return hit[1]
+        if hit is None:
+            return None, False
+        return hit[1], hit[0] > time.monotonic()
+
+    async def get(self, name: str) -> Channel | None:
+        channel, fresh = self.peek(name)
+        if fresh:
+            return channel
+        return await self.refresh(name)
+
+    async def refresh(self, name: str) -> Channel | None:
+        """Re-read one channel now, bypassing the cache (after a failed authentication).
+
+        When the read fails the cached entry stays, so an outage does not forget channels."""
         channel = await get(self._pool, name)
         if channel is None:
             self._items.pop(name, None)
         else:
             if len(self._items) > 10_000:
                 self._items.clear()
-            self._items[name] = (now + self._ttl, channel)
+            self._items[name] = (time.monotonic() + self._ttl, channel)
         return channel
-
-    async def refresh(self, name: str) -> Channel | None:
-        """Re-read one channel now, bypassing the cache (after a failed authentication)."""
-        self._items.pop(name, None)
-        return await self.get(name)
 
     def invalidate(self) -> None:
         self._items.clear()

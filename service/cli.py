@@ -16,7 +16,7 @@ from eventstore.pool import connect
 from projections.providers import PROVIDERS
 from projections.rebuild import Progress, RebuildBusy, rebuild, verify
 from projections.runner import Projector
-from service import apikey, channels, roles
+from service import apikey, channels, eventloop, roles
 from service import tail as tail_command
 from service.config import Settings, from_env
 from service.database import database_url, wait_and_migrate
@@ -73,7 +73,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "" if args.no_projector else ", projector"
     )
     banner = (
-        f"acklog listening on {settings.base_url} (database: {where}; {processes})\n"
+        f"acklog listening on {settings.base_url} (database: {where}; {processes};"
+        f" event loop: {eventloop.name()})\n"
         f"  add a channel:  .venv/bin/acklog channels add shop --provider wamm\n"
         f"  webhook URL:    {settings.base_url}/hooks/<channel>?token=<token>\n"
         f"  health:         {settings.base_url}/readyz   metrics: {settings.base_url}/metrics\n"

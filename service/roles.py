@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from projections.runner import Projector
-from service import server
+from service import eventloop, server
 from service.config import Settings
 from service.observe import observe_batch
 
@@ -78,7 +78,7 @@ def run_ingest(settings: Settings, dsn: str, *, announce: bool) -> None:
         if announce:
             print(f"acklog ingest worker listening on {settings.base_url}", flush=True)
 
-    asyncio.run(
+    eventloop.run(
         server.serve_forever(
             ingest_app(settings, dsn),
             settings.host,
@@ -101,7 +101,7 @@ def run_api(settings: Settings, dsn: str, *, supervised: bool) -> None:
         if not supervised:
             print(f"acklog API listening on {settings.host}:{port}", flush=True)
 
-    asyncio.run(
+    eventloop.run(
         server.serve_forever(
             api_app(settings, dsn),
             settings.host,

@@ -275,6 +275,9 @@ async def start(
         max_headers=100,
         max_field_size=8190,
         max_line_size=8190,
+        # the stored body is the bytes received (a gzip body stays gzip): signatures are over
+        # those bytes, and decoding is the projector's job
+        auto_decompress=False,
     )
     guard = ConnectionGuard(limits)
     app.middlewares.insert(0, guard.middleware)  # before setup: the app is frozen there

@@ -12,6 +12,7 @@ Modules are imported on first use so ingest, which needs only ``event_id``, stay
 from __future__ import annotations
 
 import importlib
+import zlib
 from collections.abc import Callable, Mapping
 from functools import cache
 from types import ModuleType
@@ -60,7 +61,7 @@ def decode(
     decoder tests prove the net is never needed for well-behaved decoders.
     """
     try:
-        return decoder(provider)(body, content_type, headers)
+        return decoder(provider)(_decoded(body, headers), content_type, headers)
     except DecodeError:
         raise
     except UnknownProvider:
@@ -69,6 +70,28 @@ def decode(
         raise DecodeError(
             "decoder_bug", f"decoder error: {type(exc).__name__}: {exc}"[:500]
         ) from None
+
+
+#: a compressed body is stored as received; decoders see it decompressed, up to this size
+MAX_DECODED = 16 * 1024 * 1024
+
+
+def _decoded(body: bytes, headers: Mapping[str, str]) -> bytes:
+    """``body`` without the Content-Encoding it was received with (gzip or deflate)."""
+    encoding = headers.get("content-encoding")
+    if not encoding:
+        return body
+    wbits = {"gzip": 31, "x-gzip": 31, "deflate": 15}.get(encoding.strip().lower())
+    if wbits is None:
+        raise DecodeError(f"unsupported Content-Encoding {encoding[:32]!r}")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, MAX_DECODED)
+    except zlib.error as exc:
+        raise DecodeError(f"body does not decompress as {encoding[:32]}: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise DecodeError(f"decompressed body exceeds {MAX_DECODED} bytes")
+    return out
 
 
 def event_id(provider: str, body: bytes) -> str | None:
