@@ -12,6 +12,7 @@ Neither authenticates nor deduplicates: they bound what acklog's work costs.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import sys
 from typing import Any
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from eventstore.events import body_key
 from eventstore.pool import create_pool
+from service import eventloop
 from service.headers import kept_headers
 
 NAIVE_TABLE = """
@@ -89,13 +91,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("kind", choices=("bare", "naive"))
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--dsn")
+    p.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: N processes, 1 port")
     args = p.parse_args(argv)
+    # the same event loop implementation as acklog's (ACKLOG_LOOP: uvloop where installed)
+    factory = eventloop.factory()
+    loop = factory() if factory is not None else asyncio.new_event_loop()
     web.run_app(
         make_app(args.kind, args.dsn),
         host="127.0.0.1",
         port=args.port,
         access_log=None,
         print=None,
+        reuse_port=args.reuse_port or None,
+        loop=loop,
     )
     return 0
 
