@@ -88,12 +88,6 @@ class Group:
         return out
 
 
-def _roles_landed() -> bool:
-    """Whether ``acklog serve`` has process roles (``--role``/``--workers``)."""
-    out = subprocess.run([procs.ACKLOG, "serve", "--help"], capture_output=True, text=True)
-    return "--workers" in out.stdout and "--role" in out.stdout
-
-
 @contextlib.contextmanager
 def _group(
     name: str, argvs: list[list[str]], port: int, workdir: Path, env: dict[str, str]
@@ -114,25 +108,18 @@ def _group(
 
 
 @contextlib.contextmanager
-def acklog_ingest(dsn: str, workdir: Path, processes: int, roles: bool) -> Iterator[Group]:
-    """acklog's ingest alone: ``serve --role ingest --workers N`` where process roles exist,
-    else N ``serve --no-projector`` processes sharing the port by SO_REUSEPORT."""
+def acklog_ingest(dsn: str, workdir: Path, processes: int) -> Iterator[Group]:
+    """acklog's ingest role alone: ``acklog serve --role ingest --workers N`` (N > 1: a
+    supervisor and N worker processes sharing the port by SO_REUSEPORT)."""
     port = procs.free_port()
     env = {
         "DATABASE_URL": dsn,
         "ACKLOG_DATA_DIR": str(workdir / "acklog"),
         "ACKLOG_API_KEY": "acklog_bench_api_key",
     }
-    if roles:
-        argv = [procs.ACKLOG, "serve", "--role", "ingest", "--port", str(port)]
-        argv += ["--workers", str(processes), "--no-projector"]
-        argvs = [argv]
-    elif processes == 1:
-        argvs = [[procs.ACKLOG, "serve", "--no-projector", "--port", str(port)]]
-    else:
-        argv = [procs.PYTHON, "-m", "bench.reuseport", "serve", "--no-projector"]
-        argvs = [[*argv, "--port", str(port)]] * processes
-    with _group(f"acklog-x{processes}", argvs, port, workdir, env) as group:
+    argv = [procs.ACKLOG, "serve", "--role", "ingest", "--port", str(port)]
+    argv += ["--workers", str(processes), "--no-projector"]
+    with _group(f"acklog-x{processes}", [argv], port, workdir, env) as group:
         yield group
 
 
@@ -287,7 +274,6 @@ async def run(
     profile_seconds: float = 0.0,
 ) -> dict[str, Any]:
     dbname = "acklog_bench_ingest"
-    roles = _roles_landed()
     async with db.database(server_dsn, dbname) as dsn:
         mix = Mix()
         await db.add_channels(dsn, mix.providers())
@@ -306,7 +292,7 @@ async def run(
 
         with contextlib.ExitStack() as stack:
             started = {
-                "acklog": stack.enter_context(acklog_ingest(dsn, workdir, 1, roles)),
+                "acklog": stack.enter_context(acklog_ingest(dsn, workdir, 1)),
                 "bare": stack.enter_context(baseline("bare", dsn, workdir)),
                 "naive": stack.enter_context(baseline("naive", dsn, workdir)),
             }
@@ -337,17 +323,13 @@ async def run(
                     started["acklog"], dsn, dbname, profile_seconds, use_wrk
                 )
         out["processes"] = await _processes(
-            dsn, dbname, workdir, roles, max(runs - 1, 1), duration, use_wrk
+            dsn, dbname, workdir, max(runs - 1, 1), duration, use_wrk
         )
         summary = summarize(results)
         summary.update(out)
         summary["before"] = BEFORE
         summary["loop"] = eventloop.name()
-        summary["workers_from"] = (
-            "acklog serve --role ingest --workers N"
-            if roles
-            else "N acklog serve processes on one port (SO_REUSEPORT, bench/reuseport.py)"
-        )
+        summary["workers_from"] = "acklog serve --role ingest --workers N"
         summary["log_rows"] = await _count(dsn, "events")
         summary["duplicates_in_log"] = await _duplicates(dsn)
         summary["client"] = "wrk" if use_wrk and wrkrun.wrk_path() else "bench.loadgen"
@@ -371,14 +353,14 @@ def _paced_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def _processes(
-    dsn: str, dbname: str, workdir: Path, roles: bool, runs: int, duration: float, use_wrk: bool
+    dsn: str, dbname: str, workdir: Path, runs: int, duration: float, use_wrk: bool
 ) -> dict[str, Any]:
     """acklog with N ingest processes against N bare processes, interleaved, 64 connections."""
     out: dict[str, Any] = {}
     for n in PROCESSES:
         rounds: dict[str, list[dict[str, Any]]] = {"acklog": [], "bare": []}
         with (
-            acklog_ingest(dsn, workdir, n, roles) as ack,
+            acklog_ingest(dsn, workdir, n) as ack,
             baseline("bare", dsn, workdir, n) as bare,
         ):
             groups = {"acklog": ack, "bare": bare}
