@@ -53,6 +53,7 @@ class Appender:
         self._idle = asyncio.Event()
         self._busy = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._conns: list[asyncpg.Connection | None] = []
         self._closed = False
 
     async def start(self) -> None:
@@ -86,23 +87,32 @@ class Appender:
         return await fut
 
     async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            if not self._pending:
-                self._wakeup.clear()
-            if not batch:
-                continue
-            self._busy += 1
-            try:
-                await self._commit(batch)
-            finally:
-                self._busy -= 1
-                if not self._busy and not self._pending:
-                    self._idle.set()
+        # each writer keeps its connection: a pool round trip per batch would add the pool's
+        # reset query (a second round trip) to every commit
+        self._conns.append(None)
+        slot = len(self._conns) - 1
+        try:
+            while True:
+                await self._wakeup.wait()
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                if not self._pending:
+                    self._wakeup.clear()
+                if not batch:
+                    continue
+                self._busy += 1
+                try:
+                    await self._commit(batch, slot)
+                finally:
+                    self._busy -= 1
+                    if not self._busy and not self._pending:
+                        self._idle.set()
+        finally:
+            conn, self._conns[slot] = self._conns[slot], None
+            if conn is not None:
+                await self._pool.release(conn)
 
-    async def _commit(self, batch: list[Waiter]) -> None:
+    async def _commit(self, batch: list[Waiter], slot: int) -> None:
         now = time.monotonic()
         live = []
         for waiter in batch:
@@ -115,17 +125,20 @@ class Appender:
         if not live:
             return
         try:
-            await self._write(live, min(w[2] for w in live) - now)
+            await self._write(live, min(w[2] for w in live) - now, slot)
         except asyncio.CancelledError:
             _fail(live, AppenderClosed("acklog is shutting down"))
             raise
         except Exception as exc:  # a bug: every waiter learns its batch did not commit
             _fail(live, exc)
 
-    async def _write(self, live: list[Waiter], timeout: float) -> None:
+    async def _write(self, live: list[Waiter], timeout: float, slot: int) -> None:
         try:
             with store_boundary():
-                async with asyncio.timeout(timeout), self._pool.acquire() as conn:
+                async with asyncio.timeout(timeout):
+                    conn = self._conns[slot]
+                    if conn is None:
+                        conn = self._conns[slot] = await self._pool.acquire()
                     results = await write_batch(conn, [w[0] for w in live])
         except EventRejected as exc:
             if len(live) == 1:
@@ -133,17 +146,27 @@ class Appender:
                 return
             # only the event at fault may fail: halve until it stands alone
             half = len(live) // 2
-            await self._write(live[:half], timeout)
-            await self._write(live[half:], timeout)
+            await self._write(live[:half], timeout, slot)
+            await self._write(live[half:], timeout, slot)
             return
         except StoreUnavailable as exc:
             _fail(live, exc)
+            await self._drop(slot)
             return
         if self._on_batch is not None:
             self._on_batch(len(live))
         for waiter, result in zip(live, results, strict=True):
             if not waiter[1].done():
                 waiter[1].set_result(result)
+
+    async def _drop(self, slot: int) -> None:
+        """Give a connection that failed back to the pool as closed (the next batch takes a
+        fresh one: the pool reconnects once the database is back)."""
+        conn, self._conns[slot] = self._conns[slot], None
+        if conn is not None:
+            conn.terminate()
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn)
 
 
 def _fail(waiters: list[Waiter], exc: BaseException) -> None:
