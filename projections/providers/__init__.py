@@ -83,14 +83,16 @@ def _decoded(body: bytes, headers: Mapping[str, str]) -> bytes:
         return body
     wbits = {"gzip": 31, "x-gzip": 31, "deflate": 15}.get(encoding.strip().lower())
     if wbits is None:
-        raise DecodeError(f"unsupported Content-Encoding {encoding[:32]!r}")
+        raise DecodeError("invalid_payload", f"unsupported Content-Encoding {encoding[:32]!r}")
     inflater = zlib.decompressobj(wbits)
     try:
         out = inflater.decompress(body, MAX_DECODED)
     except zlib.error as exc:
-        raise DecodeError(f"body does not decompress as {encoding[:32]}: {exc}") from None
+        raise DecodeError(
+            "invalid_payload", f"body does not decompress as {encoding[:32]}: {exc}"
+        ) from None
     if inflater.unconsumed_tail:
-        raise DecodeError(f"decompressed body exceeds {MAX_DECODED} bytes")
+        raise DecodeError("invalid_payload", f"decompressed body exceeds {MAX_DECODED} bytes")
     return out
 
 
