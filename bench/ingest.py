@@ -35,7 +35,8 @@ from bench.progress import log
 from bench.stats import median, median_of, paired_ratios
 from service import eventloop
 
-TARGETS = ("acklog", "bare", "naive")
+#: acklog as shipped (two batches in flight), acklog with one, and the two baselines
+TARGETS = ("acklog", "acklog_1w", "bare", "naive")
 PROCESSES = (1, 2, 4)
 _prefix = itertools.count(10)
 
@@ -108,7 +109,9 @@ def _group(
 
 
 @contextlib.contextmanager
-def acklog_ingest(dsn: str, workdir: Path, processes: int) -> Iterator[Group]:
+def acklog_ingest(
+    dsn: str, workdir: Path, processes: int, writers: int | None = None
+) -> Iterator[Group]:
     """acklog's ingest role alone: ``acklog serve --role ingest --workers N`` (N > 1: a
     supervisor and N worker processes sharing the port by SO_REUSEPORT)."""
     port = procs.free_port()
@@ -117,6 +120,8 @@ def acklog_ingest(dsn: str, workdir: Path, processes: int) -> Iterator[Group]:
         "ACKLOG_DATA_DIR": str(workdir / "acklog"),
         "ACKLOG_API_KEY": "acklog_bench_api_key",
     }
+    if writers is not None:
+        env["ACKLOG_APPEND_WRITERS"] = str(writers)
     argv = [procs.ACKLOG, "serve", "--role", "ingest", "--port", str(port)]
     argv += ["--workers", str(processes), "--no-projector"]
     with _group(f"acklog-x{processes}", [argv], port, workdir, env) as group:
@@ -256,7 +261,7 @@ async def one_run(
 
 def _line(target: str, what: str, r: dict[str, Any]) -> str:
     return (
-        f"  ingest {target:6} {what}: {r['ok_rps']:8,.0f} 200/s"
+        f"  ingest {target:9} {what}: {r['ok_rps']:8,.0f} 200/s"
         f"  p50 {r['latency_ms']['p50']:6.1f} ms  p99 {r['latency_ms']['p99']:6.1f} ms"
         f"  errors {r['errors']}  µs/200 server {r['server_us_per_200']:.0f}"
         f" PG {r['postgres_us_per_200']:.0f}"
@@ -282,7 +287,7 @@ async def run(
             await conn.execute(NAIVE_TABLE)
         finally:
             await conn.close()
-        tables = {"acklog": "events", "bare": None, "naive": "naive_events"}
+        tables = {"acklog": "events", "acklog_1w": "events", "bare": None, "naive": "naive_events"}
         results: dict[str, dict[str, list[dict[str, Any]]]] = {t: {} for t in TARGETS}
         out: dict[str, Any] = {}
 
@@ -293,6 +298,7 @@ async def run(
         with contextlib.ExitStack() as stack:
             started = {
                 "acklog": stack.enter_context(acklog_ingest(dsn, workdir, 1)),
+                "acklog_1w": stack.enter_context(acklog_ingest(dsn, workdir, 1, writers=1)),
                 "bare": stack.enter_context(baseline("bare", dsn, workdir)),
                 "naive": stack.enter_context(baseline("naive", dsn, workdir)),
             }
@@ -434,6 +440,8 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, 
                 "server_cpu_us_per_request": median_of(runs, "server_us_per_200"),
                 "postgres_us_per_request": median_of(runs, "postgres_us_per_200"),
             }
+        for target in ("acklog", "acklog_1w"):
+            row[target]["every_200_stored"] = all(r["every_200_stored"] for r in results[target][c])
         ack = results["acklog"][c]
         row["acklog"]["ok_total"] = sum(int(r["ok"]) for r in ack)
         row["acklog"]["rows_stored"] = sum(int(r["rows_stored"]) for r in ack)
@@ -443,5 +451,6 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, 
         row["ratio_vs_bare"] = paired_ratios(ack, results["bare"][c], "ok_rps")
         row["ratio_vs_naive"] = paired_ratios(ack, results["naive"][c], "ok_rps")
         row["cpu_ratio_vs_bare"] = paired_ratios(ack, results["bare"][c], "server_us_per_200")
+        row["two_vs_one_in_flight"] = paired_ratios(ack, results["acklog_1w"][c], "ok_rps")
         table[c] = row
     return {"by_connections": table}

@@ -221,6 +221,7 @@ def _ingest(r: dict[str, Any]) -> list[str]:
     for c, row in ing["by_connections"].items():
         for target, label in (
             ("acklog", "acklog ingest"),
+            ("acklog_1w", "acklog ingest, one batch in flight"),
             ("bare", "(a) bare aiohttp, read body → 200"),
             ("naive", "(b) naive INSERT + COMMIT per request"),
         ):
@@ -286,6 +287,19 @@ def _ingest(r: dict[str, Any]) -> list[str]:
         ],
         rows,
     )
+    two = [
+        f"{c} conn.: {row['two_vs_one_in_flight']['median']:.2f}x ("
+        + ", ".join(f"{x:.2f}" for x in row["two_vs_one_in_flight"]["each"])
+        + ")"
+        for c, row in ing["by_connections"].items()
+        if "two_vs_one_in_flight" in row
+    ]
+    if two:
+        out += [
+            "**Two batches in flight ÷ one** (acklog as shipped against `ACKLOG_APPEND_WRITERS=1`,"
+            " same rounds): " + "; ".join(two) + ".",
+            "",
+        ]
     out += [
         "Rows stored may exceed the 200s seen by at most the connection count (checked per run):"
         " the load stops with requests in flight, and acklog still commits them."

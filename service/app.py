@@ -72,6 +72,7 @@ async def _appender(app: web.Application) -> AsyncIterator[None]:
     appender = Appender(
         app[POOL],
         timeout=app[SETTINGS].commit_timeout,
+        writers=app[SETTINGS].append_writers,
         on_batch=metrics.append_batch_size.observe,
     )
     await appender.start()

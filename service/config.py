@@ -27,6 +27,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth_failures_per_minute: int = 30
     #: seconds a webhook may wait for its batch to commit before it is answered 503
     commit_timeout: float = 10.0
+    #: group-commit batches in flight (1 or 2: the next batch forms while one commits)
+    append_writers: int = 2
     #: seconds allowed to send the body once the head has arrived
     read_timeout: float = 30.0
     #: seconds a connection has to send each request head, from its first byte
@@ -121,6 +123,7 @@ def from_env(**overrides: object) -> Settings:
         "read_timeout": _float("ACKLOG_READ_TIMEOUT", 30.0),
         "header_timeout": _float("ACKLOG_HEADER_TIMEOUT", 10.0),
         "snapshot_interval": _float("ACKLOG_SNAPSHOT_INTERVAL", 5.0),
+        "append_writers": max(1, min(_int("ACKLOG_APPEND_WRITERS", 2), 4)),
         "workers": _int("ACKLOG_WORKERS", 1),
         "api_port": _int("ACKLOG_API_PORT", 0) if api_port else None,
         "api_upstream": env.get("ACKLOG_API_UPSTREAM") or None,
