@@ -18,9 +18,11 @@ import msgspec
 from eventstore import checkpoint, locks
 from eventstore.pool import connect
 from eventstore.read import head
-from projections.readmodel import LIVE, schema, write
+from projections.bulk import BulkFold
+from projections.readmodel import LIVE, bulk, schema, write
 from projections.readmodel.schema import Difference
 from projections.runner import LIVE_CHECKPOINT, Clock, Projector, utcnow
+from projections.stages import Stages
 
 __all__ = ["Difference", "Progress", "RebuildBusy", "rebuild", "verify"]
 
@@ -46,24 +48,35 @@ async def _build_aside(
     progress: ProgressFn | None,
     *,
     upto: int | None = None,
+    stages: Stages | None = None,
 ) -> Projector:
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", locks.REBUILD):
         raise RebuildBusy("another rebuild or verify is running")
     aside = schema.fresh_name()
     await schema.create(conn, aside)
-    builder = Projector(
-        dsn, schema=aside, name=f"rebuild:{aside}", live=False, clock=clock, batch_size=2000
-    )
+    name = f"rebuild:{aside}"
+    builder = Projector(dsn, schema=aside, name=name, live=False, clock=clock, batch_size=2000)
+    if stages is not None:
+        builder.stages = stages
     total = upto if upto is not None else await head(conn)
     started = time.monotonic()
-    done = 0
-    while n := await builder.step(conn, upto=upto):
-        done += n
+
+    def report(position: int) -> None:
         if progress is not None:
-            elapsed = max(time.monotonic() - started, 1e-6)
-            rate = done / elapsed
-            left = max(total - builder.position, 0)
-            progress(Progress(done, done + left, rate, left / rate if rate else None))
+            rate = position / max(time.monotonic() - started, 1e-6)
+            left = max(total - position, 0)
+            progress(Progress(position, total, rate, left / rate if rate else None))
+
+    # the bulk load: one transaction, into tables nobody reads yet (see projections.bulk)
+    await bulk.bulk_codecs(conn)
+    async with conn.transaction():
+        restore = await bulk.defer_indexes(conn, aside)
+        last = await BulkFold(conn, aside, stages=builder.stages, on_batch=report).run(0, total)
+        with builder.stages.timed("indexes"):
+            await bulk.restore_indexes(conn, aside, restore)
+        if last:
+            await checkpoint.advance(conn, name, 0, last)
+    builder.position = last
     return builder
 
 
@@ -72,12 +85,18 @@ async def _drop(conn: asyncpg.Connection, builder: Projector) -> None:
     await checkpoint.drop(conn, builder.name)
 
 
-async def rebuild(dsn: str, *, clock: Clock = utcnow, progress: ProgressFn | None = None) -> int:
-    """Replay the log into fresh tables and swap them in; returns the events folded."""
+async def rebuild(
+    dsn: str,
+    *,
+    clock: Clock = utcnow,
+    progress: ProgressFn | None = None,
+    stages: Stages | None = None,
+) -> int:
+    """Replay the log into fresh tables and swap them in; returns the log's head."""
     conn = await connect(dsn)
     builder: Projector | None = None
     try:
-        builder = await _build_aside(conn, dsn, clock, progress)
+        builder = await _build_aside(conn, dsn, clock, progress, stages=stages)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
             await builder.catch_up(conn)  # the tail that arrived meanwhile

@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -26,6 +27,7 @@ from eventstore.subscribe import Wakeup
 from projections import fold
 from projections.readmodel import LIVE, load, schema_name, write
 from projections.readmodel import LIVE_CHECKPOINT as LIVE_CHECKPOINT
+from projections.stages import Stages
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ class Projector:
         on_batch: BatchHook | None = None,
         live: bool = True,
         before_commit: Callable[[fold.Batch], Awaitable[None]] | None = None,
+        linger: float = 0.05,
+        sweep_interval: float | None = None,
     ) -> None:
         self.dsn = dsn
         self.schema = schema_name(schema)
@@ -61,30 +65,47 @@ class Projector:
         self.on_batch = on_batch
         self.live = live
         self.before_commit = before_commit
+        self.linger = linger
+        self.sweep_interval = poll_interval if sweep_interval is None else sweep_interval
         self.position = 0
         self.is_leader = asyncio.Event()
         self._advanced = asyncio.Condition()
+        self.stages = Stages()
 
     async def step(self, conn: asyncpg.Connection, *, upto: int | None = None) -> int:
         """Fold one batch in one transaction; returns how many events it folded."""
+        timed = self.stages.timed
         async with conn.transaction():
-            if self.live:
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
-            position = await checkpoint.load(conn, self.name)
-            events = await read(conn, after=position, limit=self.batch_size, upto=upto)
+            with timed("lock and checkpoint"):
+                if self.live:
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
+                position = await checkpoint.load(conn, self.name)
+            with timed("read"):
+                events = await read(conn, after=position, limit=self.batch_size, upto=upto)
             if not events:
                 self.position = position
                 return 0
-            decoded = fold.decode(events)
-            keys, receipt_keys = fold.message_keys(decoded)
-            existing, missed = await load.load_messages(conn, self.schema, keys)
-            receipts = await load.load_receipts(conn, self.schema, receipt_keys)
-            deadlines = await load.load_deadlines(conn)
-            batch = fold.fold(decoded, existing, missed, receipts, deadlines)
-            await write.write(conn, self.schema, batch)
-            await checkpoint.advance(conn, self.name, position, events[-1].position)
+            with timed("decode"):
+                decoded = fold.decode(events)
+            with timed("load"):
+                keys, receipt_keys = fold.message_keys(decoded)
+                existing, missed = await load.load_messages(conn, self.schema, keys)
+                receipts = await load.load_receipts(conn, self.schema, receipt_keys)
+                deadlines = await load.load_deadlines(conn)
+            with timed("fold"):
+                batch = fold.fold(decoded, existing, missed, receipts, deadlines)
+            with timed("write"):
+                await write.write(conn, self.schema, batch)
+            with timed("lock and checkpoint"):
+                await checkpoint.advance(conn, self.name, position, events[-1].position)
             if self.before_commit is not None:
                 await self.before_commit(batch)
+            commit_started, commit_cpu = time.perf_counter(), time.process_time()
+        self.stages.add(
+            "commit", time.perf_counter() - commit_started, time.process_time() - commit_cpu
+        )
+        self.stages.events += len(events)
+        self.stages.batches += 1
         self.position = events[-1].position
         if self.on_batch is not None:
             self.on_batch(batch)
@@ -110,6 +131,30 @@ class Projector:
             total += n
         return total
 
+    async def _lead(self, conn: asyncpg.Connection, wake: Wakeup) -> None:
+        """Fold as the leader: batches by count when behind, by time when keeping up.
+
+        After a partial batch the projector lingers (``linger`` seconds from the start of
+        that batch), so that the next one gathers what arrives meanwhile: under a steady
+        stream of small appends it folds a few bigger batches instead of many tiny ones,
+        each with its transaction, locks, checkpoint and deadlines. The sweep runs at most
+        every ``sweep_interval`` seconds, not on every wake-up.
+        """
+        loop = asyncio.get_running_loop()
+        next_sweep = 0.0
+        while True:
+            started = loop.time()
+            n = await self.step(conn)
+            if n == self.batch_size:
+                continue
+            if loop.time() >= next_sweep:
+                await self.sweep(conn)
+                next_sweep = loop.time() + self.sweep_interval
+            if n:
+                await asyncio.sleep(max(self.linger - (loop.time() - started), 0.0))
+                continue
+            await wake.wait(min(self.poll_interval, max(next_sweep - loop.time(), 0.01)))
+
     async def run(self) -> None:
         """Lead or stand by, forever; survives lost connections and database restarts."""
         async with Wakeup(self.dsn, poll_interval=self.poll_interval) as wake:
@@ -123,13 +168,7 @@ class Projector:
                     await conn.execute("SELECT pg_advisory_lock($1)", locks.PROJECTOR_LEADER)
                     self.is_leader.set()
                     log.info("projector %s is the leader", self.name)
-                    while True:
-                        if await self.step(conn) == self.batch_size:
-                            continue
-                        await self.sweep(conn)
-                        if await self.step(conn):
-                            continue
-                        await wake.wait()
+                    await self._lead(conn, wake)
                 except asyncio.CancelledError:
                     raise
                 except DRIVER_ERRORS as exc:

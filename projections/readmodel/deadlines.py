@@ -108,7 +108,12 @@ def missed_acks(state: MessageState, deadlines: Deadlines, previous: MissedAcks)
     marks the ones still waiting when it passes. Once missed, always missed.
     """
     if state.direction != "outgoing":
-        return previous
+        # no deadlines for a message that is not (or no longer looks) outgoing; what was
+        # already missed stays missed. Dates kept from ``previous`` would depend on where
+        # batches were cut, and a rebuild cuts them elsewhere than the live projector did.
+        return MissedAcks(
+            missed_sent=previous.missed_sent, missed_delivered=previous.missed_delivered
+        )
     sending = state.milestones.get("sending")
     sent = state.milestones.get("sent")
     out = MissedAcks(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,9 @@ from projections.readmodel.deadlines import MISSED_FIELDS, WAITS, stage_overdue_
 
 if TYPE_CHECKING:
     from projections.fold import Batch
+    from projections.message_state import MessageState
+    from projections.readmodel.deadlines import MissedAcks
+    from projections.readmodel.load import Key
 
 # messages columns: MessageState fields (stored or derived) first, then MissedAcks fields
 _N_STATE = len(MESSAGES.columns) - len(MISSED_FIELDS)
@@ -32,10 +36,12 @@ _JSON_AT = tuple(i for i, c in enumerate(MESSAGES.columns) if c.type == "jsonb")
 _N_HISTORY = len(INSTANCE_HISTORY.columns)
 
 
-def _message_columns(batch: Batch) -> list[list[object]]:
+def _message_columns(
+    messages: Mapping[Key, MessageState], missed: Mapping[Key, MissedAcks]
+) -> list[list[object]]:
     columns: list[list[object]] = [[] for _ in MESSAGES.columns]
-    for k, m in batch.messages.items():
-        values: list[object] = [*_state_values(m), *_missed_values(batch.missed[k])]
+    for k, m in messages.items():
+        values: list[object] = [*_state_values(m), *_missed_values(missed[k])]
         for i in _JSON_AT:
             values[i] = codecs.encode(values[i])  # type: ignore[arg-type]
         for column, value in zip(columns, values, strict=True):
@@ -43,11 +49,21 @@ def _message_columns(batch: Batch) -> list[list[object]]:
     return columns
 
 
+async def upsert_messages(
+    conn: asyncpg.Connection,
+    schema: str,
+    messages: Mapping[Key, MessageState],
+    missed: Mapping[Key, MissedAcks],
+) -> None:
+    if messages:
+        s = schema_name(schema)
+        await conn.execute(MESSAGES.unnest_upsert(s), *_message_columns(messages, missed))
+
+
 async def write(conn: asyncpg.Connection, schema: str, batch: Batch) -> None:
     """Apply a folded batch; the caller's transaction also advances the checkpoint."""
     s = schema_name(schema)
-    if batch.messages:
-        await conn.execute(MESSAGES.unnest_upsert(s), *_message_columns(batch))
+    await upsert_messages(conn, s, batch.messages, batch.missed)
     if batch.timeline:
         await conn.copy_records_to_table(
             TIMELINE.name,

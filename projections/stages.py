@@ -1,0 +1,41 @@
+"""Where a projector's time goes: seconds per stage, summed over its batches.
+
+Each stage is timed on the wall clock around one piece of a batch (read, decode, fold, …),
+so the figures say "µs per event spent in this stage". With read-ahead the decode of the next
+batch runs while this one waits on PostgreSQL, so the stages can add up to more than the
+wall time; ``wall`` is kept apart for that reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class Stages:
+    def __init__(self) -> None:
+        self.seconds: collections.defaultdict[str, float] = collections.defaultdict(float)
+        self.cpu: collections.defaultdict[str, float] = collections.defaultdict(float)
+        self.events = 0
+        self.batches = 0
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        started, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - started
+            self.cpu[name] += time.process_time() - cpu
+
+    def add(self, name: str, seconds: float, cpu: float = 0.0) -> None:
+        self.seconds[name] += seconds
+        self.cpu[name] += cpu
+
+    def per_event_us(self, *, cpu: bool = False) -> dict[str, float]:
+        """µs per event by stage, largest first: wall clock, or this process's CPU."""
+        n = max(self.events, 1)
+        table = self.cpu if cpu else self.seconds
+        return {k: round(v / n * 1e6, 2) for k, v in sorted(table.items(), key=lambda kv: -kv[1])}
