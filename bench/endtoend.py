@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 
 from bench import db, procs, servers, wrkrun
 from bench.ingest import next_prefix
 from bench.mix import Mix
 from bench.progress import log
+from bench.projection import verify
 from bench.stats import median, median_of, percentiles
 
 LAG_SQL = """
@@ -61,6 +63,20 @@ def sustained(
     if behind > LEFT_AT_END_S * rate:
         broken.append(f"{behind:,} events left")
     return broken
+
+
+def role_pids(pid: int) -> dict[str, int]:
+    """The serve supervisor and each of its role processes (``--role R`` in the command)."""
+    out = {"supervisor": pid}
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(pid).children(recursive=True):
+            argv = child.cmdline()
+            role = argv[argv.index("--role") + 1] if "--role" in argv[:-1] else child.name()
+            name, n = role, 2
+            while name in out:
+                name, n = f"{role}{n}", n + 1
+            out[name] = child.pid
+    return out
 
 
 class LagSampler:
@@ -103,13 +119,20 @@ class LagSampler:
 async def step(
     server: procs.Server, sampler: LagSampler, rate: float, duration: float
 ) -> dict[str, Any]:
-    meter = procs.CpuMeter({"server": server.proc.pid})
+    roles = role_pids(server.proc.pid)
+    meter = procs.CpuMeter(roles)
+    first = await sampler.sample()
     meter.start()
     t0 = time.perf_counter()
     result = await asyncio.to_thread(wrkrun.paced_mix, server.url, rate, duration, next_prefix())
     t1 = time.perf_counter()
     cpu = meter.stop()
     end = await sampler.sample()
+    cpu["server"] = round(sum(v for k, v in cpu.items() if k in roles), 2)
+    folded = end[2] - first[2]
+    projector_us = (
+        cpu["projector"] * (t1 - t0) / folded * 1e6 if "projector" in cpu and folded > 0 else None
+    )
     samples = sampler.window(t0 + 1.0, t1)  # the first second fills the pipeline
     lags = sorted(s[3] for s in samples)
     behind = end[1] - end[2]
@@ -140,6 +163,7 @@ async def step(
         "lag_events_at_end": behind,
         "drain_s": drain,
         "cpu_cores": cpu,
+        "projector_cpu_us_per_event": projector_us,
         "sustained": ok,
         "broken": broken,
     }
@@ -202,7 +226,11 @@ async def run(
                     if 2 * sum(c["sustained"] for c in confirm) > len(confirm):
                         best = candidate
                         break
+            checked = await verify(dsn, "end to end", 900.0)
         sustained = [c for c in confirm if c["sustained"]]
+        projector_us = [
+            c["projector_cpu_us_per_event"] for c in confirm if c.get("projector_cpu_us_per_event")
+        ]
         return {
             "best_sustained_rps": best,
             "confirmed": f"{len(sustained)}/{len(confirm)}",
@@ -213,9 +241,11 @@ async def run(
                 "lag_max_s": median_of(confirm, "lag_s.max") if confirm else 0.0,
                 "latency_p99_ms": median_of(confirm, "latency_ms.p99") if confirm else 0.0,
                 "drain_s": median([c["drain_s"] for c in confirm]),
+                "projector_cpu_us_per_event": median(projector_us) if projector_us else None,
             },
             "steps": steps,
             "confirm_runs": confirm,
             "step_seconds": step_seconds,
             "sustained_rule": SUSTAINED_RULE,
+            "verify": checked,
         }

@@ -1,17 +1,24 @@
-"""Projection: a cold projector and ``acklog rebuild`` folding a big log, each in a subprocess.
+"""Projection: a cold projector, ``acklog rebuild`` and the live projector, each a subprocess.
 
-The cold projector is ``Projector(dsn).catch_up(conn)`` on empty live read models; ``acklog
-rebuild`` is the real command. Both report events/s and the child's peak RSS (``wait4``),
-which must not grow with the log: the same figures at two log sizes show it.
+The cold projector is ``Projector(dsn).catch_up(conn)`` on empty live read models (the
+incremental path: one upsert transaction per batch); ``acklog rebuild`` is the real command
+(the bulk path, :mod:`projections.bulk`). Both report events/s and the child's peak RSS,
+which must not grow with the log: the same figures at two log sizes show it. A child run of
+each also reports its stages (µs per event, wall and CPU). The live projector is
+``acklog project`` while the bench appends the mix at a paced rate in small COPY batches (as
+group commits arrive); its CPU per event folded is compared with the cold fold's.
+``acklog verify`` runs after each of the three and must find no difference.
 
-``python -m bench.projection cold DSN`` is the child that runs the cold projector.
+``python -m bench.projection cold DSN`` and ``… rebuild DSN`` are the children.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,9 +27,9 @@ from typing import Any
 import asyncpg
 
 from bench import procs, profile
-from bench.dataset import Filler
+from bench.dataset import COLUMNS, Filler
 from bench.progress import log
-from bench.stats import median_of
+from bench.stats import median_of, percentiles
 
 #: the child's own timing, printed as one JSON line on stdout
 RESULT = "BENCH_RESULT "
@@ -45,22 +52,61 @@ async def _cold(dsn: str, upto: int | None) -> dict[str, Any]:
     from projections.runner import Projector
 
     conn = await connect(dsn)
+    projector = Projector(dsn)
     try:
-        started = time.perf_counter()
-        n = await Projector(dsn).catch_up(conn, upto=upto)
-        seconds = time.perf_counter() - started
+        cpu, started = time.process_time(), time.perf_counter()
+        n = await projector.catch_up(conn, upto=upto)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         await conn.close()
-    return {"events": n, "seconds": seconds, "max_rss_kib": procs.vm_hwm_kib(os.getpid())}
+    return {
+        "events": n,
+        "seconds": seconds,
+        "cpu_us_per_event": cpu / max(n, 1) * 1e6,
+        "max_rss_kib": procs.vm_hwm_kib(os.getpid()),
+        "stages_us": projector.stages.per_event_us(),
+        "stages_cpu_us": projector.stages.per_event_us(cpu=True),
+    }
+
+
+async def _rebuild(dsn: str) -> dict[str, Any]:
+    """What ``acklog rebuild`` runs, with its stages kept (not the timed figure)."""
+    from projections.rebuild import rebuild
+    from projections.stages import Stages
+
+    stages = Stages()
+    cpu, started = time.process_time(), time.perf_counter()
+    await rebuild(dsn, stages=stages)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "events": stages.events,
+        "seconds": seconds,
+        "cpu_us_per_event": cpu / max(stages.events, 1) * 1e6,
+        "stages_us": stages.per_event_us(),
+        "stages_cpu_us": stages.per_event_us(cpu=True),
+    }
 
 
 def child_main(argv: list[str]) -> int:
-    if argv[:1] != ["cold"] or len(argv) not in (2, 3):
-        print("usage: python -m bench.projection cold DSN [UPTO]", file=sys.stderr)
+    if argv[:1] == ["rebuild"] and len(argv) == 2:
+        result = asyncio.run(_rebuild(argv[1]))
+    elif argv[:1] == ["cold"] and len(argv) in (2, 3):
+        result = asyncio.run(_cold(argv[1], int(argv[2]) if len(argv) == 3 else None))
+    else:
+        print("usage: python -m bench.projection cold|rebuild DSN [UPTO]", file=sys.stderr)
         return 2
-    result = asyncio.run(_cold(argv[1], int(argv[2]) if len(argv) == 3 else None))
     print(RESULT + json.dumps(result), flush=True)
     return 0
+
+
+def _inner(out: bytes) -> dict[str, Any]:
+    return dict(
+        next(
+            json.loads(line[len(RESULT) :])
+            for line in out.decode().splitlines()
+            if line.startswith(RESULT)
+        )
+    )
 
 
 async def cold(dsn: str, events: int, timeout: float) -> dict[str, Any]:
@@ -70,11 +116,7 @@ async def cold(dsn: str, events: int, timeout: float) -> dict[str, Any]:
     )
     if code != 0:
         raise RuntimeError(f"cold projector exited with {code}")
-    inner = next(
-        json.loads(line[len(RESULT) :])
-        for line in out.decode().splitlines()
-        if line.startswith(RESULT)
-    )
+    inner = _inner(out)
     if inner["events"] != events:
         raise RuntimeError(f"cold projector folded {inner['events']} events, expected {events}")
     result = {
@@ -83,6 +125,9 @@ async def cold(dsn: str, events: int, timeout: float) -> dict[str, Any]:
         "events_per_s": events / inner["seconds"],
         "wall_seconds": wall,
         "peak_rss_mib": max(rss, inner["max_rss_kib"]) / 1024,
+        "cpu_us_per_event": inner["cpu_us_per_event"],
+        "stages_us": inner["stages_us"],
+        "stages_cpu_us": inner["stages_cpu_us"],
     }
     log(
         f"  cold projector: {events:,} events in {inner['seconds']:.1f}s"
@@ -112,10 +157,6 @@ async def rebuild(dsn: str, events: int, timeout: float) -> dict[str, Any]:
     return result
 
 
-if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1:]))
-
-
 async def profile_cold(dsn: str, upto: int, workdir: Path) -> dict[str, Any] | None:
     """A cold projector folding the first ``upto`` events under py-spy (not timed)."""
     if not profile.available():
@@ -128,14 +169,143 @@ async def profile_cold(dsn: str, upto: int, workdir: Path) -> dict[str, Any] | N
     return profile.summarize(out, seconds=time.perf_counter() - started)
 
 
+async def rebuild_stages(dsn: str, events: int, timeout: float) -> dict[str, Any]:
+    """One more rebuild, in a child that keeps its stages (not a timed figure)."""
+    code, _, _, out = await asyncio.to_thread(
+        procs.run_measured, [procs.PYTHON, "-m", "bench.projection", "rebuild", dsn], {}, timeout
+    )
+    if code != 0:
+        raise RuntimeError(f"the rebuild child exited with {code}")
+    return _inner(out)
+
+
+async def verify(dsn: str, after: str, timeout: float) -> dict[str, Any]:
+    """``acklog verify``: the live models must equal a rebuild from the log."""
+    code, wall, _, out = await asyncio.to_thread(
+        procs.run_measured, [procs.ACKLOG, "verify"], {"DATABASE_URL": dsn}, timeout
+    )
+    text = out.decode(errors="replace").strip().splitlines()
+    log(f"  acklog verify after {after}: {'equal' if code == 0 else 'DIFFERENT'} ({wall:.1f}s)")
+    return {"after": after, "equal": code == 0, "seconds": wall, "output": text[-6:]}
+
+
+async def _paced_appends(filler: Filler, rate: float, seconds: float, every: float = 0.02) -> int:
+    """The mix appended at ``rate``/s for ``seconds``: one small COPY per ``every`` seconds."""
+    conn = await asyncpg.connect(filler.dsn)
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: b"\x01" + json.dumps(v).encode(),
+        decoder=lambda b: json.loads(b[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
+    try:
+        head = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+        sent, started = 0, time.perf_counter()
+        while (now := time.perf_counter() - started) < seconds:
+            due = int(rate * now) - sent
+            if due > 0:
+                rows = list(filler.records(due, head + sent + 1))
+                await conn.copy_records_to_table("events", columns=COLUMNS, records=rows)
+                sent += due
+            await asyncio.sleep(every)
+        await conn.execute(
+            "SELECT setval('events_position_seq', (SELECT max(position) FROM events))"
+        )
+        return sent
+    finally:
+        await conn.close()
+
+
+async def _checkpoint(conn: asyncpg.Connection) -> int:
+    value = await conn.fetchval("SELECT position FROM checkpoints WHERE name = 'messages'")
+    return int(value or 0)
+
+
+async def live(filler: Filler, rate: float, seconds: float) -> dict[str, Any]:
+    """``acklog project`` folding appends as they come: its CPU per event, and the lag."""
+    dsn = filler.dsn
+    conn = await asyncpg.connect(dsn)
+    proc = await asyncio.create_subprocess_exec(
+        procs.ACKLOG,
+        "project",
+        env=procs.env(DATABASE_URL=dsn),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        head = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+        deadline = time.monotonic() + 120
+        while await _checkpoint(conn) < head:  # the projector starts where rebuild left it
+            if time.monotonic() > deadline or proc.returncode is not None:
+                raise RuntimeError("acklog project did not catch up before the live run")
+            await asyncio.sleep(0.1)
+        cpu0, start = procs.cpu_seconds(proc.pid), await _checkpoint(conn)
+        lags: list[float] = []
+
+        async def sample() -> None:
+            while True:
+                lags.append(
+                    float(
+                        await conn.fetchval(
+                            "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(e.received_at))"
+                            ", 0) FROM events e WHERE e.position > (SELECT position FROM"
+                            " checkpoints WHERE name = 'messages')"
+                        )
+                    )
+                )
+                await asyncio.sleep(0.1)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            sent = await _paced_appends(filler, rate, seconds)
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        target = head + sent
+        deadline = time.monotonic() + 60
+        while (cp := await _checkpoint(conn)) < target:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"acklog project stopped at {cp} of {target}")
+            await asyncio.sleep(0.05)
+        cpu = procs.cpu_seconds(proc.pid) - cpu0
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+        await conn.close()
+    folded = target - start
+    result = {
+        "rate": rate,
+        "seconds": seconds,
+        "events": folded,
+        "cpu_us_per_event": cpu / max(folded, 1) * 1e6,
+        "cpu_cores": cpu / seconds,
+        "lag_s": percentiles(sorted(lags)),
+    }
+    log(
+        f"  live projector at {rate:,.0f}/s: {folded:,} events,"
+        f" {result['cpu_us_per_event']:.1f} µs CPU per event, lag p99 {result['lag_s']['p99']:.2f}s"
+    )
+    return result
+
+
 async def run(
-    dsn: str, workdir: Path, *, sizes: list[tuple[int, int]], profile_events: int | None
+    dsn: str,
+    workdir: Path,
+    *,
+    sizes: list[tuple[int, int]],
+    profile_events: int | None,
+    live_rate: float = 3000.0,
+    live_seconds: float = 8.0,
 ) -> dict[str, Any]:
-    """For each (log size, runs): fill the log up to that size, then time both folds."""
+    """For each (log size, runs): fill the log up to that size, then time both folds; at the
+    smaller size also the live projector. ``acklog verify`` after each of them."""
     filler = Filler(dsn)
     fills: list[dict[str, float]] = []
     results: dict[str, Any] = {}
-    out: dict[str, Any] = {"by_size": results, "fills": fills}
+    verifies: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"by_size": results, "fills": fills, "verify": verifies}
     have = 0
     timeout = 900.0
     for size, runs in sizes:
@@ -145,16 +315,21 @@ async def run(
             have = size
             log(f"  … {fills[-1]['rows_per_s']:,.0f} rows/s")
         colds = [await cold(dsn, size, timeout) for _ in range(runs)]
+        verifies.append(await verify(dsn, f"the cold projector ({size:,})", timeout))
         if profile_events and "profile_cold" not in out:
             # between the timed runs, so that the last rebuild leaves full read models
             out["profile_cold"] = await profile_cold(dsn, min(profile_events, size), workdir)
         rebuilds = [await rebuild(dsn, size, timeout) for _ in range(runs)]
+        verifies.append(await verify(dsn, f"acklog rebuild ({size:,})", timeout))
         results[str(size)] = {
             "runs": runs,
             "cold": {
                 "events_per_s": median_of(colds, "events_per_s"),
                 "peak_rss_mib": median_of(colds, "peak_rss_mib"),
                 "seconds": median_of(colds, "seconds"),
+                "cpu_us_per_event": median_of(colds, "cpu_us_per_event"),
+                "stages_us": colds[-1]["stages_us"],
+                "stages_cpu_us": colds[-1]["stages_cpu_us"],
                 "each": colds,
             },
             "rebuild": {
@@ -164,8 +339,26 @@ async def run(
                 "each": rebuilds,
             },
         }
+        if "live" not in out:
+            staged = await rebuild_stages(dsn, size, timeout)
+            results[str(size)]["rebuild"].update(
+                cpu_us_per_event=staged["cpu_us_per_event"],
+                stages_us=staged["stages_us"],
+                stages_cpu_us=staged["stages_cpu_us"],
+            )
+            out["live"] = await live(filler, live_rate, live_seconds)
+            have = int(await _head(dsn))
+            verifies.append(await verify(dsn, "the live projector", timeout))
     out["read_models"] = await _read_model_counts(dsn)
     return out
+
+
+async def _head(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+    finally:
+        await conn.close()
 
 
 async def _read_model_counts(dsn: str) -> dict[str, int]:
@@ -177,3 +370,7 @@ async def _read_model_counts(dsn: str) -> dict[str, int]:
         }
     finally:
         await conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:]))

@@ -194,6 +194,30 @@ def _summary_rows(r: dict[str, Any]) -> list[list[str]]:
                 _met(growth <= 1.2),
             ]
         )
+    live = r.get("projection", {}).get("live")
+    if live and proj:
+        cold_cpu = small["cold"].get("cpu_us_per_event")
+        if cold_cpu:
+            ratio = live["cpu_us_per_event"] / cold_cpu
+            rows.append(
+                [
+                    f"live projector CPU per event ÷ cold fold's ({_n(live['rate'])}/s appended)",
+                    f"{live['cpu_us_per_event']:.1f} ÷ {cold_cpu:.1f} µs = {ratio:.2f}x",
+                    "≤ 1.5x",
+                    _met(ratio <= 1.5),
+                ]
+            )
+    checks = r.get("projection", {}).get("verify")
+    if checks:
+        equal = sum(1 for v in checks if v["equal"])
+        rows.append(
+            [
+                "`acklog verify` after each projection phase",
+                f"{equal} of {len(checks)} equal",
+                "all equal",
+                _met(equal == len(checks)),
+            ]
+        )
     q = r.get("query", {}).get("sql", {})
     if "timeline" in q:
         p99 = q["timeline"]["p99_ms"]
@@ -405,7 +429,8 @@ def _where_us(ing: dict[str, Any]) -> list[str]:
 def _e2e(r: dict[str, Any]) -> list[str]:
     e = r["e2e"]
     out = [
-        "## 2. End to end (ingest with the projector in the same `serve`)",
+        "## 2. End to end (`acklog serve` as `make run` starts it: ingest, API and projector"
+        " processes)",
         "",
         f"Open-loop paced load (bench.loadgen, latency from each request's due time) in"
         f" {e['step_seconds']:g} s steps; lag sampled every 100 ms from the checkpoint and the"
@@ -424,6 +449,10 @@ def _e2e(r: dict[str, Any]) -> list[str]:
                 f"{s['lag_s']['p99']:.2f}",
                 _n(s["lag_events_at_end"]),
                 f"{s['cpu_cores'].get('server', 0):.2f} + {s['cpu_cores'].get('postgres', 0):.2f}",
+                f"{s['cpu_cores'].get('projector', 0):.2f}",
+                f"{s['projector_cpu_us_per_event']:.1f}"
+                if s.get("projector_cpu_us_per_event")
+                else "-",
                 "yes" if s["sustained"] else "no: " + "; ".join(s.get("broken", [])),
             ]
         )
@@ -437,6 +466,8 @@ def _e2e(r: dict[str, Any]) -> list[str]:
             "lag p99 s",
             "unfolded at end",
             "CPU serve + PG",
+            "of which projector",
+            "projector µs/event",
             "sustained",
         ],
         rows,
@@ -447,9 +478,23 @@ def _e2e(r: dict[str, Any]) -> list[str]:
         f" (repeated {e['confirmed']} sustained); at that rate, medians of"
         f" {len(e['confirm_runs'])} repeats: {_n(m['ok_rps'])} 200/s,"
         f" projection lag p50 {m['lag_p50_s']:.2f} s, p99 {m['lag_p99_s']:.2f} s,"
-        f" max {m['lag_max_s']:.2f} s; webhook p99 {_ms(m['latency_p99_ms'])} ms.",
+        f" max {m['lag_max_s']:.2f} s; webhook p99 {_ms(m['latency_p99_ms'])} ms"
+        + (
+            f"; the projector process used {m['projector_cpu_us_per_event']:.1f} µs of CPU per"
+            " event it folded"
+            if m.get("projector_cpu_us_per_event")
+            else ""
+        )
+        + ".",
         "",
     ]
+    checked = e.get("verify")
+    if checked:
+        out += [
+            f"`acklog verify` after the last step: {'equal' if checked['equal'] else '**DIFFERENT**'}"
+            f" ({checked['seconds']:.1f} s).",
+            "",
+        ]
     return out
 
 
@@ -460,8 +505,10 @@ def _projection(r: dict[str, Any]) -> list[str]:
         "",
         "A log written with COPY (the mix, ids varied, one webhook per millisecond of"
         " `received_at`), then folded by a cold projector (`Projector(dsn).catch_up(conn)` in a"
-        " child process, empty `rm`) and by `acklog rebuild` (the real command; its time includes"
-        " start-up and the swap). Peak RSS is the child's `VmHWM`.",
+        " child process, empty `rm`: the incremental path, one upsert transaction per batch of"
+        " 1,000) and by `acklog rebuild` (the real command, the bulk path of"
+        " `projections/bulk.py`; its time includes start-up, index builds and the swap)."
+        " Peak RSS is the child's `VmHWM`.",
         "",
     ]
     rows = []
@@ -482,6 +529,26 @@ def _projection(r: dict[str, Any]) -> list[str]:
     out += _table(
         ["events", "fold", "runs", "events/s", "seconds", "peak RSS MiB", "each run"], rows
     )
+    out += _stages(p)
+    live = p.get("live")
+    if live:
+        lag = live["lag_s"]
+        out += [
+            f"**Live projector** (`acklog project`, its own process) while the bench appended the"
+            f" mix at {_n(live['rate'])} events/s for {live['seconds']:g} s in one small COPY per"
+            f" 20 ms: {_n(live['events'])} events folded, {live['cpu_us_per_event']:.1f} µs of its"
+            f" CPU per event ({live['cpu_cores']:.2f} cores), projection lag p50"
+            f" {lag['p50']:.2f} s, p99 {lag['p99']:.2f} s (sampled every 100 ms).",
+            "",
+        ]
+    checks = p.get("verify")
+    if checks:
+        rows = [
+            [v["after"], "equal" if v["equal"] else "**DIFFERENT**", f"{v['seconds']:.1f}"]
+            for v in checks
+        ]
+        out += ["`acklog verify` (rebuild aside, compare every table):", ""]
+        out += _table(["after", "result", "seconds"], rows)
     fills = ", ".join(_n(f["rows_per_s"]) for f in p["fills"])
     rm = p["read_models"]
     out += [
@@ -491,6 +558,47 @@ def _projection(r: dict[str, Any]) -> list[str]:
         "",
     ]
     return out
+
+
+def _stages(p: dict[str, Any]) -> list[str]:
+    """Per-stage µs per event of the cold (incremental) fold and of the rebuild (bulk)."""
+    size = min(p["by_size"], key=int)
+    row = p["by_size"][size]
+    folds = [(label, row[k]) for k, label in (("cold", "cold"), ("rebuild", "rebuild"))]
+    folds = [(label, f) for label, f in folds if f.get("stages_us")]
+    if not folds:
+        return []
+    names: list[str] = []
+    for _, f in folds:
+        names += [n for n in f["stages_us"] if n not in names]
+    rows = []
+    for name in names:
+        cells = [name]
+        for _, f in folds:
+            cells += [
+                f"{f['stages_us'].get(name, 0):.1f}",
+                f"{f['stages_cpu_us'].get(name, 0):.1f}",
+            ]
+        rows.append(cells)
+    totals = ["**sum**"]
+    for _, f in folds:
+        totals += [
+            f"**{sum(f['stages_us'].values()):.1f}**",
+            f"**{sum(f['stages_cpu_us'].values()):.1f}**",
+        ]
+    rows.append(totals)
+    head = ["stage"]
+    for label, _ in folds:
+        head += [f"{label}: wall µs/event", f"{label}: own CPU µs/event"]
+    return [
+        f"**Where the time goes, per stage** ({_n(int(size))} events; one timed child run of"
+        " each, `projections/stages.py`: wall clock around each step of a batch, and the"
+        " fold process's own CPU in it; wall minus CPU is mostly waiting on PostgreSQL. For the"
+        " rebuild, `write` is COPY of the timeline and of evicted messages, `indexes` the index"
+        " builds after the load):",
+        "",
+        *_table(head, rows),
+    ]
 
 
 def _query(r: dict[str, Any]) -> list[str]:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import collections
+
 from projections.fold import Batch
 from service import metrics
 
 
 def observe_batch(batch: Batch) -> None:
-    for provider, outcome in batch.outcomes:
+    # one labels() lookup and one (multiprocess) counter write per label set and batch,
+    # not per event
+    for (provider, outcome), n in collections.Counter(batch.outcomes).items():
         if outcome == "ok":
-            metrics.events_projected.labels(provider, "ok").inc()
+            metrics.events_projected.labels(provider, "ok").inc(n)
         else:
-            metrics.events_projected.labels(provider, "quarantined").inc()
-            metrics.quarantined.labels(provider, outcome).inc()
-    for provider, channel, state in batch.transitions:
-        metrics.transitions.labels(provider, channel, state).inc()
+            metrics.events_projected.labels(provider, "quarantined").inc(n)
+            metrics.quarantined.labels(provider, outcome).inc(n)
+    for (provider, channel, state), n in collections.Counter(batch.transitions).items():
+        metrics.transitions.labels(provider, channel, state).inc(n)
     for provider, channel, stage, seconds in batch.ack_latencies:
         metrics.ack_latency.labels(provider, channel, stage).observe(seconds)
