@@ -50,9 +50,11 @@ async def reset_read_models(dsn: str) -> None:
 async def _cold(dsn: str, upto: int | None) -> dict[str, Any]:
     from eventstore.pool import connect
     from projections.runner import Projector
+    from projections.stages import Stages
 
     conn = await connect(dsn)
     projector = Projector(dsn)
+    projector.stages = Stages(cpu=True)
     try:
         cpu, started = time.process_time(), time.perf_counter()
         n = await projector.catch_up(conn, upto=upto)
@@ -74,7 +76,7 @@ async def _rebuild(dsn: str) -> dict[str, Any]:
     from projections.rebuild import rebuild
     from projections.stages import Stages
 
-    stages = Stages()
+    stages = Stages(cpu=True)
     cpu, started = time.process_time(), time.perf_counter()
     await rebuild(dsn, stages=stages)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu

@@ -100,9 +100,12 @@ class Projector:
                 await checkpoint.advance(conn, self.name, position, events[-1].position)
             if self.before_commit is not None:
                 await self.before_commit(batch)
-            commit_started, commit_cpu = time.perf_counter(), time.process_time()
+            commit_started = time.perf_counter()
+            commit_cpu = time.process_time() if self.stages.with_cpu else 0.0
         self.stages.add(
-            "commit", time.perf_counter() - commit_started, time.process_time() - commit_cpu
+            "commit",
+            time.perf_counter() - commit_started,
+            time.process_time() - commit_cpu if self.stages.with_cpu else 0.0,
         )
         self.stages.events += len(events)
         self.stages.batches += 1
@@ -134,16 +137,15 @@ class Projector:
     async def _lead(self, conn: asyncpg.Connection, wake: Wakeup) -> None:
         """Fold as the leader: batches by count when behind, by time when keeping up.
 
-        After a partial batch the projector lingers (``linger`` seconds from the start of
-        that batch), so that the next one gathers what arrives meanwhile: under a steady
-        stream of small appends it folds a few bigger batches instead of many tiny ones,
-        each with its transaction, locks, checkpoint and deadlines. The sweep runs at most
-        every ``sweep_interval`` seconds, not on every wake-up.
+        After a partial batch the projector lingers ``linger`` seconds, so that the next one
+        gathers what arrives meanwhile: under a steady stream of small appends it folds a
+        few bigger batches instead of many tiny ones, each with its transaction, locks,
+        checkpoint and deadlines (it adds at most ``linger`` to the projection lag). The
+        sweep runs at most every ``sweep_interval`` seconds, not on every wake-up.
         """
         loop = asyncio.get_running_loop()
         next_sweep = 0.0
         while True:
-            started = loop.time()
             n = await self.step(conn)
             if n == self.batch_size:
                 continue
@@ -151,7 +153,7 @@ class Projector:
                 await self.sweep(conn)
                 next_sweep = loop.time() + self.sweep_interval
             if n:
-                await asyncio.sleep(max(self.linger - (loop.time() - started), 0.0))
+                await asyncio.sleep(self.linger)
                 continue
             await wake.wait(min(self.poll_interval, max(next_sweep - loop.time(), 0.01)))
 

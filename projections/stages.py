@@ -15,7 +15,11 @@ from contextlib import contextmanager
 
 
 class Stages:
-    def __init__(self) -> None:
+    """``cpu=True`` also sums this process's CPU per stage (a system call each time, which
+    a live projector folding small batches should not pay; the bench turns it on)."""
+
+    def __init__(self, *, cpu: bool = False) -> None:
+        self.with_cpu = cpu
         self.seconds: collections.defaultdict[str, float] = collections.defaultdict(float)
         self.cpu: collections.defaultdict[str, float] = collections.defaultdict(float)
         self.events = 0
@@ -23,12 +27,14 @@ class Stages:
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
-        started, cpu = time.perf_counter(), time.process_time()
+        started = time.perf_counter()
+        cpu = time.process_time() if self.with_cpu else 0.0
         try:
             yield
         finally:
             self.seconds[name] += time.perf_counter() - started
-            self.cpu[name] += time.process_time() - cpu
+            if self.with_cpu:
+                self.cpu[name] += time.process_time() - cpu
 
     def add(self, name: str, seconds: float, cpu: float = 0.0) -> None:
         self.seconds[name] += seconds
