@@ -66,7 +66,8 @@ def sustained(
 
 
 def role_pids(pid: int) -> dict[str, int]:
-    """The serve supervisor and each of its role processes (``--role R`` in the command)."""
+    """The serve supervisor and each of its role processes (``--role R`` in the command);
+    CpuMeter counts each with its children, so ``supervisor`` is the whole serve."""
     out = {"supervisor": pid}
     with contextlib.suppress(psutil.Error):
         for child in psutil.Process(pid).children(recursive=True):
@@ -128,7 +129,7 @@ async def step(
     t1 = time.perf_counter()
     cpu = meter.stop()
     end = await sampler.sample()
-    cpu["server"] = round(sum(v for k, v in cpu.items() if k in roles), 2)
+    cpu["server"] = cpu.pop("supervisor")  # its whole tree: every role of the serve
     folded = end[2] - first[2]
     projector_us = (
         cpu["projector"] * (t1 - t0) / folded * 1e6 if "projector" in cpu and folded > 0 else None
