@@ -137,3 +137,12 @@ async def test_racing_writers_never_make_a_tailing_reader_skip(pool: asyncpg.Poo
     every = [e.position for e in await reader.read(pool, limit=100_000)]
     assert len(every) == writers * per_writer
     assert seen == every, "the tailing reader skipped or reordered events"
+
+
+async def test_append_is_planned_per_batch_never_from_a_stale_generic_plan(
+    pool: asyncpg.Pool,
+) -> None:
+    """A writer keeps its session for hours; a generic plan cached while the log was small
+    would keep scanning the whole log for the dedup lookup (sql/010_append_plan.sql)."""
+    config = await pool.fetchval("SELECT proconfig FROM pg_proc WHERE proname = 'append_events'")
+    assert "plan_cache_mode=force_custom_plan" in config
