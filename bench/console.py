@@ -65,9 +65,15 @@ async def _paths(dsn: str, n: int) -> dict[str, list[str]]:
 
 
 async def _sign_in(s: aiohttp.ClientSession, base: str) -> None:
-    async with s.get(f"{base}/ui/login") as r:
-        token = re.search(r'name="csrf" value="([^"]+)"', await r.text())
-    assert token, "no login form"
+    deadline = time.monotonic() + 60  # the API process may still be starting (503 meanwhile)
+    while True:
+        async with s.get(f"{base}/ui/login") as r:
+            token = re.search(r'name="csrf" value="([^"]+)"', await r.text())
+        if token or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    if token is None:
+        raise RuntimeError(f"no console login form at {base} (last answer {r.status})")
     async with s.post(
         f"{base}/ui/login",
         data={"csrf": token.group(1), "key": servers.API_KEY, "next": "/ui/"},
@@ -78,16 +84,17 @@ async def _sign_in(s: aiohttp.ClientSession, base: str) -> None:
             raise RuntimeError(f"console sign-in answered {r.status}")
 
 
-async def _time(s: aiohttp.ClientSession, base: str, paths: list[str]) -> dict[str, float]:
-    lat, errors = [], 0
+async def _time(s: aiohttp.ClientSession, base: str, paths: list[str]) -> dict[str, Any]:
+    lat, failed = [], []
     for path in paths:
         t0 = time.perf_counter()
         async with s.get(base + path, allow_redirects=False) as r:
             await r.read()
-            errors += r.status != 200
+            if r.status != 200:
+                failed.append(f"{r.status} {path[:120]}")
         lat.append((time.perf_counter() - t0) * 1000)
     lat.sort()
-    return {**percentiles(lat), "requests": len(lat), "errors": errors}
+    return {**percentiles(lat), "requests": len(lat), "errors": len(failed), "failed": failed}
 
 
 async def page_bench(dsn: str, workdir: Path, runs: int, per_run: int = 40) -> dict[str, Any]:
@@ -112,6 +119,8 @@ async def page_bench(dsn: str, workdir: Path, runs: int, per_run: int = 40) -> d
                     f"  console {name:20}: p50 {out[name]['p50_ms']:7.2f} ms"
                     f"  p99 {out[name]['p99_ms']:7.2f} ms  errors {out[name]['errors']}"
                 )
+                for failure in sorted({f for r in each for f in r["failed"]})[:3]:
+                    log(f"    failed: {failure}")
     return out
 
 

@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -29,7 +30,7 @@ from projections.readmodel import query as rmq
 from projections.runner import LIVE_CHECKPOINT
 from service import api, api_params
 from service import api_queries as q
-from service.api_models import EventOut
+from service.api_models import ChannelSummary, EventOut
 from service.api_params import BadParameter
 from service.apikey import ApiKey
 from service.auth import FailureLimiter
@@ -288,25 +289,65 @@ async def logout(request: web.Request) -> web.StreamResponse:
 # -- channels ------------------------------------------------------------------------------
 
 
-async def channels_page(request: web.Request) -> web.Response:
-    pool = _pool(request)
-    now = _now(request)
+class Overview(msgspec.Struct, frozen=True, kw_only=True):
+    """The channels page's figures, taken together."""
+
+    taken_at: dt.datetime
+    channels: list[ChannelSummary]
+    health: dict[str, rmc.Health]
+    last: dict[str, tuple[int, dt.datetime]]
+    since: dict[str, dt.datetime | None]
+
+
+async def _overview(pool: Any, now: dt.datetime) -> Overview:
     summaries = await q.channels(pool)
-    health = await rmc.health(pool, now)
-    last = await reader.latest_by_channel(pool, [c.name for c in summaries])
     since: dict[str, dt.datetime | None] = {}
     for c in summaries:
         if c.connection is not None:
             since[c.name] = await rmc.instance_since(pool, c.name, c.connection.status)
+    return Overview(
+        taken_at=now,
+        channels=summaries,
+        health=await rmc.health(pool, now),
+        last=await reader.latest_by_channel(pool, [c.name for c in summaries]),
+        since=since,
+    )
+
+
+class OverviewCache:
+    """The counts behind the channels page pass over every message (like
+    ``GET /v1/channels``): they are taken at most once per ``max_age`` seconds per process,
+    by one request at a time, however many people look."""
+
+    def __init__(self, max_age: float = 10.0) -> None:
+        self.max_age = max_age
+        self._value: tuple[float, Overview] | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, pool: Any, now: dt.datetime) -> Overview:
+        async with self._lock:
+            if self._value is None or time.monotonic() - self._value[0] > self.max_age:
+                self._value = (time.monotonic(), await _overview(pool, now))
+            return self._value[1]
+
+
+OVERVIEW = web.AppKey("console_overview", OverviewCache)
+
+
+async def channels_page(request: web.Request) -> web.Response:
+    now = _now(request)
+    overview = await request.app[OVERVIEW].get(_pool(request), now)
     return render(
         request,
         "channels.html",
         {
-            "channels": summaries,
-            "health": health,
+            "channels": overview.channels,
+            "health": overview.health,
             "blank": rmc.Health(),
-            "last": last,
-            "since": since,
+            "last": overview.last,
+            "since": overview.since,
+            "taken_at": overview.taken_at,
+            "max_age": request.app[OVERVIEW].max_age,
             "ago": lambda t: fmt_ago(t, now),
         },
     )
@@ -679,6 +720,7 @@ def make_console(app: web.Application) -> web.Application:
     console[API_KEY] = ApiKey(app[SETTINGS])
     console[SETTINGS] = app[SETTINGS]  # client_address reads request.app
     # failed sign-ins per client address, limited like failed webhook credentials
+    console[OVERVIEW] = OverviewCache()
     console[LIMITER] = FailureLimiter(app[SETTINGS].auth_failures_per_minute)
     aiohttp_jinja2.setup(
         console,
