@@ -203,3 +203,36 @@ async def test_the_api_timeline_matches_the_scenario_sent(
         if result.instance:
             async with http.get("/v1/channels/sim/status") as resp:
                 assert (await resp.json())["current"]["status"] == result.instance
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_stuck_leaves_acks_that_become_missed_acks(
+    provider: str, server: TestServer, dsn: str
+) -> None:
+    """``--scenario stuck``: a message never sent (where the provider reports our outgoing
+    messages) and one sent but never delivered; past the deadlines both are missed acks."""
+    import datetime as dt
+
+    token = await add_channel(dsn, "sim", provider, sent_deadline_s=5, delivered_deadline_s=10)
+    result = await simulate(base_url(server), "sim", provider, token, "stuck")
+    assert result.ok, refused(result)
+    assert {m.state for m in result.messages} <= {"sending", "sent"}
+    assert "sent" in {m.state for m in result.messages}
+    await assert_projected(dsn, result)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+    conn = await connect(dsn)
+    try:
+        await Projector(dsn, clock=lambda: later).sweep(conn)
+        rows = await conn.fetch("SELECT stage, n FROM rm.missed_counts WHERE channel = 'sim'")
+    finally:
+        await conn.close()
+    expected = {"delivered": 1} | (
+        {"sent": 1} if any(m.state == "sending" for m in result.messages) else {}
+    )
+    assert {r["stage"]: r["n"] for r in rows} == expected
+
+
+def test_all_does_not_include_stuck() -> None:
+    scenarios = {r.scenario for r in plan("waha", "all").requests}
+    assert "stuck" not in scenarios
+    assert {r.scenario for r in plan("waha", "stuck").requests} == {"stuck"}

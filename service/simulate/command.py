@@ -89,7 +89,25 @@ async def main(args: argparse.Namespace) -> int:
     finally:
         await conn.close()
     _summary(result)
+    if args.scenario == "stuck":
+        _stuck_hint(channel)
     return 0 if result.ok else 1
+
+
+def _stuck_hint(channel: channels.Channel) -> None:
+    sent, delivered = channel.sent_deadline_s, channel.delivered_deadline_s
+    print(
+        f"\nthese acks never come: the channel's deadlines make them missed acks in {sent:g}s"
+        f" (sent) and {delivered:g}s (delivered) from now; then see"
+        f'\n  acklog_missed_acks_total{{channel="{channel.name}"}} on /metrics,'
+        f" the MissedAcksRising alert, and"
+        f"\n  GET /v1/channels/{channel.name}/messages?overdue=true"
+    )
+    if sent > 60 or delivered > 60:
+        print(
+            f"shorter deadlines, to see it within a minute (the channel keeps its tokens):"
+            f"\n  acklog channels update {channel.name} --sent-deadline 20 --delivered-deadline 40"
+        )
 
 
 _SIGNERS = ("meta", "waha", "twilio")

@@ -18,8 +18,11 @@ from service.simulate.ids import Ids
 from service.simulate.payloads import BUILDERS
 from service.simulate.payloads.base import Ack, Builder, Msg, Request
 
-Scenario = Literal["incoming", "outgoing", "failure", "instance"]
-SCENARIOS: tuple[Scenario, ...] = ("incoming", "outgoing", "failure", "instance")
+Scenario = Literal["incoming", "outgoing", "failure", "instance", "stuck"]
+#: what ``all`` runs: every scenario that ends with no ack outstanding
+IN_ALL: tuple[Scenario, ...] = ("incoming", "outgoing", "failure", "instance")
+#: ``stuck`` leaves acks outstanding on purpose (missed acks): only when asked for by name
+SCENARIOS: tuple[Scenario, ...] = (*IN_ALL, "stuck")
 ALL = "all"
 
 ACKS: tuple[Ack, ...] = ("sent", "delivered", "read")
@@ -64,7 +67,7 @@ def short(key: str, width: int = 28) -> str:
 
 def scenarios(name: str) -> tuple[Scenario, ...]:
     if name == ALL:
-        return SCENARIOS
+        return IN_ALL
     for scenario in SCENARIOS:
         if scenario == name:
             return (scenario,)
@@ -140,6 +143,22 @@ class _Planner:
             )
         )
 
+    def stuck(self) -> None:
+        """Acks that never come: one message never reported sent (where the provider reports
+        our outgoing messages at all), one reported sent and never delivered."""
+        if self.b.cannot.get("outgoing") is None and self.b.announced_state == "sending":
+            waiting = self.b.new_outgoing()
+            self._announce("stuck", waiting)
+            self.messages.append(
+                Expected(scenario="stuck", key=waiting.key, direction="outgoing", state="sending")
+            )
+        half = self.b.new_outgoing()
+        self._announce("stuck", half)
+        self.add("stuck", f"ack {short(half.key)} → sent (then nothing)", self.b.ack(half, "sent"))
+        self.messages.append(
+            Expected(scenario="stuck", key=half.key, direction="outgoing", state="sent")
+        )
+
     def instance_cycle(self) -> None:
         reason = self.b.cannot.get("instance")
         if reason is not None:
@@ -164,6 +183,7 @@ def plan(
         "outgoing": planner.outgoing,
         "failure": planner.failure,
         "instance": planner.instance_cycle,
+        "stuck": planner.stuck,
     }
     for _ in range(max(count, 0)):
         for name in chosen:

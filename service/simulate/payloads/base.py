@@ -59,6 +59,8 @@ class Builder:
     notes: ClassVar[tuple[str, ...]] = ()
     #: True when a failed message gets its failure webhook *instead of* the outgoing one
     failure_replaces_outgoing: ClassVar[bool] = False
+    #: the state the outgoing-message webhook itself implies (Z-API reports it once sent)
+    announced_state: ClassVar[str] = "sending"
 
     def __init__(self, ids: Ids, url: str = "") -> None:
         self.ids = ids

@@ -18,6 +18,7 @@ class ZApi(Builder):
     name = "zapi"
     #: a failed send gets one DeliveryCallback, with ``error``, instead of the plain one
     failure_replaces_outgoing = True
+    announced_state = "sent"  # DeliveryCallback: the message reached WhatsApp's servers
     notes = (
         "the failure is a DeliveryCallback with 'error', as seen in production callbacks"
         " (Z-API's docs show no failure)",
