@@ -257,3 +257,24 @@ async def channels(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, str]:
 async def channel_provider(conn: asyncpg.Connection | asyncpg.Pool, channel: str) -> str | None:
     value = await conn.fetchval(CHANNEL_PROVIDER_SQL, channel)
     return str(value) if value is not None else None
+
+
+async def first_at_or_after(conn: asyncpg.Connection | asyncpg.Pool, when: dt.datetime) -> int:
+    """The first position received at or after ``when`` (head + 1 when none is).
+
+    ``received_at`` follows position closely but not strictly (commit order is not position
+    order), so this is a binary search over the primary key: O(log n) index lookups, no scan
+    and no index on ``received_at`` needed; an event a few milliseconds out of order at the
+    boundary may be included or not.
+    """
+    lo, hi = 1, await head(conn) + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        at = await conn.fetchval(
+            "SELECT received_at FROM events WHERE position >= $1 ORDER BY position LIMIT 1", mid
+        )
+        if at is None or at >= when:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

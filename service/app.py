@@ -137,7 +137,8 @@ def _add_ingest(app: web.Application) -> None:
 def _add_api(app: web.Application) -> None:
     app.cleanup_ctx.append(_api_database)
     app.cleanup_ctx.append(_snapshot)
-    app.add_routes([web.get("/metrics", metrics_view)])
+    if app[SETTINGS].metrics_port is None:  # ACKLOG_METRICS_PORT moves /metrics off the API
+        app.add_routes([web.get("/metrics", metrics_view)])
     app.add_routes(openapi.routes())
     app.add_subapp("/v1", api.make_api(app))
     console.install(app)

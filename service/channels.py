@@ -76,11 +76,7 @@ async def add(
     check_name(name)
     if provider not in PROVIDERS:
         raise ChannelError(f"unknown provider {provider!r}; known: {', '.join(PROVIDERS)}")
-    for cidr in allow_cidrs or []:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ChannelError(f"invalid CIDR {cidr!r}") from None
+    _check_cidrs(allow_cidrs)
     token = token or new_token()
     async with conn.transaction():
         try:
@@ -111,6 +107,58 @@ async def add(
     return token
 
 
+def _check_cidrs(allow_cidrs: list[str] | None) -> None:
+    for cidr in allow_cidrs or []:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ChannelError(f"invalid CIDR {cidr!r}") from None
+
+
+#: ``update`` argument meaning "set this to nothing" (no allow-list, no Basic user)
+CLEAR = ""
+
+
+async def update(
+    conn: asyncpg.Connection,
+    name: str,
+    *,
+    basic_user: str | None = None,
+    allow_cidrs: list[str] | None = None,
+    sent_deadline_s: float | None = None,
+    delivered_deadline_s: float | None = None,
+) -> None:
+    """Change a channel's settings in place; its tokens and secrets stay as they are.
+
+    ``None`` keeps a setting; ``basic_user=CLEAR`` drops the Basic user, ``allow_cidrs=[]``
+    the allow-list. New deadlines apply to acks awaited from the next event on.
+    """
+    if all(v is None for v in (basic_user, allow_cidrs, sent_deadline_s, delivered_deadline_s)):
+        raise ChannelError(
+            "nothing to update: give --sent-deadline, --delivered-deadline, --allow,"
+            " --allow-any, --basic-user or --no-basic-user"
+        )
+    _check_cidrs(allow_cidrs)
+    try:
+        status = await conn.execute(
+            "UPDATE channels SET"
+            " basic_user = CASE WHEN $2::text IS NULL THEN basic_user ELSE nullif($2, '') END,"
+            " allow_cidrs = coalesce($3::cidr[], allow_cidrs),"
+            " sent_deadline_s = coalesce($4::float8, sent_deadline_s),"
+            " delivered_deadline_s = coalesce($5::float8, delivered_deadline_s)"
+            " WHERE name = $1",
+            name,
+            basic_user,
+            allow_cidrs,
+            sent_deadline_s,
+            delivered_deadline_s,
+        )
+    except asyncpg.CheckViolationError as exc:
+        raise ChannelError(f"invalid channel settings: {exc.constraint_name}") from None
+    if status != "UPDATE 1":
+        raise ChannelError(f"no channel {name!r}")
+
+
 async def remove(conn: asyncpg.Connection, name: str) -> None:
     """Remove a channel and its credentials; its events stay in the log."""
     status = await conn.execute("DELETE FROM channels WHERE name = $1", name)
@@ -125,12 +173,21 @@ async def _require(conn: asyncpg.Connection, name: str) -> None:
 
 async def add_token(conn: asyncpg.Connection, name: str, token: str | None = None) -> str:
     """Rotation, step 1: a new token, active alongside the old ones."""
+    return (await issue_token(conn, name, token))[1]
+
+
+async def issue_token(
+    conn: asyncpg.Connection, name: str, token: str | None = None
+) -> tuple[int, str]:
+    """A new token and its id (what ``revoke_token`` takes)."""
     await _require(conn, name)
     token = token or new_token()
-    await conn.execute(
-        "INSERT INTO channel_tokens (channel, token_hash) VALUES ($1, $2)", name, token_hash(token)
+    token_id: int = await conn.fetchval(
+        "INSERT INTO channel_tokens (channel, token_hash) VALUES ($1, $2) RETURNING id",
+        name,
+        token_hash(token),
     )
-    return token
+    return token_id, token
 
 
 async def revoke_token(conn: asyncpg.Connection, name: str, token_id: int) -> None:

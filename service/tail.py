@@ -24,7 +24,7 @@ import msgspec
 from eventstore.errors import DRIVER_ERRORS
 from eventstore.events import StoredEvent
 from eventstore.pool import connect
-from eventstore.read import head, read
+from eventstore.read import first_at_or_after, head, read
 from eventstore.subscribe import Wakeup
 from projections.facts import (
     Fact,
@@ -163,8 +163,9 @@ def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         where = f"channel {args.channel}" if args.channel else "all channels"
-        print(f"tailing {where} from the current head (Ctrl-C to stop)", file=sys.stderr)
-        async for line in tail(dsn, stop=stop, channel=args.channel):
+        after, start = await _start(dsn, args)
+        print(f"tailing {where} {start} (Ctrl-C to stop)", file=sys.stderr)
+        async for line in tail(dsn, stop=stop, channel=args.channel, after=after):
             print(line.render(), flush=True)
 
     try:
@@ -174,5 +175,52 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: dt.datetime) -> dt.datetime:
+    """``15m``, ``2h``, ``1d``, ``30s`` ago, or an ISO 8601 time (UTC when it has no zone)."""
+    text = text.strip()
+    if text[-1:] in _UNITS and text[:-1].replace(".", "", 1).isdigit():
+        return now - dt.timedelta(seconds=float(text[:-1]) * _UNITS[text[-1]])
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--since takes 15m, 2h, 1d, 30s or an ISO time like 2026-03-01T12:00, not {text!r}"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _since(text: str) -> str:
+    parse_since(text, dt.datetime.now(dt.UTC))  # a usage error now, not a traceback later
+    return text
+
+
+async def _start(dsn: str, args: argparse.Namespace) -> tuple[int | None, str]:
+    """Where to start: (position to read after, what to tell the user)."""
+    if args.from_position is not None:
+        return max(args.from_position - 1, 0), f"from position {args.from_position}"
+    if args.since is None:
+        return None, "from the current head"
+    when = parse_since(args.since, dt.datetime.now(dt.UTC))
+    conn = await connect(dsn)
+    try:
+        first = await first_at_or_after(conn, when)
+    finally:
+        await conn.close()
+    return first - 1, f"from {when.isoformat(timespec='seconds')} (position {first})"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", help="only this channel's events")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-position", type=int, metavar="N", help="start at log position N (then follow)"
+    )
+    start.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="start at events received since WHEN: 15m, 2h, 1d or ISO",
+    )

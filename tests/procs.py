@@ -7,7 +7,7 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tests.apps import DATA_DIR
 
@@ -38,6 +38,7 @@ class Process:
         self.marker = marker
         self.ready = asyncio.Event()
         self.lines: list[str] = []
+        self._line = asyncio.Condition()
         self.proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -67,6 +68,13 @@ class Process:
             self.lines.append(line)
             if self.marker and self.marker in line:
                 self.ready.set()
+            async with self._line:
+                self._line.notify_all()
+
+    async def wait_lines(self, predicate: Callable[[list[str]], bool], timeout: float = 30) -> None:
+        """Return once ``predicate(lines)`` holds for the lines printed so far."""
+        async with asyncio.timeout(timeout), self._line:
+            await self._line.wait_for(lambda: predicate(self.lines))
 
     @property
     def pid(self) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -59,7 +60,8 @@ DEADLINE_S = 90.0
 
 
 def free_port() -> int:
-    for port in PORTS:
+    """A free port of this lane's range, drawn at random (two calls rarely collide)."""
+    for port in random.sample(PORTS, len(PORTS)):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))

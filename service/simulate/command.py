@@ -11,7 +11,6 @@ import asyncio
 import sys
 
 import aiohttp
-import asyncpg
 
 from eventstore.pool import connect
 from service import channels
@@ -41,17 +40,6 @@ def _line(sent: Sent) -> None:
     print(f"  {sent.status} {sent.answer:<18} {sent.label}  [{sent.raw}]{mark}", flush=True)
 
 
-async def _revoke(conn: asyncpg.Connection, name: str, token: str) -> None:
-    token_id = await conn.fetchval(
-        "SELECT id FROM channel_tokens WHERE channel = $1 AND token_hash = $2"
-        " AND revoked_at IS NULL",
-        name,
-        channels.token_hash(token),
-    )
-    if token_id is not None:
-        await channels.revoke_token(conn, name, token_id)
-
-
 async def main(args: argparse.Namespace) -> int:
     """The command, awaitable (tests run it inside their own event loop)."""
     settings = from_env()
@@ -67,7 +55,7 @@ async def main(args: argparse.Namespace) -> int:
             return 2
         signed = " (signed)" if channel.secrets and channel.provider in _SIGNERS else ""
         print(f"simulating {channel.provider} webhooks to {base}/hooks/{channel.name}{signed}")
-        token = await channels.add_token(conn, channel.name)
+        token_id, token = await channels.issue_token(conn, channel.name)
         try:
             result = await simulate(
                 base,
@@ -85,7 +73,7 @@ async def main(args: argparse.Namespace) -> int:
             print("  is it running? start it with: make run", file=sys.stderr)
             return 2
         finally:
-            await _revoke(conn, channel.name, token)
+            await channels.revoke_token(conn, channel.name, token_id)
     finally:
         await conn.close()
     _summary(result)

