@@ -180,7 +180,12 @@ async def test_port_in_use_is_one_line(dsn: str) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         code, out = await acklog(dsn, "serve", "--port", str(port), ACKLOG_API_KEY="k")
-    assert code == 4, out
+        # one role alone exits 4; the supervisor stops its other children and exits 1
+        alone, alone_out = await acklog(
+            dsn, "serve", "--role", "ingest", "--port", str(port), ACKLOG_API_KEY="k"
+        )
+    assert code == 1, out
+    assert alone == 4 and alone_out.count("error:") == 1, alone_out
     assert "Traceback" not in out
     errors = [line for line in out.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--port" in errors[0] and "in use" in errors[0], out
@@ -238,7 +243,7 @@ async def test_json_logs_access_log_refusals_shutdown_and_no_api_key(dsn: str) -
     assert {(r["status"], r["channel"]) for r in refused} == {(401, "shop"), (404, "unknown")}
     assert all(r["level"] == "warning" for r in refused)
     assert any("SIGTERM received: shutting down" in r["message"] for r in records), text
-    assert records[-1]["message"] == "acklog stopped", records[-1]
+    assert records[-1]["message"] == "acklog stopped (exit 0)", records[-1]
 
 
 def test_refused_webhooks_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
