@@ -65,7 +65,8 @@ def add_forwarding(app: web.Application, upstream: str | None) -> None:
         app[SESSION] = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=120),
+            # connect includes the wait for one of the MAX_IN_FLIGHT slots: a relay never queues forever
+            timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_connect=5, sock_read=120),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
         yield

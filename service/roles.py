@@ -279,26 +279,35 @@ class Supervisor:
         return all(oks)
 
     async def _stop_all(self) -> int:
-        """SIGTERM to every child, SIGKILL to those still there after ``STOP_GRACE``; 0 when
-        every child exited cleanly."""
-        procs = [c.proc for c in self.children if c.proc is not None]
-        for proc in procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-
-        async def reap(proc: asyncio.subprocess.Process) -> int:
-            try:
-                async with asyncio.timeout(STOP_GRACE):
-                    return await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                return -signal.SIGKILL
-
-        codes = await asyncio.gather(*(reap(p) for p in procs))
+        """SIGTERM to the ingest workers first (they drain, and may still relay to the API),
+        then to the others; SIGKILL to a child still there after ``STOP_GRACE``. 0 when every
+        child exited cleanly."""
+        codes: dict[int, int] = {}
+        for wave in (("ingest",), ("api", "projector")):
+            children = [c for c in self.children if c.role in wave and c.proc is not None]
+            for child in children:
+                assert child.proc is not None
+                if child.proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        child.proc.terminate()
+            results = await asyncio.gather(*(self._reap(c) for c in children))
+            codes.update(zip((id(c) for c in children), results, strict=True))
         clean = (0, -signal.SIGTERM, -signal.SIGINT)
-        return 0 if all(c in clean for c in codes) else 1
+        for child in self.children:
+            code = codes.get(id(child), 0)
+            if code not in clean:
+                log.warning("%s stopped with exit code %s", child.name, code)
+        return 0 if all(c in clean for c in codes.values()) else 1
+
+    async def _reap(self, child: Child) -> int:
+        assert child.proc is not None
+        try:
+            async with asyncio.timeout(STOP_GRACE):
+                return await child.proc.wait()
+        except TimeoutError:
+            child.proc.kill()
+            await child.proc.wait()
+            return -signal.SIGKILL
 
 
 def supervise(settings: Settings, dsn: str, roles: list[Role], on_ready: Callable[[], None]) -> int:

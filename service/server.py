@@ -175,6 +175,11 @@ class ConnectionGuard:
         self.timed_out = 0
         self._interval = min(max(limits.header_timeout / 4, 0.05), 1.0)
         self._sweeper: asyncio.TimerHandle | None = None
+        #: requests inside the app now; ``idle`` is set when there are none
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.draining = False
 
     def __call__(self) -> GuardedProtocol:
         assert self.factory is not None
@@ -205,15 +210,39 @@ class ConnectionGuard:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """The outermost middleware: a request reaching the app has a complete head."""
+        """The outermost middleware: a request reaching the app has a complete head. It also
+        counts the requests in flight, so a shutdown can wait for them (``drain``)."""
+        self.in_flight += 1
+        self.idle.clear()
         guarded = self.protocols.get(request.protocol)
-        if guarded is None:
-            return await handler(request)
-        guarded.head_arrived()
+        if guarded is not None:
+            guarded.head_arrived()
         try:
-            return await handler(request)
+            response = await handler(request)
+            if self.draining:
+                response.force_close()  # answered; no next request on this connection
+            return response
         finally:
-            guarded.request_done()
+            if guarded is not None:
+                guarded.request_done()
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) until every request that reached the app is answered.
+
+        aiohttp's own graceful shutdown stops reading from connections first, so a request
+        whose body was still arriving would never complete; draining before it lets those
+        requests finish, and their connections close once answered."""
+        self.draining = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.idle.wait()
+
+
+#: seconds a shutdown waits for requests in flight (within ``acklog serve``'s 30 s grace)
+DRAIN_SECONDS = 20.0
 
 
 class Serving(msgspec.Struct):
@@ -231,7 +260,7 @@ class Serving(msgspec.Struct):
         port: int = self.server.sockets[0].getsockname()[1]
         return port
 
-    async def close(self) -> None:
+    async def close(self, drain: float = DRAIN_SECONDS) -> None:
         self.guard.close()
         if self.server is not None:
             self.server.close()
@@ -239,6 +268,7 @@ class Serving(msgspec.Struct):
             await self.unix_site.stop()
         if self.server is not None:
             await self.server.wait_closed()
+        await self.guard.drain(drain)
         if self.metrics_runner is not None:
             await self.metrics_runner.cleanup()
         await self.runner.cleanup()

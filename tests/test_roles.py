@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from eventstore.append import write_batch
 from eventstore.events import NewEvent
 from eventstore.pool import connect
-from eventstore.read import head, read_page
+from eventstore.read import head, read, read_page
 from tests.apps import add_channel
 from tests.payloads import waha_outgoing
 from tests.procs import Process, free_port
@@ -534,3 +534,49 @@ async def test_pages_by_bytes_give_every_event_once_and_stay_bounded(
 
 
 _examples = itertools.count()
+
+
+async def test_sigterm_answers_the_webhook_a_worker_already_accepted(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    """A webhook whose head a worker accepted (it answered ``100 Continue``) and whose body is
+    sent only after SIGTERM reached the supervisor is still stored and answered 200, and
+    ``acklog serve`` exits 0."""
+    server = await started(dsn, "--no-projector")
+    token = await add_channel(dsn, "w", "waha")
+    body = waha_outgoing("DRAIN1")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)  # type: ignore[attr-defined]
+    try:
+        writer.write(
+            f"POST /hooks/w?token={token} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            interim = await reader.readuntil(b"\r\n\r\n")
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            while True:  # the workers closed their listening socket: the drain has begun
+                try:
+                    _, probe = await asyncio.open_connection("127.0.0.1", server.port)  # type: ignore[attr-defined]
+                except OSError:
+                    break
+                probe.close()
+                await asyncio.sleep(0.05)
+        writer.write(body)
+        await writer.drain()
+        async with asyncio.timeout(15):
+            answer = await reader.read()
+        async with asyncio.timeout(30):
+            code = await server.proc.wait()
+    finally:
+        writer.close()
+        await server.stop()
+    status_line = answer.split(b"\r\n", 1)[0]
+    print(f"SIGTERM mid-request: answer {status_line!r}, exit {code}")
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert [e.body for e in await read(conn)] == [body]
+    assert code == 0
