@@ -245,7 +245,7 @@ def _ingest(r: dict[str, Any]) -> list[str]:
     for c, row in ing["by_connections"].items():
         for target, label in (
             ("acklog", "acklog ingest"),
-            ("acklog_1w", "acklog ingest, one batch in flight"),
+            ("acklog_2w", "acklog ingest, two batches in flight"),
             ("bare", "(a) bare aiohttp, read body → 200"),
             ("naive", "(b) naive INSERT + COMMIT per request"),
         ):
@@ -320,8 +320,8 @@ def _ingest(r: dict[str, Any]) -> list[str]:
     ]
     if two:
         out += [
-            "**Two batches in flight ÷ one** (acklog as shipped against `ACKLOG_APPEND_WRITERS=1`,"
-            " same rounds): " + "; ".join(two) + ".",
+            "**Two batches in flight ÷ one** (`ACKLOG_APPEND_WRITERS=2` against acklog as shipped,"
+            " one, same rounds): " + "; ".join(two) + ".",
             "",
         ]
     out += [

@@ -1,7 +1,7 @@
 """Group commit: writer tasks turn concurrent appends into one transaction per batch.
 
 Each caller waits on a future resolved only after its batch has committed, so an HTTP 2xx can
-follow. Two writers keep two batches in flight: while one commits, the next forms and waits
+follow. With ``writers=2`` two batches are in flight: while one commits, the next forms and waits
 on the append lock (taken inside ``append_events`` before any position is drawn), so
 positions still follow commit order (invariant 3) and the second batch's dedup lookup runs
 with a snapshot that sees the first batch's rows.
@@ -39,7 +39,7 @@ class Appender:
         pool: asyncpg.Pool,
         *,
         max_batch: int = 512,
-        writers: int = 2,
+        writers: int = 1,
         timeout: float = 10.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:

@@ -27,8 +27,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth_failures_per_minute: int = 30
     #: seconds a webhook may wait for its batch to commit before it is answered 503
     commit_timeout: float = 10.0
-    #: group-commit batches in flight (1 or 2: the next batch forms while one commits)
-    append_writers: int = 2
+    #: group-commit batches in flight; 2 lets the next batch form while one commits, but on a
+    #: 2-core machine one in flight measured faster (bigger batches, less PostgreSQL per event)
+    append_writers: int = 1
     #: seconds allowed to send the body once the head has arrived
     read_timeout: float = 30.0
     #: seconds a connection has to send each request head, from its first byte
@@ -132,7 +133,7 @@ def from_env(**overrides: object) -> Settings:
         "access_log": env.get("ACKLOG_ACCESS_LOG", "") in ("1", "true", "yes"),
         "db_wait": _float("ACKLOG_DB_WAIT", 60.0),
         "snapshot_interval": _float("ACKLOG_SNAPSHOT_INTERVAL", 5.0),
-        "append_writers": max(1, min(_int("ACKLOG_APPEND_WRITERS", 2), 4)),
+        "append_writers": max(1, min(_int("ACKLOG_APPEND_WRITERS", 1), 4)),
         "workers": _int("ACKLOG_WORKERS", 1),
         "api_port": _int("ACKLOG_API_PORT", 0) if api_port else None,
         "api_upstream": env.get("ACKLOG_API_UPSTREAM") or None,

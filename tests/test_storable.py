@@ -181,13 +181,14 @@ async def client(aiohttp_client: Client, dsn: str) -> TestClient:
     return await aiohttp_client(make_app(settings(), dsn))
 
 
+@pytest.mark.parametrize("writers", [1, 2])
 async def test_one_refused_event_fails_alone_its_neighbours_commit(
-    dsn: str, conn: asyncpg.Connection, pool: asyncpg.Pool, aiohttp_client: Client
+    dsn: str, conn: asyncpg.Connection, pool: asyncpg.Pool, aiohttp_client: Client, writers: int
 ) -> None:
     # a real database-side rejection: a CHECK constraint the poison body violates (SQLSTATE 23514)
     await conn.execute("ALTER TABLE events ADD CONSTRAINT no_poison CHECK (body <> 'poison')")
     batches: list[int] = []
-    appender = Appender(pool, on_batch=batches.append)
+    appender = Appender(pool, writers=writers, on_batch=batches.append)
     await appender.start()
     try:
         now = dt.datetime.now(dt.UTC)
@@ -214,7 +215,7 @@ async def test_one_refused_event_fails_alone_its_neighbours_commit(
 
     # the same through HTTP: the poison gets a clear 422, concurrent neighbours get 200
     token = await add_channel(dsn, "shop", "wamm")
-    client = await aiohttp_client(make_app(settings(), dsn))
+    client = await aiohttp_client(make_app(settings(append_writers=writers), dsn))
     bodies = [b"poison" if i == 5 else b'{"n": %d}' % i for i in range(12)]
     resps = await asyncio.gather(
         *(client.post(f"/hooks/shop?token={token}", data=b) for b in bodies)
