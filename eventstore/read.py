@@ -8,6 +8,7 @@ never skips an event that commits later (invariant 3).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import asyncpg
 import msgspec
@@ -40,17 +41,22 @@ async def read(
     limit: int = 1000,
     channel: str | None = None,
     upto: int | None = None,
+    channels: Sequence[str] | None = None,
 ) -> list[StoredEvent]:
     """Events with ``after < position [<= upto]``, in position order.
 
     The SQL differs with and without a channel so each form keeps its index under a
-    generic plan: ``(channel, position)`` for one channel, the primary key for all.
+    generic plan: ``(channel, position)`` for one channel, the primary key for all (and
+    for ``channels``, a set of them: a rebuild shard's).
     """
     where = "position > $1 AND position <= $3"
     args: list[object] = [after, limit, upto if upto is not None else 2**63 - 1]
     if channel is not None:
         where += " AND channel = $4"
         args.append(channel)
+    elif channels is not None:
+        where += " AND channel = ANY($4::text[])"
+        args.append(list(channels))
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT $2", *args
     )
@@ -94,6 +100,14 @@ async def read_page(
 async def get(conn: asyncpg.Connection | asyncpg.Pool, position: int) -> StoredEvent | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM events WHERE position = $1", position)
     return _event(row) if row else None
+
+
+async def channel_counts(conn: asyncpg.Connection, upto: int) -> dict[str, int]:
+    """Events per channel up to ``upto`` (a full scan: for splitting a rebuild in shards)."""
+    rows = await conn.fetch(
+        "SELECT channel, count(*) AS n FROM events WHERE position <= $1 GROUP BY channel", upto
+    )
+    return {r["channel"]: int(r["n"]) for r in rows}
 
 
 async def head(conn: asyncpg.Connection | asyncpg.Pool) -> int:

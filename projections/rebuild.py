@@ -18,7 +18,7 @@ import msgspec
 from eventstore import checkpoint, locks
 from eventstore.pool import connect
 from eventstore.read import head
-from projections.bulk import BulkFold
+from projections.bulk import load_log
 from projections.readmodel import LIVE, bulk, schema, write
 from projections.readmodel.schema import Difference
 from projections.runner import LIVE_CHECKPOINT, Clock, Projector, utcnow
@@ -67,11 +67,11 @@ async def _build_aside(
             left = max(total - position, 0)
             progress(Progress(position, total, rate, left / rate if rate else None))
 
-    # the bulk load: one transaction, into tables nobody reads yet (see projections.bulk)
+    # the bulk load, into tables nobody reads yet (see projections.bulk)
     await bulk.bulk_codecs(conn)
+    restore = await bulk.defer_indexes(conn, aside)
+    last = await load_log(conn, dsn, aside, total, stages=builder.stages, on_batch=report)
     async with conn.transaction():
-        restore = await bulk.defer_indexes(conn, aside)
-        last = await BulkFold(conn, aside, stages=builder.stages, on_batch=report).run(0, total)
         with builder.stages.timed("indexes"):
             await bulk.restore_indexes(conn, aside, restore)
         if last:
