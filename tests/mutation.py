@@ -63,6 +63,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "eventstore/errors.py",
         ],
         [
+            "tests/test_checkpoints.py",
             "tests/test_eventstore.py",
             "tests/test_store_errors.py",
             "tests/test_db_hang.py",
