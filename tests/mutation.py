@@ -158,6 +158,35 @@ def run_group(group: str, max_children: int, budget: float | None = None) -> dic
     return summary
 
 
+def rerun_survivors(group: str, budget: float | None) -> None:
+    """Copy today's tests into the group's tree and run its survivors again (mutmut notices
+    the new tests and maps them first)."""
+    work = WORK / group
+    shutil.copytree(ROOT / "tests", work / "tests", dirs_exist_ok=True)
+    mutmut = str(Path(sys.executable).parent / "mutmut")
+    summary = json.loads((work / "summary.json").read_text())
+    names = [line.split(": ")[0] for line in summary["survivors"]]
+    if not names:
+        return
+    with embedded_postgres() as dsn:
+        env = {**os.environ, "DATABASE_URL": dsn, "ACKLOG_SAMPLES": str(SAMPLES)}
+        proc = subprocess.Popen([mutmut, "run", *names], cwd=work, env=env, start_new_session=True)
+        try:
+            proc.wait(timeout=budget)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+        text = subprocess.run(
+            [mutmut, "results", "--all", "true"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+    summary.update(summarize_results(text))
+    (work / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
 def summarize_results(text: str) -> dict[str, Any]:
     """Counts by status from ``mutmut results --all true`` ("name: status" lines)."""
     counts: dict[str, int] = {}
@@ -298,6 +327,9 @@ def main(argv: list[str]) -> None:
     sub.add_parser("report", help="scores so far")
     f = sub.add_parser("refresh", help="re-read a group's results (after `mutmut run NAMES`)")
     f.add_argument("group", choices=list(GROUPS))
+    again = sub.add_parser("rerun", help="the survivors of a group again, with today's tests")
+    again.add_argument("group", choices=list(GROUPS))
+    again.add_argument("--budget", type=float, default=None)
     args = p.parse_args(argv)
     if args.cmd == "run":
         for group in GROUPS if args.group == "all" else [args.group]:
@@ -307,6 +339,9 @@ def main(argv: list[str]) -> None:
         WORK.mkdir(parents=True, exist_ok=True)
         out = table_mutants()
         (WORK / "tables.json").write_text(json.dumps(out, indent=1, ensure_ascii=False))
+        report()
+    elif args.cmd == "rerun":
+        rerun_survivors(args.group, args.budget)
         report()
     elif args.cmd == "refresh":
         work = WORK / args.group

@@ -170,3 +170,48 @@ def test_failure_limiter_two_failures_below_limit_and_bounded_memory() -> None:
     zero = FailureLimiter(per_minute=0)
     zero.failed("x", now=0.0)
     assert zero.blocked_for("x", now=0.0) >= 1.0
+
+
+def test_exact_reasons() -> None:
+    ch = channel("meta")
+    forged = [("X-Hub-Signature-256", "sha256=" + "0" * 64)]
+    assert auth(ch, headers=forged) == "signature does not match any of the channel's secrets"
+    assert auth(ch) == (
+        "missing credentials: pass ?token=…, a Bearer token, Basic auth or a signature"
+    )
+
+
+def test_the_signing_secret_may_be_any_of_the_channels() -> None:
+    good = [("X-Hub-Signature-256", "sha256=" + RFC4231_SHA256)]
+    assert auth(channel("meta", secrets=(RFC4231_KEY, "newer")), headers=good) is None
+    assert auth(channel("meta", secrets=("older", RFC4231_KEY, "newer")), headers=good) is None
+
+
+def test_a_forged_copy_fails_in_either_order() -> None:
+    good = ("X-Hub-Signature-256", "sha256=" + RFC4231_SHA256)
+    forged = ("X-Hub-Signature-256", "sha256=" + "0" * 64)
+    assert auth(channel("meta"), headers=[forged, good]) is not None
+    assert auth(channel("meta"), headers=[good, forged]) is not None
+
+
+def test_basic_password_may_contain_a_colon() -> None:
+    ch = channel(basic_user="qik", token_hashes=(token_hash("pa:ss"),))
+    assert auth(ch, authorization=basic("qik", "pa:ss")) is None
+
+
+def test_twilio_body_that_is_not_utf8_is_refused_not_raised() -> None:
+    ch = channel("twilio", secrets=("auth-token",))
+    reason = auth(ch, headers=[("X-Twilio-Signature", "AAAA")], body=b"A=\xff\xfe", url="u")
+    assert reason == "signature does not match any of the channel's secrets"
+
+
+def test_waha_helper_defaults_to_sha512() -> None:
+    from service.auth import waha_signature
+
+    assert waha_signature(RFC4231_KEY, RFC4231_DATA) == RFC4231_SHA512
+
+
+def test_the_limiter_reads_the_clock_itself() -> None:
+    lim = FailureLimiter(per_minute=1)
+    lim.failed("z")
+    assert 1.0 <= lim.blocked_for("z") <= 60.0
