@@ -64,6 +64,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ],
         [
             "tests/test_checkpoints.py",
+            "tests/test_store_rules.py",
             "tests/test_eventstore.py",
             "tests/test_store_errors.py",
             "tests/test_db_hang.py",

@@ -5,8 +5,8 @@ appender that refuses work once stopped."""
 from __future__ import annotations
 
 import asyncio
-import re
 import datetime as dt
+import re
 import shutil
 from pathlib import Path
 
