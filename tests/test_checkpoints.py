@@ -82,6 +82,7 @@ async def test_reset_and_drop(pool: asyncpg.Pool) -> None:
 
 async def test_get_and_the_channel_readers(pool: asyncpg.Pool) -> None:
     assert await reader.get(pool, 1) is None
+    assert await reader.head(pool) == 0
     assert await reader.channels(pool) == {}
     assert await reader.channel_provider(pool, "a") is None
     async with pool.acquire() as conn:
@@ -102,6 +103,7 @@ async def test_get_and_the_channel_readers(pool: asyncpg.Pool) -> None:
         b"2",
     )
     assert await reader.get(pool, stored[-1].position + 1) is None
+    assert await reader.head(pool) == stored[-1].position == 3
     assert await reader.channels(pool) == {"a": "waha", "b": "meta"}
     assert await reader.channel_provider(pool, "a") == "waha"
     assert await reader.channel_provider(pool, "b") == "meta"
