@@ -52,7 +52,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "ingest_503": (
         ["service/ingest.py"],
-        ["tests/test_db_hang.py", "tests/test_db_outage.py", "tests/test_ingest.py"],
+        [
+            "tests/test_ingest_refusals.py",
+            "tests/test_db_hang.py",
+            "tests/test_db_outage.py",
+            "tests/test_ingest.py",
+        ],
     ),
     "eventstore": (
         [
