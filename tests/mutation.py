@@ -169,6 +169,12 @@ def rerun_survivors(group: str, budget: float | None) -> None:
     the new tests and maps them first)."""
     work = WORK / group
     shutil.copytree(ROOT / "tests", work / "tests", dirs_exist_ok=True)
+    files, tests = GROUPS[group]
+    files = [f for f in files if (ROOT / f).exists()]
+    tests = [t for t in tests if (ROOT / t).exists()]
+    (work / "pyproject.toml").write_text(
+        (ROOT / "pyproject.toml").read_text() + _mutmut_config(files, tests)
+    )
     mutmut = str(Path(sys.executable).parent / "mutmut")
     summary = json.loads((work / "summary.json").read_text())
     names = [line.split(": ")[0] for line in summary["survivors"]]
