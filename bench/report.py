@@ -508,7 +508,9 @@ def _projection(r: dict[str, Any]) -> list[str]:
         " child process, empty `rm`: the incremental path, one upsert transaction per batch of"
         " 1,000) and by `acklog rebuild` (the real command, the bulk path of"
         " `projections/bulk.py`; its time includes start-up, index builds and the swap)."
-        " Peak RSS is the child's `VmHWM`.",
+        " Peak RSS is the child's `VmHWM`; a rebuild of more than 100,000 events also runs"
+        " shard processes (`ACKLOG_REBUILD_WORKERS`), each with its own bounded cache, whose"
+        " memory this column does not include.",
         "",
     ]
     rows = []
