@@ -321,3 +321,30 @@ async def test_simulate_into_a_closed_pipe_ends_quietly(aiohttp_server: Server, 
         _, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
+
+
+def test_log_settings_are_checked_and_applied() -> None:
+    import logging
+
+    from service.logs import configure
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure("json", "warning")
+        assert root.level == logging.WARNING
+        assert type(root.handlers[0].formatter).__name__ == "JsonFormatter"
+        with pytest.raises(SystemExit, match="ACKLOG_LOG_LEVEL must be"):
+            configure("text", "loud")
+        with pytest.raises(SystemExit, match="ACKLOG_LOG_FORMAT must be one of text, json"):
+            configure("xml", "INFO")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_database_messages_never_show_the_password() -> None:
+    from service.database import where
+
+    assert where("postgresql://acklog:s3cret@db.example:6543/prod") == "db.example:6543/prod"
+    assert "s3cret" not in where("postgresql://u:s3cret@/acklog?host=/run/postgresql")
