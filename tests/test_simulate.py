@@ -236,3 +236,20 @@ def test_all_does_not_include_stuck() -> None:
     scenarios = {r.scenario for r in plan("waha", "all").requests}
     assert "stuck" not in scenarios
     assert {r.scenario for r in plan("waha", "stuck").requests} == {"stuck"}
+
+
+async def test_stuck_says_when_the_misses_come_and_how_to_hurry_them(
+    server: TestServer,
+    dsn: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await add_channel(dsn, "slow", "waha")
+    monkeypatch.setenv("DATABASE_URL", dsn)
+    args = parser().parse_args(
+        ["simulate", "slow", "--scenario", "stuck", "--url", base_url(server)]
+    )
+    assert await simulate_command.main(args) == 0
+    out = capsys.readouterr().out
+    assert "missed acks in 60s (sent) and 600s (delivered)" in out
+    assert "acklog channels update slow --sent-deadline 20 --delivered-deadline 40" in out

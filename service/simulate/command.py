@@ -93,7 +93,8 @@ def _stuck_hint(channel: channels.Channel) -> None:
     )
     if sent > 60 or delivered > 60:
         print(
-            f"shorter deadlines, to see it within a minute (the channel keeps its tokens):"
+            f"to see misses within a minute, shorten the deadlines (the channel keeps its tokens;"
+            f" messages already waiting keep theirs), then simulate again:"
             f"\n  acklog channels update {channel.name} --sent-deadline 20 --delivered-deadline 40"
         )
 
