@@ -420,7 +420,10 @@ def _where_us(ing: dict[str, Any]) -> list[str]:
     return [
         f"**Where the server's µs per webhook go** (py-spy shares times measured CPU, 32"
         f" connections). Before: commit {before['commit']} on {before['loop']} (the same bench"
-        f" on this machine, recorded in `bench/ingest.py`); after: this run, on {ing['loop']}.",
+        f" on this machine, recorded in `bench/ingest.py`); after: this run, on {ing['loop']}."
+        " py-spy sees no frames inside uvloop, so on uvloop a socket write is counted under the"
+        " Python frame that made it (asyncpg sending a batch, aiohttp writing an answer), not"
+        " under the event loop: compare the totals, not stage by stage across loops.",
         "",
         *_table(["stage", "before µs", "after µs"], rows),
     ]
@@ -726,8 +729,13 @@ def _where(r: dict[str, Any]) -> list[str]:
             f" of server CPU per webhook ({a['server_cpu']:.2f} cores) against"
             f" {_n(b['server_cpu_us_per_request'])} µs for the bare handler"
             f" ({b['server_cpu']:.2f} cores); the run's PostgreSQL used"
-            f" {a['postgres_cpu']:.2f} cores; group commit packed {a['mean_batch'] or 0:.1f} webhooks"
-            " per transaction (medians of the rounds)."
+            f" {a['postgres_cpu']:.2f} cores"
+            + (
+                f"; group commit packed {a['mean_batch']:.1f} webhooks per transaction"
+                if a.get("mean_batch")
+                else ""
+            )
+            + " (medians of the rounds)."
         )
     e2e = r.get("e2e")
     if e2e and e2e["steps"]:
