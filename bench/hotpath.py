@@ -8,7 +8,6 @@ the event loop, sockets and the group commit.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 import urllib.parse
@@ -81,17 +80,6 @@ def _metrics(request: web.Request, channel: Channel, body: bytes) -> None:
     metrics.ingest_latency.labels(channel.provider).observe(0.004)
 
 
-async def _timeouts(n: int) -> float:
-    """Two ``asyncio.timeout`` blocks per webhook (body read, commit wait), µs per pair."""
-    started = time.perf_counter()
-    for _ in range(n):
-        async with asyncio.timeout(30.0):  # noqa: ASYNC100 - the cost of the block itself
-            pass
-        async with asyncio.timeout(10.0):  # noqa: ASYNC100
-            pass
-    return (time.perf_counter() - started) / n * 1e6
-
-
 def run() -> dict[str, float]:
     steps: dict[str, Callable[[web.Request, Channel, bytes], object]] = {
         "kept_headers (filter and copy the headers)": lambda r, c, b: kept_headers(r.raw_headers),
@@ -124,7 +112,4 @@ def run() -> dict[str, float]:
     }
     items = [(r, c, b, dict(r._cache)) for r, c, b in _requests() * 4]
     out = {name: _time(fn, items) for name, fn in steps.items()}
-    out["asyncio.timeout x2 (read, commit)"] = median(
-        [asyncio.run(_timeouts(5000)) for _ in range(3)]
-    )
     return out
