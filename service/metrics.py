@@ -64,6 +64,7 @@ OUTCOMES = (
     "bad_request",
     "rate_limited",
     "unavailable",
+    "rejected",
 )
 
 webhooks_received = Counter(
