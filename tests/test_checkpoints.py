@@ -32,7 +32,7 @@ async def test_advance_is_guarded_and_monotonic(pool: asyncpg.Pool) -> None:
             await checkpoint.advance(conn, "m", 0, 5)
         assert await checkpoint.load(conn, "m") == 5
         # someone else moved it: the stale writer is refused and changes nothing
-        with pytest.raises(checkpoint.CheckpointConflict):
+        with pytest.raises(checkpoint.CheckpointConflict, match="checkpoint 'm' is no longer at 0"):
             async with conn.transaction():
                 await checkpoint.advance(conn, "m", 0, 9)
         # never backwards, never in place
