@@ -64,8 +64,16 @@ def forwarded_client(peer: str, forwarded: list[str], proxies: TrustedProxies) -
 
 
 def client_address(request: web.Request) -> str:
-    peer = request.remote or "unknown"
+    peer = request.remote
     cidrs = request.app[SETTINGS].trusted_proxies
+    if not peer:
+        # A unix socket: only acklog's own relay connects there (its directory is the
+        # supervisor's, mode 0700), and the relay appends the peer it saw (``service.proxy``).
+        # Without this, every relayed client would share one limiter key.
+        relayed = request.headers.getall("X-Forwarded-For", [])
+        return (
+            forwarded_client("unknown", relayed, trusted_proxies(cidrs)) if relayed else "unknown"
+        )
     if not cidrs:
         return peer
     proxies = trusted_proxies(cidrs)

@@ -27,6 +27,7 @@ from eventstore.events import NewEvent
 from eventstore.pool import connect
 from eventstore.read import head, read, read_page
 from tests.apps import add_channel
+from tests.console_helpers import csrf_of, sign_in
 from tests.payloads import waha_outgoing
 from tests.procs import Process, free_port
 from tests.samples import sample
@@ -579,3 +580,29 @@ async def test_sigterm_answers_the_webhook_a_worker_already_accepted(
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert [e.body for e in await read(conn)] == [body]
     assert code == 0
+
+
+async def test_relayed_clients_keep_their_own_address_for_the_api_limits(dsn: str) -> None:
+    """The API process sees relayed requests arrive on its unix socket; the relay appends the
+    address it saw, so one client's failed console logins never lock out another's."""
+    server = await started(dsn, ACKLOG_API_KEY=KEY, ACKLOG_AUTH_FAILURES_PER_MINUTE="3")
+    try:
+        async with aiohttp.ClientSession() as attacker:
+            statuses = [(await sign_in(attacker, base(server), "wrong")).status for _ in range(5)]
+            # a forged X-Forwarded-For from a direct client is its own claim, not an escape
+            async with attacker.get(f"{base(server)}/ui/login") as form:
+                token = csrf_of(await form.text())
+            async with attacker.post(
+                f"{base(server)}/ui/login",
+                data={"csrf": token, "key": KEY, "next": "/ui/"},
+                headers={"Origin": base(server), "X-Forwarded-For": "198.51.100.7"},
+                allow_redirects=False,
+            ) as spoofed:
+                assert spoofed.status == 429
+        assert statuses[:3] == [401, 401, 401] and statuses[3:] == [429, 429], statuses
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=connector) as other:
+            answer = await sign_in(other, base(server), KEY)
+        assert answer.status == 303, "another address signs in while the first is limited"
+    finally:
+        await server.stop()
