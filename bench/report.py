@@ -441,7 +441,8 @@ def _e2e(r: dict[str, Any]) -> list[str]:
         "",
     ]
     rows = []
-    for s in e["steps"] + [dict(c, confirm=True) for c in e["confirm_runs"]]:
+    repeats = e.get("unconfirmed_runs", []) + e["confirm_runs"]
+    for s in e["steps"] + [dict(c, confirm=True) for c in repeats]:
         rows.append(
             [
                 _n(s["offered_rps"]) + (" (repeat)" if s.get("confirm") else ""),
