@@ -15,7 +15,9 @@ import asyncpg
 import msgspec
 
 from projections.readmodel import LIVE
+from projections.readmodel.columns import QUARANTINE
 from projections.readmodel.deadlines import WAITS, Stage, stage_overdue_sql
+from projections.readmodel.query import QuarantineRecord
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -90,36 +92,19 @@ async def instance_since(conn: Conn, channel: str, status: str) -> dt.datetime |
     return value
 
 
-class Quarantined(msgspec.Struct, frozen=True, kw_only=True):
-    position: int
-    channel: str
-    provider: str
-    reason: str
-    received_at: dt.datetime
-
-
 def quarantine_newest_sql(channel: str | None) -> str:
     where = "position < $1" + (" AND channel = $3" if channel is not None else "")
     return (
-        f"SELECT position, channel, provider, reason, received_at FROM {LIVE}.quarantine"
+        f"SELECT {QUARANTINE.select_list()} FROM {LIVE}.quarantine"
         f" WHERE {where} ORDER BY position DESC LIMIT $2"
     )
 
 
 async def quarantine_newest(
     conn: Conn, before: int, limit: int, channel: str | None
-) -> tuple[list[Quarantined], int | None]:
+) -> tuple[list[QuarantineRecord], int | None]:
     """Quarantined events below ``before``, newest first, and where the next page starts."""
     args: list[object] = [before, limit + 1] + ([channel] if channel is not None else [])
     rows = await conn.fetch(quarantine_newest_sql(channel), *args)
-    items = [
-        Quarantined(
-            position=r["position"],
-            channel=r["channel"],
-            provider=r["provider"],
-            reason=r["reason"],
-            received_at=r["received_at"],
-        )
-        for r in rows[:limit]
-    ]
+    items = [QuarantineRecord(**{f: r[f] for f in QUARANTINE.names}) for r in rows[:limit]]
     return items, (items[-1].position if len(rows) > limit else None)
