@@ -20,7 +20,8 @@ _COLUMNS = (
 )
 
 
-def _event(row: asyncpg.Record) -> StoredEvent:
+def _event(row: asyncpg.Record, body: bytes | None = None) -> StoredEvent:
+    """The stored event of ``row``; ``body`` replaces the row's (a listing that left it out)."""
     return StoredEvent(
         position=row["position"],
         received_at=row["received_at"],
@@ -28,7 +29,7 @@ def _event(row: asyncpg.Record) -> StoredEvent:
         provider=row["provider"],
         content_type=row["content_type"],
         headers=row["headers"],
-        body=row["body"],
+        body=row["body"] if body is None else body,
         dedup_key=row["dedup_key"],
         duplicate_of=row["duplicate_of"],
     )
@@ -141,17 +142,7 @@ def _listed_sql(where: str, order: str) -> str:
 
 def _listed(row: asyncpg.Record) -> Listed:
     cut = row["body"] is None
-    event = StoredEvent(
-        position=row["position"],
-        received_at=row["received_at"],
-        channel=row["channel"],
-        provider=row["provider"],
-        content_type=row["content_type"],
-        headers=row["headers"],
-        body=b"" if cut else row["body"],
-        dedup_key=row["dedup_key"],
-        duplicate_of=row["duplicate_of"],
-    )
+    event = _event(row, b"" if cut else None)
     return Listed(event=event, size=row["size"], cut=cut)
 
 

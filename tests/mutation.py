@@ -239,7 +239,7 @@ def table_mutants() -> dict[str, Any]:
     """Mutate each entry of each module-level table; a pin must fail for every mutant."""
     import importlib
 
-    from projections import facts
+    from projections import facts, providers
     from tests import test_fold_properties as folds
     from tests import test_status_tables as pins
 
@@ -262,19 +262,7 @@ def table_mutants() -> dict[str, Any]:
     tables: list[tuple[str, dict[Any, Any], Callable[[], None]]] = [
         ("facts.RANK", facts.RANK, rank_checks)
     ]
-    for name in (
-        "wamm",
-        "whatsgate",
-        "chatapi",
-        "whatsable",
-        "qikchat",
-        "meta",
-        "waha",
-        "evolution",
-        "greenapi",
-        "twilio",
-        "zapi",
-    ):
+    for name in providers.PROVIDERS:
         module = importlib.import_module(f"projections.providers.{name}")
         for attr in ("STATUS", "SESSION", "STATE", "INSTANCE", "SOCKET", "DISCONNECT"):
             table = getattr(module, attr, None)
