@@ -1,4 +1,9 @@
-"""Access to the published provider payloads in ``../shared/samples`` (test fixtures)."""
+"""Provider payloads for tests: the shared samples (``../shared/samples``) and the in-repo fixtures.
+
+``tests/fixtures/<provider>/`` holds the shapes found in the providers' version histories
+(each file's source is in ``tests/fixtures/SOURCES.md``). A fixture is read like a sample;
+its name must not repeat a shared sample's.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = Path(os.environ.get("ACKLOG_SAMPLES", ROOT.parent / "shared" / "samples"))
+FIXTURES = ROOT / "tests" / "fixtures"
 
 #: provider name in acklog → folder name under shared/samples
 FOLDERS: dict[str, str] = {
@@ -34,7 +40,9 @@ def sample(provider: str, name: str) -> tuple[bytes, str]:
     Twilio samples wrap the verbatim form body in a JSON object of the collector's; the
     wire body is its ``raw_body``.
     """
-    path = SAMPLES / FOLDERS[provider] / name
+    path = FIXTURES / provider / name
+    if not path.is_file():
+        path = SAMPLES / FOLDERS[provider] / name
     data = path.read_bytes()
     if provider == "twilio":
         wrapper = json.loads(data)
@@ -42,7 +50,25 @@ def sample(provider: str, name: str) -> tuple[bytes, str]:
     return data, JSON
 
 
-def sample_names(provider: str) -> list[str]:
-    """Every sample file of a provider (webhook bodies only)."""
-    folder = SAMPLES / FOLDERS[provider]
+def _bodies(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
     return sorted(p.name for p in folder.iterdir() if p.suffix in {".json", ".txt"})
+
+
+def sample_names(provider: str) -> list[str]:
+    """Every shared sample file of a provider (webhook bodies only)."""
+    return _bodies(SAMPLES / FOLDERS[provider])
+
+
+def fixture_names(provider: str) -> list[str]:
+    """Every in-repo fixture of a provider (``tests/fixtures/<provider>/``)."""
+    names = _bodies(FIXTURES / provider)
+    clash = set(names) & set(sample_names(provider))
+    assert not clash, f"fixtures repeat shared sample names: {sorted(clash)}"
+    return names
+
+
+def all_names(provider: str) -> list[str]:
+    """Shared samples then in-repo fixtures: every body the decoder tests feed a decoder."""
+    return sample_names(provider) + fixture_names(provider)

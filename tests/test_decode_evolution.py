@@ -17,7 +17,7 @@ from projections.facts import (
 )
 from projections.providers import evolution
 from tests.decode_helpers import Decoding
-from tests.samples import sample, sample_names
+from tests.samples import fixture_names, sample, sample_names
 
 OWN = "59169375664@s.whatsapp.net"
 PEER = "59171146267@s.whatsapp.net"
@@ -74,6 +74,79 @@ def test_sample_set_is_the_one_these_tests_cover() -> None:
         "messages_upsert_incoming_image.json",
         "messages_upsert_incoming_text.json",
         "messages_upsert_outgoing_text.json",
+    ]
+
+
+def test_fixture_set_is_the_one_these_tests_cover() -> None:
+    assert fixture_names("evolution") == [
+        "connection_update_close_403.json",
+        "v1_cloud_messages_update_delivered.json",
+        "v1_messages_update_delivery_ack.json",
+        "v2_cloud_messages_update_failed.json",
+    ]
+
+
+# --- version history (tests/fixtures/evolution, sources in tests/fixtures/SOURCES.md) --------
+
+
+def test_v1_update_is_keyed_by_the_spread_baileys_key() -> None:
+    """v1.x ``messages.update``: ``{...key, status, datetime, owner}`` — no keyId, no key."""
+    assert decode_sample("v1_messages_update_delivery_ack.json") == [
+        StatusReported(
+            key="BAE5F5A632EAE722",
+            status="delivered",
+            raw="DELIVERY_ACK",
+            provider_time=1714582223.112,
+        )
+    ]
+
+
+def test_v1_update_of_an_incoming_message_is_still_our_receipt() -> None:
+    data = {"remoteJid": PEER, "fromMe": False, "id": "BAE5IN", "status": "READ", "owner": "t"}
+    assert decode_obj(envelope("messages.update", data)) == [
+        Ignored(
+            reason="status READ of an incoming message (our own receipt)", event="messages.update"
+        )
+    ]
+
+
+def test_v1_update_without_status_is_ignored_not_quarantined() -> None:
+    """v1 emits ``status: status[update.status]`` — undefined (dropped from JSON) for edits."""
+    data = {"remoteJid": PEER, "fromMe": True, "id": "BAE5EDIT", "datetime": 1714582223112}
+    assert decode_obj(envelope("messages.update", data)) == [
+        Ignored(reason="update without status for message BAE5EDIT", event="messages.update")
+    ]
+
+
+def test_key_id_wins_over_a_spread_id() -> None:
+    data = {**update("READ"), "id": "OTHER"}
+    assert [f.key for f in decode_obj(envelope("messages.update", data))] == ["3EB0AAA"]  # type: ignore[union-attr]
+
+
+def test_cloud_channel_statuses_are_ours_despite_from_me_false() -> None:
+    """The Cloud channel compares a JID with phone_number_id: fromMe is always false."""
+    wamid = "wamid.HBgLNTkxNzExNDYyNjcVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"
+    assert decode_sample("v1_cloud_messages_update_delivered.json") == [
+        StatusReported(key=wamid, status="delivered", raw="DELIVERED", provider_time=1714582223.112)
+    ]
+    assert decode_sample("v2_cloud_messages_update_failed.json") == [
+        StatusReported(
+            key=wamid,
+            status="not_sent",
+            raw="FAILED",
+            provider_time=iso("2025-05-01T18:10:23.112Z"),
+        )
+    ]
+
+
+def test_close_403_is_a_ban() -> None:
+    assert decode_sample("connection_update_close_403.json") == [
+        InstanceStatusReported(
+            status="banned",
+            raw="close",
+            reason="statusReason 403",
+            provider_time=iso("2025-05-01T18:10:23.112Z"),
+        )
     ]
 
 
@@ -415,6 +488,9 @@ def test_messages_delete_carries_the_key() -> None:
         ("connecting", None, "starting"),
         ("close", 428, "disconnected"),
         ("close", "401", "logged_out"),
+        ("close", 403, "banned"),
+        ("close", 440, "disconnected"),
+        ("close", 515, "disconnected"),
         ("refused", 428, "stopped"),
         ("paused", None, "unknown"),
     ],

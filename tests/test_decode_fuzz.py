@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from projections.facts import DecodeError, Fact
 from projections.providers import PROVIDERS, decoder
-from tests.samples import FORM, JSON, sample, sample_names
+from tests.samples import FORM, JSON, all_names, sample
 
 json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 json_value = st.recursive(
@@ -63,7 +63,7 @@ def mutate(draw: Any, value: Any, depth: int = 0) -> Any:
 
 def parsed_samples(provider: str) -> list[tuple[Any, str]]:
     out = []
-    for name in sample_names(provider):
+    for name in all_names(provider):
         body, ctype = sample(provider, name)
         if ctype == FORM:
             out.append((body.decode(), ctype))
@@ -112,6 +112,6 @@ def test_mutated_samples(provider: str, data: st.DataObject) -> None:
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_every_sample_decodes_deterministically(provider: str) -> None:
-    for name in sample_names(provider):
+    for name in all_names(provider):
         body, ctype = sample(provider, name)
         check(provider, body, ctype)

@@ -29,7 +29,7 @@ from eventstore.pool import connect
 from projections.runner import LIVE_CHECKPOINT, Projector
 from service.app import make_app
 from tests import apps
-from tests.samples import FOLDERS, FORM, JSON, sample, sample_names
+from tests.samples import FOLDERS, FORM, JSON, all_names, sample
 
 Client = Callable[..., Awaitable[TestClient]]
 
@@ -71,6 +71,7 @@ ZAPI_MSG = "A20DA9C0183A2D35A260F53F5D2B9244"
 ZAPI_ACKED = "999999999999999999999"
 TWILIO_FAILED = "SMe287d7109a5a925f182f0e07fe5b223b"
 EVO_OWN = "3EB0B7AA9746D9215C1340"
+EVO_WAMID = "wamid.HBgLNTkxNzExNDYyNjcVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"
 
 #: (acklog provider, sample file) → expected read-model rows. Every sample is listed.
 EXPECTED: dict[tuple[str, str], Expect] = {
@@ -230,6 +231,19 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ),
     # close + statusReason 401 = logged out
     ("evolution", "connection_update_close_401.json"): Expect(instance="logged_out"),
+    # in-repo fixtures (tests/fixtures/SOURCES.md): v1.x keys the update by data.id
+    ("evolution", "v1_messages_update_delivery_ack.json"): Expect(
+        messages={"BAE5F5A632EAE722": (OUT, "delivered")}
+    ),
+    # the Cloud API channel says fromMe=false of its own statuses; Meta's names are ours
+    ("evolution", "v1_cloud_messages_update_delivered.json"): Expect(
+        messages={EVO_WAMID: (OUT, "delivered")}
+    ),
+    ("evolution", "v2_cloud_messages_update_failed.json"): Expect(
+        messages={EVO_WAMID: (OUT, "not_sent")}, failures={EVO_WAMID: ("FAILED",)}
+    ),
+    # close + statusReason 403 (Baileys DisconnectReason.forbidden) = banned
+    ("evolution", "connection_update_close_403.json"): Expect(instance="banned"),
     # --- Green-API
     ("greenapi", "incomingMessageReceived_text.json"): Expect(
         messages={GREEN_IN: (IN, "received")}
@@ -315,7 +329,7 @@ DISPUTED: dict[tuple[str, str], str] = {}
 def _cases() -> list[Any]:
     cases = []
     for provider in FOLDERS:
-        for index, name in enumerate(sample_names(provider)):
+        for index, name in enumerate(all_names(provider)):
             marks = []
             if (provider, name) in DISPUTED:
                 marks.append(pytest.mark.xfail(strict=True, reason=DISPUTED[provider, name]))
@@ -383,7 +397,7 @@ def failure_ids(row: asyncpg.Record) -> list[tuple[str, str | None]]:
 
 
 def test_the_table_covers_every_webhook_sample() -> None:
-    on_disk = {(p, n) for p in FOLDERS for n in sample_names(p)}
+    on_disk = {(p, n) for p in FOLDERS for n in all_names(p)}
     assert on_disk == set(EXPECTED)
     assert set(DISPUTED) <= set(EXPECTED)
 

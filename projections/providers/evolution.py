@@ -8,11 +8,13 @@ are accepted.
 * ``messages.upsert`` / ``send.message`` → ``MessageObserved`` keyed by ``data.key.id``;
   ``key.fromMe=true`` is OUR message and, when it carries ``status``, also a ``StatusReported``.
   A ``protocolMessage`` REVOKE → ``MessageDeleted`` of ``protocolMessage.key.id``.
-* ``messages.update`` → ``StatusReported`` keyed by ``data.keyId`` (``messageId`` is Evolution's
-  own database id, not the message key); ``DELETED`` → ``MessageDeleted``.
+* ``messages.update`` → ``StatusReported`` keyed by ``data.keyId`` (v2; ``messageId`` is
+  Evolution's own database id, not the message key) or ``data.id`` (v1.x spreads the Baileys key
+  into ``data``: ``{id, remoteJid, fromMe, participant?, status, datetime, owner}``);
+  ``DELETED`` → ``MessageDeleted``.
 * ``messages.delete`` (``data`` = the Baileys key) → ``MessageDeleted``.
 * ``connection.update`` → ``InstanceStatusReported``: open→connected, connecting→starting,
-  close→disconnected (``statusReason`` 401 → logged_out), refused→stopped.
+  close→disconnected (``statusReason`` 401 → logged_out, 403 → banned), refused→stopped.
   ``qrcode.updated`` with a QR code → qr_required; ``logout.instance`` → logged_out.
 * Anything else (``messages.set`` history sync, edits, contacts, chats, presence, groups,
   labels, calls, ``status.instance``, …) → ``Ignored``.
@@ -25,13 +27,20 @@ Traps and assumptions:
 * Statuses of ``fromMe=false`` messages are our own receipts of incoming messages → ``Ignored``;
   a ``DELETED`` of one is still a deletion (direction incoming). Missing ``fromMe`` on an update
   is taken as ours (an ack for a message never seen creates an outgoing message).
+* The Cloud API channel (v1.8 and v2) sets ``fromMe`` to ``phoneNumber ===
+  metadata.phone_number_id`` — a JID against a numeric id, so always false — although Meta sends
+  statuses only of the business's own messages. Its own status names (SENT, DELIVERED, FAILED;
+  never sent by Baileys) are therefore ours whatever ``fromMe`` says. Its READ cannot be told
+  from a Baileys read receipt of an incoming message and stays ignored when ``fromMe=false``.
 * ``messages.update`` without ``status`` is a poll vote or content update → ``Ignored`` (a
   deletion always arrives as ``messages.delete`` or an explicit ``DELETED``).
 * ``participant`` in ``messages.update`` is a copy of ``remoteJid`` in current versions; it is
   reported only when it names someone else.
 * ``refused`` = the QR-code attempts ran out and Evolution ended the session: it needs a manual
-  reconnect, hence ``stopped``. ``close`` with 403 (forbidden) stays disconnected (+reason):
-  Baileys does not document it as a ban.
+  reconnect, hence ``stopped``. ``close`` with Baileys ``DisconnectReason.forbidden`` (403: WhatsApp
+  refuses the account) is a ban; 401 (``loggedOut``) a logout; other codes (408 lost, 428
+  closed, 440 replaced, 500 bad session, 515 restart required) a plain disconnect that
+  Evolution reconnects by itself. The raw state and ``statusReason`` are kept.
 * ``messages.set`` (history sync) is ignored: it replays old messages, which would look like
   outgoing messages stuck in ``sending``. ``provider_time`` of a message is its
   ``messageTimestamp`` (seconds, possibly a protobuf Long); of a status, ``datetime`` (ms) or
@@ -100,8 +109,12 @@ STATE: dict[str, InstanceStatus] = {
     "refused": "stopped",
 }
 
-#: Baileys ``DisconnectReason.loggedOut``: a ``close`` with it means the phone logged us out.
-LOGGED_OUT_REASON = 401
+#: Baileys ``DisconnectReason`` codes of a ``close`` that are not a plain disconnect:
+#: ``loggedOut`` (the phone unlinked us) and ``forbidden`` (WhatsApp banned the number).
+CLOSE_REASON: dict[str, InstanceStatus] = {"401": "logged_out", "403": "banned"}
+
+#: Status names only the Cloud API channel sends (Meta's, upper-cased): always our messages.
+CLOUD_ONLY = frozenset({"SENT", "DELIVERED", "FAILED"})
 
 #: ``messageType`` (= the Baileys message field) → message kind.
 KIND: dict[str, str] = BAILEYS_KIND
@@ -223,6 +236,7 @@ class _Message(_Struct, frozen=True):
 
 class _Update(_Struct, frozen=True):
     key_id: Id = None
+    id: Id = None  # v1.x: the Baileys key spread into data
     remote_jid: str | None = None
     from_me: bool | None = None
     participant: str | None = None
@@ -336,6 +350,8 @@ def _update(update: _Update, event: str, sent_at: float | None, where: str) -> F
     key_id = update.key_id
     if key_id is None and update.key is not None:
         key_id = update.key.id
+    if key_id is None:
+        key_id = update.id
     key = bounded_id(key_id, f"{where}.keyId")
     from_me = update.from_me
     if from_me is None and update.key is not None:
@@ -387,7 +403,7 @@ def _status(
         return MessageDeleted(
             key=key, raw=raw, direction=bool_direction(from_me), provider_time=when
         )
-    if from_me is False:
+    if from_me is False and raw.upper() not in CLOUD_ONLY:
         return Ignored(
             reason=f"status {raw[:64]} of an incoming message (our own receipt)",
             event=event,
@@ -408,8 +424,8 @@ def _connection(connection: _Connection, sent_at: float | None) -> Fact:
     if isinstance(reason_code, int) and reason_code.bit_length() > MAX_INT_BITS:
         raise DecodeError("invalid_payload", "data.statusReason: out of range")
     status = STATE.get(state, "unknown")
-    if state == "close" and str(reason_code).strip() == str(LOGGED_OUT_REASON):
-        status = "logged_out"
+    if state == "close":
+        status = CLOSE_REASON.get(str(reason_code).strip(), status)
     reason = None if reason_code is None else f"statusReason {reason_code}"[:120]
     return InstanceStatusReported(status=status, raw=state, reason=reason, provider_time=sent_at)
 
