@@ -81,6 +81,8 @@ class Batch(msgspec.Struct, kw_only=True):
     newly_missed: list[tuple[str, str]]
     #: (provider, decode kind) per quarantined event; (provider, "ok") per folded one
     outcomes: list[tuple[str, str]]
+    #: (channel, anomaly, +1 or -1) for each message that gained or lost an anomaly
+    anomaly_deltas: list[tuple[str, str, int]] = []
 
 
 def decode_event(event: StoredEvent) -> Decoded:
@@ -214,7 +216,7 @@ class _Fold:
             error_code=fact.error_code,
             error_text=fact.error_text,
         )
-        advanced = state.report(report)
+        advanced = state.report(report, own_ack=not fact.participant)
         if fact.participant:
             self.receipt(ev.channel, fact.key, fact.participant, ev.provider).report(report)
         self.line(
@@ -314,7 +316,9 @@ def fold(
     latencies: list[tuple[str, str, str, float]] = []
     missed: dict[Key, MissedAcks] = {}
     newly_missed: list[tuple[str, str]] = []
+    anomaly_deltas: list[tuple[str, str, int]] = []
     for k, state in f.messages.items():
+        anomaly_deltas.extend(_anomaly_deltas(existing.get(k), state))
         old_state = f.before[k]
         if state.state != old_state:
             transitions.append((state.provider, state.channel, state.state))
@@ -347,4 +351,14 @@ def fold(
         ack_latencies=latencies,
         newly_missed=newly_missed,
         outcomes=f.outcomes,
+        anomaly_deltas=anomaly_deltas,
     )
+
+
+def _anomaly_deltas(old: MessageState | None, new: MessageState) -> list[tuple[str, str, int]]:
+    """What ``anomaly_counts`` gains and loses when ``old`` becomes ``new``."""
+    before: set[str] = set(old.anomalies) if old is not None else set()
+    after: set[str] = set(new.anomalies)
+    return [(new.channel, a, 1) for a in sorted(after - before)] + [
+        (new.channel, a, -1) for a in sorted(before - after)
+    ]

@@ -9,6 +9,7 @@ order and any number of repeats of the same reports fold to the same message.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal, get_args
 
 import msgspec
 
@@ -35,6 +36,29 @@ class Failure(msgspec.Struct, frozen=True, kw_only=True):
 
     def identity(self) -> tuple[str, str, str]:
         return (self.raw, self.code or "", self.text or "")
+
+
+class AckSpan(msgspec.Struct, frozen=True, array_like=True):
+    """The log positions of the first and the last event that reported one ack status."""
+
+    first: int
+    last: int
+
+    def merged(self, position: int) -> AckSpan:
+        return AckSpan(min(self.first, position), max(self.last, position))
+
+
+#: Per-message anomalies (``MessageState.anomalies``), in the order they are listed.
+Anomaly = Literal[
+    "read_without_delivered",
+    "ack_after_failure",
+    "ack_for_unseen",
+    "downgrade_suppressed",
+    "ack_retried",
+]
+ANOMALIES: tuple[Anomaly, ...] = get_args(Anomaly)
+#: statuses that say the recipient's phone got the message
+_ARRIVED = ("delivered", "read", "played")
 
 
 class Report(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,6 +92,9 @@ class MessageState(msgspec.Struct, kw_only=True):
     observed_out: bool = False
     milestones: dict[str, Milestone] = {}
     failures: list[Failure] = []
+    #: ack status → positions of the first and last event reporting it (the message's own
+    #: acks, not a group member's): what ``anomalies`` needs beyond the milestones
+    acks: dict[str, AckSpan] = {}
     chat: str | None = None
     sender: str | None = None
     kind: str | None = None
@@ -110,6 +137,39 @@ class MessageState(msgspec.Struct, kw_only=True):
         if milestone is not None:
             return milestone.at
         return self.first_seen_at
+
+    @property
+    def anomalies(self) -> list[Anomaly]:
+        """What no provider says directly, as a pure function of what was reported.
+
+        Each is a function of sets (milestones, failures) and of min/max log positions
+        (``acks``), so it is as order-free and idempotent as the state itself:
+
+        - ``read_without_delivered``: read or played reported, delivered never;
+        - ``ack_after_failure``: delivered, read or played reported as well as a failure
+          (in either order: both stay on record, and providers send out of order);
+        - ``ack_for_unseen``: acks (a group member's too) for a message never seen sent
+          (nor received);
+        - ``downgrade_suppressed``: an ack arrived (log position) after a higher-ranked
+          one had, so the state did not go back to it;
+        - ``ack_retried``: the same ack status was reported by two or more events.
+        """
+        out: list[Anomaly] = []
+        if self.direction != "outgoing":
+            return out
+        m = self.milestones
+        if ("read" in m or "played" in m) and "delivered" not in m:
+            out.append("read_without_delivered")
+        if self.failures and any(s in m for s in _ARRIVED):
+            out.append("ack_after_failure")
+        if not self.observed_out and not self.observed_in and any(s != "deleted" for s in m):
+            out.append("ack_for_unseen")
+        spans = [(RANK.get(s, 0), span) for s, span in self.acks.items()]
+        if any(lo < hi and low.last > high.first for lo, low in spans for hi, high in spans):
+            out.append("downgrade_suppressed")
+        if any(span.first != span.last for span in self.acks.values()):
+            out.append("ack_retried")
+        return out
 
     # -- folding -----------------------------------------------------------------------
     def touch(self, at: dt.datetime, position: int) -> None:
@@ -157,10 +217,19 @@ class MessageState(msgspec.Struct, kw_only=True):
         self.derived_key = self.derived_key or derived_key
         return (self.rank, self.state) != before
 
-    def report(self, r: Report) -> bool:
-        """An ack, failure or deletion; returns whether it advanced the state."""
+    def report(self, r: Report, *, own_ack: bool = True) -> bool:
+        """An ack, failure or deletion; returns whether it advanced the state.
+
+        ``own_ack=False`` for a group member's receipt: it moves the state (the furthest any
+        participant got) but is not one of the message's own acks (see ``anomalies``).
+        """
         before = self.rank, self.state
         self.touch(r.at, r.position)
+        if own_ack and r.status != "deleted":
+            span = self.acks.get(r.status)
+            merged = AckSpan(r.position, r.position) if span is None else span.merged(r.position)
+            if merged != span:
+                self.acks = {**self.acks, r.status: merged}
         self._milestone(r.status, Milestone(at=r.at, position=r.position, pt=r.pt))
         if r.status == "not_sent":
             self._failure(

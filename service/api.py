@@ -128,6 +128,7 @@ async def list_messages(request: web.Request) -> web.Response:
         state=params.choice(query, "state", params.STATES),
         direction=params.choice(query, "direction", params.DIRECTIONS),
         overdue=params.boolean(query, "overdue"),
+        anomaly=params.choice(query, "anomaly", params.ANOMALIES),
         since=params.timestamp(query, "since"),
         until=params.timestamp(query, "until"),
         after=params.decode_cursor(query),

@@ -14,6 +14,7 @@ from typing import Literal
 import msgspec
 
 from projections.facts import Fact
+from projections.message_state import Anomaly
 from projections.readmodel.deadlines import Stage
 
 Encoding = Literal["utf-8", "base64"]
@@ -104,6 +105,8 @@ class MessageSummary(msgspec.Struct, frozen=True, kw_only=True):
     overdue: bool
     missed_sent: bool
     missed_delivered: bool
+    #: what the acks say that no provider says directly (README: Anomalies)
+    anomalies: list[Anomaly]
     link: str
 
 
@@ -197,6 +200,8 @@ class MessageDetail(msgspec.Struct, frozen=True, kw_only=True):
     failures: list[FailureOut]
     content: Content
     missed_acks: MissedAcksOut
+    #: what the acks say that no provider says directly (README: Anomalies)
+    anomalies: list[Anomaly]
     first_position: int
     last_position: int
     first_seen_at: dt.datetime

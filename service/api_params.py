@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import msgspec
 
 from projections.facts import RANK
+from projections.message_state import ANOMALIES as ANOMALIES
 from projections.message_state import INCOMING_STATES
 from service.channels import NAME_RE
 

@@ -16,7 +16,7 @@ import asyncpg
 
 from eventstore import read
 from projections.facts import RANK
-from projections.message_state import Milestone
+from projections.message_state import ANOMALIES, Anomaly, Milestone
 from projections.readmodel import query as readmodel
 from projections.readmodel.query import TIMELINE_LIMIT as TIMELINE_LIMIT
 from projections.readmodel.query import MessageFilter as MessageFilter
@@ -132,6 +132,13 @@ async def instance_status(
 
 # -- messages ------------------------------------------------------------------------------
 
+_ANOMALIES: dict[str, Anomaly] = {a: a for a in ANOMALIES}
+
+
+def anomalies(names: list[str]) -> list[Anomaly]:
+    """The stored names as the API's vocabulary (a name it does not know is left out)."""
+    return [_ANOMALIES[n] for n in names if n in _ANOMALIES]
+
 
 async def messages(conn: Conn, f: MessageFilter) -> tuple[list[MessageSummary], bool]:
     """A page of messages, and whether more follow."""
@@ -154,6 +161,7 @@ async def messages(conn: Conn, f: MessageFilter) -> tuple[list[MessageSummary], 
             overdue=r.overdue_for is not None,
             missed_sent=r.missed_sent,
             missed_delivered=r.missed_delivered,
+            anomalies=anomalies(r.anomalies),
             link=message_link(r.channel, r.key),
         )
         for r in rows
@@ -218,6 +226,7 @@ async def message(
             overdue=row.overdue_for is not None,
             overdue_for=row.overdue_for,
         ),
+        anomalies=anomalies(row.anomalies),
         first_position=row.first_position,
         last_position=row.last_position,
         first_seen_at=row.first_seen_at,

@@ -120,6 +120,12 @@ OPERATIONS: tuple[Operation, ...] = (
                 " delivery deadline, now; false: the others",
             ),
             Param(
+                "anomaly",
+                "query",
+                {"type": "string", "enum": list(params.ANOMALIES)},
+                "messages that have this anomaly now (see the README's Anomalies section)",
+            ),
+            Param(
                 "since",
                 "query",
                 {"type": "string", "format": "date-time"},

@@ -21,6 +21,7 @@ from eventstore import checkpoint
 from eventstore.errors import DRIVER_ERRORS
 from eventstore.read import head, oldest_after
 from projections.facts import InstanceStatus
+from projections.message_state import ANOMALIES
 from projections.readmodel import LIVE_CHECKPOINT, query
 from projections.readmodel.deadlines import WAITS
 from service import channels as registry
@@ -41,6 +42,7 @@ class Snapshot(msgspec.Struct, frozen=True):
     overdue: list[tuple[str, str, int]] = []
     missed: list[tuple[str, str, int]] = []
     instances: list[tuple[str, str, str]] = []
+    anomalies: list[tuple[str, str, int]] = []
     #: every configured channel and its provider: their series are exported from start-up
     channels: list[tuple[str, str]] = []
 
@@ -88,6 +90,17 @@ class SnapshotCollector(Collector):
                 status.add_metric([channel, provider, value], 1 if value == current else 0)
         yield connected
         yield status
+        anomalies = GaugeMetricFamily(
+            "acklog_message_anomalies",
+            "Messages that have each anomaly now (read_without_delivered, ack_after_failure,"
+            " ack_for_unseen, downgrade_suppressed, ack_retried), by channel.",
+            labels=["channel", "anomaly"],
+        )
+        counts = {(channel, kind): 0 for channel, _ in snap.channels for kind in ANOMALIES}
+        counts.update({(channel, kind): n for channel, kind, n in snap.anomalies})
+        for (channel, kind), n in counts.items():
+            anomalies.add_metric([channel, kind], n)
+        yield anomalies
 
 
 COLLECTOR = SnapshotCollector()
@@ -114,6 +127,7 @@ async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
         overdue=figures.overdue,
         missed=figures.missed,
         instances=figures.instances,
+        anomalies=figures.anomalies,
         channels=list(known.items()),
     )
 

@@ -618,6 +618,8 @@ BAD_PARAMETERS = [
     ("/v1/channels", {"x": "1"}, "x"),
     ("/v1/channels/wa/messages", {"stat": "read"}, "stat"),
     ("/v1/events/1", {"limit": "1"}, "limit"),
+    ("/v1/channels/wa/messages", {"anomaly": "nope"}, "anomaly"),
+    ("/v1/channels/wa/messages", {"anomaly": "ack_retried%00"}, "anomaly"),
 ]
 
 
@@ -735,6 +737,7 @@ async def test_queries_use_indexes(dsn: str, pool: asyncpg.Pool) -> None:
             query.list_messages_sql(filt(after=(2000, "7"))),
             query.list_messages_sql(filt(state="received", after=(2000, "7"), limit=500)),
             query.list_messages_sql(filt(direction="incoming", since=now)),
+            query.list_messages_sql(filt(anomaly="ack_for_unseen", after=(2000, "7"))),
             (query.MESSAGE_SQL, ["b", "77"]),
             (query.RECEIPTS_SQL, ["d", "true_status@broadcast_00000000000000007"]),
             (query.TIMELINE_SQL, ["b", "77", 1001]),
@@ -753,3 +756,46 @@ async def test_queries_use_indexes(dsn: str, pool: asyncpg.Pool) -> None:
             assert not seq, (sql, found)
     finally:
         await conn.close()
+
+
+async def test_anomalies_in_listing_detail_and_filter(
+    client: TestClient, dsn: str, projector: Callable[[], Awaitable[int]]
+) -> None:
+    await seed_waha(client, dsn)
+    await projector()
+    path = "/v1/channels/wa/messages"
+    page = await get(client, path)
+    anomalies = {m["message_id"]: m["anomalies"] for m in page["items"]}
+    group, failed, read = (
+        "true_status@broadcast_AAAAAAAAAAAAAAAAA",
+        "true_8613700000000@c.us_3EB0D971A974F4AC7F77C5",
+        "true_11111111111@c.us_4CC5EDD64BC22EBA6D639F2AF571346C",
+    )
+    assert anomalies == {
+        WEIRD_ID: [],
+        WAHA_ID: [],
+        group: ["read_without_delivered", "ack_for_unseen"],  # a member's read, nothing sent
+        failed: ["ack_for_unseen"],
+        read: ["read_without_delivered", "ack_for_unseen"],
+    }
+    detail = await get(client, f"{path}/{quote(read)}")
+    assert detail["anomalies"] == ["read_without_delivered", "ack_for_unseen"]
+    unseen = await get(client, path, anomaly="ack_for_unseen")
+    assert [m["message_id"] for m in unseen["items"]] == [group, failed, read]
+    rwd = await get(client, path, anomaly="read_without_delivered", limit=1)
+    assert [m["message_id"] for m in rwd["items"]] == [group] and rwd["next_cursor"]
+    rest = await get(client, path, anomaly="read_without_delivered", cursor=rwd["next_cursor"])
+    assert [m["message_id"] for m in rest["items"]] == [read]
+    assert (await get(client, path, anomaly="ack_retried"))["items"] == []
+
+    # the same read retried by the provider: a new event, the same ack
+    conn = await connect(dsn)
+    try:
+        token = await channels.add_token(conn, "wa")
+    finally:
+        await conn.close()
+    body, ctype = sample("waha", "message_ack_read.json")
+    await post(client, "wa", token, body, ctype)
+    await projector()
+    retried = await get(client, path, anomaly="ack_retried")
+    assert [m["message_id"] for m in retried["items"]] == [read]

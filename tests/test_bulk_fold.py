@@ -130,6 +130,20 @@ async def _differences(conn: asyncpg.Connection, a: str, b: str) -> dict[str, tu
     return out
 
 
+async def _anomaly_counts(conn: asyncpg.Connection, schema: str) -> set[tuple[str, str, int]]:
+    rows = await conn.fetch(f"SELECT channel, kind, n FROM {schema}.anomaly_counts")
+    return {(r["channel"], r["kind"], r["n"]) for r in rows}
+
+
+async def _recounted(conn: asyncpg.Connection, schema: str) -> set[tuple[str, str, int]]:
+    """The counts the batches' +1/-1 must add up to: the messages' anomalies now."""
+    rows = await conn.fetch(
+        f"SELECT channel, a AS kind, count(*) AS n FROM {schema}.messages,"
+        " jsonb_array_elements_text(anomalies) AS a GROUP BY channel, a"
+    )
+    return {(r["channel"], r["kind"], r["n"]) for r in rows}
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -157,6 +171,7 @@ async def test_bulk_fold_equals_the_incremental_fold(
         folded = BulkFold(conn, blk, batch_size=bulk_batch, cache_size=cache)
         assert await folded.run(start, end) == end
         assert await _differences(conn, inc, blk) == {}
+        assert await _anomaly_counts(conn, inc) == await _recounted(conn, inc)
         later = T0 + dt.timedelta(days=n, hours=1)
         assert await write.sweep(conn, inc, later) == await write.sweep(conn, blk, later)
         assert await _differences(conn, inc, blk) == {}

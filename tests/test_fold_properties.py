@@ -72,6 +72,8 @@ def summary(m: MessageState) -> tuple[Any, ...]:
         m.failures,
         m.first_seen_at,
         m.last_seen_at,
+        m.acks,
+        m.anomalies,
     )
 
 
@@ -155,3 +157,99 @@ def test_the_higher_rank_wins_in_either_order(low: str, high: str) -> None:
 def test_each_status_alone_has_its_design_rank(status: str) -> None:
     m = fold([Report(status=status, at=T0, position=1, raw=status)])
     assert (m.state, m.rank) == (status, DESIGN_RANK[status])
+
+
+# -- anomalies: each a pure function of what was reported -------------------------------
+
+
+def _r(status: str, pos: int, code: str | None = None) -> Report:
+    return Report(
+        status=status, at=T0 + dt.timedelta(seconds=pos), position=pos, raw=status, error_code=code
+    )
+
+
+def _seen(m: MessageState) -> MessageState:
+    m.observe(direction="outgoing", at=T0, position=1, pt=None)
+    return m
+
+
+@pytest.mark.parametrize(
+    ("reports", "observed", "expected"),
+    [
+        ([_r("sent", 2), _r("delivered", 3), _r("read", 4)], True, []),
+        ([_r("sent", 2), _r("read", 4)], True, ["read_without_delivered"]),
+        ([_r("played", 4)], True, ["read_without_delivered"]),
+        ([_r("not_sent", 2, "131026"), _r("delivered", 3)], True, ["ack_after_failure"]),
+        (
+            [_r("read", 2), _r("delivered", 3), _r("not_sent", 4, "1")],
+            True,
+            ["ack_after_failure", "downgrade_suppressed"],
+        ),
+        ([_r("delivered", 3)], False, ["ack_for_unseen"]),
+        ([_r("delivered", 3), _r("sent", 4)], True, ["downgrade_suppressed"]),
+        ([_r("sent", 3), _r("delivered", 3)], True, []),  # one event: no order between them
+        ([_r("sent", 2), _r("sent", 5)], True, ["ack_retried"]),
+        ([_r("sent", 2), _r("sent", 2)], True, []),  # the same event folded twice: a replay
+    ],
+)
+def test_each_anomaly_as_defined(
+    reports: list[Report], observed: bool, expected: list[str]
+) -> None:
+    m = MessageState(channel="c", key="k", provider="p")
+    if observed:
+        _seen(m)
+    for r in reports:
+        m.report(r)
+    assert m.anomalies == expected
+
+
+def test_a_late_delivered_or_a_late_sighting_clears_an_anomaly() -> None:
+    m = fold([_r("read", 4)])
+    assert m.anomalies == ["read_without_delivered", "ack_for_unseen"]
+    m.report(_r("delivered", 3))
+    assert m.anomalies == ["ack_for_unseen"]
+    _seen(m)
+    assert m.anomalies == []
+
+
+def test_group_receipts_are_not_the_messages_own_acks() -> None:
+    """One member's read and another's later delivered is a group, not a downgrade."""
+    m = _seen(MessageState(channel="c", key="k", provider="p"))
+    m.report(_r("read", 2), own_ack=False)
+    m.report(_r("delivered", 3), own_ack=False)
+    m.report(_r("delivered", 4), own_ack=False)
+    assert m.state == "read" and m.acks == {} and m.anomalies == []
+
+
+def test_incoming_messages_have_no_ack_anomalies() -> None:
+    m = fold([("obs", "incoming", 0, 1), _r("deleted", 2)])
+    assert m.direction == "incoming" and m.anomalies == []
+
+
+@settings(max_examples=300)
+@given(items=items)
+def test_anomalies_follow_their_definitions(items: list[Any]) -> None:
+    """The definitions restated over the raw reports, never over the fold's own fields."""
+    m = fold(items)
+    if m.direction != "outgoing":
+        assert m.anomalies == []
+        return
+    acks = [r for r in items if isinstance(r, Report) and r.status != "deleted"]
+    statuses = {r.status for r in acks}
+    observed = any(not isinstance(i, Report) for i in items)
+    want = {
+        "read_without_delivered": bool({"read", "played"} & statuses)
+        and "delivered" not in statuses,
+        "ack_after_failure": "not_sent" in statuses
+        and bool({"delivered", "read", "played"} & statuses),
+        "ack_for_unseen": not observed and bool(acks),
+        "downgrade_suppressed": any(
+            DESIGN_RANK[a.status] < DESIGN_RANK[b.status] and a.position > b.position
+            for a in acks
+            for b in acks
+        ),
+        "ack_retried": any(
+            a.status == b.status and a.position != b.position for a in acks for b in acks
+        ),
+    }
+    assert set(m.anomalies) == {k for k, v in want.items() if v}

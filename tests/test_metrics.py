@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from eventstore.events import StoredEvent
 from eventstore.read import head
 from projections.fold import decode
+from projections.message_state import ANOMALIES
 from projections.providers import PROVIDERS
 from projections.runner import utcnow
 from service import metrics, snapshot
@@ -82,6 +83,10 @@ async def test_dashboard_and_rules_use_only_exposed_metrics(
         ),
     ]:
         assert value(text, sample, **labels) - value(before, sample, **labels) == delta, sample
+    # sent then read, no delivered: a gauge of the messages that have it now
+    rwd = {"channel": "w", "anomaly": "read_without_delivered"}
+    assert value(text, "acklog_message_anomalies", **rwd) == 1
+    assert value(text, "acklog_message_anomalies", channel="w", anomaly="ack_retried") == 0
 
 
 async def test_metric_labels_are_bounded(aiohttp_client: Client, dsn: str) -> None:
@@ -135,6 +140,9 @@ async def test_known_channels_are_exported_at_zero_before_their_first_event(
     quarantine = {"provider": "wamm", "reason": "invalid_json"}
     assert ("acklog_quarantined_events_total", quarantine) in samples(text)
     assert value(text, "acklog_missed_acks_total", channel="quiet", stage="sent") == 0
+    for anomaly in ANOMALIES:
+        labels = {"channel": "quiet", "anomaly": anomaly}
+        assert ("acklog_message_anomalies", labels) in samples(text)
 
 
 def samples(text: str) -> list[tuple[str, dict[str, str]]]:

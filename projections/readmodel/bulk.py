@@ -17,7 +17,7 @@ from projections.message_state import MessageState
 from projections.readmodel import schema_name
 from projections.readmodel.columns import INSTANCE_HISTORY, MESSAGES, QUARANTINE, TIMELINE
 from projections.readmodel.deadlines import MissedAcks
-from projections.readmodel.write import _missed_values, _state_values
+from projections.readmodel.write import message_values
 
 _encode = msgspec.json.Encoder()
 _JSON_AT = tuple(i for i, c in enumerate(MESSAGES.columns) if c.type == "jsonb")
@@ -81,7 +81,7 @@ async def restore_indexes(conn: asyncpg.Connection, schema: str, restore: list[s
 
 
 def _record(m: MessageState, x: MissedAcks) -> tuple[object, ...]:
-    values: list[object] = [*_state_values(m), *_missed_values(x)]
+    values = message_values(m, x)
     for i in _JSON_AT:
         values[i] = _encode.encode(values[i])
     return tuple(values)

@@ -104,6 +104,10 @@ MESSAGES = Table(
         _c("delivered_due_at", "timestamptz", null=True),
         _c("delivered_by", "timestamptz", null=True),
         _c("missed_delivered", "boolean"),
+        # anomalies (sql/065_anomalies.sql): the acks' first/last positions per status, and
+        # what MessageState.anomalies derives from the row
+        _c("acks", "jsonb"),
+        _c("anomalies", "jsonb", derived=True),
     ),
     ("channel", "key"),
 )
@@ -195,6 +199,13 @@ MISSED_COUNTS = Table(
     ("channel", "stage"),
 )
 
+#: Messages that have each anomaly now, per channel and kind (rows at zero are deleted).
+ANOMALY_COUNTS = Table(
+    "anomaly_counts",
+    (_c("channel", "text"), _c("kind", "text"), _c("n", "bigint")),
+    ("channel", "kind"),
+)
+
 #: Every read-model table (``verify`` compares them in this order).
 TABLES: tuple[Table, ...] = (
     MESSAGES,
@@ -204,6 +215,7 @@ TABLES: tuple[Table, ...] = (
     INSTANCE_HISTORY,
     QUARANTINE,
     MISSED_COUNTS,
+    ANOMALY_COUNTS,
 )
 
 # format_type() spelling of the cast names used above

@@ -20,7 +20,11 @@ _STATE_FIELDS: tuple[str, ...] = tuple(
     c.name for c in MESSAGES.columns if not c.derived and c.name not in MISSED_FIELDS
 )
 _LOAD_MESSAGES = MESSAGES.select_list(_STATE_FIELDS + MISSED_FIELDS, alias="m")
-_JSON = {"milestones": codecs.decode_milestones, "failures": codecs.decode_failures}
+_JSON = {
+    "milestones": codecs.decode_milestones,
+    "failures": codecs.decode_failures,
+    "acks": codecs.decode_acks,
+}
 
 
 def message_state(row: asyncpg.Record) -> MessageState:

@@ -131,6 +131,8 @@ class MessageFilter(msgspec.Struct, frozen=True, kw_only=True):
     state: str | None = None
     direction: str | None = None
     overdue: bool | None = None
+    #: messages that have this anomaly (one of ``message_state.ANOMALIES``)
+    anomaly: str | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     after: tuple[int, str] | None = None
@@ -173,11 +175,13 @@ class MessageSummaryRecord(msgspec.Struct, frozen=True, kw_only=True):
     last_seen_at: dt.datetime
     missed_sent: bool
     missed_delivered: bool
+    anomalies: list[str]
     #: the ack this message is overdue for at the filter's ``now``, if any
     overdue_for: Stage | None
 
 
 _SUMMARY_FIELDS = tuple(f for f in MessageSummaryRecord.__struct_fields__ if f != "overdue_for")
+_SUMMARY_PLAIN = tuple(f for f in _SUMMARY_FIELDS if f != "anomalies")
 _DUE_FIELDS = tuple(w.due for w in WAITS.values())
 _SUMMARY_COLUMNS = MESSAGES.select_list(
     _SUMMARY_FIELDS + tuple(d for d in _DUE_FIELDS if d not in _SUMMARY_FIELDS)
@@ -204,6 +208,9 @@ def list_messages_sql(f: MessageFilter) -> tuple[str, list[object]]:
     if f.overdue is not None:
         due = overdue_sql(arg(f.now))
         where.append(due if f.overdue else f"NOT coalesce({due}, false)")
+    if f.anomaly is not None:
+        # the first term is the predicate of the partial index of sql/065_anomalies.sql
+        where.append(f"anomalies <> '[]'::jsonb AND anomalies ? {arg(f.anomaly)}")
     if f.since is not None:
         where.append(f"first_seen_at >= {arg(f.since)}")
     if f.until is not None:
@@ -242,7 +249,9 @@ async def messages(conn: Conn, f: MessageFilter) -> tuple[list[MessageSummaryRec
     rows = await conn.fetch(sql, *args)
     items = [
         MessageSummaryRecord(
-            **{name: r[name] for name in _SUMMARY_FIELDS}, overdue_for=_overdue(r, f.now)
+            **{name: r[name] for name in _SUMMARY_PLAIN},
+            anomalies=codecs.decode_names(r["anomalies"]),
+            overdue_for=_overdue(r, f.now),
         )
         for r in rows[: f.limit]
     ]
@@ -293,6 +302,7 @@ class MessageRecord(msgspec.Struct, frozen=True, kw_only=True):
     last_position: int
     first_seen_at: dt.datetime
     last_seen_at: dt.datetime
+    anomalies: list[str]
     missed: MissedAcks
     overdue_for: Stage | None
     receipts: list[ReceiptRecord]
@@ -334,6 +344,7 @@ async def message(
     values = {f: row[f] for f in _DETAIL_FIELDS}
     values["milestones"] = codecs.decode_milestones(row["milestones"])
     values["failures"] = codecs.decode_failures(row["failures"])
+    values["anomalies"] = codecs.decode_names(row["anomalies"])
     return MessageRecord(
         **values,
         missed=MissedAcks(**{f: row[f] for f in MISSED_FIELDS}),
@@ -393,6 +404,8 @@ class Figures(msgspec.Struct, frozen=True, kw_only=True):
     missed: list[tuple[str, str, int]]
     #: (channel, provider, status) current instance statuses
     instances: list[tuple[str, str, str]]
+    #: (channel, anomaly, n) messages that have each anomaly now
+    anomalies: list[tuple[str, str, int]] = []
 
 
 OVERDUE_COUNTS_SQL = " UNION ALL ".join(
@@ -407,8 +420,10 @@ async def figures(conn: asyncpg.Connection, now: dt.datetime) -> Figures:
     overdue = await conn.fetch(OVERDUE_COUNTS_SQL, now)
     missed = await conn.fetch(f"SELECT channel, stage, n FROM {LIVE}.missed_counts")
     statuses = await conn.fetch(f"SELECT channel, provider, status FROM {LIVE}.instance_status")
+    anomalies = await conn.fetch(f"SELECT channel, kind, n FROM {LIVE}.anomaly_counts")
     return Figures(
         overdue=[(r["channel"], r["stage"], r["n"]) for r in overdue],
         missed=[(r["channel"], r["stage"], r["n"]) for r in missed],
         instances=[(r["channel"], r["provider"], r["status"]) for r in statuses],
+        anomalies=[(r["channel"], r["kind"], r["n"]) for r in anomalies],
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
@@ -27,12 +27,32 @@ if TYPE_CHECKING:
     from projections.readmodel.deadlines import MissedAcks
     from projections.readmodel.load import Key
 
-# messages columns: MessageState fields (stored or derived) first, then MissedAcks fields
-_N_STATE = len(MESSAGES.columns) - len(MISSED_FIELDS)
-assert MESSAGES.names[_N_STATE:] == MISSED_FIELDS, "MissedAcks columns must come last"
-_state_values = attrgetter(*MESSAGES.names[:_N_STATE])
-_missed_values = attrgetter(*MISSED_FIELDS)
+# messages columns: MessageState fields (stored or derived), the MissedAcks fields in one
+# run, then MessageState fields again (columns added by later migrations come last)
+_MISSED_AT = MESSAGES.names.index(MISSED_FIELDS[0])
+_MISSED_END = _MISSED_AT + len(MISSED_FIELDS)
+assert MESSAGES.names[_MISSED_AT:_MISSED_END] == MISSED_FIELDS, "MissedAcks columns in one run"
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[object], tuple[object, ...]]:
+    """``attrgetter`` that always gives a tuple (it gives the bare value for one name)."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda o: (getattr(o, name),)
+    return attrgetter(*names) if names else lambda o: ()
+
+
+_state_values = _getter(MESSAGES.names[:_MISSED_AT])
+_missed_values = _getter(MISSED_FIELDS)
+_state_after = _getter(MESSAGES.names[_MISSED_END:])
 _JSON_AT = tuple(i for i, c in enumerate(MESSAGES.columns) if c.type == "jsonb")
+
+
+def message_values(m: MessageState, x: MissedAcks) -> list[object]:
+    """One ``messages`` row in column order (jsonb columns still as values)."""
+    return [*_state_values(m), *_missed_values(x), *_state_after(m)]
+
+
 _N_HISTORY = len(INSTANCE_HISTORY.columns)
 
 
@@ -41,7 +61,7 @@ def _message_columns(
 ) -> list[list[object]]:
     columns: list[list[object]] = [[] for _ in MESSAGES.columns]
     for k, m in messages.items():
-        values: list[object] = [*_state_values(m), *_missed_values(missed[k])]
+        values = message_values(m, missed[k])
         for i in _JSON_AT:
             values[i] = codecs.encode(values[i])  # type: ignore[arg-type]
         for column, value in zip(columns, values, strict=True):
@@ -107,6 +127,26 @@ async def write(conn: asyncpg.Connection, schema: str, batch: Batch) -> None:
         )
     if batch.newly_missed:
         await _count_missed(conn, s, batch.newly_missed)
+    if batch.anomaly_deltas:
+        await _count_anomalies(conn, s, batch.anomaly_deltas)
+
+
+async def _count_anomalies(
+    conn: asyncpg.Connection, s: str, deltas: list[tuple[str, str, int]]
+) -> None:
+    """Messages with each anomaly now: add the batch's changes, forget the rows at zero
+    (so where batches were cut, which decides whether a row passed through zero, leaves
+    no trace)."""
+    await conn.execute(
+        f"INSERT INTO {s}.anomaly_counts (channel, kind, n)"
+        f" SELECT c, k, sum(n) FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(c, k, n)"
+        f" GROUP BY c, k HAVING sum(n) <> 0"
+        f" ON CONFLICT (channel, kind) DO UPDATE SET n = {s}.anomaly_counts.n + excluded.n",
+        [d[0] for d in deltas],
+        [d[1] for d in deltas],
+        [d[2] for d in deltas],
+    )
+    await conn.execute(f"DELETE FROM {s}.anomaly_counts WHERE n = 0")
 
 
 async def _count_missed(conn: asyncpg.Connection, s: str, missed: list[tuple[str, str]]) -> None:
