@@ -26,6 +26,7 @@ from projections.facts import (
     MessageObserved,
     StatusReported,
 )
+from projections.failures import classify
 from projections.message_state import MessageState, Report
 from projections.readmodel.deadlines import (
     DEFAULT_DEADLINES,
@@ -83,6 +84,8 @@ class Batch(msgspec.Struct, kw_only=True):
     outcomes: list[tuple[str, str]]
     #: (channel, anomaly, +1 or -1) for each message that gained or lost an anomaly
     anomaly_deltas: list[tuple[str, str, int]] = []
+    #: (channel, provider, failure class) for each failure newly on record in this batch
+    new_failures: list[tuple[str, str, str]] = []
 
 
 def decode_event(event: StoredEvent) -> Decoded:
@@ -215,6 +218,11 @@ class _Fold:
             raw=fact.raw,
             error_code=fact.error_code,
             error_text=fact.error_text,
+            failure_class=(
+                classify(ev.provider, fact.raw, fact.error_code, fact.error_text)
+                if fact.status == "not_sent"
+                else "unknown"
+            ),
         )
         advanced = state.report(report, own_ack=not fact.participant)
         if fact.participant:
@@ -317,6 +325,7 @@ def fold(
     missed: dict[Key, MissedAcks] = {}
     newly_missed: list[tuple[str, str]] = []
     anomaly_deltas: list[tuple[str, str, int]] = []
+    new_failures: list[tuple[str, str, str]] = []
     for k, state in f.messages.items():
         anomaly_deltas.extend(_anomaly_deltas(existing.get(k), state))
         old_state = f.before[k]
@@ -330,6 +339,7 @@ def fold(
         if now_missed.missed_delivered and not prev.missed_delivered:
             newly_missed.append((state.channel, "delivered"))
         old = existing.get(k)
+        new_failures.extend(_new_failures(state, old))
         sending = state.milestones.get("sending")
         if sending is None:
             continue
@@ -352,6 +362,7 @@ def fold(
         newly_missed=newly_missed,
         outcomes=f.outcomes,
         anomaly_deltas=anomaly_deltas,
+        new_failures=new_failures,
     )
 
 
@@ -361,4 +372,16 @@ def _anomaly_deltas(old: MessageState | None, new: MessageState) -> list[tuple[s
     after: set[str] = set(new.anomalies)
     return [(new.channel, a, 1) for a in sorted(after - before)] + [
         (new.channel, a, -1) for a in sorted(before - after)
+    ]
+
+
+def _new_failures(state: MessageState, old: MessageState | None) -> list[tuple[str, str, str]]:
+    """A failure counts once, when its identity is first on record (any order, any repeats)."""
+    if len(state.failures) == (len(old.failures) if old else 0):
+        return []
+    seen = {f.identity() for f in old.failures} if old else set()
+    return [
+        (state.channel, state.provider, f.failure_class)
+        for f in state.failures
+        if f.identity() not in seen
     ]

@@ -14,6 +14,7 @@ from typing import Literal, get_args
 import msgspec
 
 from projections.facts import RANK
+from projections.failures import FailureClass
 
 INCOMING_STATES = {"received": 0, "deleted": 50}
 
@@ -33,6 +34,8 @@ class Failure(msgspec.Struct, frozen=True, kw_only=True):
     at: dt.datetime
     position: int
     pt: float | None = None
+    #: what the failure means, the same for every provider (``projections.failures``)
+    failure_class: FailureClass = "unknown"
 
     def identity(self) -> tuple[str, str, str]:
         return (self.raw, self.code or "", self.text or "")
@@ -71,6 +74,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     raw: str = ""
     error_code: str | None = None
     error_text: str | None = None
+    failure_class: FailureClass = "unknown"
 
 
 def _earlier(old: Milestone | None, new: Milestone) -> Milestone:
@@ -129,6 +133,11 @@ class MessageState(msgspec.Struct, kw_only=True):
     def rank(self) -> int:
         ranks = INCOMING_STATES if self.direction == "incoming" else RANK
         return ranks[self.state]
+
+    @property
+    def failure_class(self) -> FailureClass | None:
+        """The class of the message's first failure (by our clock), None without one."""
+        return self.failures[0].failure_class if self.failures else None
 
     @property
     def state_at(self) -> dt.datetime | None:
@@ -240,6 +249,7 @@ class MessageState(msgspec.Struct, kw_only=True):
                     at=r.at,
                     position=r.position,
                     pt=r.pt,
+                    failure_class=r.failure_class,
                 )
             )
         return (self.rank, self.state) != before

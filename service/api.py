@@ -129,6 +129,7 @@ async def list_messages(request: web.Request) -> web.Response:
         direction=params.choice(query, "direction", params.DIRECTIONS),
         overdue=params.boolean(query, "overdue"),
         anomaly=params.choice(query, "anomaly", params.ANOMALIES),
+        failure_class=params.choice(query, "failure_class", params.FAILURE_CLASS_VALUES),
         since=params.timestamp(query, "since"),
         until=params.timestamp(query, "until"),
         after=params.decode_cursor(query),

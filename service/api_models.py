@@ -14,6 +14,7 @@ from typing import Literal
 import msgspec
 
 from projections.facts import Fact
+from projections.failures import FailureClass
 from projections.message_state import Anomaly
 from projections.readmodel.deadlines import Stage
 
@@ -107,6 +108,8 @@ class MessageSummary(msgspec.Struct, frozen=True, kw_only=True):
     missed_delivered: bool
     #: what the acks say that no provider says directly (README: Anomalies)
     anomalies: list[Anomaly]
+    #: the class of the message's first failure (null: none on record)
+    failure_class: FailureClass | None
     link: str
 
 
@@ -127,9 +130,12 @@ class MilestoneOut(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FailureOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A failure as the provider reported it (``raw``, ``code``, ``text``) and its class."""
+
     raw: str
     code: str | None
     text: str | None
+    failure_class: FailureClass
     at: dt.datetime
     position: int
     provider_time: float | None
@@ -198,6 +204,8 @@ class MessageDetail(msgspec.Struct, frozen=True, kw_only=True):
     state_at: dt.datetime
     milestones: dict[str, MilestoneOut]
     failures: list[FailureOut]
+    #: the class of the message's first failure (null: none on record)
+    failure_class: FailureClass | None
     content: Content
     missed_acks: MissedAcksOut
     #: what the acks say that no provider says directly (README: Anomalies)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import msgspec
 
 from projections.facts import RANK
+from projections.failures import FAILURE_CLASSES
 from projections.message_state import ANOMALIES as ANOMALIES
 from projections.message_state import INCOMING_STATES
 from service.channels import NAME_RE
@@ -27,6 +28,8 @@ MAX_BIGINT = 2**63 - 1
 
 STATES: tuple[str, ...] = tuple(sorted({*RANK, *INCOMING_STATES}))
 DIRECTIONS: tuple[str, ...] = ("incoming", "outgoing")
+#: ``?failure_class=``: the bounded failure vocabulary of ``projections.failures``
+FAILURE_CLASS_VALUES: tuple[str, ...] = FAILURE_CLASSES
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
 

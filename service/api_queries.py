@@ -162,6 +162,7 @@ async def messages(conn: Conn, f: MessageFilter) -> tuple[list[MessageSummary], 
             missed_sent=r.missed_sent,
             missed_delivered=r.missed_delivered,
             anomalies=anomalies(r.anomalies),
+            failure_class=r.failure_class,
             link=message_link(r.channel, r.key),
         )
         for r in rows
@@ -200,6 +201,7 @@ async def message(
                 raw=f.raw,
                 code=f.code,
                 text=f.text,
+                failure_class=f.failure_class,
                 at=f.at,
                 position=f.position,
                 provider_time=f.pt,
@@ -207,6 +209,7 @@ async def message(
             )
             for f in row.failures
         ],
+        failure_class=row.failure_class,
         content=Content(
             chat=row.chat,
             sender=row.sender,

@@ -126,6 +126,12 @@ OPERATIONS: tuple[Operation, ...] = (
                 "messages that have this anomaly now (see the README's Anomalies section)",
             ),
             Param(
+                "failure_class",
+                "query",
+                {"type": "string", "enum": list(params.FAILURE_CLASS_VALUES)},
+                "messages whose first failure has this class (see the README's failure tables)",
+            ),
+            Param(
                 "since",
                 "query",
                 {"type": "string", "format": "date-time"},

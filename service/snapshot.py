@@ -21,6 +21,7 @@ from eventstore import checkpoint
 from eventstore.errors import DRIVER_ERRORS
 from eventstore.read import head, oldest_after
 from projections.facts import InstanceStatus
+from projections.failures import FAILURE_CLASSES
 from projections.message_state import ANOMALIES
 from projections.readmodel import LIVE_CHECKPOINT, query
 from projections.readmodel.deadlines import WAITS
@@ -43,6 +44,8 @@ class Snapshot(msgspec.Struct, frozen=True):
     missed: list[tuple[str, str, int]] = []
     instances: list[tuple[str, str, str]] = []
     anomalies: list[tuple[str, str, int]] = []
+    #: (channel, provider, failure class, n) failures ever recorded
+    failures: list[tuple[str, str, str, int]] = []
     #: every configured channel and its provider: their series are exported from start-up
     channels: list[tuple[str, str]] = []
 
@@ -101,6 +104,20 @@ class SnapshotCollector(Collector):
         for (channel, kind), n in counts.items():
             anomalies.add_metric([channel, kind], n)
         yield anomalies
+        failures = CounterMetricFamily(
+            "acklog_message_failures",
+            "Failures recorded on outgoing messages, by failure class (each failure counted"
+            " once; derived from the log: survives restarts and rebuilds).",
+            labels=["channel", "provider", "class"],
+        )
+        # every configured channel's classes from the first scrape on, at zero (as above)
+        failed: dict[tuple[str, str, str], int] = {
+            (c, p, cls): 0 for c, p in snap.channels for cls in FAILURE_CLASSES
+        }
+        failed.update({(c, p, cls): n for c, p, cls, n in snap.failures})
+        for (channel, provider, cls), n in failed.items():
+            failures.add_metric([channel, provider, cls], n)
+        yield failures
 
 
 COLLECTOR = SnapshotCollector()
@@ -128,6 +145,7 @@ async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
         missed=figures.missed,
         instances=figures.instances,
         anomalies=figures.anomalies,
+        failures=figures.failures,
         channels=list(known.items()),
     )
 

@@ -104,6 +104,8 @@ MESSAGES = Table(
         _c("delivered_due_at", "timestamptz", null=True),
         _c("delivered_by", "timestamptz", null=True),
         _c("missed_delivered", "boolean"),
+        # added by later migrations (sql/06x…), each at the end: MessageState properties
+        _c("failure_class", "text", null=True, derived=True),
         # anomalies (sql/065_anomalies.sql): the acks' first/last positions per status, and
         # what MessageState.anomalies derives from the row
         _c("acks", "jsonb"),
@@ -206,6 +208,14 @@ ANOMALY_COUNTS = Table(
     ("channel", "kind"),
 )
 
+#: Failures recorded per channel, provider and class (``projections.failures``): a
+#: monotonic counter, each failure counted once when it is first on record.
+FAILURE_COUNTS = Table(
+    "failure_counts",
+    (_c("channel", "text"), _c("provider", "text"), _c("class", "text"), _c("n", "bigint")),
+    ("channel", "provider", "class"),
+)
+
 #: Every read-model table (``verify`` compares them in this order).
 TABLES: tuple[Table, ...] = (
     MESSAGES,
@@ -216,6 +226,7 @@ TABLES: tuple[Table, ...] = (
     QUARANTINE,
     MISSED_COUNTS,
     ANOMALY_COUNTS,
+    FAILURE_COUNTS,
 )
 
 # format_type() spelling of the cast names used above

@@ -15,6 +15,7 @@ from typing import TypeAlias
 import asyncpg
 import msgspec
 
+from projections.failures import FailureClass
 from projections.message_state import Failure, Milestone
 from projections.readmodel import LIVE, codecs
 from projections.readmodel.columns import (
@@ -133,6 +134,8 @@ class MessageFilter(msgspec.Struct, frozen=True, kw_only=True):
     overdue: bool | None = None
     #: messages that have this anomaly (one of ``message_state.ANOMALIES``)
     anomaly: str | None = None
+    #: messages whose first failure has this class (``projections.failures``)
+    failure_class: str | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     after: tuple[int, str] | None = None
@@ -176,6 +179,8 @@ class MessageSummaryRecord(msgspec.Struct, frozen=True, kw_only=True):
     missed_sent: bool
     missed_delivered: bool
     anomalies: list[str]
+    #: the class of the message's first failure (None: no failure on record)
+    failure_class: FailureClass | None
     #: the ack this message is overdue for at the filter's ``now``, if any
     overdue_for: Stage | None
 
@@ -205,6 +210,8 @@ def list_messages_sql(f: MessageFilter) -> tuple[str, list[object]]:
         where.append(f"state = {arg(f.state)}")
     if f.direction is not None:
         where.append(f"direction = {arg(f.direction)}")
+    if f.failure_class is not None:
+        where.append(f"failure_class = {arg(f.failure_class)}")
     if f.overdue is not None:
         due = overdue_sql(arg(f.now))
         where.append(due if f.overdue else f"NOT coalesce({due}, false)")
@@ -291,6 +298,7 @@ class MessageRecord(msgspec.Struct, frozen=True, kw_only=True):
     state_at: dt.datetime
     milestones: dict[str, Milestone]
     failures: list[Failure]
+    failure_class: FailureClass | None
     chat: str | None
     sender: str | None
     kind: str | None
@@ -406,6 +414,8 @@ class Figures(msgspec.Struct, frozen=True, kw_only=True):
     instances: list[tuple[str, str, str]]
     #: (channel, anomaly, n) messages that have each anomaly now
     anomalies: list[tuple[str, str, int]] = []
+    #: (channel, provider, failure class, n) failures ever recorded
+    failures: list[tuple[str, str, str, int]] = []
 
 
 OVERDUE_COUNTS_SQL = " UNION ALL ".join(
@@ -421,9 +431,11 @@ async def figures(conn: asyncpg.Connection, now: dt.datetime) -> Figures:
     missed = await conn.fetch(f"SELECT channel, stage, n FROM {LIVE}.missed_counts")
     statuses = await conn.fetch(f"SELECT channel, provider, status FROM {LIVE}.instance_status")
     anomalies = await conn.fetch(f"SELECT channel, kind, n FROM {LIVE}.anomaly_counts")
+    failures = await conn.fetch(f"SELECT channel, provider, class, n FROM {LIVE}.failure_counts")
     return Figures(
         overdue=[(r["channel"], r["stage"], r["n"]) for r in overdue],
         missed=[(r["channel"], r["stage"], r["n"]) for r in missed],
         instances=[(r["channel"], r["provider"], r["status"]) for r in statuses],
         anomalies=[(r["channel"], r["kind"], r["n"]) for r in anomalies],
+        failures=[(r["channel"], r["provider"], r["class"], r["n"]) for r in failures],
     )

@@ -129,6 +129,8 @@ async def write(conn: asyncpg.Connection, schema: str, batch: Batch) -> None:
         await _count_missed(conn, s, batch.newly_missed)
     if batch.anomaly_deltas:
         await _count_anomalies(conn, s, batch.anomaly_deltas)
+    if batch.new_failures:
+        await _count_failures(conn, s, batch.new_failures)
 
 
 async def _count_anomalies(
@@ -147,6 +149,20 @@ async def _count_anomalies(
         [d[2] for d in deltas],
     )
     await conn.execute(f"DELETE FROM {s}.anomaly_counts WHERE n = 0")
+
+
+async def _count_failures(
+    conn: asyncpg.Connection, s: str, failures: list[tuple[str, str, str]]
+) -> None:
+    await conn.execute(
+        f"INSERT INTO {s}.failure_counts (channel, provider, class, n)"
+        f" SELECT c, p, k, count(*) FROM unnest($1::text[], $2::text[], $3::text[]) AS t(c, p, k)"
+        f" GROUP BY c, p, k ON CONFLICT (channel, provider, class)"
+        f" DO UPDATE SET n = {s}.failure_counts.n + excluded.n",
+        [f[0] for f in failures],
+        [f[1] for f in failures],
+        [f[2] for f in failures],
+    )
 
 
 async def _count_missed(conn: asyncpg.Connection, s: str, missed: list[tuple[str, str]]) -> None:
