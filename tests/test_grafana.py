@@ -52,6 +52,7 @@ EXPOSED_METRICS = frozenset(
         "acklog_ack_latency_seconds_count",
         "acklog_overdue_messages",
         "acklog_missed_acks_total",
+        "acklog_message_failures_total",
         "acklog_instance_connected",
         "acklog_instance_status",
         "acklog_database_up",
