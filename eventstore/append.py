@@ -23,8 +23,9 @@ import asyncpg
 
 from eventstore.errors import EventRejected, StoreUnavailable, store_boundary
 from eventstore.events import Appended, NewEvent
+from eventstore.pool import encode_json
 
-_APPEND = "SELECT event_position, event_duplicate_of FROM append_events($1, $2, $3, $4, $5, $6, $7)"
+_APPEND = "SELECT event_position, event_duplicate_of FROM append_events($1)"
 
 Waiter = tuple[NewEvent, "asyncio.Future[Appended]", float]
 
@@ -176,15 +177,21 @@ def _fail(waiters: list[Waiter], exc: BaseException) -> None:
 
 
 async def write_batch(conn: asyncpg.Connection, events: list[NewEvent]) -> list[Appended]:
-    """Append ``events`` in one transaction (autocommit of a single statement)."""
+    """Append ``events`` in one transaction (autocommit of a single statement): one array of
+    ``event_row`` (sql/011), so asyncpg checks one element per event, not seven."""
     rows = await conn.fetch(
         _APPEND,
-        [e.received_at for e in events],
-        [e.channel for e in events],
-        [e.provider for e in events],
-        [e.content_type for e in events],
-        [e.headers for e in events],
-        [e.body for e in events],
-        [e.dedup_key for e in events],
+        [
+            (
+                e.received_at,
+                e.channel,
+                e.provider,
+                e.content_type,
+                encode_json(e.headers),
+                e.body,
+                e.dedup_key,
+            )
+            for e in events
+        ],
     )
     return [Appended(r[0], r[1]) for r in rows]

@@ -10,7 +10,7 @@ import msgspec
 _encode = msgspec.json.Encoder()
 
 
-def _encode_json(value: Any) -> str:
+def encode_json(value: Any) -> str:
     return _encode.encode(value).decode()
 
 
@@ -18,7 +18,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     """jsonb in and out as Python values, via msgspec (faster than the json module)."""
     for name in ("json", "jsonb"):
         await conn.set_type_codec(
-            name, encoder=_encode_json, decoder=msgspec.json.decode, schema="pg_catalog"
+            name, encoder=encode_json, decoder=msgspec.json.decode, schema="pg_catalog"
         )
 
 

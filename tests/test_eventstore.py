@@ -139,10 +139,26 @@ async def test_racing_writers_never_make_a_tailing_reader_skip(pool: asyncpg.Poo
     assert seen == every, "the tailing reader skipped or reordered events"
 
 
-async def test_append_is_planned_per_batch_never_from_a_stale_generic_plan(
+async def test_a_session_plan_made_on_a_small_log_never_scans_the_grown_log(
     pool: asyncpg.Pool,
 ) -> None:
-    """A writer keeps its session for hours; a generic plan cached while the log was small
-    would keep scanning the whole log for the dedup lookup (sql/010_append_plan.sql)."""
-    config = await pool.fetchval("SELECT proconfig FROM pg_proc WHERE proname = 'append_events'")
-    assert "plan_cache_mode=force_custom_plan" in config
+    """A writer keeps its session for hours and append_events keeps its plan
+    (sql/011_append_generic_plan.sql): a plan made while the log was small must still find
+    duplicates through the index once the log has grown, not by scanning the log."""
+    async with pool.acquire() as conn:
+        await write_batch(conn, [event(b"first")])
+        await conn.execute("ANALYZE events")  # the statistics of a one-row log
+        for i in range(8):  # past the point where a plan is cached for the session
+            await write_batch(conn, [event(b"early %d" % i)])
+        await conn.execute(
+            "INSERT INTO events (received_at, channel, provider, headers, body, dedup_key)"
+            " SELECT now(), 'c1', 'wamm', '{}', 'x', 'grown:' || i FROM generate_series(1, 5000) i"
+        )
+        async with conn.transaction():
+            appended = await write_batch(conn, [event(b"late"), event(b"early 3")])
+            scans = await conn.fetchrow(
+                "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'events'"
+            )
+    assert appended[0].duplicate_of is None and appended[1].duplicate_of is not None
+    assert scans["seq_scan"] == 0, "the dedup lookup scanned the whole log"
+    assert scans["idx_scan"] >= 2

@@ -15,7 +15,9 @@ SQL = Path(__file__).resolve().parent.parent / "sql"
 
 
 def test_append_lock_key_matches_the_trigger() -> None:
-    keys = set(re.findall(r"pg_advisory_xact_lock\((\d+)\)", (SQL / "001_events.sql").read_text()))
+    """The trigger's and every later definition of append_events take the same key."""
+    text = "".join(p.read_text() for p in sorted(SQL.glob("*.sql")))
+    keys = set(re.findall(r"pg_advisory_xact_lock\((\d+)\)", text))
     assert keys == {str(locks.APPEND)}
 
 
