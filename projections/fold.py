@@ -128,6 +128,8 @@ class _Fold:
         self.existing_receipts = existing_receipts
         self.messages: dict[Key, MessageState] = {}
         self.receipts: dict[ReceiptKey, MessageState] = {}
+        #: each receipt's state before this batch (None: the participant had none)
+        self.receipts_before: dict[ReceiptKey, str | None] = {}
         self.before: dict[Key, str | None] = {}
         self.timeline: list[TimelineRow] = []
         self.instances: list[InstanceRow] = []
@@ -153,6 +155,7 @@ class _Fold:
         receipt = self.receipts.get(rk)
         if receipt is None:
             old = self.existing_receipts.get(rk)
+            self.receipts_before[rk] = old.state if old is not None else None
             receipt = (
                 msgspec.structs.replace(old)
                 if old
@@ -326,6 +329,8 @@ def fold(
     newly_missed: list[tuple[str, str]] = []
     anomaly_deltas: list[tuple[str, str, int]] = []
     new_failures: list[tuple[str, str, str]] = []
+    for rk, receipt in f.receipts.items():
+        f.messages[rk[:2]].count_receipt(f.receipts_before[rk], receipt.state)
     for k, state in f.messages.items():
         anomaly_deltas.extend(_anomaly_deltas(existing.get(k), state))
         old_state = f.before[k]

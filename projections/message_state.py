@@ -110,6 +110,12 @@ class MessageState(msgspec.Struct, kw_only=True):
     last_position: int = 0
     first_seen_at: dt.datetime | None = None
     last_seen_at: dt.datetime | None = None
+    #: group receipts: participants with a receipt, and how many of them have each one
+    #: (a read implies delivered, a play implies read); the fold keeps them (``fold.py``)
+    participants: int = 0
+    delivered_to: int = 0
+    read_by: int = 0
+    played_by: int = 0
 
     # -- derived -----------------------------------------------------------------------
     @property
@@ -179,6 +185,23 @@ class MessageState(msgspec.Struct, kw_only=True):
         if any(span.first != span.last for span in self.acks.values()):
             out.append("ack_retried")
         return out
+
+    def count_receipt(self, before: str | None, after: str) -> None:
+        """One participant's receipt went from ``before`` (None: it had none) to ``after``.
+
+        Each count goes up only when a participant first crosses its rank, so whatever the
+        order and the repeats, each is the number of distinct participants at that rank.
+        """
+        was = RANK.get(before, -1) if before is not None else -1
+        now = RANK.get(after, -1)
+        if before is None:
+            self.participants += 1
+        if was < RANK["delivered"] <= now:
+            self.delivered_to += 1
+        if was < RANK["read"] <= now:
+            self.read_by += 1
+        if was < RANK["played"] <= now:
+            self.played_by += 1
 
     # -- folding -----------------------------------------------------------------------
     def touch(self, at: dt.datetime, position: int) -> None:

@@ -87,6 +87,16 @@ class ChannelStatus(msgspec.Struct, frozen=True, kw_only=True):
     history: list[HistoryEntry]
 
 
+class ReceiptCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """A group message's receipts: how many participants have each (a read implies
+    delivered, a play implies read). The message's ``state`` is the furthest any one got."""
+
+    participants: int
+    delivered_to: int
+    read_by: int
+    played_by: int
+
+
 class MessageSummary(msgspec.Struct, frozen=True, kw_only=True):
     """One message in a listing; ``link`` leads to its full history."""
 
@@ -110,6 +120,8 @@ class MessageSummary(msgspec.Struct, frozen=True, kw_only=True):
     anomalies: list[Anomaly]
     #: the class of the message's first failure (null: none on record)
     failure_class: FailureClass | None
+    #: group receipts counted (null: no participant has reported a receipt)
+    receipt_counts: ReceiptCounts | None
     link: str
 
 
@@ -206,6 +218,9 @@ class MessageDetail(msgspec.Struct, frozen=True, kw_only=True):
     failures: list[FailureOut]
     #: the class of the message's first failure (null: none on record)
     failure_class: FailureClass | None
+    #: group receipts counted (null: no participant has reported a receipt); ``receipts``
+    #: lists them per participant
+    receipt_counts: ReceiptCounts | None
     content: Content
     missed_acks: MissedAcksOut
     #: what the acks say that no provider says directly (README: Anomalies)

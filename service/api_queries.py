@@ -34,6 +34,7 @@ from service.api_models import (
     MissedAcksOut,
     QuarantineEntry,
     Receipt,
+    ReceiptCounts,
     TimelineEntry,
 )
 
@@ -130,6 +131,19 @@ async def instance_status(
     return (_instance(current) if current else None), history
 
 
+def receipt_counts(
+    r: readmodel.MessageSummaryRecord | readmodel.MessageRecord,
+) -> ReceiptCounts | None:
+    if not r.participants:
+        return None
+    return ReceiptCounts(
+        participants=r.participants,
+        delivered_to=r.delivered_to,
+        read_by=r.read_by,
+        played_by=r.played_by,
+    )
+
+
 # -- messages ------------------------------------------------------------------------------
 
 _ANOMALIES: dict[str, Anomaly] = {a: a for a in ANOMALIES}
@@ -163,6 +177,7 @@ async def messages(conn: Conn, f: MessageFilter) -> tuple[list[MessageSummary], 
             missed_delivered=r.missed_delivered,
             anomalies=anomalies(r.anomalies),
             failure_class=r.failure_class,
+            receipt_counts=receipt_counts(r),
             link=message_link(r.channel, r.key),
         )
         for r in rows
@@ -210,6 +225,7 @@ async def message(
             for f in row.failures
         ],
         failure_class=row.failure_class,
+        receipt_counts=receipt_counts(row),
         content=Content(
             chat=row.chat,
             sender=row.sender,

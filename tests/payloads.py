@@ -36,13 +36,21 @@ def _envelope(value: dict[str, object]) -> bytes:
     ).encode()
 
 
-def meta_status(wamid: str, status: str, ts: int = 1700000000, code: int | None = None) -> bytes:
+def meta_status(
+    wamid: str,
+    status: str,
+    ts: int = 1700000000,
+    code: int | None = None,
+    participant: str | None = None,
+) -> bytes:
     entry: dict[str, object] = {
         "id": wamid,
         "status": status,
         "timestamp": str(ts),
         "recipient_id": "16505551234",
     }
+    if participant is not None:  # a group message's receipt from one member
+        entry["recipient_participant_id"] = participant
     if code is not None:
         entry["errors"] = [{"code": code, "title": "Message failed"}]
     return _envelope({"statuses": [entry]})

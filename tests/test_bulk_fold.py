@@ -64,7 +64,11 @@ def body(kind: str, key: int, arg: int) -> tuple[str, bytes]:
     match kind:
         case "meta_status":
             status = ["sent", "delivered", "read", "failed"][arg % 4]
-            return "meta", meta_status(wamid, status, code=131014 if status == "failed" else None)
+            code = [131014, 131026, 131047][arg // 4 % 3] if status == "failed" else None
+            return "meta", meta_status(wamid, status, code=code)
+        case "meta_group":  # a group member's receipt: counted per distinct participant
+            status = ["delivered", "read", "played", "failed"][arg % 4]
+            return "meta", meta_status(wamid, status, participant=f"p{arg % 3}")
         case "meta_incoming":  # keys of their own: see the module's docstring
             return "meta", meta_incoming(f"wamid.in{key}", text=f"hi {arg}")
         case "waha_outgoing":
@@ -75,7 +79,7 @@ def body(kind: str, key: int, arg: int) -> tuple[str, bytes]:
             return "waha", _waha_deleted(f"m{key}")
 
 
-KINDS = ["meta_status", "meta_incoming", "waha_outgoing", "waha_ack", "waha_del"]
+KINDS = ["meta_status", "meta_group", "meta_incoming", "waha_outgoing", "waha_ack", "waha_del"]
 webhooks = st.tuples(
     st.sampled_from(KINDS),
     st.integers(0, 5),  # message key
@@ -144,6 +148,26 @@ async def _recounted(conn: asyncpg.Connection, schema: str) -> set[tuple[str, st
     return {(r["channel"], r["kind"], r["n"]) for r in rows}
 
 
+async def _receipt_counts(conn: asyncpg.Connection, schema: str) -> set[tuple[Any, ...]]:
+    rows = await conn.fetch(
+        f"SELECT channel, key, participants, delivered_to, read_by, played_by"
+        f" FROM {schema}.messages WHERE participants > 0"
+    )
+    return {tuple(r.values()) for r in rows}
+
+
+async def _receipts_recounted(conn: asyncpg.Connection, schema: str) -> set[tuple[Any, ...]]:
+    """What the counts must be: distinct participants per receipt, from ``receipts``."""
+    rows = await conn.fetch(
+        f"SELECT channel, key, count(*),"
+        f" count(*) FILTER (WHERE state IN ('delivered', 'read', 'played')),"
+        f" count(*) FILTER (WHERE state IN ('read', 'played')),"
+        f" count(*) FILTER (WHERE state = 'played')"
+        f" FROM {schema}.receipts GROUP BY channel, key"
+    )
+    return {tuple(r.values()) for r in rows}
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -172,6 +196,7 @@ async def test_bulk_fold_equals_the_incremental_fold(
         assert await folded.run(start, end) == end
         assert await _differences(conn, inc, blk) == {}
         assert await _anomaly_counts(conn, inc) == await _recounted(conn, inc)
+        assert await _receipt_counts(conn, inc) == await _receipts_recounted(conn, inc)
         later = T0 + dt.timedelta(days=n, hours=1)
         assert await write.sweep(conn, inc, later) == await write.sweep(conn, blk, later)
         assert await _differences(conn, inc, blk) == {}

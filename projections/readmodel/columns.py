@@ -106,6 +106,11 @@ MESSAGES = Table(
         _c("missed_delivered", "boolean"),
         # added by later migrations (sql/06x…), each at the end: MessageState properties
         _c("failure_class", "text", null=True, derived=True),
+        # group receipts (sql/061): distinct participants, and those at each receipt
+        _c("participants", "integer"),
+        _c("delivered_to", "integer"),
+        _c("read_by", "integer"),
+        _c("played_by", "integer"),
         # anomalies (sql/065_anomalies.sql): the acks' first/last positions per status, and
         # what MessageState.anomalies derives from the row
         _c("acks", "jsonb"),

@@ -181,6 +181,11 @@ class MessageSummaryRecord(msgspec.Struct, frozen=True, kw_only=True):
     anomalies: list[str]
     #: the class of the message's first failure (None: no failure on record)
     failure_class: FailureClass | None
+    #: group receipts: participants with one, and how many have each
+    participants: int
+    delivered_to: int
+    read_by: int
+    played_by: int
     #: the ack this message is overdue for at the filter's ``now``, if any
     overdue_for: Stage | None
 
@@ -299,6 +304,10 @@ class MessageRecord(msgspec.Struct, frozen=True, kw_only=True):
     milestones: dict[str, Milestone]
     failures: list[Failure]
     failure_class: FailureClass | None
+    participants: int
+    delivered_to: int
+    read_by: int
+    played_by: int
     chat: str | None
     sender: str | None
     kind: str | None
