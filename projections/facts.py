@@ -15,17 +15,34 @@ Direction = Literal["incoming", "outgoing"]
 #: Statuses an outgoing message can be reported in (``deleted`` is its own fact).
 OutgoingStatus = Literal["sending", "sent", "not_sent", "delivered", "read", "played"]
 
-#: Connection states of a provider "instance" (the phone behind a channel).
+#: Connection states of a provider "instance" (the phone behind a channel), each in the
+#: provider's own sense (the raw value is kept beside it; README "Instance states"):
+#:
+#: * ``starting`` — coming up, will be usable without action.
+#: * ``qr_required`` — must be linked: scan a QR code or enter a pairing code.
+#: * ``connected`` — up and sending.
+#: * ``suspended`` — session up, sending suspended by WhatsApp for a while (Green-API
+#:   ``yellowCard``); not a ban.
+#: * ``disconnected`` — link down; the provider reconnects by itself (phone off, network).
+#: * ``failed`` — the session broke and stays broken until restarted, or re-linked if a
+#:   restart does not help (WAHA ``FAILED``).
+#: * ``logged_out`` — unlinked from the phone; a new QR scan is needed.
+#: * ``banned`` — WhatsApp refuses the number (Baileys 403, Green-API ``blocked``).
+#: * ``stopped`` — stopped on purpose or given up (no more QR attempts); must be started.
+#: * ``unknown`` — a state the provider's documentation does not name.
 InstanceStatus = Literal[
     "starting",
     "qr_required",
     "connected",
+    "suspended",
     "disconnected",
+    "failed",
     "logged_out",
     "banned",
     "stopped",
     "unknown",
 ]
+INSTANCE_STATUSES: tuple[InstanceStatus, ...] = InstanceStatus.__args__  # type: ignore[attr-defined]
 
 #: Rank of every message state; the state is the max rank reported (invariant 5).
 RANK: dict[str, int] = {

@@ -13,7 +13,7 @@ from typing import Literal
 
 import msgspec
 
-from projections.facts import Fact
+from projections.facts import Fact, InstanceStatus
 from projections.failures import FailureClass
 from projections.message_state import Anomaly
 from projections.readmodel.deadlines import Stage
@@ -33,7 +33,7 @@ class Error(msgspec.Struct, frozen=True, kw_only=True):
 class InstanceState(msgspec.Struct, frozen=True, kw_only=True):
     """The latest connection status a provider reported for the channel's phone instance."""
 
-    status: str
+    status: InstanceStatus
     raw: str
     reason: str | None
     position: int
@@ -69,7 +69,7 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
 
     position: int
     seq: int
-    status: str
+    status: InstanceStatus
     raw: str
     reason: str | None
     received_at: dt.datetime

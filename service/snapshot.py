@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from eventstore import checkpoint
 from eventstore.errors import DRIVER_ERRORS
 from eventstore.read import head, oldest_after
-from projections.facts import InstanceStatus
+from projections.facts import INSTANCE_STATUSES
 from projections.failures import FAILURE_CLASSES
 from projections.message_state import ANOMALIES
 from projections.readmodel import LIVE_CHECKPOINT, query
@@ -30,7 +30,6 @@ from service import metrics
 
 log = logging.getLogger(__name__)
 
-INSTANCE_STATUSES: tuple[str, ...] = InstanceStatus.__args__  # type: ignore[attr-defined]
 #: the acks a missed-ack deadline waits for
 STAGES: tuple[str, ...] = tuple(WAITS)
 

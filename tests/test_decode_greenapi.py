@@ -16,7 +16,7 @@ from projections.facts import (
 )
 from projections.providers import greenapi
 from tests.decode_helpers import Decoding
-from tests.samples import JSON, sample_names
+from tests.samples import JSON, fixture_names, sample_names
 
 DECODING = Decoding("greenapi", greenapi.decode)
 decode_sample = DECODING.sample
@@ -351,7 +351,7 @@ def test_message_without_type_message_names_the_field() -> None:
         ("blocked", "banned", None),
         ("sleepMode", "disconnected", None),
         ("starting", "starting", None),
-        ("yellowCard", "banned", "sending suspended for spam activity (yellowCard)"),
+        ("yellowCard", "suspended", "sending suspended for spam activity (yellowCard)"),
         ("somethingNew", "unknown", None),
     ],
 )
@@ -403,3 +403,22 @@ def test_bad_timestamp_names_the_field() -> None:
     assert reason({**payload, "timestamp": "yesterday"}).startswith("timestamp: not a timestamp")
     assert reason({**payload, "timestamp": 10**30}).startswith("timestamp: timestamp out of range")
     assert reason({**payload, "timestamp": 10**400}).startswith("timestamp: timestamp out of range")
+
+
+# --- in-repo fixtures (tests/fixtures/greenapi, sources in tests/fixtures/SOURCES.md) -------
+
+
+def test_fixture_set_is_the_one_these_tests_cover() -> None:
+    assert fixture_names("greenapi") == ["stateInstanceChanged_yellowCard.json"]
+
+
+def test_yellow_card_is_a_suspension_not_a_ban() -> None:
+    """GetStateInstance: sending suspended for spam, queued 24 h, session up — not ``blocked``."""
+    assert decode_sample("stateInstanceChanged_yellowCard.json") == [
+        InstanceStatusReported(
+            status="suspended",
+            raw="yellowCard",
+            reason="sending suspended for spam activity (yellowCard)",
+            provider_time=1700000000.0,
+        )
+    ]

@@ -16,7 +16,7 @@ from projections.facts import (
 )
 from projections.providers import waha
 from tests.decode_helpers import Decoding
-from tests.samples import JSON, sample, sample_names
+from tests.samples import JSON, fixture_names, sample, sample_names
 
 OUR_ID = "true_11111111111@c.us_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
@@ -386,7 +386,7 @@ def test_message_without_id_is_an_error() -> None:
         ("STARTING", "starting"),
         ("SCAN_QR_CODE", "qr_required"),
         ("WORKING", "connected"),
-        ("FAILED", "disconnected"),
+        ("FAILED", "failed"),
         ("SOMETHING_NEW", "unknown"),
     ],
 )
@@ -410,3 +410,26 @@ def test_not_json_is_an_error() -> None:
     with pytest.raises(DecodeError) as info:
         waha.decode(b"\xff", JSON, {})
     assert info.value.reason.startswith("body is not valid JSON")
+
+
+# --- in-repo fixtures (tests/fixtures/waha, sources in tests/fixtures/SOURCES.md) -----------
+
+
+def test_fixture_set_is_the_one_these_tests_cover() -> None:
+    assert fixture_names("waha") == ["session_status_failed.json", "v2022_message_ack.json"]
+
+
+def test_failed_session_needs_a_restart_not_a_wait() -> None:
+    """WAHA docs: FAILED — restart the session, and if that does not help, log out and start."""
+    assert decode_sample("session_status_failed.json") == [
+        InstanceStatusReported(status="failed", raw="FAILED")
+    ]
+
+
+def test_2022_envelope_without_session_or_me_reads_the_ack() -> None:
+    """WAHA 2022.x posted ``{event, payload}`` only; the ack payload is the whole message."""
+    assert decode_sample("v2022_message_ack.json") == [
+        StatusReported(
+            key="true_11111111111@c.us_3EB0C0A1B2C3D4E5F6A7", status="delivered", raw="2"
+        )
+    ]

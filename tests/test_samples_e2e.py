@@ -212,6 +212,11 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("waha", "poll_vote.json"): Expect(),
     ("waha", "presence_update_group.json"): Expect(),
     ("waha", "session_status_working.json"): Expect(instance="connected"),
+    # in-repo fixtures: FAILED needs a restart (its own state); the 2022 envelope {event, payload}
+    ("waha", "session_status_failed.json"): Expect(instance="failed"),
+    ("waha", "v2022_message_ack.json"): Expect(
+        messages={"true_11111111111@c.us_3EB0C0A1B2C3D4E5F6A7": (OUT, "delivered")}
+    ),
     # --- Evolution (Baileys): 0 ERROR,1 PENDING,2 SERVER_ACK,3 DELIVERY_ACK,4 READ,5 PLAYED
     ("evolution", "messages_upsert_incoming_text.json"): Expect(
         messages={"3EB03E3CA617ADA52AEA79": (IN, "received")},
@@ -276,6 +281,8 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     # notAuthorized: the instance must be linked again by scanning a QR code
     ("greenapi", "stateInstanceChanged_notAuthorized.json"): Expect(instance="qr_required"),
     ("greenapi", "statusInstanceChanged_online.json"): Expect(instance="connected"),
+    # in-repo fixture: yellowCard = sending suspended, session up (not a ban)
+    ("greenapi", "stateInstanceChanged_yellowCard.json"): Expect(instance="suspended"),
     # --- Twilio (form bodies; SmsStatus=received marks the incoming-message webhook)
     ("twilio", "incoming_image_whatsapp.json"): Expect(
         messages={"MM21151abfaadc1fb79b782f8460862a52": (IN, "received")},

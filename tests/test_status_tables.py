@@ -271,7 +271,7 @@ INSTANCE: dict[str, tuple[str, Callable[[Any, Any], None], list[tuple[str, str]]
             ("STARTING", "starting"),
             ("SCAN_QR_CODE", "qr_required"),
             ("WORKING", "connected"),
-            ("FAILED", "disconnected"),
+            ("FAILED", "failed"),
         ],
     ),
     # Green-API stateInstanceChanged.stateInstance
@@ -284,7 +284,7 @@ INSTANCE: dict[str, tuple[str, Callable[[Any, Any], None], list[tuple[str, str]]
             ("blocked", "banned"),
             ("sleepMode", "disconnected"),
             ("starting", "starting"),
-            ("yellowCard", "banned"),
+            ("yellowCard", "suspended"),
             ("pendingCode", "qr_required"),
         ],
     ),

@@ -23,8 +23,11 @@ Traps and assumptions:
   description starts with one, else the raw status; ``error_text`` is the description or the
   documented meaning of the status. ``yellowCard`` on a message is ``not_sent`` even though
   Green-API may retry it within 24 h: a later ``delivered`` still outranks it (invariant 5).
-* ``stateInstance=yellowCard`` (sending suspended for spam, session still up) is reported as
-  ``banned`` with a reason: a user must act on it, and ``connected`` would hide it.
+* ``stateInstance=yellowCard`` is, in Green-API's words (``GetStateInstance``), "sending
+  messages has been partially or completely suspended on the account due to spamming
+  activity; messages sent after receiving the status are stored in the queue for 24 hours;
+  to continue, reboot the instance": ``suspended`` (session up, sending stopped), not a ban
+  (``blocked`` is the ban).
 * Outgoing message webhooks carry no status, so they emit no ``StatusReported``. Edits and
   poll votes are ``Ignored``; acklog folds neither. Green-API has no event id of its own.
 """
@@ -78,7 +81,7 @@ STATE: dict[str, InstanceStatus] = {
     "notAuthorized": "qr_required",
     "pendingCode": "qr_required",  # authorisation waits for a pairing code
     "blocked": "banned",
-    "yellowCard": "banned",  # sending suspended for spam; session itself still up
+    "yellowCard": "suspended",  # sending suspended for spam; session itself still up
     "sleepMode": "disconnected",  # phone off; Green-API says "status out of date"
     "starting": "starting",
 }

@@ -89,7 +89,9 @@ SESSION: dict[str, InstanceStatus] = {
     "STARTING": "starting",
     "SCAN_QR_CODE": "qr_required",
     "WORKING": "connected",
-    "FAILED": "disconnected",
+    # "the session has failed due to some error … Restart the session and if it doesn't help
+    # - Logout and Start the session again" (waha.devlike.pro/docs/how-to/sessions)
+    "FAILED": "failed",
 }
 
 #: WEBJS ``_data.type`` → message kind.

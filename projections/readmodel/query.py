@@ -15,6 +15,7 @@ from typing import TypeAlias
 import asyncpg
 import msgspec
 
+from projections.facts import InstanceStatus
 from projections.failures import FailureClass
 from projections.message_state import Failure, Milestone
 from projections.readmodel import LIVE, codecs
@@ -47,7 +48,7 @@ TIMELINE_LIMIT = 1000
 class InstanceRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A row of ``instance_status`` (without its channel and provider)."""
 
-    status: str
+    status: InstanceStatus
     raw: str
     reason: str | None
     position: int
@@ -60,7 +61,7 @@ class HistoryRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     position: int
     seq: int
-    status: str
+    status: InstanceStatus
     raw: str
     reason: str | None
     received_at: dt.datetime
