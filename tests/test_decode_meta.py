@@ -15,7 +15,7 @@ from projections.facts import (
 )
 from projections.providers import meta
 from tests.decode_helpers import Decoding
-from tests.samples import JSON, sample_names
+from tests.samples import JSON, fixture_names, sample_names
 
 DECODING = Decoding("meta", meta.decode)
 decode_sample = DECODING.sample
@@ -469,3 +469,76 @@ def test_not_json_is_an_error() -> None:
 
 def test_meta_has_no_event_id() -> None:
     assert not hasattr(meta, "event_id")
+
+
+# --- On-Premises API (tests/fixtures/meta, verbatim, sources in tests/fixtures/SOURCES.md) --
+
+
+def test_fixture_set_is_the_one_these_tests_cover() -> None:
+    assert fixture_names("meta") == [
+        "onprem_message_text.json",
+        "onprem_message_voice.json",
+        "onprem_status_sent.json",
+    ]
+
+
+def test_on_premises_status_is_the_bare_value() -> None:
+    """On-Premises posts ``{"statuses": [...]}`` without ``object``/``entry``/``changes``."""
+    assert DECODING.sample("onprem_status_sent.json") == [
+        StatusReported(
+            key="9712A34B4A8B6AD50F", status="sent", raw="sent", provider_time=1518694700.0
+        )
+    ]
+
+
+def test_on_premises_message_and_voice() -> None:
+    text, voice = (DECODING.sample(f"onprem_message_{n}.json") for n in ("text", "voice"))
+    assert text == [
+        MessageObserved(
+            key="41",
+            direction="incoming",
+            chat="250788123123",
+            sender="250788123123",
+            kind="text",
+            text="hello world",
+            provider_time=1454119029.0,
+        )
+    ]
+    assert voice == [
+        MessageObserved(
+            key="41",
+            direction="incoming",
+            chat="250788123123",
+            sender="250788123123",
+            kind="voice",
+            media="41",
+            provider_time=1454119029.0,
+        )
+    ]
+
+
+def test_on_premises_errors_and_failures_name_their_bare_path() -> None:
+    assert DECODING.json({"errors": [{"code": 1014, "title": "Internal error"}]}) == [
+        Ignored(
+            reason="out-of-band error without a message id: 1014: Internal error", event="errors"
+        )
+    ]
+    assert DECODING.reason({"statuses": [{"id": "X1", "timestamp": "1"}]}) == (
+        "statuses[0].status: missing"
+    )
+    failed = {"id": "X2", "status": "failed", "timestamp": "1533332775"}
+    failed["errors"] = [{"code": 470, "title": "outside the support window"}]  # type: ignore[list-item]
+    assert DECODING.json({"statuses": [failed]}) == [
+        StatusReported(
+            key="X2",
+            status="not_sent",
+            raw="failed",
+            provider_time=1533332775.0,
+            error_code="470",
+            error_text="outside the support window",
+        )
+    ]
+
+
+def test_a_body_with_neither_entry_nor_a_bare_array_is_still_refused() -> None:
+    assert DECODING.reason({"contacts": []}).startswith("entry: missing")

@@ -186,6 +186,12 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("meta", "echo_revoke_outgoing.json"): Expect(messages={"wamid.zzzzzz": (OUT, "deleted")}),
     # out-of-band errors name no message
     ("meta", "errors_out_of_band.json"): Expect(),
+    # in-repo fixtures: the On-Premises API posts the bare value (no object/entry/changes)
+    ("meta", "onprem_message_text.json"): Expect(messages={"41": (IN, "received")}),
+    ("meta", "onprem_message_voice.json"): Expect(
+        messages={"41": (IN, "received")}, fields={"41": {"kind": "voice"}}
+    ),
+    ("meta", "onprem_status_sent.json"): Expect(messages={"9712A34B4A8B6AD50F": (OUT, "sent")}),
     # --- WAHA: ack -1 ERROR, 0 PENDING, 1 SERVER, 2 DEVICE, 3 READ, 4 PLAYED
     ("waha", "message_text.json"): Expect(messages={WAHA_OWN: (OUT, "sent")}),  # fromMe, ack 1
     # "When people send you media …": event=message is an INCOMING message

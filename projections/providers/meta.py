@@ -1,4 +1,4 @@
-"""Meta WhatsApp Cloud API webhooks → canonical facts.
+"""Meta WhatsApp Cloud API (and legacy On-Premises API) webhooks → canonical facts.
 
 Meta POSTs ``{"object": "whatsapp_business_account", "entry": [{"id": <WABA id>, "changes":
 [{"field": ..., "value": {...}}]}]}``. Every level is an array and one POST may batch several
@@ -13,6 +13,11 @@ entries, changes and elements; every element is decoded, in payload order.
   are OUR messages sent from the Business app → ``MessageObserved`` outgoing; a revoke echo is
   the deletion of one of our messages → ``MessageDeleted`` outgoing.
 * Any other ``field`` (account_update, templates, history, …) or ``object`` → ``Ignored``.
+* The On-Premises API (sunset 2025, still run by BSPs) POSTs what the Cloud API wraps in
+  ``entry[].changes[].value`` bare: ``{"contacts", "messages"}``, ``{"statuses"}`` or
+  ``{"errors"}`` at the top level, without ``object``/``entry``. Such a body is read as one
+  ``value``. Its voice notes are ``type=voice`` with a ``voice`` object (Cloud: ``audio`` with
+  ``voice: true``); its ids are not wamids.
 
 Traps and assumptions:
 
@@ -75,6 +80,7 @@ KIND: dict[str, str] = {
     "location": "location",
     "contacts": "contact",
     "reaction": "reaction",
+    "voice": "voice",  # On-Premises API
     "system": "system",
     "request_welcome": "system",
 }
@@ -162,6 +168,7 @@ class _Message(_Struct, frozen=True):
     video: _Media | None = None
     document: _Media | None = None
     sticker: _Media | None = None
+    voice: _Media | None = None  # On-Premises API
     location: _Location | None = None
     contacts: list[_Contact] | None = None
     reaction: _Reaction | None = None
@@ -211,6 +218,10 @@ class _Entry(_Struct, frozen=True):
 class _Webhook(_Struct, frozen=True):
     object: str | None = None
     entry: list[_Entry] | None = None
+    # the On-Premises API's bare value
+    statuses: msgspec.Raw = msgspec.Raw()
+    messages: msgspec.Raw = msgspec.Raw()
+    errors: msgspec.Raw = msgspec.Raw()
 
 
 def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) -> list[Fact]:
@@ -220,6 +231,9 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
         return [
             Ignored(reason=f"object {hook.object[:64]!r} is not {WABA!r}", event=hook.object[:64])
         ]
+    if hook.entry is None and hook.object is None and _on_premises(hook):
+        bare = _value(parse_json(body, _Value), "")
+        return bare or [Ignored(reason="On-Premises webhook carries no elements")]
     if hook.entry is None:
         raise DecodeError(
             "invalid_payload", "entry: missing (Meta batches every change in entry[])"
@@ -239,23 +253,33 @@ def _change(change: _Change, where: str) -> list[Fact]:
         raise DecodeError("invalid_payload", f"{where}.field: missing")
     if field not in MESSAGE_FIELDS:
         return [Ignored(reason=f"change field {field[:64]!r} is not folded", event=field[:64])]
-    value = parse_part(change.value, _Value, f"{where}.value")
+    facts = _value(parse_part(change.value, _Value, f"{where}.value"), f"{where}.value.")
+    if not facts:
+        facts.append(Ignored(reason="change carries no statuses, messages or errors", event=field))
+    return facts
+
+
+def _on_premises(hook: _Webhook) -> bool:
+    """A bare On-Premises body: one of its arrays at the top level."""
+    return any(len(raw) > 0 for raw in (hook.statuses, hook.messages, hook.errors))
+
+
+def _value(value: _Value, base: str) -> list[Fact]:
+    """Every element of a ``value`` (``base`` is its path with a trailing dot, or "")."""
     facts: list[Fact] = []
     for k, status in enumerate(value.statuses or ()):
-        facts.append(_status(status, f"{where}.value.statuses[{k}]"))
+        facts.append(_status(status, f"{base}statuses[{k}]"))
     for k, message in enumerate(value.messages or ()):
-        facts.append(_message(message, "incoming", f"{where}.value.messages[{k}]"))
+        facts.append(_message(message, "incoming", f"{base}messages[{k}]"))
     for k, echo in enumerate(value.message_echoes or ()):
-        facts.append(_message(echo, "outgoing", f"{where}.value.message_echoes[{k}]"))
+        facts.append(_message(echo, "outgoing", f"{base}message_echoes[{k}]"))
     for error in value.errors or ():
-        code, text = _error(error, f"{where}.value.errors[]")
+        code, text = _error(error, f"{base}errors[]")
         facts.append(
             Ignored(
                 reason=f"out-of-band error without a message id: {code}: {text}", event="errors"
             )
         )
-    if not facts:
-        facts.append(Ignored(reason="change carries no statuses, messages or errors", event=field))
     return facts
 
 
@@ -324,6 +348,7 @@ def _media(message: _Message) -> _Media | None:
         "video": message.video,
         "document": message.document,
         "sticker": message.sticker,
+        "voice": message.voice,
     }
     return candidates.get(message.type or "")
 
