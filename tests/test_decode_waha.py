@@ -416,7 +416,12 @@ def test_not_json_is_an_error() -> None:
 
 
 def test_fixture_set_is_the_one_these_tests_cover() -> None:
-    assert fixture_names("waha") == ["session_status_failed.json", "v2022_message_ack.json"]
+    assert fixture_names("waha") == [
+        "session_status_failed.json",
+        "v2022_message_ack.json",
+        "v2023_state_change_noweb_close_401.json",
+        "v2023_state_change_webjs_unpaired.json",
+    ]
 
 
 def test_failed_session_needs_a_restart_not_a_wait() -> None:
@@ -433,3 +438,51 @@ def test_2022_envelope_without_session_or_me_reads_the_ack() -> None:
             key="true_11111111111@c.us_3EB0C0A1B2C3D4E5F6A7", status="delivered", raw="2"
         )
     ]
+
+
+def test_2023_webjs_state_change_is_the_wastate_string() -> None:
+    assert decode_sample("v2023_state_change_webjs_unpaired.json") == [
+        InstanceStatusReported(status="logged_out", raw="UNPAIRED")
+    ]
+
+
+def test_2023_noweb_state_change_is_the_baileys_connection_update() -> None:
+    assert decode_sample("v2023_state_change_noweb_close_401.json") == [
+        InstanceStatusReported(status="logged_out", raw="close", reason="statusCode 401")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "raw"),
+    [
+        ("CONNECTED", "connected", "CONNECTED"),
+        ("OPENING", "starting", "OPENING"),
+        ("CONFLICT", "disconnected", "CONFLICT"),
+        ("TOS_BLOCK", "banned", "TOS_BLOCK"),
+        ("DEPRECATED_VERSION", "failed", "DEPRECATED_VERSION"),
+        ("SOMETHING_NEW", "unknown", "SOMETHING_NEW"),
+        ({"connection": "open"}, "connected", "open"),
+        ({"connection": "connecting"}, "starting", "connecting"),
+        ({"qr": "2@abc"}, "qr_required", "qr"),
+    ],
+)
+def test_state_change_values(payload: Any, status: str, raw: str) -> None:
+    facts = decode_obj(event("state.change", payload))
+    assert facts == [InstanceStatusReported(status=status, raw=raw)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [(403, "banned"), (428, "disconnected"), (515, "disconnected")]
+)
+def test_state_change_close_reasons(code: int, status: str) -> None:
+    payload = {"connection": "close", "lastDisconnect": {"error": {"output": {"statusCode": code}}}}
+    assert decode_obj(event("state.change", payload)) == [
+        InstanceStatusReported(status=status, raw="close", reason=f"statusCode {code}")  # type: ignore[arg-type]
+    ]
+
+
+def test_state_change_without_connection_is_ignored_and_empty_is_an_error() -> None:
+    assert decode_obj(event("state.change", {"receivedPendingNotifications": True})) == [
+        Ignored(reason="state.change without connection or qr", event="state.change")
+    ]
+    assert DECODING.reason(event("state.change", " ")) == "payload: empty state"

@@ -223,6 +223,9 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("waha", "v2022_message_ack.json"): Expect(
         messages={"true_11111111111@c.us_3EB0C0A1B2C3D4E5F6A7": (OUT, "delivered")}
     ),
+    # before 2023.12 the engine's state.change is the only instance signal
+    ("waha", "v2023_state_change_webjs_unpaired.json"): Expect(instance="logged_out"),
+    ("waha", "v2023_state_change_noweb_close_401.json"): Expect(instance="logged_out"),
     # --- Evolution (Baileys): 0 ERROR,1 PENDING,2 SERVER_ACK,3 DELIVERY_ACK,4 READ,5 PLAYED
     ("evolution", "messages_upsert_incoming_text.json"): Expect(
         messages={"3EB03E3CA617ADA52AEA79": (IN, "received")},

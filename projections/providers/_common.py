@@ -13,6 +13,7 @@ from projections.facts import (
     DecodeError,
     Direction,
     Ignored,
+    InstanceStatus,
     OutgoingStatus,
     StatusReported,
 )
@@ -244,4 +245,48 @@ BAILEYS_KIND: dict[str, str] = {
     "pollCreationMessage": "poll",
     "pollCreationMessageV2": "poll",
     "pollCreationMessageV3": "poll",
+}
+
+
+#: Baileys ``connection.update`` ``connection`` → instance status, shared by the engines built
+#: on Baileys (Evolution ``data.state``, WAHA NOWEB ``state.change``).
+BAILEYS_CONNECTION: dict[str, InstanceStatus] = {
+    "open": "connected",
+    "connecting": "starting",
+    "close": "disconnected",
+}
+
+#: Baileys ``DisconnectReason`` codes of a ``close`` that are not a plain disconnect
+#: (WhiskeySockets/Baileys ``src/Types/index.ts``): ``loggedOut`` (the phone unlinked us) and
+#: ``forbidden`` (WhatsApp refuses the number). Other codes (408 lost/timed out, 428 closed,
+#: 440 replaced, 500 bad session, 515 restart required) are reconnected by the engine.
+BAILEYS_CLOSE: dict[str, InstanceStatus] = {"401": "logged_out", "403": "banned"}
+
+
+def baileys_state(connection: str, status_code: object) -> InstanceStatus:
+    """A Baileys ``connection`` with its ``lastDisconnect`` status code as an instance status."""
+    status = BAILEYS_CONNECTION.get(connection, "unknown")
+    if connection == "close":
+        return BAILEYS_CLOSE.get(str(status_code).strip(), status)
+    return status
+
+
+#: whatsapp-web.js ``WAState`` (``src/util/Constants.js``) → instance status, shared by the
+#: engines built on it (WAHA WEBJS ``state.change``, WhatsGate ``disconnect`` reasons).
+#: OPENING/PAIRING/UNLAUNCHED are steps of starting up; CONFLICT (another WhatsApp Web took
+#: over), TIMEOUT and PROXYBLOCK drop the link; DEPRECATED_VERSION needs the engine updated
+#: and restarted; UNPAIRED(_IDLE) is a logout; (SMB_)TOS_BLOCK a ban.
+WEBJS_STATE: dict[str, InstanceStatus] = {
+    "CONNECTED": "connected",
+    "OPENING": "starting",
+    "PAIRING": "starting",
+    "UNLAUNCHED": "starting",
+    "CONFLICT": "disconnected",
+    "TIMEOUT": "disconnected",
+    "PROXYBLOCK": "disconnected",
+    "DEPRECATED_VERSION": "failed",
+    "UNPAIRED": "logged_out",
+    "UNPAIRED_IDLE": "logged_out",
+    "TOS_BLOCK": "banned",
+    "SMB_TOS_BLOCK": "banned",
 }

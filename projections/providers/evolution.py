@@ -67,10 +67,12 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers._common import (
+    BAILEYS_CONNECTION,
     BAILEYS_KIND,
     MAX_INT_BITS,
     Id,
     Stamp,
+    baileys_state,
     bool_direction,
     bounded_epoch,
     bounded_id,
@@ -102,16 +104,7 @@ STATUS: dict[str, OutgoingStatus] = {
 DELETED = "DELETED"
 
 #: ``connection.update`` ``data.state`` → canonical instance status.
-STATE: dict[str, InstanceStatus] = {
-    "open": "connected",
-    "connecting": "starting",
-    "close": "disconnected",
-    "refused": "stopped",
-}
-
-#: Baileys ``DisconnectReason`` codes of a ``close`` that are not a plain disconnect:
-#: ``loggedOut`` (the phone unlinked us) and ``forbidden`` (WhatsApp banned the number).
-CLOSE_REASON: dict[str, InstanceStatus] = {"401": "logged_out", "403": "banned"}
+STATE: dict[str, InstanceStatus] = {**BAILEYS_CONNECTION, "refused": "stopped"}
 
 #: Status names only the Cloud API channel sends (Meta's, upper-cased): always our messages.
 CLOUD_ONLY = frozenset({"SENT", "DELIVERED", "FAILED"})
@@ -425,7 +418,7 @@ def _connection(connection: _Connection, sent_at: float | None) -> Fact:
         raise DecodeError("invalid_payload", "data.statusReason: out of range")
     status = STATE.get(state, "unknown")
     if state == "close":
-        status = CLOSE_REASON.get(str(reason_code).strip(), status)
+        status = baileys_state(state, reason_code)
     reason = None if reason_code is None else f"statusReason {reason_code}"[:120]
     return InstanceStatusReported(status=status, raw=state, reason=reason, provider_time=sent_at)
 

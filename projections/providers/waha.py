@@ -11,8 +11,12 @@ The envelope ``id`` is WAHA's own event id (``event_id``, the dedup key).
   2 DEVICE→delivered, 3 READ→read, 4 PLAYED→played); ``participant`` fills group and
   ``status@broadcast`` receipts. Acks of incoming messages (``fromMe=false``) → ``Ignored``.
 * ``message.revoked`` → ``MessageDeleted``; ``session.status`` → ``InstanceStatusReported``.
-* Everything else (presence, polls, groups, calls, labels, edits, ``state.change``, …) →
-  ``Ignored``.
+* ``state.change`` (the engine's own state; before 2023.12 WAHA had no ``session.status``, so
+  it is the only instance signal of older versions) → ``InstanceStatusReported``: WEBJS posts
+  the whatsapp-web.js ``WAState`` as a bare string (``"CONNECTED"``, ``"UNPAIRED"``, …), NOWEB
+  the Baileys ``connection.update`` object (``connection`` open/connecting/close with
+  ``lastDisconnect.error.output.statusCode``, or ``qr``).
+* Everything else (presence, polls, groups, calls, labels, edits, …) → ``Ignored``.
 
 Traps and assumptions:
 
@@ -56,8 +60,10 @@ from projections.facts import (
 )
 from projections.providers._common import (
     BAILEYS_KIND,
+    WEBJS_STATE,
     Id,
     Stamp,
+    baileys_state,
     bool_direction,
     bounded_epoch,
     bounded_id,
@@ -221,6 +227,28 @@ class _Session(_Struct, frozen=True):
     status: str | None = None
 
 
+class _Output(_Struct, frozen=True):
+    status_code: int | str | None = None
+
+
+class _Boom(_Struct, frozen=True):
+    """A Boom error as JSON: its ``output`` is enumerable, its message is not."""
+
+    output: _Output | None = None
+
+
+class _LastDisconnect(_Struct, frozen=True):
+    error: _Boom | None = None
+
+
+class _ConnectionUpdate(_Struct, frozen=True):
+    """Baileys ``connection.update`` as WAHA NOWEB forwards it in ``state.change``."""
+
+    connection: str | None = None
+    last_disconnect: _LastDisconnect | None = None
+    qr: str | None = None
+
+
 def event_id(body: bytes) -> str | None:
     """The envelope ``id`` (``evt_…``) newer WAHA versions put on every event."""
     try:
@@ -261,7 +289,34 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
                 provider_time=when,
             )
         ]
+    if event == "state.change":
+        return [_state_change(envelope.payload, when)]
     return [Ignored(reason=f"event {event[:64]!r} is not folded", event=event[:64])]
+
+
+def _state_change(payload: msgspec.Raw, when: float | None) -> Fact:
+    """WEBJS: a bare ``WAState`` string; NOWEB: a Baileys ``connection.update`` object."""
+    if bytes(payload).lstrip()[:1] == b'"':
+        state = parse_part(payload, str, "payload").strip()
+        if not state:
+            raise DecodeError("invalid_payload", "payload: empty state")
+        return InstanceStatusReported(
+            status=WEBJS_STATE.get(state.upper(), "unknown"), raw=state[:64], provider_time=when
+        )
+    update = parse_part(payload, _ConnectionUpdate, "payload")
+    if update.qr:
+        return InstanceStatusReported(status="qr_required", raw="qr", provider_time=when)
+    if not update.connection:
+        return Ignored(reason="state.change without connection or qr", event="state.change")
+    error = update.last_disconnect.error if update.last_disconnect else None
+    code = error.output.status_code if error and error.output else None
+    guard_int(code, "payload.lastDisconnect.error.output.statusCode")
+    return InstanceStatusReported(
+        status=baileys_state(update.connection, code),
+        raw=update.connection[:64],
+        reason=None if code is None else f"statusCode {code}"[:120],
+        provider_time=when,
+    )
 
 
 def _looks_revoked(shape: _Shape) -> bool:

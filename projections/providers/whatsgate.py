@@ -57,6 +57,7 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers._common import (
+    WEBJS_STATE,
     Id,
     Stamp,
     epoch,
@@ -100,12 +101,12 @@ KIND: dict[str, str] = {
 }
 
 #: ``disconnect`` reasons (whatsapp-web.js) that mean more than a dropped connection.
+#: Its ``WAState`` values are read as WAHA reads them; ``LOGOUT`` is its ``disconnected`` reason.
 DISCONNECT: dict[str, InstanceStatus] = {
     "LOGOUT": "logged_out",
-    "UNPAIRED": "logged_out",
-    "UNPAIRED_IDLE": "logged_out",
-    "TOS_BLOCK": "banned",
-    "SMB_TOS_BLOCK": "banned",
+    **{
+        state: status for state, status in WEBJS_STATE.items() if status in ("logged_out", "banned")
+    },
 }
 
 _REVOKED = "revoked"
