@@ -23,6 +23,10 @@ PROJECTOR_LEADER = 7312004721
 READ_MODEL_WRITE = 7312004722
 #: Session lock: one rebuild or verify at a time.
 REBUILD = 7312004723
+#: Session lock of the feed's outbox projector leader (``projections.feed.outbox``).
+FEED_OUTBOX = 7312004781
+#: Session lock of the feed's delivery leader (``service.feed_delivery``): one sender.
+FEED_DELIVERY = 7312004782
 
 
 async def holder(conn: asyncpg.Connection | asyncpg.Pool, key: int) -> Holder | None:

@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_role(args.role, settings, database_url(settings), supervised=True)
     dsn = database_url(settings)
     asyncio.run(wait_and_migrate(dsn))
-    if args.role in ("api", "projector"):
+    if args.role in ("api", "projector", "feed"):
         return _serve_role(args.role, settings, dsn, supervised=False)
     if args.role == "ingest":
         if settings.workers <= 1:
@@ -73,8 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if settings.database_url
         else f"embedded PostgreSQL in {settings.data_dir}/pg"
     )
-    processes = f"{settings.workers} ingest worker(s), query API" + (
-        "" if args.no_projector else ", projector"
+    processes = (
+        f"{settings.workers} ingest worker(s), query API"
+        + ("" if args.no_projector else ", projector")
+        + ("" if args.no_feed else ", feed")
     )
     metrics_url = (
         f"{settings.base_url}/metrics"
@@ -90,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"  query API:      {settings.base_url}/v1/channels   spec: {settings.base_url}/openapi.json\n"
         f"  API key:        {shown_key}; send 'Authorization: Bearer <key>'"
     )
-    children = roles.child_roles(settings, projector=not args.no_projector)
+    children = roles.child_roles(settings, projector=not args.no_projector, feed=not args.no_feed)
     # printed once every child serves: the banner means "ready to accept"
     code = roles.supervise(settings, dsn, children, lambda: print(banner, flush=True))
     logging.getLogger("acklog").info("acklog stopped (exit %d)", code)
@@ -105,6 +107,8 @@ def _serve_role(role: str, settings: Settings, dsn: str, *, supervised: bool) ->
             roles.run_api(settings, dsn, supervised=supervised)
         case "projector":
             roles.run_projector(dsn)
+        case "feed":
+            roles.run_feed(dsn)
         case _:
             raise SystemExit(f"unknown role {role!r}")
     return 0
@@ -288,6 +292,9 @@ def parser() -> argparse.ArgumentParser:
     net(serve)
     serve.add_argument("--no-projector", action="store_true", help="run no projector")
     serve.add_argument(
+        "--no-feed", action="store_true", help="run no feed (outbox projector and delivery)"
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         help="ingest worker processes on the port (ACKLOG_WORKERS, default 1)",
@@ -296,7 +303,8 @@ def parser() -> argparse.ArgumentParser:
         "--role",
         choices=roles.ROLES,
         help="run one role alone: ingest (webhooks; non-webhook paths relayed to"
-        " ACKLOG_API_UPSTREAM), api (query API, metrics; ACKLOG_API_PORT or --port), projector",
+        " ACKLOG_API_UPSTREAM), api (query API, metrics; ACKLOG_API_PORT or --port), projector,"
+        " feed (outbox projector and subscription delivery)",
     )
     serve.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(fn=cmd_serve)

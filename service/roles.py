@@ -9,6 +9,9 @@ Roles (DESIGN.md, "Beyond one machine"; invariant 12):
   its own pool and the metrics snapshot; listens on a unix socket for the relay and, with
   ``ACKLOG_API_PORT``, on a TCP port of its own.
 - ``projector``: the leader folds the log; others stand by on its advisory lock.
+- ``feed``: the canonical feed (``service.feed_role``): the outbox projector and the
+  delivery of subscriptions, each leading on its own advisory lock; restarted like the
+  projector. A slow receiver costs this process only.
 
 ``acklog serve`` starts the API, ``--workers N`` ingest workers and the projector as child
 processes, prints the banner once all are ready, restarts a child that dies (with backoff)
@@ -37,8 +40,8 @@ from service.observe import observe_batch
 
 log = logging.getLogger(__name__)
 
-Role = Literal["ingest", "api", "projector"]
-ROLES: tuple[Role, ...] = ("ingest", "api", "projector")
+Role = Literal["ingest", "api", "projector", "feed"]
+ROLES: tuple[Role, ...] = ("ingest", "api", "projector", "feed")
 
 #: the pipe a supervised child writes "<role> <pid>" to once it serves
 READY_FD = "ACKLOG_READY_FD"
@@ -122,6 +125,22 @@ def run_projector(dsn: str) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
         _notify_ready("projector")
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def run_feed(dsn: str) -> None:
+    """The outbox projector and delivery until SIGTERM/SIGINT (service.feed_role)."""
+    from service import feed_role
+
+    async def main() -> None:
+        task = asyncio.create_task(feed_role.run(dsn))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        _notify_ready("feed")
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
@@ -283,7 +302,7 @@ class Supervisor:
         then to the others; SIGKILL to a child still there after ``STOP_GRACE``. 0 when every
         child exited cleanly."""
         codes: dict[int, int] = {}
-        for wave in (("ingest",), ("api", "projector")):
+        for wave in (("ingest",), ("api", "projector", "feed")):
             children = [c for c in self.children if c.role in wave and c.proc is not None]
             for child in children:
                 assert child.proc is not None
@@ -314,9 +333,12 @@ def supervise(settings: Settings, dsn: str, roles: list[Role], on_ready: Callabl
     return asyncio.run(Supervisor(settings, dsn, roles).run(on_ready))
 
 
-def child_roles(settings: Settings, *, projector: bool) -> list[Role]:
-    """What ``acklog serve`` runs: the API, ``workers`` ingest workers, the projector."""
+def child_roles(settings: Settings, *, projector: bool, feed: bool = True) -> list[Role]:
+    """What ``acklog serve`` runs: the API, ``workers`` ingest workers, the projector and
+    the feed."""
     roles: list[Role] = ["api", *(["ingest"] * max(settings.workers, 1))]  # type: ignore[list-item]
     if projector:
         roles.append("projector")
+    if feed:
+        roles.append("feed")
     return roles

@@ -1,0 +1,166 @@
+"""The outbox projector: reads the log after its checkpoint and writes the canonical feed.
+
+Like the read-model projector (``projections.runner``), one transaction per batch writes the
+feed's events and rows *and* advances its checkpoint (``feed``), so a crash never loses or
+invents an event, and a replay yields the same ids. One leader runs: it holds
+``locks.FEED_OUTBOX`` on the connection its batches use; standbys block on it. It never takes
+the read model's locks: a slow feed never slows the main projector, nor the other way round.
+
+The sweep reports ``message.ack_missed`` for messages still waiting past a deadline (our
+clock, invariant 7); a late ack reports it from the fold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable
+
+import asyncpg
+
+from eventstore import checkpoint, locks
+from eventstore.errors import DRIVER_ERRORS
+from eventstore.pool import connect
+from eventstore.read import read
+from eventstore.subscribe import Wakeup
+from projections import fold
+from projections.feed import derive, store
+from projections.feed import events as fe
+from projections.readmodel.deadlines import WAITS
+from projections.readmodel.load import load_deadlines
+
+log = logging.getLogger(__name__)
+
+#: the outbox projector's checkpoint
+FEED_CHECKPOINT = "feed"
+
+Clock = Callable[[], dt.datetime]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Outbox:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        sweep_interval: float = 1.0,
+        clock: Clock = utcnow,
+        on_batch: Callable[[list[fe.FeedEvent]], None] | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.sweep_interval = sweep_interval
+        self.clock = clock
+        self.on_batch = on_batch
+        self.position = 0
+        self.is_leader = asyncio.Event()
+        self._advanced = asyncio.Condition()
+
+    async def step(self, conn: asyncpg.Connection, *, upto: int | None = None) -> int:
+        """Derive one batch's events in one transaction; returns how many log events it read."""
+        async with conn.transaction():
+            position = await checkpoint.load(conn, FEED_CHECKPOINT)
+            events = await read(conn, after=position, limit=self.batch_size, upto=upto)
+            if not events:
+                self.position = position
+                return 0
+            decoded = fold.decode(events)
+            keys, _ = fold.message_keys(decoded)
+            messages, missed = await store.load_messages(conn, keys)
+            instances = await store.load_instances(conn, (e.channel for e in events))
+            deadlines = await load_deadlines(conn)
+            out = derive.derive(decoded, messages, missed, instances, deadlines)
+            await store.write(conn, out.events, out.messages, out.missed, out.instances)
+            await checkpoint.advance(conn, FEED_CHECKPOINT, position, events[-1].position)
+        self.position = events[-1].position
+        if self.on_batch is not None:
+            self.on_batch(out.events)
+        async with self._advanced:
+            self._advanced.notify_all()
+        return len(events)
+
+    async def sweep(self, conn: asyncpg.Connection, limit: int = 1000) -> int:
+        """Report the messages whose deadline passed while they still wait; returns how many."""
+        now = self.clock()
+        found: list[fe.FeedEvent] = []
+        async with conn.transaction():
+            for stage in WAITS:
+                overdue = await store.overdue(conn, stage, now, limit)
+                if not overdue:
+                    continue
+                found += [derive.ack_missed(m, stage, due, now, late=False) for m, due in overdue]
+                await store.mark_missed(conn, stage, [(m.channel, m.key) for m, _ in overdue])
+            if found:
+                await store.write(conn, found, {}, {}, {})
+        if found and self.on_batch is not None:
+            self.on_batch(found)
+        return len(found)
+
+    async def catch_up(self, conn: asyncpg.Connection, *, upto: int | None = None) -> int:
+        total = 0
+        while n := await self.step(conn, upto=upto):
+            total += n
+        return total
+
+    async def wait_for(self, position: int) -> None:
+        async with self._advanced:
+            await self._advanced.wait_for(lambda: self.position >= position)
+
+    async def _lead(self, conn: asyncpg.Connection, wake: Wakeup) -> None:
+        loop = asyncio.get_running_loop()
+        next_sweep = 0.0
+        while True:
+            n = await self.step(conn)
+            if n == self.batch_size:
+                continue
+            if loop.time() >= next_sweep:
+                await self.sweep(conn)
+                next_sweep = loop.time() + self.sweep_interval
+            if n:
+                continue
+            await wake.wait(min(self.poll_interval, max(next_sweep - loop.time(), 0.01)))
+
+    async def run(self) -> None:
+        """Lead or stand by, forever; survives lost connections and database restarts."""
+        async with Wakeup(self.dsn, poll_interval=self.poll_interval) as wake:
+            while True:
+                conn: asyncpg.Connection | None = None
+                try:
+                    conn = await connect(
+                        self.dsn,
+                        server_settings={"application_name": f"acklog-feed-outbox-{os.getpid()}"},
+                    )
+                    await conn.execute("SELECT pg_advisory_lock($1)", locks.FEED_OUTBOX)
+                    self.is_leader.set()
+                    log.info("feed outbox projector is the leader")
+                    await self._lead(conn, wake)
+                except asyncio.CancelledError:
+                    raise
+                except DRIVER_ERRORS as exc:
+                    log.warning("feed outbox lost the database (%s); retrying", exc)
+                except Exception:
+                    log.exception("feed outbox failed; retrying")
+                finally:
+                    self.is_leader.clear()
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            conn.terminate()
+                await asyncio.sleep(0.5)
+
+
+async def rewind(conn: asyncpg.Connection) -> None:
+    """Rebuild the feed from the log: forget its state and its checkpoint (leader lock held
+    by the caller's session, so no outbox runs meanwhile). Events already in the feed keep
+    their seq; re-derived ones with the same id are not written twice."""
+    async with conn.transaction():
+        await store.reset(conn)
+        await checkpoint.drop(conn, FEED_CHECKPOINT)
