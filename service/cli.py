@@ -19,7 +19,7 @@ from eventstore.pool import connect
 from projections.providers import PROVIDERS
 from projections.rebuild import Progress, RebuildBusy, rebuild, verify
 from projections.runner import Projector
-from service import apikey, channels, eventloop, logs, roles
+from service import apikey, channels, eventloop, feed_cli, logs, roles
 from service import tail as tail_command
 from service.config import Settings, from_env
 from service.database import DatabaseUnreachable, database_url, wait_and_migrate
@@ -358,6 +358,12 @@ def parser() -> argparse.ArgumentParser:
     rs.add_argument("name")
     rs.add_argument("id", type=int)
     ch.set_defaults(fn=cmd_channels)
+
+    subs = sub.add_parser(
+        "subscriptions", help="subscriptions to the canonical feed (webhooks out)"
+    )
+    feed_cli.add_arguments(subs)
+    subs.set_defaults(fn=feed_cli.run)
 
     sub.add_parser("project", help="run only the projector").set_defaults(fn=cmd_project)
     sub.add_parser(

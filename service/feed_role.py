@@ -8,10 +8,20 @@ slow or dead receiver costs this process only (invariant 12).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
+from projections.feed import events as fe
+from projections.feed import store
 from projections.feed.outbox import Outbox
+from service import metrics
+from service.feed_delivery import Delivery
+
+
+def count_events(events: list[fe.FeedEvent]) -> None:
+    for kind, n in Counter(store.type_of(e) for e in events).items():
+        metrics.feed_events.labels(kind).inc(n)
 
 
 async def run(dsn: str) -> None:
-    outbox = Outbox(dsn)
-    await asyncio.gather(outbox.run())
+    outbox = Outbox(dsn, on_batch=count_events)
+    await asyncio.gather(outbox.run(), Delivery(dsn).run())

@@ -167,3 +167,48 @@ connections_closed = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+
+# --- the canonical feed (service.feed_delivery, projections.feed.outbox) ------------------
+#: the ``subscription`` label is an operator-created subscription name (bounded by them)
+FEED_OUTCOMES = ("delivered", "failed", "dead_letter", "refused")
+feed_events = Counter(
+    "acklog_feed_events_total",
+    "Canonical events written to the feed, by type.",
+    ["type"],
+    registry=REGISTRY,
+)
+feed_deliveries = Counter(
+    "acklog_feed_deliveries_total",
+    "Delivery attempts by outcome: delivered (2xx), failed (retried), dead_letter (attempts"
+    " exhausted), refused (address not allowed).",
+    ["subscription", "outcome"],
+    registry=REGISTRY,
+)
+feed_delivery_seconds = Histogram(
+    "acklog_feed_delivery_seconds",
+    "Seconds per delivery attempt, request to answer.",
+    ["subscription"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+feed_backlog = Gauge(
+    "acklog_feed_backlog_events",
+    "Feed events a subscription still owes its endpoint (after its cursor, plus replays).",
+    ["subscription"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+feed_oldest_pending = Gauge(
+    "acklog_feed_oldest_pending_seconds",
+    "Age of the oldest feed event a subscription still owes (0 when none).",
+    ["subscription"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+feed_paused = Gauge(
+    "acklog_feed_subscription_paused",
+    "1 when a subscription is paused (by the operator or its circuit breaker).",
+    ["subscription"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)

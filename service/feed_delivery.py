@@ -1,0 +1,373 @@
+"""Delivery of the feed to subscriptions: signed, at least once, in order per endpoint.
+
+One task per active subscription, in the ``feed`` process (never in ingest, the API or the
+projector). Each task sends its replays first, then its backlog (the feed after its cursor,
+filtered by channel and type), one event at a time, so each endpoint sees its events in
+feed order. An attempt that fails (no 2xx, a timeout, a refused address) is retried with
+exponential backoff and jitter (tenacity) up to ``attempts`` times; then the event is a dead
+letter and the cursor moves on. ``breaker`` dead letters in a row pause the subscription
+(circuit open): its backlog stays, ``acklog subscriptions resume`` continues from it.
+
+Requests are signed as Standard Webhooks (``webhook-id`` = the event's stable id,
+``webhook-timestamp``, ``webhook-signature`` with one entry per secret still signing,
+so a rotation overlaps). Answers are read up to ``max_answer`` bytes, within
+``connect_timeout`` / ``total_timeout``; addresses are checked by ``service.outbound``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+import aiohttp
+import asyncpg
+import msgspec
+from standardwebhooks.webhooks import Webhook
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from eventstore import locks
+from eventstore.errors import DRIVER_ERRORS
+from eventstore.pool import connect, create_pool
+from eventstore.subscribe import Wakeup
+from projections.feed import store
+from projections.feed import subscriptions as subs
+from service import metrics, outbound
+
+log = logging.getLogger(__name__)
+
+
+class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True):
+    #: attempts per event before it is a dead letter
+    attempts: int = 8
+    #: backoff between attempts: initial seconds, doubling, capped, plus up to ``jitter``
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+    jitter: float = 1.0
+    #: dead letters in a row that pause a subscription (circuit breaker)
+    breaker: int = 5
+    connect_timeout: float = 5.0
+    total_timeout: float = 15.0
+    #: bytes of an endpoint's answer read (the rest is dropped)
+    max_answer: int = 64 * 1024
+    poll_interval: float = 1.0
+    #: seconds between refreshes of the backlog gauges and of the subscription list
+    refresh_interval: float = 5.0
+    policy: outbound.Policy = outbound.Policy()
+
+
+def settings_from_env(env: Mapping[str, str] = os.environ) -> DeliverySettings:
+    def num(name: str, default: float) -> float:
+        raw = env.get(name, "")
+        try:
+            return float(raw) if raw else default
+        except ValueError:
+            raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+    d = DeliverySettings()
+    return DeliverySettings(
+        attempts=max(1, int(num("ACKLOG_FEED_ATTEMPTS", d.attempts))),
+        backoff_initial=num("ACKLOG_FEED_BACKOFF", d.backoff_initial),
+        backoff_max=num("ACKLOG_FEED_BACKOFF_MAX", d.backoff_max),
+        jitter=num("ACKLOG_FEED_JITTER", d.jitter),
+        breaker=max(1, int(num("ACKLOG_FEED_BREAKER", d.breaker))),
+        connect_timeout=num("ACKLOG_FEED_CONNECT_TIMEOUT", d.connect_timeout),
+        total_timeout=num("ACKLOG_FEED_TIMEOUT", d.total_timeout),
+        max_answer=int(num("ACKLOG_FEED_MAX_ANSWER", d.max_answer)),
+        poll_interval=num("ACKLOG_FEED_POLL", d.poll_interval),
+        refresh_interval=num("ACKLOG_FEED_REFRESH", d.refresh_interval),
+        policy=outbound.from_env(env),
+    )
+
+
+class AttemptFailed(Exception):
+    def __init__(self, detail: str, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+
+
+class Paused(Exception):
+    """The subscription was paused or removed while an event was being retried."""
+
+
+def signature(secrets: list[str], event_id: str, at: dt.datetime, body: str) -> str:
+    """``webhook-signature``: one ``v1,…`` entry per secret (rotation overlap)."""
+    return " ".join(Webhook(s).sign(event_id, at, body) for s in secrets)
+
+
+class Sender:
+    """One subscription's task: replays, then the backlog, one event at a time."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        http: aiohttp.ClientSession,
+        sub_id: int,
+        settings: DeliverySettings,
+        progress: asyncio.Event | None = None,
+    ) -> None:
+        self.pool = pool
+        self.http = http
+        self.sub_id = sub_id
+        self.settings = settings
+        self.wake = asyncio.Event()
+        #: set after every attempt, cursor move and dead letter (tests await it)
+        self.progress = progress or asyncio.Event()
+
+    async def run(self) -> None:
+        """Until the subscription is paused or removed; a lost database ends the task (the
+        manager starts a new one on its next round)."""
+        try:
+            await self._run()
+        except DRIVER_ERRORS as exc:
+            log.warning("feed: subscription %s lost the database (%s)", self.sub_id, exc)
+        except Exception:
+            log.exception("feed: subscription %s failed", self.sub_id)
+
+    async def _run(self) -> None:
+        while True:
+            sub = await subs.by_id(self.pool, self.sub_id)
+            if sub is None or sub.status != "active":
+                return
+            self.wake.clear()
+            event, replay = await self._next(sub)
+            if event is None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.poll_interval):
+                        await self.wake.wait()
+                continue
+            try:
+                await self._deliver(sub, event)
+            except Paused:
+                return
+            except RetryError as exc:
+                last = exc.last_attempt.exception()
+                detail = str(last) if last else "failed"
+                metrics.feed_deliveries.labels(sub.name, "dead_letter").inc()
+                async with self.pool.acquire() as conn:
+                    paused = await subs.dead_letter(
+                        conn,
+                        sub.id,
+                        event.seq,
+                        self.settings.attempts,
+                        detail,
+                        breaker=self.settings.breaker,
+                    )
+                log.warning("feed: %s: event %s is a dead letter (%s)", sub.name, event.id, detail)
+                self.progress.set()
+                if paused:
+                    log.warning("feed: %s paused: circuit open", sub.name)
+                    return
+                continue
+            if replay:
+                await subs.replayed(self.pool, sub.id, event.seq)
+            else:
+                await subs.advance(self.pool, sub.id, event.seq)
+            self.progress.set()
+
+    async def _next(self, sub: subs.Subscription) -> tuple[store.Stored | None, bool]:
+        seq = await subs.next_replay(self.pool, sub.id)
+        if seq is not None:
+            event = await store.by_seq(self.pool, seq)
+            if event is None:  # gone from the feed: nothing to send
+                await subs.replayed(self.pool, sub.id, seq)
+                return None, True
+            return event, True
+        found = await store.after(
+            self.pool, sub.cursor, channels=sub.channels, types=sub.events, limit=1
+        )
+        return (found[0], False) if found else (None, False)
+
+    async def _deliver(self, sub: subs.Subscription, event: store.Stored) -> None:
+        s = self.settings
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(s.attempts),
+            retry=retry_if_exception_type(AttemptFailed),
+            wait=wait_exponential_jitter(
+                multiplier=s.backoff_initial, max=s.backoff_max, jitter=s.jitter
+            ),
+            reraise=False,
+        )
+        async for attempt in retrying:
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                if number > 1:
+                    current = await subs.by_id(self.pool, sub.id)
+                    if current is None or current.status != "active":
+                        raise Paused
+                    sub = current
+                await self._attempt(sub, event, number)
+
+    async def _attempt(self, sub: subs.Subscription, event: store.Stored, number: int) -> None:
+        s = self.settings
+        secrets = await subs.signing_secrets(self.pool, sub.id)
+        body = event.body.decode()
+        now = dt.datetime.now(dt.UTC)
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "acklog-feed/1",
+            "webhook-id": event.id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signature(secrets, event.id, now, body),
+        }
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            outbound.check_literal(sub.url, s.policy)
+            async with self.http.post(
+                sub.url, data=event.body, headers=headers, allow_redirects=False
+            ) as resp:
+                status = resp.status
+                await resp.content.read(s.max_answer)  # bounded; the rest is dropped
+            if not 200 <= status < 300:
+                raise AttemptFailed(f"answered {status}", status)
+        except (outbound.Refused, aiohttp.ClientConnectorDNSError) as exc:
+            outcome, detail = "refused", f"refused: {exc}"
+        except AttemptFailed as exc:
+            outcome, detail = "failed", exc.detail
+        except TimeoutError:
+            outcome, detail = "failed", "timed out"
+        except (aiohttp.ClientError, OSError) as exc:
+            outcome, detail = "failed", f"{type(exc).__name__}: {exc}"[:300]
+        else:
+            outcome, detail = "delivered", ""
+        seconds = time.perf_counter() - started
+        metrics.feed_deliveries.labels(sub.name, outcome).inc()
+        metrics.feed_delivery_seconds.labels(sub.name).observe(seconds)
+        await subs.record_attempt(
+            self.pool, sub.id, event.seq, number, outcome, status, detail or None, seconds
+        )
+        self.progress.set()
+        if outcome != "delivered":
+            raise AttemptFailed(detail, status)
+
+
+class Delivery:
+    """The delivery leader: one :class:`Sender` task per active subscription."""
+
+    def __init__(self, dsn: str, settings: DeliverySettings | None = None) -> None:
+        self.dsn = dsn
+        self.settings = settings or settings_from_env()
+        self.is_leader = asyncio.Event()
+        self.senders: dict[int, tuple[Sender, asyncio.Task[None]]] = {}
+        #: set whenever a sender made progress (an attempt, a cursor move, a dead letter)
+        self.progress = asyncio.Event()
+
+    async def until(self, check: Callable[[], Awaitable[bool]]) -> None:
+        """Return once ``check()`` holds, re-checked after each bit of progress."""
+        while True:
+            self.progress.clear()
+            if await check():
+                return
+            await self.progress.wait()
+
+    def http(self) -> aiohttp.ClientSession:
+        s = self.settings
+        connector = aiohttp.TCPConnector(
+            resolver=outbound.GuardedResolver(s.policy), limit=0, limit_per_host=0, ttl_dns_cache=10
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=s.total_timeout, sock_connect=s.connect_timeout),
+        )
+
+    async def _manage(self, pool: asyncpg.Pool, http: aiohttp.ClientSession, wake: Wakeup) -> None:
+        loop = asyncio.get_running_loop()
+        next_refresh = 0.0
+        while True:
+            active = {s.id: s for s in await subs.list_all(pool) if s.status == "active"}
+            for sub_id, (_, task) in list(self.senders.items()):
+                if task.done() or sub_id not in active:
+                    task.cancel()
+                    del self.senders[sub_id]
+            for sub_id in active.keys() - self.senders.keys():
+                sender = Sender(pool, http, sub_id, self.settings, self.progress)
+                self.senders[sub_id] = (sender, asyncio.create_task(sender.run()))
+            if loop.time() >= next_refresh:
+                await self._gauges(pool)
+                next_refresh = loop.time() + self.settings.refresh_interval
+            await wake.wait(self.settings.poll_interval)
+            for sender, _ in self.senders.values():
+                sender.wake.set()
+
+    async def _gauges(self, pool: asyncpg.Pool) -> None:
+        now = dt.datetime.now(dt.UTC)
+        for sub in await subs.list_all(pool):
+            b = await subs.backlog(pool, sub)
+            metrics.feed_backlog.labels(sub.name).set(b.pending)
+            age = (now - b.oldest).total_seconds() if b.oldest else 0.0
+            metrics.feed_oldest_pending.labels(sub.name).set(max(age, 0.0))
+            metrics.feed_paused.labels(sub.name).set(0 if sub.status == "active" else 1)
+
+    async def run(self) -> None:
+        """Lead or stand by on ``FEED_DELIVERY``, forever."""
+        async with Wakeup(
+            self.dsn, channel=store.FEED_CHANNEL, poll_interval=self.settings.poll_interval
+        ) as wake:
+            while True:
+                lock: asyncpg.Connection | None = None
+                try:
+                    lock = await connect(
+                        self.dsn,
+                        server_settings={"application_name": f"acklog-feed-delivery-{os.getpid()}"},
+                    )
+                    await lock.execute("SELECT pg_advisory_lock($1)", locks.FEED_DELIVERY)
+                    self.is_leader.set()
+                    pool = await create_pool(self.dsn, min_size=1, max_size=8)
+                    try:
+                        async with self.http() as http:
+                            manager = asyncio.create_task(self._manage(pool, http, wake))
+                            lost = asyncio.create_task(_closed(lock))
+                            try:
+                                await asyncio.wait(
+                                    (manager, lost), return_when=asyncio.FIRST_COMPLETED
+                                )
+                            finally:
+                                for t in (manager, lost):
+                                    t.cancel()
+                                await asyncio.gather(manager, lost, return_exceptions=True)
+                            if not manager.cancelled() and manager.exception() is not None:
+                                raise manager.exception()  # type: ignore[misc]
+                    finally:
+                        await self._stop_senders()
+                        await pool.close()
+                except asyncio.CancelledError:
+                    raise
+                except DRIVER_ERRORS as exc:
+                    log.warning("feed delivery lost the database (%s); retrying", exc)
+                except Exception:
+                    log.exception("feed delivery failed; retrying")
+                finally:
+                    self.is_leader.clear()
+                    if lock is not None:
+                        with contextlib.suppress(Exception):
+                            lock.terminate()
+                await asyncio.sleep(0.5)
+
+    async def _stop_senders(self) -> None:
+        tasks = [t for _, t in self.senders.values()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.senders.clear()
+
+
+async def _closed(conn: asyncpg.Connection) -> None:
+    """Return when the lock's connection is lost (then leadership is gone)."""
+    while not conn.is_closed():
+        try:
+            await conn.execute("SELECT 1")
+        except DRIVER_ERRORS:
+            return
+        await asyncio.sleep(2.0)
