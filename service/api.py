@@ -22,7 +22,7 @@ from eventstore.events import StoredEvent
 from projections.fold import decode_event
 from service import api_params as params
 from service import api_queries as q
-from service import openapi
+from service import feed_api, openapi
 from service.api_models import (
     ChannelList,
     ChannelStatus,
@@ -70,8 +70,14 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
             "send the API key as 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": 'Bearer realm="acklog"'},
         )
+    # a stream lives as long as its client; each of its queries is short
+    timeout = (
+        None
+        if request.path == feed_api.STREAM_PATH
+        else request.config_dict[SETTINGS].api_query_timeout
+    )
     try:
-        async with asyncio.timeout(request.config_dict[SETTINGS].api_query_timeout):
+        async with asyncio.timeout(timeout):
             response: web.StreamResponse = await handler(request)
             return response
     except BadParameter as exc:
@@ -249,6 +255,8 @@ ROUTES: tuple[tuple[str, Handler], ...] = (
     ("/events", list_events),
     ("/events/{position}", event_detail),
     ("/quarantine", list_quarantine),
+    ("/feed/subscriptions", feed_api.list_subscriptions),
+    ("/feed/dead-letters", feed_api.list_dead_letters),
 )
 
 
@@ -259,4 +267,7 @@ def make_api(app: web.Application) -> web.Application:
     for path, handler in ROUTES:
         allowed = openapi.query_parameters("/v1" + path.replace(":.+", ""))
         api.router.add_get(path, _strict(handler, allowed), allow_head=False)
+    # the stream is documented by hand (text/event-stream, see service.openapi)
+    stream_params = frozenset(p.name for p in openapi.STREAM_PARAMETERS)
+    api.router.add_get("/stream", _strict(feed_api.stream, stream_params), allow_head=False)
     return api

@@ -20,7 +20,18 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from eventstore.append import Appender
 from eventstore.pool import create_pool
 from projections.runner import Clock, Projector, utcnow
-from service import api, console, health, ingest, metrics, openapi, proxy, readiness, snapshot
+from service import (
+    api,
+    console,
+    feed_api,
+    health,
+    ingest,
+    metrics,
+    openapi,
+    proxy,
+    readiness,
+    snapshot,
+)
 from service.auth import FailureLimiter
 from service.channels import ChannelCache
 from service.config import Settings
@@ -137,6 +148,7 @@ def _add_ingest(app: web.Application) -> None:
 def _add_api(app: web.Application) -> None:
     app.cleanup_ctx.append(_api_database)
     app.cleanup_ctx.append(_snapshot)
+    app.cleanup_ctx.append(feed_api.hub_ctx)
     if app[SETTINGS].metrics_port is None:  # ACKLOG_METRICS_PORT moves /metrics off the API
         app.add_routes([web.get("/metrics", metrics_view)])
     app.add_routes(openapi.routes())

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import msgspec
 from aiohttp import web
 
+from projections.feed import events as feed_events
 from service import api_params as params
 from service.api_models import (
     ChannelList,
@@ -25,6 +26,7 @@ from service.api_models import (
     MessagePage,
     QuarantinePage,
 )
+from service.feed_api import DeadLetterPage, SubscriptionList
 from service.responses import json_response
 
 _REF = "#/components/schemas/{name}"
@@ -195,7 +197,104 @@ OPERATIONS: tuple[Operation, ...] = (
         (CHANNEL_FILTER, AFTER, _limit(params.MAX_LIMIT)),
         True,
     ),
+    Operation(
+        "/v1/feed/subscriptions",
+        "listSubscriptions",
+        "Subscriptions to the canonical feed: filters, status, backlog, recent deliveries",
+        SubscriptionList,
+        (),
+        False,
+    ),
+    Operation(
+        "/v1/feed/dead-letters",
+        "listDeadLetters",
+        "Feed events whose delivery attempts were exhausted (replayed ones included)",
+        DeadLetterPage,
+        (
+            Param(
+                "subscription",
+                "query",
+                {"type": "string", "minLength": 1},
+                "only this subscription (404 when there is none of that name)",
+            ),
+            Param(
+                "after",
+                "query",
+                {"type": "integer", "minimum": 0, "maximum": params.MAX_BIGINT},
+                "only dead letters after this id (the previous page's next_after)",
+            ),
+            _limit(params.MAX_LIMIT),
+        ),
+        True,
+    ),
 )
+
+#: ``GET /v1/stream``'s parameters (the route takes these only)
+STREAM_PARAMETERS: tuple[Param, ...] = (
+    Param(
+        "channel",
+        "query",
+        {"type": "string", "pattern": _CHANNEL_PATTERN},
+        "only this channel (repeatable)",
+    ),
+    Param(
+        "type",
+        "query",
+        {"type": "string", "enum": list(feed_events.EVENT_TYPES)},
+        "only this event type (repeatable)",
+    ),
+    Param(
+        "after",
+        "query",
+        {"type": "integer", "minimum": 0, "maximum": params.MAX_BIGINT},
+        "resume after this feed seq (the Last-Event-ID header does the same)",
+    ),
+)
+
+
+def _feed_documents(
+    event_refs: tuple[dict[str, Any], ...], error: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stream's path and the ``webhooks`` section: the canonical events (version
+    ``feed_events.VERSION``) as sent to subscriptions and on the stream."""
+    one_of = {"oneOf": list(event_refs), "discriminator": {"propertyName": "type"}}
+    stream: dict[str, Any] = {
+        "get": {
+            "operationId": "streamFeed",
+            "summary": "The canonical feed as Server-Sent Events (id: feed seq; event: type;"
+            " data: the event's JSON), resumable with Last-Event-ID; heartbeat comments",
+            "parameters": [p.spec() for p in STREAM_PARAMETERS],
+            "responses": {
+                "200": {
+                    "description": "an endless text/event-stream; each data line is one event",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "400": _json(error, "a parameter is invalid; `parameter` names it"),
+                "401": _json(error, "missing or wrong API key"),
+                "503": _json(error, "the database is unavailable; retry later"),
+            },
+        }
+    }
+    webhooks: dict[str, Any] = {
+        name: {
+            "post": {
+                "operationId": "feed_" + name.replace(".", "_"),
+                "summary": f"{name}: signed as Standard Webhooks (webhook-id is the event id)",
+                "requestBody": {"content": {"application/json": {"schema": ref}}},
+                "responses": {"200": {"description": "any 2xx: delivered"}},
+            }
+        }
+        for name, ref in zip(feed_events.EVENT_TYPES, event_refs, strict=True)
+    }
+    webhooks["any"] = {
+        "post": {
+            "operationId": "feed_any",
+            "summary": "Every feed event, discriminated by type",
+            "requestBody": {"content": {"application/json": {"schema": one_of}}},
+            "responses": {"200": {"description": "any 2xx: delivered"}},
+        }
+    }
+    return stream, webhooks
 
 
 def query_parameters(path: str) -> frozenset[str]:
@@ -227,13 +326,20 @@ def _operation(op: Operation, ref: dict[str, Any], error: dict[str, Any]) -> dic
 @cache
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (built once; it depends on code only)."""
-    types: list[Any] = [op.response for op in OPERATIONS] + [Error]
+    feed_types = [
+        feed_events.MessageStateChanged,
+        feed_events.AckMissed,
+        feed_events.MessageAnomaly,
+        feed_events.InstanceStatusChanged,
+    ]
+    types: list[Any] = [op.response for op in OPERATIONS] + feed_types + [Error]
     refs, components = msgspec.json.schema_components(types, ref_template=_REF)
     error = refs[-1]
     paths: dict[str, Any] = {
         op.path: {"get": _operation(op, ref, error)}
-        for op, ref in zip(OPERATIONS, refs[:-1], strict=True)
+        for op, ref in zip(OPERATIONS, refs[: len(OPERATIONS)], strict=True)
     }
+    paths["/v1/stream"], webhooks = _feed_documents(refs[len(OPERATIONS) : -1], error)
     paths["/openapi.json"] = {
         "get": {
             "operationId": "openapi",
@@ -251,6 +357,7 @@ def document() -> dict[str, Any]:
             " status of provider instances, and the raw webhook log they come from.",
         },
         "paths": paths,
+        "webhooks": webhooks,
         "components": {
             "schemas": components,
             "securitySchemes": {

@@ -201,8 +201,9 @@ async def test_openapi_is_public_and_covers_every_route(client: TestClient) -> N
     }
     assert doc["security"] == [{"bearerAuth": []}]
     routes = {"/v1" + path.replace("{message_id:.+}", "{message_id}") for path, _ in api.ROUTES}
-    assert set(doc["paths"]) == routes | {"/openapi.json"}
+    assert set(doc["paths"]) == routes | {"/openapi.json", "/v1/stream"}
     assert doc["paths"]["/openapi.json"]["get"]["security"] == []
+    assert set(doc["webhooks"]) >= {"message.state_changed", "instance.status_changed"}
     for path in routes:
         op = doc["paths"][path]["get"]
         names = {p["name"] for p in op["parameters"]}

@@ -140,6 +140,8 @@ def fuzz(base: str, pinned: dict[str, list[Any]], tally: Tally) -> list[str]:
             failures.append(f"invalid operation in the document: {result.err()}")
             continue
         operation = result.ok()
+        if operation.path == "/v1/stream":
+            continue  # an endless text/event-stream: tests/test_feed_stream.py
         for mode in EXAMPLES:
             try:
                 run_operation(operation, mode, pinned, session, tally)
@@ -169,5 +171,5 @@ async def test_every_answer_conforms_to_the_document(dsn: str) -> None:
     )
     assert not failures, "\n\n".join(failures)
     assert not [s for s in tally.statuses if s >= 500]
-    assert len(tally.by_operation) == 7 and total >= 300  # schemathesis skips /openapi.json
+    assert len(tally.by_operation) == 9 and total >= 300  # schemathesis skips /openapi.json
     assert tally.statuses[200] and tally.statuses[400] and tally.statuses[404]

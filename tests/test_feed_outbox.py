@@ -90,7 +90,7 @@ async def test_a_replay_yields_the_same_ids_and_no_duplicates(conn: asyncpg.Conn
     await outbox.catch_up(conn)
     again = await feed(conn)
     assert {(e.id, e.positions[0]) for e in again} == first
-    assert len(again) == 20
+    assert sum(isinstance(e, fe.MessageStateChanged) for e in again) == 20
     # a crash between read and commit: the rolled-back batch is derived again, same ids
     await write_batch(conn, [event(meta_status("wamid.0", "delivered"))])
     with pytest.raises(RuntimeError):
@@ -98,8 +98,10 @@ async def test_a_replay_yields_the_same_ids_and_no_duplicates(conn: asyncpg.Conn
             await outbox.step(conn)
             raise RuntimeError("crash before commit")
     await outbox.catch_up(conn)
-    ids = [e.id for e in await feed(conn)]
-    assert len(ids) == len(set(ids)) == 21
+    events = await feed(conn)
+    ids = [e.id for e in events]
+    assert len(ids) == len(set(ids))
+    assert sum(isinstance(e, fe.MessageStateChanged) for e in events) == 21
 
 
 async def test_instance_status_changes(conn: asyncpg.Connection) -> None:
@@ -246,3 +248,21 @@ def test_no_sql_on_the_feed_outside_its_package() -> None:
                     offenders.append(f"{path.relative_to(_ROOT)}:{n}: {line.strip()}")
     assert offenders == []
     assert _FEED_SQL.search('"SELECT * FROM feed.events"')
+
+
+async def test_an_anomaly_is_an_event_when_it_appears(conn: asyncpg.Connection) -> None:
+    await write_batch(
+        conn,
+        [
+            event(meta_status("wamid.R", "read")),  # read without delivered
+            event(meta_status("wamid.R", "read")),  # retried: a second anomaly
+        ],
+    )
+    await Outbox("").catch_up(conn)
+    anomalies = [e for e in await feed(conn) if isinstance(e, fe.MessageAnomaly)]
+    assert [a.anomaly for a in anomalies] == [
+        "read_without_delivered",
+        "ack_for_unseen",
+        "ack_retried",
+    ]
+    assert anomalies[-1].anomalies == ["read_without_delivered", "ack_for_unseen", "ack_retried"]

@@ -58,6 +58,15 @@ EXPOSED_METRICS = frozenset(
         "acklog_instance_status",
         "acklog_database_up",
         "acklog_connections_closed_total",
+        # the canonical feed (service/feed_delivery.py, service/feed_role.py)
+        "acklog_feed_events_total",
+        "acklog_feed_deliveries_total",
+        "acklog_feed_delivery_seconds_bucket",
+        "acklog_feed_delivery_seconds_sum",
+        "acklog_feed_delivery_seconds_count",
+        "acklog_feed_backlog_events",
+        "acklog_feed_oldest_pending_seconds",
+        "acklog_feed_subscription_paused",
     }
 )
 

@@ -128,6 +128,22 @@ def derive(
                         state,
                     )
                 )
+            seen = set(old.anomalies) if old is not None else set()
+            for anomaly in state.anomalies:
+                if anomaly not in seen:
+                    out.events.append(
+                        fe.MessageAnomaly(
+                            id=fe.event_id("message.anomaly", ev.position, next(index)),
+                            timestamp=ev.received_at,
+                            channel=state.channel,
+                            provider=state.provider,
+                            positions=[ev.position],
+                            key=state.key,
+                            anomaly=anomaly,
+                            anomalies=list(state.anomalies),
+                            state=state.state,
+                        )
+                    )
             before = current_missed.get(k, MissedAcks())
             after = batch.missed[k]
             for stage, due in newly_missed(before, after):

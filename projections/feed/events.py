@@ -21,6 +21,7 @@ VERSION = 1
 EventType = Literal[
     "message.state_changed",
     "message.ack_missed",
+    "message.anomaly",
     "instance.status_changed",
 ]
 EVENT_TYPES: tuple[EventType, ...] = EventType.__args__  # type: ignore[attr-defined]
@@ -88,6 +89,18 @@ class AckMissed(_Event, frozen=True, kw_only=True, tag="message.ack_missed"):
     late_ack: bool
 
 
+class MessageAnomaly(_Event, frozen=True, kw_only=True, tag="message.anomaly"):
+    """A message newly shows an anomaly no provider reports directly (``MessageState
+    .anomalies``: read without delivered, an ack after a failure, an ack for a message never
+    seen, a downgrade suppressed, an ack retried)."""
+
+    key: str
+    anomaly: str
+    #: every anomaly the message has now
+    anomalies: list[str]
+    state: str
+
+
 class InstanceStatusChanged(_Event, frozen=True, kw_only=True, tag="instance.status_changed"):
     """The provider instance (the phone behind a channel) changed connection status."""
 
@@ -97,7 +110,7 @@ class InstanceStatusChanged(_Event, frozen=True, kw_only=True, tag="instance.sta
     reason: str | None = None
 
 
-FeedEvent = MessageStateChanged | AckMissed | InstanceStatusChanged
+FeedEvent = MessageStateChanged | AckMissed | MessageAnomaly | InstanceStatusChanged
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(FeedEvent)
