@@ -59,7 +59,7 @@ async def test_state_changes_in_order_with_previous_state(conn: asyncpg.Connecti
             event(meta_status("wamid.A", "read")),
             event(meta_status("wamid.A", "delivered")),  # late: never backwards
             event(meta_incoming("wamid.IN")),
-            event(meta_status("wamid.F", "failed", code=131014)),
+            event(meta_status("wamid.F", "failed", code=131026)),
         ],
     )
     outbox = Outbox("")  # no run(): steps only
@@ -71,7 +71,8 @@ async def test_state_changes_in_order_with_previous_state(conn: asyncpg.Connecti
     incoming = next(e for e in changes if e.key == "wamid.IN")
     assert (incoming.direction, incoming.state) == ("incoming", "received")
     failed = next(e for e in changes if e.key == "wamid.F")
-    assert failed.state == "not_sent" and failed.failures[0].code == "131014"
+    assert failed.state == "not_sent" and failed.failures[0].code == "131026"
+    assert failed.failures[0].failure_class == "not_on_whatsapp"
     assert all(e.channel == "meta" and e.provider == "meta" for e in events)
     assert [e.seq for e in events] == sorted(e.seq for e in events)
     read_ = changes[2]

@@ -60,7 +60,14 @@ def state_changed(
             s: fe.Milestone(at=m.at, position=m.position) for s, m in state.milestones.items()
         },
         failures=[
-            fe.Failure(raw=f.raw, code=f.code, text=f.text, at=f.at, position=f.position)
+            fe.Failure(
+                raw=f.raw,
+                code=f.code,
+                text=f.text,
+                failure_class=f.failure_class,
+                at=f.at,
+                position=f.position,
+            )
             for f in state.failures
         ],
     )

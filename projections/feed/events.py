@@ -15,6 +15,8 @@ from typing import Literal
 
 import msgspec
 
+from projections.failures import FailureClass
+
 #: schema version of every event body (``version`` field)
 VERSION = 1
 
@@ -43,11 +45,13 @@ class Milestone(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Failure(msgspec.Struct, frozen=True, kw_only=True):
-    """A failure reported for a message: the provider's raw status, code and text."""
+    """A failure reported for a message: the provider's raw status, code and text, and its
+    class, the same for every provider (``projections.failures``)."""
 
     raw: str
     code: str | None = None
     text: str | None = None
+    failure_class: FailureClass = "unknown"
     at: dt.datetime
     position: int
 
