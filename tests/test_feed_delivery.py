@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -390,3 +392,23 @@ async def test_kill_9_of_the_feed_process_loses_nothing(
         list(dict.fromkeys(states)) == ["sent", "delivered", "read"] for states in per.values()
     )
     assert len(per) == 40
+
+
+async def test_serve_supervises_a_feed_child_and_restarts_it(
+    dsn: str, conn: asyncpg.Connection, receiver: Receiver
+) -> None:
+    from tests.test_roles import role_pids, started
+
+    _, secret = await subs.add(conn, "crm", receiver.url, events=CHANGES)
+    server = await started(dsn, ACKLOG_FEED_POLL="0.1")
+    try:
+        (first,) = role_pids(server.pid, "feed")
+        os.kill(first, signal.SIGKILL)
+        await write_batch(conn, [event(meta_status("wamid.after-kill", "sent"))])
+        await receiver.wait(lambda: len(receiver.requests) >= 1)
+        (second,) = role_pids(server.pid, "feed")
+        assert second != first
+    finally:
+        await server.stop()
+    (got,) = receiver.verified(secret)
+    assert isinstance(got, fe.MessageStateChanged) and got.key == "wamid.after-kill"
