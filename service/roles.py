@@ -132,8 +132,13 @@ def run_projector(dsn: str) -> None:
 
 
 def run_feed(dsn: str) -> None:
-    """The outbox projector and delivery until SIGTERM/SIGINT (service.feed_role)."""
+    """The outbox projector and delivery until SIGTERM/SIGINT (service.feed_role), at a
+    lower CPU priority (``ACKLOG_FEED_NICE``, default 10): on a busy machine ingest and the
+    read-model projector go first, and the feed catches up after them."""
     from service import feed_role
+
+    with contextlib.suppress(OSError, ValueError):
+        os.nice(int(os.environ.get("ACKLOG_FEED_NICE") or 10))
 
     async def main() -> None:
         task = asyncio.create_task(feed_role.run(dsn))

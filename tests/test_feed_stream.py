@@ -137,3 +137,28 @@ async def test_dead_letters_and_subscriptions_listed(base: str, conn: asyncpg.Co
             (item,) = (await resp.json())["items"]
         assert item["name"] == "crm" and item["cursor"] == 1
         assert "secret" not in str(item)
+
+
+async def test_the_console_shows_each_subscription_and_its_deliveries(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    from tests.console_helpers import sign_in
+
+    sub, _ = await subs.add(conn, "crm", "http://127.0.0.1:9/hook", channels=["shop"])
+    await write_batch(conn, [event(meta_status("wamid.c", "sent"), channel="shop")])
+    await Outbox("").catch_up(conn)
+    await subs.record_attempt(conn, sub.id, 1, 1, "failed", 500, "answered 500", 0.25)
+    server = TestServer(make_app(settings(api_key=KEY), dsn), host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        base = str(server.make_url("")).rstrip("/")
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            await sign_in(browser, base, KEY)
+            async with browser.get(f"{base}/ui/feed") as resp:
+                assert resp.status == 200
+                page = await resp.text()
+    finally:
+        await server.close()
+    assert "crm" in page and "http://127.0.0.1:9/hook" in page and "shop" in page
+    assert "answered 500" in page, page[page.find("<main") :]
+    assert "2 event(s)" in page  # its state change and its anomaly (ack_for_unseen)

@@ -83,28 +83,27 @@ async def write(
             )
         )
     if records:
-        await conn.executemany(
+        columns = list(zip(*records, strict=True))
+        await conn.execute(
             "INSERT INTO feed.events (seq, id, type, channel, position, body)"
-            " VALUES ($1, $2::uuid, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-            records,
+            " SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[],"
+            " $5::bigint[], $6::bytea[]) ON CONFLICT (id) DO NOTHING",
+            *columns,
         )
         await conn.execute("SELECT pg_notify($1, '')", FEED_CHANNEL)
     if messages:
-        await conn.executemany(
-            "INSERT INTO feed.messages (channel, key, state, doc,"
-            f" {', '.join(MISSED_FIELDS)}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        rows = [
+            (k[0], k[1], m.state, _state_encoder.encode(m), *msgspec.structs.astuple(missed[k]))
+            for k, m in messages.items()
+        ]
+        await conn.execute(
+            f"INSERT INTO feed.messages (channel, key, state, doc, {', '.join(MISSED_FIELDS)})"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[],"
+            " $5::timestamptz[], $6::timestamptz[], $7::boolean[], $8::timestamptz[],"
+            " $9::timestamptz[], $10::boolean[])"
             " ON CONFLICT (channel, key) DO UPDATE SET state = excluded.state,"
             " doc = excluded.doc, " + ", ".join(f"{f} = excluded.{f}" for f in MISSED_FIELDS),
-            [
-                (
-                    k[0],
-                    k[1],
-                    m.state,
-                    _state_encoder.encode(m),
-                    *msgspec.structs.astuple(missed[k]),
-                )
-                for k, m in messages.items()
-            ],
+            *zip(*rows, strict=True),
         )
     if instances:
         await conn.executemany(

@@ -24,6 +24,8 @@ from eventstore import checkpoint, locks
 from eventstore import read as reader
 from eventstore.events import StoredEvent
 from projections import rebuild
+from projections.feed import store as feed_store
+from projections.feed import subscriptions as feed_subs
 from projections.providers import PROVIDERS
 from projections.readmodel import console as rmc
 from projections.readmodel import query as rmq
@@ -711,6 +713,22 @@ async def projector_page(request: web.Request) -> web.Response:
     )
 
 
+async def feed_page(request: web.Request) -> web.Response:
+    """Each subscription: filters, status, backlog, dead letters, recent deliveries."""
+    pool = _pool(request)
+    items = []
+    for sub in await feed_subs.list_all(pool):
+        items.append(
+            {
+                "sub": sub,
+                "backlog": await feed_subs.backlog(pool, sub),
+                "dead": len(await feed_subs.dead_letters(pool, subscription=sub.name, limit=1000)),
+                "recent": await feed_subs.recent_attempts(pool, sub.id, 20),
+            }
+        )
+    return render(request, "feed.html", {"items": items, "head": await feed_store.last_seq(pool)})
+
+
 # -- the app -------------------------------------------------------------------------------
 
 
@@ -743,5 +761,6 @@ def make_console(app: web.Application) -> web.Application:
     r.add_get("/events/{position}", event_page, allow_head=False)
     r.add_get("/quarantine", quarantine_page, allow_head=False)
     r.add_get("/projector", projector_page, allow_head=False)
+    r.add_get("/feed", feed_page, allow_head=False)
     r.add_static("/static/", HERE / "static")
     return console
