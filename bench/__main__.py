@@ -1,6 +1,6 @@
 """``make bench`` / ``python -m bench``: every acklog benchmark, then BENCHMARKS.md.
 
-Phases (``--only`` picks some): decode, ingest, e2e, projection, query. Each runs against a
+Phases (``--only`` picks some): decode, ingest, e2e, projection, query, feed. Each runs against a
 database of its own on a fresh embedded PostgreSQL (or ``DATABASE_URL``); load comes from
 separate processes on loopback; every figure is a median of ``--runs`` runs, and every ratio
 is taken between runs made back to back in the same bench. Raw results go to
@@ -25,6 +25,7 @@ from bench import (
     db,
     decoders,
     endtoend,
+    feed,
     hotpath,
     ingest,
     machine,
@@ -38,7 +39,7 @@ from bench.mix import Mix, check
 from bench.progress import elapsed, log
 
 ROOT = Path(__file__).resolve().parents[1]
-PHASES = ("decode", "ingest", "e2e", "projection", "query")
+PHASES = ("decode", "ingest", "e2e", "projection", "query", "feed")
 MIN_RUNS = 3
 T = TypeVar("T")
 
@@ -170,6 +171,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 if "query" in phases and proj is not None:
                     log(f"query: topping rm.messages up to {args.messages:,} messages")
                     await guarded("query", results, query_phase(dsn, workdir, args, use_wrk))
+        if "feed" in phases:
+            log("feed: deliveries per second, and the feed's cost on ingest")
+            await guarded(
+                "feed",
+                results,
+                feed.run(
+                    server_dsn,
+                    workdir,
+                    runs=args.runs,
+                    duration=args.duration,
+                    events=30_000 if not args.quick else 3_000,
+                    use_wrk=use_wrk,
+                ),
+            )
     results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     results["bench_seconds"] = elapsed()
     return results

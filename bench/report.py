@@ -837,6 +837,30 @@ def _warnings(r: dict[str, Any]) -> list[str]:
     return [*[line + "\n>" for line in out[:-1]], *out[-1:], ""] if out else []
 
 
+def _feed(r: dict[str, Any]) -> list[str]:
+    f = r["feed"]
+    d, c = f["deliveries"], f["ingest_cost"]
+    ratio = c["with_over_without"]
+    return [
+        "## Canonical feed (outbox projector and delivery)",
+        "",
+        f"- Derived {_n(d['feed_events'])} feed events from {_n(d['log_events'])} Meta statuses"
+        f" in one process: {_n(d['derive_events_per_s'])} events/s,"
+        f" {_n(d['derive_cpu_us_per_log_event'])} CPU µs per log event (one run).",
+        f"- Delivered {_n(d['delivered'])} signed events to one local receiver"
+        f" (`acklog serve --role feed`, one endpoint, in order):"
+        f" {_n(d['deliveries_per_s'])} deliveries/s,"
+        f" {_n(d['feed_process_cpu_us_per_delivery'])} CPU µs per delivery in the feed process"
+        f" (one run; {d['note']}).",
+        f"- Ingest (role alone, {c['connections']} connections, {_runs_label(c['runs'])}"
+        f" interleaved): {_n(c['without']['ok_rps'])} webhooks/s without the feed,"
+        f" {_n(c['with']['ok_rps'])} with a feed process deriving and delivering what"
+        f" comes in; with/without {ratio['median']:.3f} (rounds {ratio['min']:.3f} to"
+        f" {ratio['max']:.3f}); p99 with/without {c['p99_with_over_without']['median']:.2f}.",
+        "",
+    ]
+
+
 def render(r: dict[str, Any]) -> str:
     out = [
         "# acklog benchmarks",
@@ -864,6 +888,8 @@ def render(r: dict[str, Any]) -> str:
         out += _query(r)
     if "decode" in r:
         out += _decode(r)
+    if "feed" in r:
+        out += _feed(r)
     out += _where(r)
     for phase, trace in r.get("errors", {}).items():
         out += [f"## Phase {phase} failed", "", "```", trace.strip(), "```", ""]

@@ -13,13 +13,16 @@ API_KEY = "acklog_bench_api_key"
 
 @contextlib.contextmanager
 def acklog(
-    dsn: str, workdir: Path, *, projector: bool, name: str = "acklog"
+    dsn: str, workdir: Path, *, projector: bool, name: str = "acklog", feed: bool = False
 ) -> Iterator[procs.Server]:
-    """``acklog serve --port P [--no-projector]`` with ``DATABASE_URL`` set to the bench's."""
+    """``acklog serve --port P [--no-projector] [--no-feed]`` with ``DATABASE_URL`` set to the
+    bench's. The feed is off unless asked for: the feed phase measures it on its own."""
     port = procs.free_port()
     argv = [procs.ACKLOG, "serve", "--port", str(port)]
     if not projector:
         argv.append("--no-projector")
+    if not feed:
+        argv.append("--no-feed")
     env = {
         "DATABASE_URL": dsn,
         "ACKLOG_DATA_DIR": str(workdir / name),

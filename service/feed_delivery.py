@@ -90,6 +90,10 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> DeliverySettings:
     )
 
 
+#: backlog events read per query by a sender
+PAGE = 50
+
+
 class AttemptFailed(Exception):
     def __init__(self, detail: str, status: int | None = None) -> None:
         super().__init__(detail)
@@ -124,6 +128,8 @@ class Sender:
         self.wake = asyncio.Event()
         #: set after every attempt, cursor move and dead letter (tests await it)
         self.progress = progress or asyncio.Event()
+        self._secret_list: list[str] = []
+        self._secrets_at: float | None = None
 
     async def run(self) -> None:
         """Until the subscription is paused or removed; a lost database ends the task (the
@@ -141,55 +147,31 @@ class Sender:
             if sub is None or sub.status != "active":
                 return
             self.wake.clear()
-            event, replay = await self._next(sub)
-            if event is None:
+            seq = await subs.next_replay(self.pool, sub.id)
+            if seq is not None:
+                replay = await store.by_seq(self.pool, seq)
+                if replay is None:  # gone from the feed: nothing to send
+                    await subs.replayed(self.pool, sub.id, seq)
+                elif not await self._deliver(sub, replay, replay=True):
+                    return
+                continue
+            page = await store.after(
+                self.pool, sub.cursor, channels=sub.channels, types=sub.events, limit=PAGE
+            )
+            if not page:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.poll_interval):
                         await self.wake.wait()
                 continue
-            try:
-                await self._deliver(sub, event)
-            except Paused:
-                return
-            except RetryError as exc:
-                last = exc.last_attempt.exception()
-                detail = str(last) if last else "failed"
-                metrics.feed_deliveries.labels(sub.name, "dead_letter").inc()
-                async with self.pool.acquire() as conn:
-                    paused = await subs.dead_letter(
-                        conn,
-                        sub.id,
-                        event.seq,
-                        self.settings.attempts,
-                        detail,
-                        breaker=self.settings.breaker,
-                    )
-                log.warning("feed: %s: event %s is a dead letter (%s)", sub.name, event.id, detail)
-                self.progress.set()
-                if paused:
-                    log.warning("feed: %s paused: circuit open", sub.name)
+            # the page's events in order; a pause, and a replay (which goes first), are seen
+            # at the next page
+            for event in page:
+                if not await self._deliver(sub, event, replay=False):
                     return
-                continue
-            if replay:
-                await subs.replayed(self.pool, sub.id, event.seq)
-            else:
-                await subs.advance(self.pool, sub.id, event.seq)
-            self.progress.set()
 
-    async def _next(self, sub: subs.Subscription) -> tuple[store.Stored | None, bool]:
-        seq = await subs.next_replay(self.pool, sub.id)
-        if seq is not None:
-            event = await store.by_seq(self.pool, seq)
-            if event is None:  # gone from the feed: nothing to send
-                await subs.replayed(self.pool, sub.id, seq)
-                return None, True
-            return event, True
-        found = await store.after(
-            self.pool, sub.cursor, channels=sub.channels, types=sub.events, limit=1
-        )
-        return (found[0], False) if found else (None, False)
-
-    async def _deliver(self, sub: subs.Subscription, event: store.Stored) -> None:
+    async def _deliver(self, sub: subs.Subscription, event: store.Stored, *, replay: bool) -> bool:
+        """Send one event until a 2xx or its attempts run out (then a dead letter); False
+        when the subscription is paused or removed meanwhile, or its circuit opened."""
         s = self.settings
         retrying = AsyncRetrying(
             stop=stop_after_attempt(s.attempts),
@@ -199,19 +181,38 @@ class Sender:
             ),
             reraise=False,
         )
-        async for attempt in retrying:
-            with attempt:
-                number = attempt.retry_state.attempt_number
-                if number > 1:
-                    current = await subs.by_id(self.pool, sub.id)
-                    if current is None or current.status != "active":
-                        raise Paused
-                    sub = current
-                await self._attempt(sub, event, number)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    if number > 1:
+                        current = await subs.by_id(self.pool, sub.id)
+                        if current is None or current.status != "active":
+                            raise Paused
+                        sub = current
+                    await self._attempt(sub, event, number, replay=replay)
+        except Paused:
+            return False
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            detail = str(last) if last else "failed"
+            metrics.feed_deliveries.labels(sub.name, "dead_letter").inc()
+            async with self.pool.acquire() as conn:
+                paused = await subs.dead_letter(
+                    conn, sub.id, event.seq, s.attempts, detail, breaker=s.breaker
+                )
+            log.warning("feed: %s: event %s is a dead letter (%s)", sub.name, event.id, detail)
+            self.progress.set()
+            if paused:
+                log.warning("feed: %s paused: circuit open", sub.name)
+                return False
+        return True
 
-    async def _attempt(self, sub: subs.Subscription, event: store.Stored, number: int) -> None:
+    async def _attempt(
+        self, sub: subs.Subscription, event: store.Stored, number: int, *, replay: bool
+    ) -> None:
         s = self.settings
-        secrets = await subs.signing_secrets(self.pool, sub.id)
+        secrets = await self._secrets(sub.id, fresh=number > 1)
         body = event.body.decode()
         now = dt.datetime.now(dt.UTC)
         headers = {
@@ -245,12 +246,24 @@ class Sender:
         seconds = time.perf_counter() - started
         metrics.feed_deliveries.labels(sub.name, outcome).inc()
         metrics.feed_delivery_seconds.labels(sub.name).observe(seconds)
-        await subs.record_attempt(
-            self.pool, sub.id, event.seq, number, outcome, status, detail or None, seconds
-        )
+        if outcome == "delivered":  # the attempt and the cursor (or replay) in one statement
+            await subs.delivered(self.pool, sub.id, event.seq, number, status, seconds, replay)
+        else:
+            await subs.record_attempt(
+                self.pool, sub.id, event.seq, number, outcome, status, detail, seconds
+            )
         self.progress.set()
         if outcome != "delivered":
             raise AttemptFailed(detail, status)
+
+    async def _secrets(self, sub_id: int, *, fresh: bool) -> list[str]:
+        """The signing secrets, re-read at most every few seconds (and on each retry), so a
+        rotation is picked up without a query per delivery."""
+        loop = asyncio.get_running_loop()
+        if fresh or self._secrets_at is None or loop.time() - self._secrets_at > 5.0:
+            self._secret_list = await subs.signing_secrets(self.pool, sub_id)
+            self._secrets_at = loop.time()
+        return self._secret_list
 
 
 class Delivery:
@@ -324,7 +337,17 @@ class Delivery:
                     )
                     await lock.execute("SELECT pg_advisory_lock($1)", locks.FEED_DELIVERY)
                     self.is_leader.set()
-                    pool = await create_pool(self.dsn, min_size=1, max_size=8)
+                    # a lost cursor move (PostgreSQL crash) only means a delivery is sent
+                    # again, with the same id: at least once holds, so no WAL flush per 2xx
+                    pool = await create_pool(
+                        self.dsn,
+                        min_size=1,
+                        max_size=8,
+                        server_settings={
+                            "synchronous_commit": "off",
+                            "application_name": f"acklog-feed-delivery-{os.getpid()}",
+                        },
+                    )
                     try:
                         async with self.http() as http:
                             manager = asyncio.create_task(self._manage(pool, http, wake))

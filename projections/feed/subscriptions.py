@@ -222,15 +222,6 @@ async def replayed(conn: asyncpg.Connection | asyncpg.Pool, sub_id: int, seq: in
     )
 
 
-async def advance(conn: asyncpg.Connection | asyncpg.Pool, sub_id: int, seq: int) -> None:
-    """The cursor only moves forward; a delivery resets the circuit's failure count."""
-    await conn.execute(
-        "UPDATE feed.subscriptions SET cursor = greatest(cursor, $2), failures = 0 WHERE id = $1",
-        sub_id,
-        seq,
-    )
-
-
 async def record_attempt(
     conn: asyncpg.Connection | asyncpg.Pool,
     sub_id: int,
@@ -251,6 +242,32 @@ async def record_attempt(
         status_code,
         error,
         seconds,
+    )
+
+
+async def delivered(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    sub_id: int,
+    seq: int,
+    attempt: int,
+    status_code: int | None,
+    seconds: float,
+    replay: bool,
+) -> None:
+    """A 2xx: the attempt on record, and the cursor moved (or the replay done), at once; a
+    delivery closes the circuit's count of failures."""
+    await conn.execute(
+        "WITH attempt AS (INSERT INTO feed.attempts (subscription_id, seq, attempt, outcome,"
+        " status_code, seconds) VALUES ($1, $2, $3, 'delivered', $4, $5)),"
+        " replay AS (DELETE FROM feed.replays WHERE $6 AND subscription_id = $1 AND seq = $2)"
+        " UPDATE feed.subscriptions SET failures = 0,"
+        " cursor = CASE WHEN $6 THEN cursor ELSE greatest(cursor, $2) END WHERE id = $1",
+        sub_id,
+        seq,
+        attempt,
+        status_code,
+        seconds,
+        replay,
     )
 
 
