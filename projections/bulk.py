@@ -149,7 +149,7 @@ class BulkFold:
                 again[k], again_missed[k] = state, missed
             else:
                 new.append((state, missed))
-        await bulk.copy_messages(self.conn, self.schema, new)
+        await write.copy_messages(self.conn, self.schema, new)
         await write.upsert_messages(self.conn, self.schema, again, again_missed)
 
 

@@ -86,6 +86,8 @@ class Batch(msgspec.Struct, kw_only=True):
     anomaly_deltas: list[tuple[str, str, int]] = []
     #: (channel, provider, failure class) for each failure newly on record in this batch
     new_failures: list[tuple[str, str, str]] = []
+    #: the keys of ``messages`` that ``existing`` did not hold: rows new to the table
+    created: set[Key] = msgspec.field(default_factory=set)
 
 
 def decode_event(event: StoredEvent) -> Decoded:
@@ -368,6 +370,7 @@ def fold(
         outcomes=f.outcomes,
         anomaly_deltas=anomaly_deltas,
         new_failures=new_failures,
+        created={k for k in f.messages if k not in existing},
     )
 
 

@@ -127,8 +127,10 @@ class MessageState(msgspec.Struct, kw_only=True):
 
     @property
     def state(self) -> str:
-        ranks = INCOMING_STATES if self.direction == "incoming" else RANK
-        best, best_rank = ("received", 0) if self.direction == "incoming" else ("sending", 0)
+        if self.observed_in and not self.observed_out:  # self.direction == "incoming"
+            ranks, best, best_rank = INCOMING_STATES, "received", 0
+        else:
+            ranks, best, best_rank = RANK, "sending", 0
         for status in self.milestones:
             rank = ranks.get(status)
             if rank is not None and rank > best_rank:
@@ -226,7 +228,7 @@ class MessageState(msgspec.Struct, kw_only=True):
         derived_key: bool = False,
     ) -> bool:
         """A sighting of the message itself; returns whether it advanced the state."""
-        before = self.rank, self.state
+        before = self.state  # the rank follows the state (only "deleted" is in both machines)
         self.touch(at, position)
         if direction == "incoming":
             self.observed_in = True
@@ -247,7 +249,7 @@ class MessageState(msgspec.Struct, kw_only=True):
             if value is not None and getattr(self, name) is None:
                 setattr(self, name, value)
         self.derived_key = self.derived_key or derived_key
-        return (self.rank, self.state) != before
+        return self.state != before
 
     def report(self, r: Report, *, own_ack: bool = True) -> bool:
         """An ack, failure or deletion; returns whether it advanced the state.
@@ -255,7 +257,7 @@ class MessageState(msgspec.Struct, kw_only=True):
         ``own_ack=False`` for a group member's receipt: it moves the state (the furthest any
         participant got) but is not one of the message's own acks (see ``anomalies``).
         """
-        before = self.rank, self.state
+        before = self.state
         self.touch(r.at, r.position)
         if own_ack and r.status != "deleted":
             span = self.acks.get(r.status)
@@ -275,7 +277,7 @@ class MessageState(msgspec.Struct, kw_only=True):
                     failure_class=r.failure_class,
                 )
             )
-        return (self.rank, self.state) != before
+        return self.state != before
 
     def _milestone(self, status: str, new: Milestone) -> None:
         self.milestones = {**self.milestones, status: _earlier(self.milestones.get(status), new)}

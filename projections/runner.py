@@ -25,7 +25,7 @@ from eventstore.pool import connect
 from eventstore.read import read
 from eventstore.subscribe import Wakeup
 from projections import fold
-from projections.readmodel import LIVE, load, schema_name, write
+from projections.readmodel import LIVE, bulk, load, schema_name, write
 from projections.readmodel import LIVE_CHECKPOINT as LIVE_CHECKPOINT
 from projections.stages import Stages
 
@@ -71,10 +71,19 @@ class Projector:
         self.is_leader = asyncio.Event()
         self._advanced = asyncio.Condition()
         self.stages = Stages()
+        self._prepared: asyncpg.Connection | None = None
 
     async def step(self, conn: asyncpg.Connection, *, upto: int | None = None) -> int:
-        """Fold one batch in one transaction; returns how many events it folded."""
+        """Fold one batch in one transaction; returns how many events it folded.
+
+        Messages new to the table are written by binary COPY (:func:`write.write`), so the
+        first step on a connection gives it binary jsonb (``bulk_codecs``: the same values in
+        and out).
+        """
         timed = self.stages.timed
+        if conn is not self._prepared:
+            await bulk.bulk_codecs(conn)
+            self._prepared = conn
         async with conn.transaction():
             with timed("lock and checkpoint"):
                 if self.live:
@@ -95,7 +104,7 @@ class Projector:
             with timed("fold"):
                 batch = fold.fold(decoded, existing, missed, receipts, deadlines)
             with timed("write"):
-                await write.write(conn, self.schema, batch)
+                await write.write(conn, self.schema, batch, copy=True)
             with timed("lock and checkpoint"):
                 await checkpoint.advance(conn, self.name, position, events[-1].position)
             if self.before_commit is not None:

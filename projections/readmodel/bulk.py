@@ -8,19 +8,13 @@ counts, upserted) stay in place throughout.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import asyncpg
 import msgspec
 
-from projections.message_state import MessageState
 from projections.readmodel import schema_name
 from projections.readmodel.columns import INSTANCE_HISTORY, MESSAGES, QUARANTINE, TIMELINE
-from projections.readmodel.deadlines import MissedAcks
-from projections.readmodel.write import message_values
 
 _encode = msgspec.json.Encoder()
-_JSON_AT = tuple(i for i, c in enumerate(MESSAGES.columns) if c.type == "jsonb")
 
 #: append-only tables: even their keys are built after the load, like every query index
 APPEND_ONLY = (TIMELINE.name, INSTANCE_HISTORY.name, QUARANTINE.name)
@@ -78,21 +72,3 @@ async def restore_indexes(conn: asyncpg.Connection, schema: str, restore: list[s
         await conn.execute(ddl)
     for table in (MESSAGES.name, TIMELINE.name):
         await conn.execute(f"ANALYZE {schema_name(schema)}.{table}")
-
-
-def _record(m: MessageState, x: MissedAcks) -> tuple[object, ...]:
-    values = message_values(m, x)
-    for i in _JSON_AT:
-        values[i] = _encode.encode(values[i])
-    return tuple(values)
-
-
-async def copy_messages(
-    conn: asyncpg.Connection, schema: str, rows: Iterable[tuple[MessageState, MissedAcks]]
-) -> None:
-    """Insert messages the table does not hold yet (binary COPY; needs :func:`bulk_codecs`)."""
-    records = [_record(m, x) for m, x in rows]
-    if records:
-        await conn.copy_records_to_table(
-            MESSAGES.name, schema_name=schema_name(schema), columns=MESSAGES.names, records=records
-        )

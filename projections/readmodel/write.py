@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
@@ -80,10 +80,45 @@ async def upsert_messages(
         await conn.execute(MESSAGES.unnest_upsert(s), *_message_columns(messages, missed))
 
 
-async def write(conn: asyncpg.Connection, schema: str, batch: Batch) -> None:
-    """Apply a folded batch; the caller's transaction also advances the checkpoint."""
+_json = msgspec.json.Encoder().encode
+
+
+def _record(m: MessageState, x: MissedAcks) -> tuple[object, ...]:
+    values = message_values(m, x)
+    for i in _JSON_AT:
+        values[i] = _json(values[i])
+    return tuple(values)
+
+
+async def copy_messages(
+    conn: asyncpg.Connection, schema: str, rows: Iterable[tuple[MessageState, MissedAcks]]
+) -> None:
+    """Insert messages the table does not hold yet: binary COPY, one record per message
+    (the connection needs :func:`projections.readmodel.bulk.bulk_codecs` for jsonb)."""
+    records = [_record(m, x) for m, x in rows]
+    if records:
+        await conn.copy_records_to_table(
+            MESSAGES.name, schema_name=schema_name(schema), columns=MESSAGES.names, records=records
+        )
+
+
+async def write(conn: asyncpg.Connection, schema: str, batch: Batch, *, copy: bool = False) -> None:
+    """Apply a folded batch; the caller's transaction also advances the checkpoint.
+
+    With ``copy`` (a connection with binary jsonb), the messages the batch created go in by
+    COPY and only those it changed are upserted: the table held no row for them when the
+    batch loaded, and the write lock (or a schema of one's own) keeps it so until commit.
+    """
     s = schema_name(schema)
-    await upsert_messages(conn, s, batch.messages, batch.missed)
+    if copy and batch.created:
+        created = batch.created
+        await copy_messages(
+            conn, s, [(m, batch.missed[k]) for k, m in batch.messages.items() if k in created]
+        )
+        changed = {k: m for k, m in batch.messages.items() if k not in created}
+        await upsert_messages(conn, s, changed, batch.missed)
+    else:
+        await upsert_messages(conn, s, batch.messages, batch.missed)
     if batch.timeline:
         await conn.copy_records_to_table(
             TIMELINE.name,
