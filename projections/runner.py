@@ -53,7 +53,7 @@ class Projector:
         on_batch: BatchHook | None = None,
         live: bool = True,
         before_commit: Callable[[fold.Batch], Awaitable[None]] | None = None,
-        linger: float = 0.05,
+        linger: float = 0.2,
         sweep_interval: float | None = None,
     ) -> None:
         self.dsn = dsn
@@ -149,8 +149,12 @@ class Projector:
         After a partial batch the projector lingers ``linger`` seconds, so that the next one
         gathers what arrives meanwhile: under a steady stream of small appends it folds a
         few bigger batches instead of many tiny ones, each with its transaction, locks,
-        checkpoint and deadlines (it adds at most ``linger`` to the projection lag). The
-        sweep runs at most every ``sweep_interval`` seconds, not on every wake-up.
+        checkpoint and deadlines (it adds at most ``linger`` to the projection lag). Each
+        batch costs about a millisecond of CPU whatever its size (some ten statements), and a
+        projector that slept starts its next batch with cold caches, so the default of 0.2 s
+        (batches of about 600 events at 3,000/s, instead of about 170 at 50 ms) matters more
+        than the lag it adds. The sweep runs at most every ``sweep_interval`` seconds, not on
+        every wake-up.
         """
         loop = asyncio.get_running_loop()
         next_sweep = 0.0
