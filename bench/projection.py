@@ -55,16 +55,20 @@ async def _cold(dsn: str, upto: int | None) -> dict[str, Any]:
     conn = await connect(dsn)
     projector = Projector(dsn)
     projector.stages = Stages(cpu=True)
+    backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
     try:
+        pg_cpu = procs.cpu_seconds(backend)  # 0 when PostgreSQL runs elsewhere
         cpu, started = time.process_time(), time.perf_counter()
         n = await projector.catch_up(conn, upto=upto)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        pg_cpu = procs.cpu_seconds(backend) - pg_cpu
     finally:
         await conn.close()
     return {
         "events": n,
         "seconds": seconds,
         "cpu_us_per_event": cpu / max(n, 1) * 1e6,
+        "pg_cpu_us_per_event": pg_cpu / max(n, 1) * 1e6 if pg_cpu > 0 else None,
         "max_rss_kib": procs.vm_hwm_kib(os.getpid()),
         "stages_us": projector.stages.per_event_us(),
         "stages_cpu_us": projector.stages.per_event_us(cpu=True),
@@ -128,6 +132,7 @@ async def cold(dsn: str, events: int, timeout: float) -> dict[str, Any]:
         "wall_seconds": wall,
         "peak_rss_mib": max(rss, inner["max_rss_kib"]) / 1024,
         "cpu_us_per_event": inner["cpu_us_per_event"],
+        "pg_cpu_us_per_event": inner.get("pg_cpu_us_per_event"),
         "stages_us": inner["stages_us"],
         "stages_cpu_us": inner["stages_cpu_us"],
     }
