@@ -5,7 +5,9 @@ messages, retried duplicates) over a few message keys and two channels with shor
 folded twice into fresh schemas of the same database: by the incremental projector at a
 random batch size, and by :class:`projections.bulk.BulkFold` at another batch size with a
 tiny cache (so messages are evicted, written, read back and upserted again). Every table
-must be equal, before and after a sweep at the same instant.
+must be equal, before and after a sweep at the same instant. A third fold takes the
+projector's steps but upserts every message, where the projector COPYs those a batch
+creates: its rows must be the same too.
 
 ``received_at`` never decreases along the log, as at ingest: a deadline missed once stays
 missed, so only a clock running backwards could make two batchings disagree about it.
@@ -35,9 +37,10 @@ from eventstore import checkpoint
 from eventstore.append import write_batch
 from eventstore.events import NewEvent
 from eventstore.pool import connect
-from eventstore.read import head
+from eventstore.read import head, read
+from projections import fold
 from projections.bulk import BulkFold, load_log
-from projections.readmodel import bulk, write
+from projections.readmodel import bulk, load, write
 from projections.readmodel.columns import TABLES
 from projections.runner import Projector
 from projections.stages import Stages
@@ -168,6 +171,19 @@ async def _receipts_recounted(conn: asyncpg.Connection, schema: str) -> set[tupl
     return {tuple(r.values()) for r in rows}
 
 
+async def _fold_upserting_all(conn: asyncpg.Connection, schema: str, after: int, upto: int) -> None:
+    """The projector's steps, but every message upserted (``write(copy=False)``)."""
+    deadlines = await load.load_deadlines(conn)
+    while events := await read(conn, after=after, limit=3, upto=upto):
+        decoded = fold.decode(events)
+        keys, receipt_keys = fold.message_keys(decoded)
+        existing, missed = await load.load_messages(conn, schema, keys)
+        receipts = await load.load_receipts(conn, schema, receipt_keys)
+        batch = fold.fold(decoded, existing, missed, receipts, deadlines)
+        await write.write(conn, schema, batch, copy=False)
+        after = events[-1].position
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -184,14 +200,17 @@ async def test_bulk_fold_equals_the_incremental_fold(
     start = await head(conn)
     await _append(conn, log, T0 + dt.timedelta(days=n))
     end = await head(conn)
-    inc, blk = f"rm_inc_{n}", f"rm_bulk_{n}"
-    for schema in (inc, blk):
+    inc, blk, ups = f"rm_inc_{n}", f"rm_bulk_{n}", f"rm_ups_{n}"
+    for schema in (inc, blk, ups):
         await conn.execute("SELECT create_read_models($1)", schema)
     try:
         projector = Projector(dsn, schema=inc, name=inc, live=False, batch_size=batch)
         if start:
             await checkpoint.advance(conn, inc, 0, start)
         await projector.catch_up(conn, upto=end)
+        # the projector COPYs the messages a batch creates: the rows are those of upserts
+        await _fold_upserting_all(conn, ups, start, end)
+        assert await _differences(conn, inc, ups) == {}
         folded = BulkFold(conn, blk, batch_size=bulk_batch, cache_size=cache)
         assert await folded.run(start, end) == end
         assert await _differences(conn, inc, blk) == {}
@@ -201,7 +220,7 @@ async def test_bulk_fold_equals_the_incremental_fold(
         assert await write.sweep(conn, inc, later) == await write.sweep(conn, blk, later)
         assert await _differences(conn, inc, blk) == {}
     finally:
-        for schema in (inc, blk):
+        for schema in (inc, blk, ups):
             await conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
