@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import subprocess
@@ -30,9 +31,12 @@ from bench import procs, profile
 from bench.dataset import COLUMNS, Filler
 from bench.progress import log
 from bench.stats import median_of, percentiles
+from projections.runner import Projector
 
 #: the child's own timing, printed as one JSON line on stdout
 RESULT = "BENCH_RESULT "
+#: how long ``acklog project`` waits after a partial batch for more events (its default)
+_LINGER = inspect.signature(Projector).parameters["linger"].default
 
 
 async def reset_read_models(dsn: str) -> None:
@@ -285,6 +289,7 @@ async def live(filler: Filler, rate: float, seconds: float) -> dict[str, Any]:
     result = {
         "rate": rate,
         "seconds": seconds,
+        "linger_s": _LINGER,
         "events": folded,
         "cpu_us_per_event": cpu / max(folded, 1) * 1e6,
         "cpu_cores": cpu / seconds,
@@ -335,6 +340,11 @@ async def run(
                 "peak_rss_mib": median_of(colds, "peak_rss_mib"),
                 "seconds": median_of(colds, "seconds"),
                 "cpu_us_per_event": median_of(colds, "cpu_us_per_event"),
+                "pg_cpu_us_per_event": (
+                    median_of(colds, "pg_cpu_us_per_event")
+                    if all(c.get("pg_cpu_us_per_event") for c in colds)
+                    else None
+                ),
                 "stages_us": colds[-1]["stages_us"],
                 "stages_cpu_us": colds[-1]["stages_cpu_us"],
                 "each": colds,

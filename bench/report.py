@@ -509,8 +509,9 @@ def _projection(r: dict[str, Any]) -> list[str]:
         "",
         "A log written with COPY (the mix, ids varied, one webhook per millisecond of"
         " `received_at`), then folded by a cold projector (`Projector(dsn).catch_up(conn)` in a"
-        " child process, empty `rm`: the incremental path, one upsert transaction per batch of"
-        " 1,000) and by `acklog rebuild` (the real command, the bulk path of"
+        " child process, empty `rm`: the incremental path, one transaction per batch of 1,000,"
+        " the messages a batch creates written by binary COPY and those it changes by one"
+        " upsert) and by `acklog rebuild` (the real command, the bulk path of"
         " `projections/bulk.py`; its time includes start-up, index builds and the swap)."
         " Peak RSS is the child's `VmHWM`; a rebuild of more than 100,000 events also runs"
         " shard processes (`ACKLOG_REBUILD_WORKERS`), each with its own bounded cache, whose"
@@ -544,7 +545,13 @@ def _projection(r: dict[str, Any]) -> list[str]:
             f" mix at {_n(live['rate'])} events/s for {live['seconds']:g} s in one small COPY per"
             f" 20 ms: {_n(live['events'])} events folded, {live['cpu_us_per_event']:.1f} µs of its"
             f" CPU per event ({live['cpu_cores']:.2f} cores), projection lag p50"
-            f" {lag['p50']:.2f} s, p99 {lag['p99']:.2f} s (sampled every 100 ms).",
+            f" {lag['p50']:.2f} s, p99 {lag['p99']:.2f} s (sampled every 100 ms)."
+            + (
+                f" After a partial batch it waits {live['linger_s']:g} s for more events"
+                " (`Projector.linger`), so it folds fewer, bigger batches."
+                if live.get("linger_s")
+                else ""
+            ),
             "",
         ]
     checks = p.get("verify")
@@ -604,6 +611,24 @@ def _stages(p: dict[str, Any]) -> list[str]:
         " builds after the load):",
         "",
         *_table(head, rows),
+        *_pg_cpu(p),
+    ]
+
+
+def _pg_cpu(p: dict[str, Any]) -> list[str]:
+    """The cold fold's PostgreSQL backend CPU per event, at each size (when measured)."""
+    sizes = [
+        (size, row["cold"]["pg_cpu_us_per_event"])
+        for size, row in p["by_size"].items()
+        if row["cold"].get("pg_cpu_us_per_event")
+    ]
+    if not sizes:
+        return []
+    each = ", ".join(f"{us:.1f} µs at {_n(int(size))} events" for size, us in sizes)
+    return [
+        "CPU per event of the cold projector's PostgreSQL backend (its one connection, read"
+        f" from `/proc`; median of the runs), beside the fold process's own CPU above: {each}.",
+        "",
     ]
 
 
