@@ -82,7 +82,43 @@ def test_fixture_set_is_the_one_these_tests_cover() -> None:
         "connection_update_close_403.json",
         "v1_cloud_messages_update_delivered.json",
         "v1_messages_update_delivery_ack.json",
+        "v1_status_instance_closed.json",
         "v2_cloud_messages_update_failed.json",
+        "v2_status_instance_closed_406.json",
+    ]
+
+
+def test_status_instance_closed_is_evolution_giving_up() -> None:
+    """v1 sends ``closed`` only after a loggedOut close; v2 adds the code it will not retry."""
+    assert decode_sample("v1_status_instance_closed.json") == [
+        InstanceStatusReported(
+            status="logged_out", raw="closed", provider_time=iso("2024-05-01T14:10:23.112Z")
+        )
+    ]
+    assert decode_sample("v2_status_instance_closed_406.json") == [
+        InstanceStatusReported(
+            status="stopped",
+            raw="closed",
+            reason="disconnectionReasonCode 406",
+            provider_time=iso("2025-05-01T18:10:23.112Z"),
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [(401, "logged_out"), (403, "banned"), (402, "stopped")]
+)
+def test_status_instance_closed_codes(code: int, status: str) -> None:
+    data = {"instance": "tigo1", "status": "closed", "disconnectionReasonCode": code}
+    [fact] = decode_obj(envelope("STATUS_INSTANCE", data))
+    assert isinstance(fact, InstanceStatusReported) and fact.status == status
+
+
+def test_status_instance_created_is_not_a_state() -> None:
+    assert decode_obj(envelope("status.instance", {"instance": "tigo1", "status": "created"})) == [
+        Ignored(
+            reason="status.instance 'created' is not a connection state", event="status.instance"
+        )
     ]
 
 

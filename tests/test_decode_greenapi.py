@@ -409,7 +409,25 @@ def test_bad_timestamp_names_the_field() -> None:
 
 
 def test_fixture_set_is_the_one_these_tests_cover() -> None:
-    assert fixture_names("greenapi") == ["stateInstanceChanged_yellowCard.json"]
+    assert fixture_names("greenapi") == [
+        "incomingMessageReceived_poll_pollCreationMessage.json",
+        "stateInstanceChanged_yellowCard.json",
+    ]
+
+
+def test_poll_in_the_older_pollcreationmessage_field() -> None:
+    """Older docs put the poll in ``messageData.pollCreationMessage`` (now ``pollMessageData``)."""
+    assert decode_sample("incomingMessageReceived_poll_pollCreationMessage.json") == [
+        MessageObserved(
+            key="F7AEC1B7086ECDC7E6E45923F5EDB825",
+            direction="incoming",
+            chat="79001234568@c.us",
+            sender="79001234568@c.us",
+            kind="poll",
+            text="Poll Name",
+            provider_time=1588091580.0,
+        )
+    ]
 
 
 def test_yellow_card_is_a_suspension_not_a_ban() -> None:

@@ -258,6 +258,9 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ),
     # close + statusReason 403 (Baileys DisconnectReason.forbidden) = banned
     ("evolution", "connection_update_close_403.json"): Expect(instance="banned"),
+    # status.instance closed: Evolution stopped reconnecting (v1: only after a logout)
+    ("evolution", "v1_status_instance_closed.json"): Expect(instance="logged_out"),
+    ("evolution", "v2_status_instance_closed_406.json"): Expect(instance="stopped"),
     # --- Green-API
     ("greenapi", "incomingMessageReceived_text.json"): Expect(
         messages={GREEN_IN: (IN, "received")}
@@ -292,6 +295,10 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("greenapi", "statusInstanceChanged_online.json"): Expect(instance="connected"),
     # in-repo fixture: yellowCard = sending suspended, session up (not a ban)
     ("greenapi", "stateInstanceChanged_yellowCard.json"): Expect(instance="suspended"),
+    ("greenapi", "incomingMessageReceived_poll_pollCreationMessage.json"): Expect(
+        messages={"F7AEC1B7086ECDC7E6E45923F5EDB825": (IN, "received")},
+        fields={"F7AEC1B7086ECDC7E6E45923F5EDB825": {"kind": "poll", "text": "Poll Name"}},
+    ),
     # --- Twilio (form bodies; SmsStatus=received marks the incoming-message webhook)
     ("twilio", "incoming_image_whatsapp.json"): Expect(
         messages={"MM21151abfaadc1fb79b782f8460862a52": (IN, "received")},

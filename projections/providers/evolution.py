@@ -16,8 +16,12 @@ are accepted.
 * ``connection.update`` → ``InstanceStatusReported``: open→connected, connecting→starting,
   close→disconnected (``statusReason`` 401 → logged_out, 403 → banned), refused→stopped.
   ``qrcode.updated`` with a QR code → qr_required; ``logout.instance`` → logged_out.
+* ``status.instance`` ``closed`` — Evolution gave up reconnecting: v1.x sends it only after a
+  ``loggedOut`` close and without a code → logged_out; v2 adds ``disconnectionReasonCode``
+  (401 logged_out, 403 banned, the other codes it will not reconnect — 402, 406 — stopped).
+  Other ``status.instance`` values (``created``) → ``Ignored``.
 * Anything else (``messages.set`` history sync, edits, contacts, chats, presence, groups,
-  labels, calls, ``status.instance``, …) → ``Ignored``.
+  labels, calls, …) → ``Ignored``.
 
 Traps and assumptions:
 
@@ -67,6 +71,7 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers._common import (
+    BAILEYS_CLOSE,
     BAILEYS_CONNECTION,
     BAILEYS_KIND,
     MAX_INT_BITS,
@@ -253,6 +258,11 @@ class _Connection(_Struct, frozen=True):
     status_reason: int | str | None = None
 
 
+class _InstanceStatus(_Struct, frozen=True):
+    status: str | None = None
+    disconnection_reason_code: int | str | None = None
+
+
 class _QrCode(_Struct, frozen=True):
     qrcode: Any = None
     message: str | None = None
@@ -290,6 +300,8 @@ def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) ->
         return [InstanceStatusReported(status="qr_required", raw=event, provider_time=sent_at)]
     if event == "logout.instance":
         return [InstanceStatusReported(status="logged_out", raw=event, provider_time=sent_at)]
+    if event == "status.instance":
+        return [_instance_status(parse_part(envelope.data, _InstanceStatus, "data"), sent_at)]
     return [Ignored(reason=f"event {event!r} is not folded", event=event)]
 
 
@@ -421,6 +433,27 @@ def _connection(connection: _Connection, sent_at: float | None) -> Fact:
         status = baileys_state(state, reason_code)
     reason = None if reason_code is None else f"statusReason {reason_code}"[:120]
     return InstanceStatusReported(status=status, raw=state, reason=reason, provider_time=sent_at)
+
+
+def _instance_status(report: _InstanceStatus, sent_at: float | None) -> Fact:
+    """``status.instance``: only ``closed`` (Evolution stopped reconnecting) is a state."""
+    raw = (report.status or "").strip()
+    if raw != "closed":
+        return Ignored(
+            reason=f"status.instance {raw[:40]!r} is not a connection state",
+            event="status.instance",
+        )
+    code = report.disconnection_reason_code
+    guard_int(code, "data.disconnectionReasonCode")
+    if code is None:  # v1.x: sent only after a loggedOut close
+        return InstanceStatusReported(status="logged_out", raw=raw, provider_time=sent_at)
+    status = BAILEYS_CLOSE.get(str(code).strip(), "stopped")
+    return InstanceStatusReported(
+        status=status,
+        raw=raw,
+        reason=f"disconnectionReasonCode {code}"[:120],
+        provider_time=sent_at,
+    )
 
 
 def _kind(message: _Message) -> str:

@@ -28,6 +28,8 @@ Traps and assumptions:
   activity; messages sent after receiving the status are stored in the queue for 24 hours;
   to continue, reboot the instance": ``suspended`` (session up, sending stopped), not a ban
   (``blocked`` is the ban).
+* Polls: the current docs put the poll in ``pollMessageData``, older ones in
+  ``pollCreationMessage`` (same ``name``); both are read.
 * Outgoing message webhooks carry no status, so they emit no ``StatusReported``. Edits and
   poll votes are ``Ignored``; acklog folds neither. Green-API has no event id of its own.
 """
@@ -189,6 +191,9 @@ class _MessageData(_Struct, frozen=True):
     file_message_data: _FileData | None = None
     contact_message_data: _ContactData | None = None
     poll_message_data: _PollData | None = None
+    #: the older documented name of ``pollMessageData`` (``{name, options,
+    #: selectableOptionsCount}``)
+    poll_creation_message: _PollData | None = None
     quoted_message: _Quoted | None = None
     deleted_message_data: _Deleted | None = None
 
@@ -299,6 +304,7 @@ def _message_text(data: _MessageData) -> str | None:
         data.file_message_data.caption if data.file_message_data else None,
         data.contact_message_data.display_name if data.contact_message_data else None,
         data.poll_message_data.name if data.poll_message_data else None,
+        data.poll_creation_message.name if data.poll_creation_message else None,
     )
     return next((text for text in map(_text, candidates) if text is not None), None)
 
