@@ -10,18 +10,15 @@ rebuild's swap takes too, so the two never interleave.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from eventstore import checkpoint, locks
-from eventstore.errors import DRIVER_ERRORS
-from eventstore.pool import connect
+from eventstore.leader import lead_forever
 from eventstore.read import read
 from eventstore.subscribe import Wakeup
 from projections import fold
@@ -173,26 +170,10 @@ class Projector:
     async def run(self) -> None:
         """Lead or stand by, forever; survives lost connections and database restarts."""
         async with Wakeup(self.dsn, poll_interval=self.poll_interval) as wake:
-            while True:
-                conn: asyncpg.Connection | None = None
-                try:
-                    conn = await connect(
-                        self.dsn,
-                        server_settings={"application_name": f"acklog-projector-{os.getpid()}"},
-                    )
-                    await conn.execute("SELECT pg_advisory_lock($1)", locks.PROJECTOR_LEADER)
-                    self.is_leader.set()
-                    log.info("projector %s is the leader", self.name)
-                    await self._lead(conn, wake)
-                except asyncio.CancelledError:
-                    raise
-                except DRIVER_ERRORS as exc:
-                    log.warning("projector lost the database (%s); retrying", exc)
-                except Exception:
-                    log.exception("projector failed; retrying")
-                finally:
-                    self.is_leader.clear()
-                    if conn is not None:
-                        with contextlib.suppress(Exception):
-                            conn.terminate()
-                await asyncio.sleep(0.5)
+            await lead_forever(
+                self.dsn,
+                locks.PROJECTOR_LEADER,
+                "projector",
+                lambda conn: self._lead(conn, wake),
+                self.is_leader,
+            )

@@ -38,7 +38,8 @@ from tenacity import (
 
 from eventstore import locks
 from eventstore.errors import DRIVER_ERRORS
-from eventstore.pool import connect, create_pool
+from eventstore.leader import lead_forever
+from eventstore.pool import create_pool
 from eventstore.subscribe import Wakeup
 from projections.feed import store
 from projections.feed import subscriptions as subs
@@ -328,55 +329,42 @@ class Delivery:
         async with Wakeup(
             self.dsn, channel=store.FEED_CHANNEL, poll_interval=self.settings.poll_interval
         ) as wake:
-            while True:
-                lock: asyncpg.Connection | None = None
+            await lead_forever(
+                self.dsn,
+                locks.FEED_DELIVERY,
+                "feed-delivery",
+                lambda lock: self._lead(lock, wake),
+                self.is_leader,
+            )
+
+    async def _lead(self, lock: asyncpg.Connection, wake: Wakeup) -> None:
+        """While ``lock`` (the leader's connection) lives: the senders, on a pool of their own."""
+        # a lost cursor move (PostgreSQL crash) only means a delivery is sent again, with
+        # the same id: at least once holds, so no WAL flush per 2xx
+        pool = await create_pool(
+            self.dsn,
+            min_size=1,
+            max_size=8,
+            server_settings={
+                "synchronous_commit": "off",
+                "application_name": f"acklog-feed-delivery-{os.getpid()}",
+            },
+        )
+        try:
+            async with self.http() as http:
+                manager = asyncio.create_task(self._manage(pool, http, wake))
+                lost = asyncio.create_task(_closed(lock))
                 try:
-                    lock = await connect(
-                        self.dsn,
-                        server_settings={"application_name": f"acklog-feed-delivery-{os.getpid()}"},
-                    )
-                    await lock.execute("SELECT pg_advisory_lock($1)", locks.FEED_DELIVERY)
-                    self.is_leader.set()
-                    # a lost cursor move (PostgreSQL crash) only means a delivery is sent
-                    # again, with the same id: at least once holds, so no WAL flush per 2xx
-                    pool = await create_pool(
-                        self.dsn,
-                        min_size=1,
-                        max_size=8,
-                        server_settings={
-                            "synchronous_commit": "off",
-                            "application_name": f"acklog-feed-delivery-{os.getpid()}",
-                        },
-                    )
-                    try:
-                        async with self.http() as http:
-                            manager = asyncio.create_task(self._manage(pool, http, wake))
-                            lost = asyncio.create_task(_closed(lock))
-                            try:
-                                await asyncio.wait(
-                                    (manager, lost), return_when=asyncio.FIRST_COMPLETED
-                                )
-                            finally:
-                                for t in (manager, lost):
-                                    t.cancel()
-                                await asyncio.gather(manager, lost, return_exceptions=True)
-                            if not manager.cancelled() and manager.exception() is not None:
-                                raise manager.exception()  # type: ignore[misc]
-                    finally:
-                        await self._stop_senders()
-                        await pool.close()
-                except asyncio.CancelledError:
-                    raise
-                except DRIVER_ERRORS as exc:
-                    log.warning("feed delivery lost the database (%s); retrying", exc)
-                except Exception:
-                    log.exception("feed delivery failed; retrying")
+                    await asyncio.wait((manager, lost), return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    self.is_leader.clear()
-                    if lock is not None:
-                        with contextlib.suppress(Exception):
-                            lock.terminate()
-                await asyncio.sleep(0.5)
+                    for t in (manager, lost):
+                        t.cancel()
+                    await asyncio.gather(manager, lost, return_exceptions=True)
+                if not manager.cancelled() and manager.exception() is not None:
+                    raise manager.exception()  # type: ignore[misc]
+        finally:
+            await self._stop_senders()
+            await pool.close()
 
     async def _stop_senders(self) -> None:
         tasks = [t for _, t in self.senders.values()]

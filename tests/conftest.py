@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from eventstore.migrate import migrate
-from eventstore.pool import create_pool
+from eventstore.pool import connect, create_pool
 
 _counter = itertools.count()
 
@@ -90,6 +90,16 @@ async def dsn(server_dsn: str, template_db: str) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to the test database, with acklog's codecs (modules may override it)."""
+    c = await connect(dsn)
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from eventstore.append import write_batch
-from eventstore.pool import connect
 from eventstore.read import head
 from projections.facts import RANK
 from projections.feed import events as fe
@@ -47,15 +46,6 @@ FAST = DeliverySettings(
     poll_interval=0.1,
     refresh_interval=0.2,
 )
-
-
-@pytest.fixture
-async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    c = await connect(dsn)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 class Receiver:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -18,7 +17,6 @@ from hypothesis import strategies as st
 from eventstore import checkpoint
 from eventstore.append import write_batch
 from eventstore.events import NewEvent, StoredEvent
-from eventstore.pool import connect
 from projections import fold
 from projections.facts import RANK
 from projections.feed import derive, store
@@ -27,15 +25,6 @@ from projections.feed.outbox import FEED_CHECKPOINT, Outbox, rewind
 from projections.runner import Projector
 from tests.apps import add_channel
 from tests.payloads import event, meta_incoming, meta_status
-
-
-@pytest.fixture
-async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    c = await connect(dsn)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 def instance_event(status: str) -> NewEvent:

@@ -12,7 +12,6 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from eventstore.append import write_batch
-from eventstore.pool import connect
 from projections.feed import events as fe
 from projections.feed import subscriptions as subs
 from projections.feed.outbox import Outbox
@@ -22,15 +21,6 @@ from tests.payloads import event, meta_status
 
 KEY = "stream-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture
-async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    c = await connect(dsn)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 @pytest.fixture

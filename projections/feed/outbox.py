@@ -13,17 +13,14 @@ clock, invariant 7); a late ack reports it from the fold.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
-import os
 from collections.abc import Callable
 
 import asyncpg
 
 from eventstore import checkpoint, locks
-from eventstore.errors import DRIVER_ERRORS
-from eventstore.pool import connect
+from eventstore.leader import lead_forever
 from eventstore.read import read
 from eventstore.subscribe import Wakeup
 from projections import fold
@@ -132,29 +129,13 @@ class Outbox:
     async def run(self) -> None:
         """Lead or stand by, forever; survives lost connections and database restarts."""
         async with Wakeup(self.dsn, poll_interval=self.poll_interval) as wake:
-            while True:
-                conn: asyncpg.Connection | None = None
-                try:
-                    conn = await connect(
-                        self.dsn,
-                        server_settings={"application_name": f"acklog-feed-outbox-{os.getpid()}"},
-                    )
-                    await conn.execute("SELECT pg_advisory_lock($1)", locks.FEED_OUTBOX)
-                    self.is_leader.set()
-                    log.info("feed outbox projector is the leader")
-                    await self._lead(conn, wake)
-                except asyncio.CancelledError:
-                    raise
-                except DRIVER_ERRORS as exc:
-                    log.warning("feed outbox lost the database (%s); retrying", exc)
-                except Exception:
-                    log.exception("feed outbox failed; retrying")
-                finally:
-                    self.is_leader.clear()
-                    if conn is not None:
-                        with contextlib.suppress(Exception):
-                            conn.terminate()
-                await asyncio.sleep(0.5)
+            await lead_forever(
+                self.dsn,
+                locks.FEED_OUTBOX,
+                "feed-outbox",
+                lambda conn: self._lead(conn, wake),
+                self.is_leader,
+            )
 
 
 async def rewind(conn: asyncpg.Connection) -> None:

@@ -1,0 +1,56 @@
+"""Lead on a session advisory lock, forever: the loop every single-leader process runs.
+
+Connect, take the lock (standbys block here), run ``lead`` on that connection while it
+holds the lock; when the connection or ``lead`` fails, let the lock go with the connection,
+wait a moment and start again. Lost databases are logged as a warning, other errors with
+their traceback; cancellation (shutdown) ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from eventstore.errors import DRIVER_ERRORS
+from eventstore.pool import connect
+
+log = logging.getLogger(__name__)
+
+
+async def lead_forever(
+    dsn: str,
+    key: int,
+    what: str,
+    lead: Callable[[asyncpg.Connection], Awaitable[None]],
+    is_leader: asyncio.Event,
+    *,
+    retry_delay: float = 0.5,
+) -> None:
+    """``what`` names the leader in logs and in ``application_name`` (``acklog-<what>-<pid>``)."""
+    while True:
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await connect(
+                dsn, server_settings={"application_name": f"acklog-{what}-{os.getpid()}"}
+            )
+            await conn.execute("SELECT pg_advisory_lock($1)", key)
+            is_leader.set()
+            log.info("%s is the leader", what)
+            await lead(conn)
+        except asyncio.CancelledError:
+            raise
+        except DRIVER_ERRORS as exc:
+            log.warning("%s lost the database (%s); retrying", what, exc)
+        except Exception:
+            log.exception("%s failed; retrying", what)
+        finally:
+            is_leader.clear()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+        await asyncio.sleep(retry_delay)
