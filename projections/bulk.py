@@ -117,8 +117,9 @@ class BulkFold:
                 existing.update(loaded)
                 existing_missed.update(loaded_missed)
                 receipts = await load.load_receipts(self.conn, self.schema, receipt_keys)
+                runs = await load.load_runs(self.conn, self.schema, fold.instance_channels(decoded))
             with timed("fold"):
-                batch = fold.fold(decoded, existing, existing_missed, receipts, deadlines)
+                batch = fold.fold(decoded, existing, existing_missed, receipts, deadlines, runs)
                 cache = self.cache
                 for k, state in batch.messages.items():
                     old = cache.pop(k, None)

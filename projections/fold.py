@@ -9,6 +9,7 @@ function folds.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import assert_never
 
@@ -34,8 +35,9 @@ from projections.readmodel.deadlines import (
     MissedAcks,
     missed_acks,
 )
+from projections.readmodel.health import Run, next_run
 from projections.readmodel.load import Key, ReceiptKey
-from projections.readmodel.rows import InstanceRow, QuarantineRow, TimelineRow
+from projections.readmodel.rows import ActivityRow, InstanceRow, QuarantineRow, TimelineRow
 
 __all__ = [
     "DEFAULT_DEADLINES",
@@ -88,6 +90,8 @@ class Batch(msgspec.Struct, kw_only=True):
     new_failures: list[tuple[str, str, str]] = []
     #: the keys of ``messages`` that ``existing`` did not hold: rows new to the table
     created: set[Key] = msgspec.field(default_factory=set)
+    #: per channel touched: its latest outgoing message and ack in this batch
+    activity: list[ActivityRow] = []
 
 
 def decode_event(event: StoredEvent) -> Decoded:
@@ -104,6 +108,15 @@ def decode_event(event: StoredEvent) -> Decoded:
 
 def decode(events: Iterable[StoredEvent]) -> list[Decoded]:
     return [decode_event(event) for event in events]
+
+
+def instance_channels(decoded: Iterable[Decoded]) -> set[str]:
+    """Channels whose instance status the batch reports (their runs are loaded first)."""
+    return {
+        d.event.channel
+        for d in decoded
+        if any(isinstance(f, InstanceStatusReported) for f in d.facts)
+    }
 
 
 def message_keys(decoded: Iterable[Decoded]) -> tuple[set[Key], set[ReceiptKey]]:
@@ -125,9 +138,13 @@ class _Fold:
         self,
         existing: Mapping[Key, MessageState],
         existing_receipts: Mapping[ReceiptKey, MessageState],
+        runs: Mapping[str, Run],
     ) -> None:
         self.existing = existing
         self.existing_receipts = existing_receipts
+        self.runs = dict(runs)
+        #: channel → [latest outgoing message, latest ack] (our clock)
+        self.activity: dict[str, list[dt.datetime | None]] = {}
         self.messages: dict[Key, MessageState] = {}
         self.receipts: dict[ReceiptKey, MessageState] = {}
         #: each receipt's state before this batch (None: the participant had none)
@@ -193,7 +210,16 @@ class _Fold:
             case _:
                 assert_never(fact)
 
+    def active(self, ev: StoredEvent, which: int) -> None:
+        """The channel sent (0) or got an ack (1) at ``ev.received_at``: keep the latest."""
+        seen = self.activity.setdefault(ev.channel, [None, None])
+        at = seen[which]
+        if at is None or ev.received_at > at:
+            seen[which] = ev.received_at
+
     def on_message(self, ev: StoredEvent, seq: int, fact: MessageObserved) -> None:
+        if fact.direction == "outgoing":
+            self.active(ev, 0)
         state = self.message(ev.channel, fact.key, ev.provider)
         advanced = state.observe(
             direction=fact.direction,
@@ -214,6 +240,8 @@ class _Fold:
         )
 
     def on_status(self, ev: StoredEvent, seq: int, fact: StatusReported) -> None:
+        if fact.status != "sending":  # "still pending" is no answer from the network
+            self.active(ev, 1)
         state = self.message(ev.channel, fact.key, ev.provider)
         report = Report(
             status=fact.status,
@@ -264,6 +292,8 @@ class _Fold:
         self.line(ev, seq, fact.key, fact.provider_time, "deleted", "deleted", fact.raw, advanced)
 
     def on_instance(self, ev: StoredEvent, seq: int, fact: InstanceStatusReported) -> None:
+        run, changed = next_run(self.runs.get(ev.channel), fact.status, ev.received_at)
+        self.runs[ev.channel] = run
         self.instances.append(
             InstanceRow(
                 ev.channel,
@@ -274,7 +304,10 @@ class _Fold:
                 fact.reason,
                 ev.received_at,
                 fact.provider_time,
+                changed,
                 ev.provider,
+                run.changed_at,
+                run.stable_status,
             )
         )
 
@@ -320,8 +353,10 @@ def fold(
     existing_missed: Mapping[Key, MissedAcks],
     existing_receipts: Mapping[ReceiptKey, MessageState],
     deadlines: Mapping[str, Deadlines],
+    runs: Mapping[str, Run] | None = None,
 ) -> Batch:
-    f = _Fold(existing, existing_receipts)
+    """``runs``: the current status run of each channel in :func:`instance_channels`."""
+    f = _Fold(existing, existing_receipts, runs or {})
     for d in decoded:
         f.event(d)
 
@@ -371,6 +406,7 @@ def fold(
         anomaly_deltas=anomaly_deltas,
         new_failures=new_failures,
         created={k for k in f.messages if k not in existing},
+        activity=[ActivityRow(c, out, ack) for c, (out, ack) in f.activity.items()],
     )
 
 

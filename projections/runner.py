@@ -98,8 +98,9 @@ class Projector:
                 existing, missed = await load.load_messages(conn, self.schema, keys)
                 receipts = await load.load_receipts(conn, self.schema, receipt_keys)
                 deadlines = await load.load_deadlines(conn)
+                runs = await load.load_runs(conn, self.schema, fold.instance_channels(decoded))
             with timed("fold"):
-                batch = fold.fold(decoded, existing, missed, receipts, deadlines)
+                batch = fold.fold(decoded, existing, missed, receipts, deadlines, runs)
             with timed("write"):
                 await write.write(conn, self.schema, batch, copy=True)
             with timed("lock and checkpoint"):

@@ -108,19 +108,22 @@ async def _channel(request: web.Request) -> tuple[str, str, bool]:
 
 
 async def list_channels(request: web.Request) -> web.Response:
-    return json_response(ChannelList(items=await q.channels(_pool(request))))
+    now = request.config_dict[CLOCK]()
+    return json_response(ChannelList(items=await q.channels(_pool(request), now)))
 
 
 async def channel_status(request: web.Request) -> web.Response:
     limit = params.limit(request.query)
     name, provider, registered = await _channel(request)
     current, history = await q.instance_status(_pool(request), name, limit)
+    healths = await q.health(_pool(request), request.config_dict[CLOCK]())
     return json_response(
         ChannelStatus(
             channel=name,
             provider=provider,
             registered=registered,
             current=current,
+            health=q.health_out(name, healths),
             history=history,
         )
     )

@@ -17,6 +17,7 @@ from projections.facts import Fact, InstanceStatus
 from projections.failures import FailureClass
 from projections.message_state import Anomaly
 from projections.readmodel.deadlines import Stage
+from projections.readmodel.health import Health, Silence
 
 Encoding = Literal["utf-8", "base64"]
 OverdueFor = Stage
@@ -42,6 +43,35 @@ class InstanceState(msgspec.Struct, frozen=True, kw_only=True):
     event: str
 
 
+class HealthThresholds(msgspec.Struct, frozen=True, kw_only=True):
+    """The channel's settings (``acklog channels update``), or the defaults."""
+
+    flap_changes: int
+    flap_window_s: float
+    silent_acks_s: float
+    silent_traffic_s: float
+
+
+class InstanceHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """What no provider says directly about the instance, evaluated now (README: Instance
+    health). ``health`` is ``flapping`` over ``silent_*`` over ``ok``/``not_connected``."""
+
+    health: Health
+    #: the latest status reported, and the one that has held for a minute
+    status: str | None
+    debounced_status: str | None
+    status_since: dt.datetime | None
+    #: connection changes within the last ``thresholds.flap_window_s``
+    changes_in_window: int
+    flapping: bool
+    silent: Silence | None
+    last_outgoing_at: dt.datetime | None
+    last_ack_at: dt.datetime | None
+    #: the oldest message sent since the last ack and still waiting for one
+    waiting_since: dt.datetime | None
+    thresholds: HealthThresholds
+
+
 class ChannelLinks(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     messages: str
@@ -54,6 +84,7 @@ class ChannelSummary(msgspec.Struct, frozen=True, kw_only=True):
     provider: str
     registered: bool
     connection: InstanceState | None
+    health: InstanceHealth
     #: message counts by state (``sending``, ``delivered``, ``received``…)
     messages: dict[str, int]
     total_messages: int
@@ -84,6 +115,7 @@ class ChannelStatus(msgspec.Struct, frozen=True, kw_only=True):
     provider: str
     registered: bool
     current: InstanceState | None
+    health: InstanceHealth
     history: list[HistoryEntry]
 
 

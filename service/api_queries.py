@@ -17,6 +17,7 @@ import asyncpg
 from eventstore import read
 from projections.facts import RANK
 from projections.message_state import ANOMALIES, Anomaly, Milestone
+from projections.readmodel import health as health_rm
 from projections.readmodel import query as readmodel
 from projections.readmodel.query import TIMELINE_LIMIT as TIMELINE_LIMIT
 from projections.readmodel.query import MessageFilter as MessageFilter
@@ -26,7 +27,9 @@ from service.api_models import (
     ChannelSummary,
     Content,
     FailureOut,
+    HealthThresholds,
     HistoryEntry,
+    InstanceHealth,
     InstanceState,
     MessageDetail,
     MessageSummary,
@@ -58,6 +61,50 @@ def message_link(channel: str, key: str) -> str:
 # -- channels ------------------------------------------------------------------------------
 
 
+async def health(conn: Conn, now: dt.datetime) -> dict[str, health_rm.ChannelHealth]:
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as c:
+            return await health_rm.channel_health(c, now)
+    return await health_rm.channel_health(conn, now)
+
+
+def health_out(name: str, found: dict[str, health_rm.ChannelHealth]) -> InstanceHealth:
+    h = found.get(name) or health_rm.ChannelHealth(
+        channel=name,
+        provider=None,
+        health="unknown",
+        status=None,
+        debounced_status=None,
+        status_since=None,
+        changes=0,
+        flapping=False,
+        silent=None,
+        last_out_at=None,
+        last_ack_at=None,
+        waiting_since=None,
+        settings=health_rm.DEFAULT_SETTINGS,
+    )
+    s = h.settings
+    return InstanceHealth(
+        health=h.health,
+        status=h.status,
+        debounced_status=h.debounced_status,
+        status_since=h.status_since,
+        changes_in_window=h.changes,
+        flapping=h.flapping,
+        silent=h.silent,
+        last_outgoing_at=h.last_out_at,
+        last_ack_at=h.last_ack_at,
+        waiting_since=h.waiting_since,
+        thresholds=HealthThresholds(
+            flap_changes=s.flap_changes,
+            flap_window_s=s.flap_window.total_seconds(),
+            silent_acks_s=s.silent_acks.total_seconds(),
+            silent_traffic_s=s.silent_traffic.total_seconds(),
+        ),
+    )
+
+
 def _instance(r: readmodel.InstanceRecord) -> InstanceState:
     return InstanceState(
         status=r.status,
@@ -70,7 +117,7 @@ def _instance(r: readmodel.InstanceRecord) -> InstanceState:
     )
 
 
-async def channels(conn: Conn) -> list[ChannelSummary]:
+async def channels(conn: Conn, now: dt.datetime) -> list[ChannelSummary]:
     """Registered channels plus those only the log (or the read models) still know."""
     providers = await read.channels(conn)
     registered = await registry.providers(conn)
@@ -80,12 +127,14 @@ async def channels(conn: Conn) -> list[ChannelSummary]:
         found = await channel(conn, name)
         providers[name] = found[0] if found else "unknown"
     status = {name: _instance(r) for name, r in (await readmodel.instances(conn)).items()}
+    healths = await health(conn, now)
     return [
         ChannelSummary(
             name=name,
             provider=providers[name],
             registered=name in registered,
             connection=status.get(name),
+            health=health_out(name, healths),
             messages=counts.get(name, {}),
             total_messages=sum(counts.get(name, {}).values()),
             links=ChannelLinks(

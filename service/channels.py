@@ -71,6 +71,7 @@ async def add(
     allow_cidrs: list[str] | None = None,
     sent_deadline_s: float | None = None,
     delivered_deadline_s: float | None = None,
+    health: HealthSettings | None = None,
 ) -> str:
     """Create a channel; returns its token (printed once, stored hashed)."""
     check_name(name)
@@ -100,6 +101,8 @@ async def add(
             name,
             token_hash(token),
         )
+        if health is not None:
+            await _set_health(conn, name, health)
         for secret in secrets_ or []:
             await conn.execute(
                 "INSERT INTO channel_secrets (channel, secret) VALUES ($1, $2)", name, secret
@@ -127,16 +130,20 @@ async def update(
     allow_cidrs: list[str] | None = None,
     sent_deadline_s: float | None = None,
     delivered_deadline_s: float | None = None,
+    health: HealthSettings | None = None,
 ) -> None:
     """Change a channel's settings in place; its tokens and secrets stay as they are.
 
     ``None`` keeps a setting; ``basic_user=CLEAR`` drops the Basic user, ``allow_cidrs=[]``
     the allow-list. New deadlines apply to acks awaited from the next event on.
     """
-    if all(v is None for v in (basic_user, allow_cidrs, sent_deadline_s, delivered_deadline_s)):
+    if all(
+        v is None for v in (basic_user, allow_cidrs, sent_deadline_s, delivered_deadline_s)
+    ) and (health is None or health.empty):
         raise ChannelError(
             "nothing to update: give --sent-deadline, --delivered-deadline, --allow,"
-            " --allow-any, --basic-user or --no-basic-user"
+            " --allow-any, --basic-user, --no-basic-user, --flap-changes, --flap-window,"
+            " --silent-acks or --silent-traffic"
         )
     _check_cidrs(allow_cidrs)
     try:
@@ -157,6 +164,40 @@ async def update(
         raise ChannelError(f"invalid channel settings: {exc.constraint_name}") from None
     if status != "UPDATE 1":
         raise ChannelError(f"no channel {name!r}")
+    if health is not None:
+        await _set_health(conn, name, health)
+
+
+class HealthSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Instance-health thresholds to set (None keeps the current value or the default)."""
+
+    flap_changes: int | None = None
+    flap_window_s: float | None = None
+    silent_acks_s: float | None = None
+    silent_traffic_s: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, f) is None for f in self.__struct_fields__)
+
+
+async def _set_health(conn: asyncpg.Connection, name: str, h: HealthSettings) -> None:
+    try:
+        await conn.execute(
+            "UPDATE channels SET"
+            " flap_changes = coalesce($2::integer, flap_changes),"
+            " flap_window_s = coalesce($3::float8, flap_window_s),"
+            " silent_acks_s = coalesce($4::float8, silent_acks_s),"
+            " silent_traffic_s = coalesce($5::float8, silent_traffic_s)"
+            " WHERE name = $1",
+            name,
+            h.flap_changes,
+            h.flap_window_s,
+            h.silent_acks_s,
+            h.silent_traffic_s,
+        )
+    except asyncpg.CheckViolationError as exc:
+        raise ChannelError(f"invalid channel settings: {exc.constraint_name}") from None
 
 
 async def remove(conn: asyncpg.Connection, name: str) -> None:
@@ -270,7 +311,8 @@ async def describe(conn: asyncpg.Connection) -> list[dict[str, object]]:
     """Channels with token and secret ids (never values) for ``channels list``."""
     rows = await conn.fetch(
         """SELECT c.name, c.provider, c.basic_user, c.allow_cidrs::text[] AS allow_cidrs,
-                  c.sent_deadline_s, c.delivered_deadline_s,
+                  c.sent_deadline_s, c.delivered_deadline_s, c.flap_changes, c.flap_window_s,
+                  c.silent_acks_s, c.silent_traffic_s,
                   coalesce((SELECT array_agg(t.id ORDER BY t.id) FROM channel_tokens t
                              WHERE t.channel = c.name AND t.revoked_at IS NULL), '{}') AS tokens,
                   coalesce((SELECT array_agg(s.id ORDER BY s.id) FROM channel_secrets s

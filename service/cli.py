@@ -139,6 +139,17 @@ def _channel_line(row: dict[str, object]) -> str:
         f"\tsecrets={row['secrets']}\tallow={row['allow_cidrs']}"
         f"\tbasic_user={row['basic_user'] or '-'}"
         f"\tdeadlines={row['sent_deadline_s']:g}s/{row['delivered_deadline_s']:g}s"
+        f"\tflapping={row['flap_changes']}/{row['flap_window_s']:g}s"
+        f"\tsilent={row['silent_acks_s']:g}s/{row['silent_traffic_s']:g}s"
+    )
+
+
+def _health(args: argparse.Namespace) -> channels.HealthSettings:
+    return channels.HealthSettings(
+        flap_changes=args.flap_changes,
+        flap_window_s=args.flap_window,
+        silent_acks_s=args.silent_acks,
+        silent_traffic_s=args.silent_traffic,
     )
 
 
@@ -159,6 +170,7 @@ def cmd_channels(args: argparse.Namespace) -> int:
                 allow_cidrs=args.allow,
                 sent_deadline_s=args.sent_deadline,
                 delivered_deadline_s=args.delivered_deadline,
+                health=_health(args),
             )
             print(f"channel {args.name} ({args.provider}) added")
             print(f"webhook URL: {base}/hooks/{args.name}?token={token}")
@@ -171,6 +183,7 @@ def cmd_channels(args: argparse.Namespace) -> int:
                 allow_cidrs=[] if args.allow_any else args.allow,
                 sent_deadline_s=args.sent_deadline,
                 delivered_deadline_s=args.delivered_deadline,
+                health=_health(args),
             )
             row = next(r for r in await channels.describe(conn) if r["name"] == args.name)
             print(f"channel {args.name} updated (tokens and secrets unchanged)")
@@ -320,6 +333,16 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--delivered-deadline", type=float, help="seconds to 'delivered' (600)")
         sp.add_argument("--allow", action="append", help="allowed client CIDR (repeatable)")
         sp.add_argument("--basic-user", help="require this user name with Basic auth")
+        sp.add_argument(
+            "--flap-changes", type=int, help="flapping above this many changes (default 5)"
+        )
+        sp.add_argument(
+            "--flap-window", type=float, help="seconds the changes are counted over (300)"
+        )
+        sp.add_argument(
+            "--silent-acks", type=float, help="seconds sent messages wait for any ack (900)"
+        )
+        sp.add_argument("--silent-traffic", type=float, help="seconds with nothing sent (21600)")
 
     add = chs.add_parser("add", help="add a channel and print its webhook URL")
     net(add)

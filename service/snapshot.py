@@ -23,8 +23,9 @@ from eventstore.read import head, oldest_after
 from projections.facts import INSTANCE_STATUSES
 from projections.failures import FAILURE_CLASSES
 from projections.message_state import ANOMALIES
-from projections.readmodel import LIVE_CHECKPOINT, query
+from projections.readmodel import LIVE_CHECKPOINT, health, query
 from projections.readmodel.deadlines import WAITS
+from projections.readmodel.health import HEALTHS
 from service import channels as registry
 from service import metrics
 
@@ -45,6 +46,8 @@ class Snapshot(msgspec.Struct, frozen=True):
     anomalies: list[tuple[str, str, int]] = []
     #: (channel, provider, failure class, n) failures ever recorded
     failures: list[tuple[str, str, str, int]] = []
+    #: (channel, provider, health, connection changes within the channel's flap window)
+    health: list[tuple[str, str, str, int]] = []
     #: every configured channel and its provider: their series are exported from start-up
     channels: list[tuple[str, str]] = []
 
@@ -117,6 +120,24 @@ class SnapshotCollector(Collector):
         for (channel, provider, cls), n in failed.items():
             failures.add_metric([channel, provider, cls], n)
         yield failures
+        health_gauge = GaugeMetricFamily(
+            "acklog_instance_health",
+            "1 for the channel's instance health now (" + ", ".join(HEALTHS) + "), 0 for the"
+            " others: derived from the log, see the README's Instance health.",
+            labels=["channel", "provider", "health"],
+        )
+        changes = GaugeMetricFamily(
+            "acklog_instance_status_changes",
+            "Connection status changes within the channel's flap window (flapping above"
+            " its flap_changes).",
+            labels=["channel", "provider"],
+        )
+        for channel, provider, current, n in snap.health:
+            for value in HEALTHS:
+                health_gauge.add_metric([channel, provider, value], 1 if value == current else 0)
+            changes.add_metric([channel, provider], n)
+        yield health_gauge
+        yield changes
 
 
 COLLECTOR = SnapshotCollector()
@@ -135,6 +156,7 @@ async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
         oldest = await oldest_after(conn, position)
         figures = await query.figures(conn, now)
         known = await registry.providers(conn)
+        healths = await health.channel_health(conn, now)
     return Snapshot(
         taken_at=now,
         head=log_head,
@@ -145,6 +167,10 @@ async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
         instances=figures.instances,
         anomalies=figures.anomalies,
         failures=figures.failures,
+        health=[
+            (h.channel, known.get(h.channel) or h.provider or "unknown", h.health, h.changes)
+            for h in healths.values()
+        ],
         channels=list(known.items()),
     )
 

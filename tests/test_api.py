@@ -250,6 +250,15 @@ async def test_channels_with_provider_status_and_counts(
         "messages": "/v1/channels/wa/messages",
     }
     assert items["shop"]["messages"] == {"received": 3}
+    assert wa["health"]["health"] == "ok" and wa["health"]["status"] == "connected"
+    assert items["gone"]["health"]["health"] == "not_connected"
+    empty_health = items["empty"].pop("health")
+    assert empty_health["health"] == "unknown" and empty_health["thresholds"] == {
+        "flap_changes": 5,
+        "flap_window_s": 300.0,
+        "silent_acks_s": 900.0,
+        "silent_traffic_s": 21600.0,
+    }
     assert items["empty"] == {
         "name": "empty",
         "provider": "meta",
@@ -289,9 +298,13 @@ async def test_channel_status_and_history_newest_first(
     assert status["history"][1]["event"] == f"/v1/events/{positions[1]}"
     short = await get(client, "/v1/channels/g/status", limit=1)
     assert short["history"] == status["history"][:1]
+    # three reports, three changes (the first one included), all within the flap window
+    assert status["health"]["changes_in_window"] == 3
+    assert status["health"]["health"] == "ok" and status["health"]["flapping"] is False
 
     await add_channel(dsn, "quiet", "wamm")
     quiet = await get(client, "/v1/channels/quiet/status")
+    assert quiet.pop("health")["health"] == "unknown"
     assert quiet == {
         "channel": "quiet",
         "provider": "wamm",

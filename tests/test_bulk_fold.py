@@ -78,16 +78,30 @@ def body(kind: str, key: int, arg: int) -> tuple[str, bytes]:
             return "waha", waha_outgoing(f"m{key}", ack=arg % 2)
         case "waha_ack":
             return "waha", waha_ack(f"m{key}", [-1, 1, 2, 3, 4][arg % 5])
+        case "waha_session":  # connection reports: status runs, changes, debouncing
+            status = ["WORKING", "STOPPED", "SCAN_QR_CODE", "WORKING", "FAILED"][arg % 5]
+            return "waha", json.dumps(
+                {"event": "session.status", "session": "default", "payload": {"status": status}}
+            ).encode()
         case _:
             return "waha", _waha_deleted(f"m{key}")
 
 
-KINDS = ["meta_status", "meta_group", "meta_incoming", "waha_outgoing", "waha_ack", "waha_del"]
+KINDS = [
+    "meta_status",
+    "meta_group",
+    "meta_incoming",
+    "waha_outgoing",
+    "waha_ack",
+    "waha_del",
+    "waha_session",
+]
 webhooks = st.tuples(
     st.sampled_from(KINDS),
     st.integers(0, 5),  # message key
     st.integers(0, 9),  # status choice
-    st.integers(0, 8),  # seconds after the previous webhook (deadlines are 5 s and 10 s)
+    # seconds after the previous webhook (deadlines are 5 s and 10 s, the debounce 60 s)
+    st.sampled_from([0, 1, 2, 3, 5, 8, 70]),
     st.booleans(),  # sent twice (a provider retry)
 )
 
@@ -234,7 +248,7 @@ async def test_shards_in_processes_fold_like_one_projector(
             rng.choice(KINDS),
             rng.randint(0, 30),
             rng.randint(0, 9),
-            rng.randint(0, 8),
+            rng.choice([0, 1, 2, 3, 5, 8, 70]),
             rng.random() < 0.2,
         )
         for _ in range(400)

@@ -166,11 +166,14 @@ INSTANCE_STATUS = Table(
         _c("position", "bigint"),
         _c("received_at", "timestamptz"),
         _c("provider_time", "float8", null=True),
+        # instance health (sql/066_instance_health.sql, see .health)
+        _c("changed_at", "timestamptz", null=True),
+        _c("stable_status", "text", null=True),
     ),
     ("channel",),
 )
 
-#: Every connection report (the first eight fields of ``rows.InstanceRow``).
+#: Every connection report (the first nine fields of ``rows.InstanceRow``).
 INSTANCE_HISTORY = Table(
     "instance_history",
     (
@@ -182,6 +185,7 @@ INSTANCE_HISTORY = Table(
         _c("reason", "text", null=True),
         _c("received_at", "timestamptz"),
         _c("provider_time", "float8", null=True),
+        _c("changed", "boolean"),
     ),
     ("channel", "position", "seq"),
 )
@@ -221,6 +225,18 @@ FAILURE_COUNTS = Table(
     ("channel", "provider", "class"),
 )
 
+#: Each channel's latest outgoing message and latest ack, our clock (fields of
+#: ``rows.ActivityRow``; a max of each, so any batching gives the same row).
+CHANNEL_ACTIVITY = Table(
+    "channel_activity",
+    (
+        _c("channel", "text"),
+        _c("last_out_at", "timestamptz", null=True),
+        _c("last_ack_at", "timestamptz", null=True),
+    ),
+    ("channel",),
+)
+
 #: Every read-model table (``verify`` compares them in this order).
 TABLES: tuple[Table, ...] = (
     MESSAGES,
@@ -232,6 +248,7 @@ TABLES: tuple[Table, ...] = (
     MISSED_COUNTS,
     ANOMALY_COUNTS,
     FAILURE_COUNTS,
+    CHANNEL_ACTIVITY,
 )
 
 # format_type() spelling of the cast names used above

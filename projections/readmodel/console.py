@@ -76,22 +76,6 @@ async def health(conn: Conn, now: dt.datetime) -> dict[str, Health]:
     }
 
 
-#: the current status run began after the newest report of another status (history is
-#: small per channel: one row per connection report)
-SINCE_SQL = f"""
-SELECT min(received_at) FROM {LIVE}.instance_history
-WHERE channel = $1 AND position > coalesce(
-    (SELECT position FROM {LIVE}.instance_history WHERE channel = $1 AND status <> $2
-     ORDER BY position DESC, seq DESC LIMIT 1), 0)
-"""
-
-
-async def instance_since(conn: Conn, channel: str, status: str) -> dt.datetime | None:
-    """When the channel's instance entered its current status (our clock)."""
-    value: dt.datetime | None = await conn.fetchval(SINCE_SQL, channel, status)
-    return value
-
-
 def quarantine_newest_sql(channel: str | None) -> str:
     where = "position < $1" + (" AND channel = $3" if channel is not None else "")
     return (

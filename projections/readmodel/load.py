@@ -11,6 +11,7 @@ from projections.message_state import MessageState
 from projections.readmodel import codecs, schema_name
 from projections.readmodel.columns import MESSAGES, RECEIPTS
 from projections.readmodel.deadlines import MISSED_FIELDS, Deadlines, MissedAcks
+from projections.readmodel.health import Run
 
 Key = tuple[str, str]
 ReceiptKey = tuple[str, str, str]
@@ -100,3 +101,19 @@ async def load_deadlines(conn: asyncpg.Connection) -> dict[str, Deadlines]:
         )
         for r in rows
     }
+
+
+async def load_runs(
+    conn: asyncpg.Connection, schema: str, channels: Iterable[str]
+) -> dict[str, Run]:
+    """The current status run of each channel (what ``health.next_run`` continues)."""
+    names = list(channels)
+    if not names:
+        return {}
+    s = schema_name(schema)
+    rows = await conn.fetch(
+        f"SELECT channel, status, coalesce(changed_at, received_at) AS changed_at, stable_status"
+        f" FROM {s}.instance_status WHERE channel = ANY($1::text[])",
+        names,
+    )
+    return {r["channel"]: Run(r["status"], r["changed_at"], r["stable_status"]) for r in rows}

@@ -29,7 +29,8 @@ class TimelineRow(msgspec.Struct, frozen=True, array_like=True):
 
 
 class InstanceRow(msgspec.Struct, frozen=True, array_like=True):
-    """A row of ``instance_history`` (the first eight fields) plus the provider."""
+    """A row of ``instance_history`` (the first nine fields), then what ``instance_status``
+    adds: the provider and the current status run (see ``.health``)."""
 
     channel: str
     position: int
@@ -39,7 +40,19 @@ class InstanceRow(msgspec.Struct, frozen=True, array_like=True):
     reason: str | None
     received_at: dt.datetime
     provider_time: float | None
+    #: the status differs from the channel's previous report (log order)
+    changed: bool
     provider: str
+    changed_at: dt.datetime
+    stable_status: str | None
+
+
+class ActivityRow(msgspec.Struct, frozen=True, array_like=True):
+    """A row of ``channel_activity``."""
+
+    channel: str
+    last_out_at: dt.datetime | None
+    last_ack_at: dt.datetime | None
 
 
 class QuarantineRow(msgspec.Struct, frozen=True, array_like=True):

@@ -12,6 +12,7 @@ import msgspec
 
 from projections.readmodel import codecs, schema_name
 from projections.readmodel.columns import (
+    CHANNEL_ACTIVITY,
     INSTANCE_HISTORY,
     INSTANCE_STATUS,
     MESSAGES,
@@ -166,6 +167,15 @@ async def write(conn: asyncpg.Connection, schema: str, batch: Batch, *, copy: bo
         await _count_anomalies(conn, s, batch.anomaly_deltas)
     if batch.new_failures:
         await _count_failures(conn, s, batch.new_failures)
+    if batch.activity:
+        await conn.execute(
+            f"INSERT INTO {s}.channel_activity AS a (channel, last_out_at, last_ack_at)"
+            f" SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])"
+            f" ON CONFLICT (channel) DO UPDATE SET"
+            f" last_out_at = greatest(a.last_out_at, excluded.last_out_at),"
+            f" last_ack_at = greatest(a.last_ack_at, excluded.last_ack_at)",
+            *([getattr(r, n) for r in batch.activity] for n in CHANNEL_ACTIVITY.names),
+        )
 
 
 async def _count_anomalies(

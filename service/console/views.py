@@ -302,11 +302,10 @@ class Overview(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def _overview(pool: Any, now: dt.datetime) -> Overview:
-    summaries = await q.channels(pool)
-    since: dict[str, dt.datetime | None] = {}
-    for c in summaries:
-        if c.connection is not None:
-            since[c.name] = await rmc.instance_since(pool, c.name, c.connection.status)
+    summaries = await q.channels(pool, now)
+    since: dict[str, dt.datetime | None] = {
+        c.name: c.health.status_since for c in summaries if c.connection is not None
+    }
     return Overview(
         taken_at=now,
         channels=summaries,
