@@ -67,6 +67,8 @@ EXPOSED_METRICS = frozenset(
         "acklog_feed_backlog_events",
         "acklog_feed_oldest_pending_seconds",
         "acklog_feed_subscription_paused",
+        "acklog_instance_health",
+        "acklog_instance_status_changes",
     }
 )
 
