@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -52,6 +53,20 @@ class Snapshot(msgspec.Struct, frozen=True):
     channels: list[tuple[str, str]] = []
 
 
+def zero_filled(
+    family: GaugeMetricFamily | CounterMetricFamily,
+    known: Iterable[tuple[str, ...]],
+    values: Iterable[tuple[Any, ...]],
+) -> None:
+    """Samples for every ``known`` label set at zero, then the counted ones (labels, n):
+    series exist from the first scrape on, so alert rules see the first change as one."""
+    counts: dict[tuple[str, ...], float] = dict.fromkeys(known, 0)
+    for row in values:
+        counts[tuple(str(v) for v in row[:-1])] = float(row[-1])
+    for names, n in counts.items():
+        family.add_metric(list(names), n)
+
+
 class SnapshotCollector(Collector):
     def __init__(self) -> None:
         self.current = Snapshot()
@@ -74,10 +89,11 @@ class SnapshotCollector(Collector):
         )
         # every known channel and stage from the first scrape on, at zero until it misses:
         # alert rules then see the first miss as a change, however young the Prometheus
-        counts = {(channel, stage): 0 for channel, _ in snap.channels for stage in STAGES}
-        counts.update({(channel, stage): n for channel, stage, n in snap.missed})
-        for (channel, stage), n in counts.items():
-            missed.add_metric([channel, stage], n)
+        zero_filled(
+            missed,
+            [(channel, stage) for channel, _ in snap.channels for stage in STAGES],
+            snap.missed,
+        )
         yield missed
         connected = GaugeMetricFamily(
             "acklog_instance_connected",
@@ -101,10 +117,11 @@ class SnapshotCollector(Collector):
             " ack_for_unseen, downgrade_suppressed, ack_retried), by channel.",
             labels=["channel", "anomaly"],
         )
-        counts = {(channel, kind): 0 for channel, _ in snap.channels for kind in ANOMALIES}
-        counts.update({(channel, kind): n for channel, kind, n in snap.anomalies})
-        for (channel, kind), n in counts.items():
-            anomalies.add_metric([channel, kind], n)
+        zero_filled(
+            anomalies,
+            [(channel, kind) for channel, _ in snap.channels for kind in ANOMALIES],
+            snap.anomalies,
+        )
         yield anomalies
         failures = CounterMetricFamily(
             "acklog_message_failures",
@@ -113,12 +130,11 @@ class SnapshotCollector(Collector):
             labels=["channel", "provider", "class"],
         )
         # every configured channel's classes from the first scrape on, at zero (as above)
-        failed: dict[tuple[str, str, str], int] = {
-            (c, p, cls): 0 for c, p in snap.channels for cls in FAILURE_CLASSES
-        }
-        failed.update({(c, p, cls): n for c, p, cls, n in snap.failures})
-        for (channel, provider, cls), n in failed.items():
-            failures.add_metric([channel, provider, cls], n)
+        zero_filled(
+            failures,
+            [(c, p, cls) for c, p in snap.channels for cls in FAILURE_CLASSES],
+            snap.failures,
+        )
         yield failures
         health_gauge = GaugeMetricFamily(
             "acklog_instance_health",
