@@ -322,6 +322,8 @@ async def test_the_message_page_explains_the_state_with_its_steps_and_events(
     assert "Why is it read?" in page
     assert "out of order" in page  # simulate sends the acks read, delivered, sent
     assert "duplicate of" in page  # and retries one of them
+    anomalies = re.findall(r'<span class="tag warn anomaly"[^>]*>([a-z ]+)</span>', page)
+    assert anomalies == ["downgrade suppressed", "ack retried"]
     for position in re.findall(r'href="/ui/events/(\d+)">event #', page):
         async with browser.get(f"{base}/ui/events/{position}") as r:
             raw = await r.text()
