@@ -149,8 +149,8 @@ class SnapshotCollector(Collector):
             labels=["channel", "provider"],
         )
         for channel, provider, current, n in snap.health:
-            for value in HEALTHS:
-                health_gauge.add_metric([channel, provider, value], 1 if value == current else 0)
+            for kind in HEALTHS:
+                health_gauge.add_metric([channel, provider, kind], 1 if kind == current else 0)
             changes.add_metric([channel, provider], n)
         yield health_gauge
         yield changes
