@@ -193,7 +193,8 @@ async def _fold_upserting_all(conn: asyncpg.Connection, schema: str, after: int,
         keys, receipt_keys = fold.message_keys(decoded)
         existing, missed = await load.load_messages(conn, schema, keys)
         receipts = await load.load_receipts(conn, schema, receipt_keys)
-        batch = fold.fold(decoded, existing, missed, receipts, deadlines)
+        runs = await load.load_runs(conn, schema, fold.instance_channels(decoded))
+        batch = fold.fold(decoded, existing, missed, receipts, deadlines, runs)
         await write.write(conn, schema, batch, copy=False)
         after = events[-1].position
 
