@@ -14,7 +14,7 @@ headers a request has and how long each is (``service.server``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from eventstore.events import BASE64_SUFFIX, header_bytes, header_entry, text_or_none
 
@@ -62,8 +62,34 @@ def _stored_name(raw: bytes) -> str | None:
     return stored
 
 
-def kept_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> tuple[dict[str, str], str | None]:
-    """(headers to store, the Content-Type as text or None when its bytes are not text)."""
+def kept_headers(
+    raw_headers: Sequence[tuple[bytes, bytes]],
+) -> tuple[dict[str, str], str | None]:
+    """(headers to store, the Content-Type as text or None when its bytes are not text).
+
+    The common request (each name once, every value NUL-free UTF-8) is stored here in one
+    pass; anything else (a repeated field line, a value that is not text, a name no HTTP
+    parser passes) goes to ``_kept_headers``, the rule itself. Both give the same answer for
+    any input (a property test)."""
+    out: dict[str, str] = {}
+    names = _names
+    for raw_name, value in raw_headers:
+        name = names.get(raw_name, "")
+        if name == "":
+            name = _stored_name(raw_name)
+        if name is None:
+            continue
+        if name in out or b"\x00" in value or ";" in name:
+            return _kept_headers(raw_headers)
+        try:
+            out[name] = value.decode()
+        except UnicodeDecodeError:
+            return _kept_headers(raw_headers)
+    return out, out.get("content-type")
+
+
+def _kept_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> tuple[dict[str, str], str | None]:
+    """The rule for every request: losslessly, repeated lines combined, credentials dropped."""
     out: dict[str, str] = {}
     content_type: str | None = None
     for raw_name, value in raw_headers:

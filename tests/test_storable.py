@@ -403,3 +403,25 @@ def test_header_values_round_trip_whatever_their_bytes() -> None:
     assert header_bytes(headers, "x-twice") == b"1, \xfe"
     assert headers["x-weird;base64"] == base64.b64encode(b"caf\xe9").decode()
     assert all("\x00" not in v for v in headers.values())
+
+
+_header_names = st.sampled_from(
+    [b"Content-Type", b"content-type", b"User-Agent", b"X-Twice", b"x-twice", b"X-Api-Key",
+     b"Authorization", b"X-Hub-Signature-256", b"X", b"x-a.b_c"]
+)  # fmt: skip; no ";": HTTP forbids it in a name, and the stored "x;base64" key relies on it
+_header_values = st.one_of(
+    st.binary(max_size=12),
+    st.text(max_size=12).map(str.encode),
+    st.sampled_from([b"application/json", b"caf\xe9", b"a\x00b", b""]),
+)
+
+
+@given(st.lists(st.tuples(_header_names, _header_values), max_size=8))
+def test_the_one_pass_headers_are_the_rule_for_any_request(
+    raw: list[tuple[bytes, bytes]],
+) -> None:
+    """kept_headers' fast path (each name once, text values) answers as the rule does."""
+    from service.headers import _kept_headers, kept_headers
+
+    assert kept_headers(raw) == _kept_headers(raw)
+    assert list(kept_headers(raw)[0]) == list(_kept_headers(raw)[0])  # the same order
