@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import psutil
 
@@ -40,23 +39,25 @@ TARGETS = ("acklog", "acklog_2w", "bare", "naive")
 PROCESSES = (1, 2, 4)
 _prefix = itertools.count(10)
 
-#: Where the server CPU per webhook went before issue 11 (commit b2444b1, the same bench on
-#: this machine, 2026-12-01 17:11 UTC, asyncio, py-spy 200 Hz at 32 connections): shares of
-#: the profile times the measured 106 µs of server CPU per webhook (bare: 32 µs).
+#: Where the server CPU per webhook went before this round of issue 11 (commit 5460f41, the
+#: quiet-machine ``make bench`` of 2026-12-01 19:00 UTC, uvloop, py-spy 200 Hz at 32
+#: connections: BENCHMARKS.json then): shares of the profile times the measured 68 µs of
+#: server CPU per webhook (bare: 30 µs). The same loop as today's runs, so stages compare.
 BEFORE = {
-    "commit": "b2444b1",
-    "server_us_per_webhook": 106.0,
-    "bare_us_per_webhook": 32.0,
-    "loop": "asyncio",
+    "commit": "5460f41",
+    "server_us_per_webhook": 67.7,
+    "bare_us_per_webhook": 30.0,
+    "loop": "uvloop",
     "by_stage": {
-        "event loop and sockets": 0.669,
-        "ingest: aiohttp HTTP parsing and dispatch": 0.153,
-        "ingest: receive handler (auth, headers, event id)": 0.057,
-        "ingest: response writing": 0.047,
-        "asyncpg (protocol, encoding rows and arrays)": 0.025,
-        "ingest: metrics (prometheus_client)": 0.023,
-        "appender (group commit)": 0.021,
-        "decoders (projections/providers)": 0.005,
+        "ingest: response writing": 0.308,
+        "ingest: aiohttp HTTP parsing and dispatch": 0.216,
+        "event loop and sockets": 0.189,
+        "ingest: receive handler (auth, headers, event id)": 0.111,
+        "asyncpg (protocol, encoding rows and arrays)": 0.09,
+        "appender (group commit)": 0.036,
+        "other": 0.024,
+        "decoders (projections/providers)": 0.014,
+        "ingest: metrics (prometheus_client)": 0.012,
     },
 }
 
@@ -138,25 +139,26 @@ def baseline(kind: str, dsn: str, workdir: Path, processes: int = 1) -> Iterator
         yield group
 
 
-async def metric_sums(url: str, name: str) -> tuple[float, float] | None:
-    """(sum, count) of a histogram on /metrics, all label sets added up (None: not served)."""
+async def _last_position(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
     try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(url + "/metrics", timeout=aiohttp.ClientTimeout(total=5)) as resp,
-        ):
-            if resp.status != 200:
-                return None
-            text = await resp.text()
-    except (aiohttp.ClientError, TimeoutError):
-        return None
-    total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith(name + "_count"):
-            count += float(line.rsplit(" ", 1)[1])
-    return total, count
+        return int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+    finally:
+        await conn.close()
+
+
+async def _commits_since(dsn: str, position: int) -> int:
+    """Transactions that appended after ``position``: each batch is one transaction, so its
+    rows share one ``xmin`` (exact, unlike pg_stat_database's counters, which lag)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(DISTINCT xmin::text) FROM events WHERE position > $1", position
+            )
+        )
+    finally:
+        await conn.close()
 
 
 class Meter:
@@ -217,9 +219,7 @@ async def one_run(
     rate: float | None = None,
 ) -> dict[str, Any]:
     before = await _count(dsn, table) if table else 0
-    batches = (
-        await metric_sums(server.url, "acklog_append_batch_size") if table == "events" else None
-    )
+    last = await _last_position(dsn) if table == "events" else None
     meter = Meter(server, dsn, dbname)
     await meter.start()
     if rate is None:
@@ -238,6 +238,8 @@ async def one_run(
     }
     result["server_us_per_200"] = cpu["server_s"] / ok * 1e6
     result["postgres_us_per_200"] = cpu["postgres_s"] / ok * 1e6
+    if "client_cpu_s" in result:
+        result["client_us_per_200"] = result["client_cpu_s"] / ok * 1e6
     if table:
         # requests in flight at the cut-off commit meanwhile: wait until the count is stable
         stored = await _count(dsn, table) - before
@@ -251,11 +253,12 @@ async def one_run(
         result["stored_minus_ok"] = stored - result["ok"]
         # every 200 is a row; the extra rows are at most the requests in flight at the end
         result["every_200_stored"] = 0 <= stored - result["ok"] <= connections
-    if batches is not None:
-        after = await metric_sums(server.url, "acklog_append_batch_size")
-        if after is not None:
-            n = after[1] - batches[1]
-            result["mean_batch"] = (after[0] - batches[0]) / n if n else 0.0
+    if last is not None:
+        commits = await _commits_since(dsn, last)
+        result["commits"] = commits
+        result["mean_batch"] = result["rows_stored"] / commits if commits else 0.0
+        # one batch after another: the wall time of a commit cycle, form + write + COMMIT
+        result["cycle_ms"] = result["duration"] * 1000 / commits if commits else None
     return result
 
 
@@ -439,6 +442,7 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, 
                 "postgres_cpu": median_of(runs, "cpu_cores.postgres"),
                 "server_cpu_us_per_request": median_of(runs, "server_us_per_200"),
                 "postgres_us_per_request": median_of(runs, "postgres_us_per_200"),
+                "client_us_per_request": median_of(runs, "client_us_per_200"),
             }
         for target in ("acklog", "acklog_2w"):
             row[target]["every_200_stored"] = all(r["every_200_stored"] for r in results[target][c])
@@ -448,6 +452,8 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, 
         row["acklog"]["every_200_stored"] = all(r["every_200_stored"] for r in ack)
         batches = [r["mean_batch"] for r in ack if "mean_batch" in r]
         row["acklog"]["mean_batch"] = median(batches) if batches else None
+        cycles = [r["cycle_ms"] for r in ack if r.get("cycle_ms")]
+        row["acklog"]["cycle_ms"] = median(cycles) if cycles else None
         row["ratio_vs_bare"] = paired_ratios(ack, results["bare"][c], "ok_rps")
         row["ratio_vs_naive"] = paired_ratios(ack, results["naive"][c], "ok_rps")
         row["cpu_ratio_vs_bare"] = paired_ratios(ack, results["bare"][c], "server_us_per_200")

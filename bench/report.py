@@ -263,6 +263,7 @@ def _ingest(r: dict[str, Any]) -> list[str]:
                     f"{t['server_cpu']:.2f} + {t['postgres_cpu']:.2f}",
                     _n(t["server_cpu_us_per_request"]),
                     _n(t.get("postgres_us_per_request", 0.0)),
+                    _n(t["client_us_per_request"]) if "client_us_per_request" in t else "-",
                 ]
             )
     out += _table(
@@ -278,6 +279,7 @@ def _ingest(r: dict[str, Any]) -> list[str]:
             "CPU server + PG",
             "server µs/webhook",
             "PG µs/webhook",
+            "client µs/webhook",
         ],
         rows,
     )
@@ -294,6 +296,7 @@ def _ingest(r: dict[str, Any]) -> list[str]:
                 ", ".join(f"{x:.2f}" for x in row["ratio_vs_naive"]["each"]),
                 f"{cpu['median']:.2f}x" if cpu else "-",
                 f"{a['mean_batch']:.1f}" if a.get("mean_batch") is not None else "-",
+                _ms(a["cycle_ms"]) if a.get("cycle_ms") else "-",
                 f"{_n(a['ok_total'])} / {_n(a['rows_stored'])}"
                 + (" ✓" if a["every_200_stored"] else " ✗"),
             ]
@@ -307,10 +310,12 @@ def _ingest(r: dict[str, Any]) -> list[str]:
             "per round",
             "server µs ÷ (a)'s",
             "events per commit",
+            "ms per commit cycle",
             "200s seen / rows stored",
         ],
         rows,
     )
+    out += _ceiling(ing, r["machine"]["cores"])
     two = [
         f"{c} conn.: {row['two_vs_one_in_flight']['median']:.2f}x ("
         + ", ".join(f"{x:.2f}" for x in row["two_vs_one_in_flight"]["each"])
@@ -399,6 +404,40 @@ def _ingest(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _ceiling(ing: dict[str, Any], cores: int) -> list[str]:
+    """What the cores allow: every webhook costs server + PostgreSQL + load-client CPU, all on
+    this machine's cores; the bare handler's cost has no PostgreSQL part."""
+    out = []
+    for c, row in ing["by_connections"].items():
+        a, b = row["acklog"], row["bare"]
+        if "client_us_per_request" not in a or "client_us_per_request" not in b:
+            continue
+        ack = a["server_cpu_us_per_request"] + a["postgres_us_per_request"]
+        ack_all = ack + a["client_us_per_request"]
+        bare_all = b["server_cpu_us_per_request"] + b["client_us_per_request"]
+        ceiling = cores * 1e6 / ack_all
+        budget = cores * 1e6 / (0.75 * b["ok_rps"]) - a["client_us_per_request"]
+        out.append(
+            f"- {c} conn.: an acklog webhook cost {a['server_cpu_us_per_request']:.0f} µs server +"
+            f" {a['postgres_us_per_request']:.0f} µs PostgreSQL + {a['client_us_per_request']:.0f}"
+            f" µs load client = {ack_all:.0f} µs of CPU, so {cores} cores take at most"
+            f" {_n(ceiling)} webhooks/s = {ceiling / b['ok_rps']:.2f}x bare's measured"
+            f" {_n(b['ok_rps'])}/s (bare: {bare_all:.0f} µs with its client, one process); it took"
+            f" {_n(a['ok_rps'])}/s, {a['ok_rps'] / ceiling:.0%} of that ceiling. 0.75x bare"
+            f" needs server + PostgreSQL ≤ {budget:.0f} µs per webhook (now {ack:.0f}), with the"
+            f" bare handler alone at {b['server_cpu_us_per_request']:.0f}."
+        )
+    if not out:
+        return []
+    return [
+        f"**What {cores} cores allow** (measured CPU per webhook of this run, medians; the load"
+        " client runs on the same cores):",
+        "",
+        *out,
+        "",
+    ]
+
+
 def _where_us(ing: dict[str, Any]) -> list[str]:
     """Server µs per webhook by stage: the profile's shares times the measured CPU."""
     before, after = ing.get("before"), ing.get("profile_acklog_32")
@@ -417,13 +456,18 @@ def _where_us(ing: dict[str, Any]) -> list[str]:
             f"**{after['server_us_per_webhook']:.0f}**",
         ]
     )
+    loops = (
+        " Both on the same loop, so the stages compare."
+        if before["loop"] == ing["loop"]
+        else " The loops differ: compare the totals, not stage by stage across loops."
+    )
     return [
         f"**Where the server's µs per webhook go** (py-spy shares times measured CPU, 32"
         f" connections). Before: commit {before['commit']} on {before['loop']} (the same bench"
         f" on this machine, recorded in `bench/ingest.py`); after: this run, on {ing['loop']}."
         " py-spy sees no frames inside uvloop, so on uvloop a socket write is counted under the"
         " Python frame that made it (asyncpg sending a batch, aiohttp writing an answer), not"
-        " under the event loop: compare the totals, not stage by stage across loops.",
+        " under the event loop." + loops,
         "",
         *_table(["stage", "before µs", "after µs"], rows),
     ]

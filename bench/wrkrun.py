@@ -8,6 +8,7 @@ data file written from ``bench.mix``, so both clients send the same bytes.
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -106,6 +107,7 @@ def _wrk(
         str(WRK_DIR / script),
         url,
     ]
+    before = _children_cpu()
     proc = subprocess.run(
         argv,
         capture_output=True,
@@ -115,10 +117,20 @@ def _wrk(
     )
     if proc.returncode != 0 or "BENCH requests" not in proc.stdout:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return _parse(proc.stdout, connections)
+    result = _parse(proc.stdout, connections)
+    result["client_cpu_s"] = _children_cpu() - before
+    return result
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's waited-for children: the load client's, one run at a
+    time (the servers are children too, but are only waited for when they stop)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _loadgen(argv: list[str], timeout: float) -> dict[str, Any]:
+    before = _children_cpu()
     proc = subprocess.run(
         [procs.PYTHON, "-m", "bench.loadgen", *argv],
         capture_output=True,
@@ -130,6 +142,7 @@ def _loadgen(argv: list[str], timeout: float) -> dict[str, Any]:
         raise RuntimeError(f"bench.loadgen failed ({proc.returncode}): {proc.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     result["client"] = "bench.loadgen"
+    result["client_cpu_s"] = _children_cpu() - before
     return result
 
 
