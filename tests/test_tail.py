@@ -132,7 +132,8 @@ async def test_tail_follows_a_simulation_line_by_line(client: AppClient, dsn: st
     text = "\n".join(line.decoded for line in lines)
     for m in result.messages:
         assert m.key in text
-    assert "instance → disconnected" in text and "instance → connected" in text
+    # WAHA reports a lost session as FAILED (needs a restart), the simulator's "disconnect"
+    assert "instance → failed" in text and "instance → connected" in text
     assert "QUARANTINE" not in text and "ignored" not in text
 
 
