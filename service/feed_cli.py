@@ -14,6 +14,7 @@ from eventstore.pool import connect
 from projections.feed import events as fe
 from projections.feed import store
 from projections.feed import subscriptions as subs
+from projections.feed.outbox import rewind
 from service import outbound
 from service.config import from_env
 from service.database import database_url, wait_and_migrate
@@ -103,6 +104,13 @@ async def _run(args: argparse.Namespace, conn: Any) -> int:
             until=args.until,
         )
         print(f"{n} dead letter(s) queued for delivery again")
+    elif a == "rebuild-feed":
+        await rewind(conn)
+        print(
+            "the feed's state and checkpoint are reset: the outbox projector derives the log"
+            " again from its start (events already in the feed keep their seq and id; new ones,"
+            " after a decoder fix, are appended and delivered)"
+        )
     elif a == "redeliver":
         if args.from_position is not None:
             cursor = await store.first_seq_from_position(conn, args.from_position)
@@ -173,6 +181,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     rp.add_argument("--to-seq", type=int)
     rp.add_argument("--since", type=_when, help="dead since (ISO date-time, UTC if no zone)")
     rp.add_argument("--until", type=_when)
+    sp.add_parser(
+        "rebuild-feed", help="derive the whole feed again from the log (after a decoder fix)"
+    )
     rd = sp.add_parser("redeliver", help="deliver the feed again from a log position or seq")
     rd.add_argument("name")
     g = rd.add_mutually_exclusive_group(required=True)

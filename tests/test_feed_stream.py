@@ -152,3 +152,47 @@ async def test_the_console_shows_each_subscription_and_its_deliveries(
     assert "crm" in page and "http://127.0.0.1:9/hook" in page and "shop" in page
     assert "answered 500" in page, page[page.find("<main") :]
     assert "2 event(s)" in page  # its state change and its anomaly (ack_for_unseen)
+
+
+async def test_a_slow_consumer_is_dropped_not_buffered(
+    dsn: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that stops reading: once the socket's buffers are full a write waits, and
+    after ACKLOG_STREAM_SEND_TIMEOUT the server drops the client instead of queueing."""
+    import socket
+
+    monkeypatch.setenv("ACKLOG_STREAM_SEND_TIMEOUT", "0.5")
+    big = "x" * 100_000
+    await conn.executemany(  # 20 MB of feed: far more than any socket buffer holds
+        "INSERT INTO feed.events (seq, id, type, channel, position, body)"
+        " VALUES ($1, gen_random_uuid(), 'message.state_changed', 'meta', $1, $2)",
+        [(i, f'{{"pad":"{big}"}}'.encode()) for i in range(1, 201)],
+    )
+    server = TestServer(make_app(settings(api_key=KEY), dsn), host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", server.port))
+        request = (
+            f"GET /v1/stream?after=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n"
+        )
+        await loop.sock_sendall(sock, request.encode())
+        await asyncio.sleep(3.0)  # the slow consumer: reads nothing for six send timeouts
+        received, reset = 0, False
+        async with asyncio.timeout(20):
+            try:
+                while chunk := await loop.sock_recv(sock, 1 << 16):
+                    received += len(chunk)
+            except ConnectionResetError:
+                reset = True  # aborted by the server (what was still queued is discarded)
+        sock.close()
+        assert reset or 0 < received < 10_000_000  # dropped, long before the 20 MB
+        # the server still serves everyone else
+        async with aiohttp.ClientSession(headers=AUTH) as http:
+            async with http.get(str(server.make_url("/v1/feed/subscriptions"))) as resp:
+                assert resp.status == 200
+    finally:
+        await server.close()
