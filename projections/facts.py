@@ -44,6 +44,22 @@ InstanceStatus = Literal[
 ]
 INSTANCE_STATUSES: tuple[InstanceStatus, ...] = InstanceStatus.__args__  # type: ignore[attr-defined]
 
+#: Who wrote an incoming message: a customer, or WhatsApp / the provider ("system": notices
+#: such as a changed number or an encryption notice, Meta's ``request_welcome`` when a user
+#: opens the chat for the first time). Outgoing messages have no origin.
+Origin = Literal["customer", "system"]
+ORIGINS: tuple[Origin, ...] = ("customer", "system")
+#: message kinds no customer wrote (decoders map each provider's notices onto these)
+SYSTEM_KINDS = frozenset({"system", "request_welcome"})
+
+
+def origin_of(direction: str, kind: str | None) -> Origin | None:
+    """The rule, written once: an incoming message of a system kind is ``system``."""
+    if direction != "incoming":
+        return None
+    return "system" if kind in SYSTEM_KINDS else "customer"
+
+
 #: Rank of every message state; the state is the max rank reported (invariant 5).
 RANK: dict[str, int] = {
     "sending": 0,
@@ -100,6 +116,11 @@ class MessageObserved(msgspec.Struct, frozen=True, kw_only=True, tag="message"):
     provider_time: float | None = None
     #: True when ``key`` was derived from the payload because the provider sends no id.
     derived_key: bool = False
+
+    @property
+    def origin(self) -> Origin | None:
+        """``system`` for notices no customer wrote, ``customer`` else; None when outgoing."""
+        return origin_of(self.direction, self.kind)
 
 
 class StatusReported(msgspec.Struct, frozen=True, kw_only=True, tag="status"):

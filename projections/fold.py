@@ -92,6 +92,8 @@ class Batch(msgspec.Struct, kw_only=True):
     created: set[Key] = msgspec.field(default_factory=set)
     #: per channel touched: its latest outgoing message and ack in this batch
     activity: list[ActivityRow] = []
+    #: (provider, channel, origin) for each message first seen incoming in this batch
+    incoming: list[tuple[str, str, str]] = []
 
 
 def decode_event(event: StoredEvent) -> Decoded:
@@ -366,6 +368,7 @@ def fold(
     newly_missed: list[tuple[str, str]] = []
     anomaly_deltas: list[tuple[str, str, int]] = []
     new_failures: list[tuple[str, str, str]] = []
+    incoming: list[tuple[str, str, str]] = []
     for rk, receipt in f.receipts.items():
         f.messages[rk[:2]].count_receipt(f.receipts_before[rk], receipt.state)
     for k, state in f.messages.items():
@@ -382,6 +385,9 @@ def fold(
             newly_missed.append((state.channel, "delivered"))
         old = existing.get(k)
         new_failures.extend(_new_failures(state, old))
+        origin = state.origin
+        if origin is not None and (old is None or old.origin is None):
+            incoming.append((state.provider, state.channel, origin))
         sending = state.milestones.get("sending")
         if sending is None:
             continue
@@ -407,6 +413,7 @@ def fold(
         new_failures=new_failures,
         created={k for k in f.messages if k not in existing},
         activity=[ActivityRow(c, out, ack) for c, (out, ack) in f.activity.items()],
+        incoming=incoming,
     )
 
 

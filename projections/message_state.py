@@ -13,7 +13,7 @@ from typing import Literal, get_args
 
 import msgspec
 
-from projections.facts import RANK
+from projections.facts import RANK, Origin, origin_of
 from projections.failures import FailureClass
 
 INCOMING_STATES = {"received": 0, "deleted": 50}
@@ -141,6 +141,11 @@ class MessageState(msgspec.Struct, kw_only=True):
     def rank(self) -> int:
         ranks = INCOMING_STATES if self.direction == "incoming" else RANK
         return ranks[self.state]
+
+    @property
+    def origin(self) -> Origin | None:
+        """Incoming: ``customer`` or ``system`` (``facts.origin_of``); outgoing: None."""
+        return origin_of(self.direction, self.kind)
 
     @property
     def failure_class(self) -> FailureClass | None:

@@ -139,6 +139,7 @@ async def list_messages(request: web.Request) -> web.Response:
         overdue=params.boolean(query, "overdue"),
         anomaly=params.choice(query, "anomaly", params.ANOMALIES),
         failure_class=params.choice(query, "failure_class", params.FAILURE_CLASS_VALUES),
+        origin=params.choice(query, "origin", params.ORIGINS),
         since=params.timestamp(query, "since"),
         until=params.timestamp(query, "until"),
         after=params.decode_cursor(query),

@@ -13,7 +13,7 @@ from typing import Literal
 
 import msgspec
 
-from projections.facts import Fact, InstanceStatus
+from projections.facts import Fact, InstanceStatus, Origin
 from projections.failures import FailureClass
 from projections.message_state import Anomaly
 from projections.readmodel.deadlines import Stage
@@ -154,6 +154,8 @@ class MessageSummary(msgspec.Struct, frozen=True, kw_only=True):
     failure_class: FailureClass | None
     #: group receipts counted (null: no participant has reported a receipt)
     receipt_counts: ReceiptCounts | None
+    #: incoming: ``customer`` or ``system`` (a notice no customer wrote); outgoing: null
+    origin: Origin | None
     link: str
 
 
@@ -253,6 +255,8 @@ class MessageDetail(msgspec.Struct, frozen=True, kw_only=True):
     #: group receipts counted (null: no participant has reported a receipt); ``receipts``
     #: lists them per participant
     receipt_counts: ReceiptCounts | None
+    #: incoming: ``customer`` or ``system`` (a notice no customer wrote); outgoing: null
+    origin: Origin | None
     content: Content
     missed_acks: MissedAcksOut
     #: what the acks say that no provider says directly (README: Anomalies)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from projections import facts
 from projections.facts import RANK
 from projections.failures import FAILURE_CLASSES
 from projections.message_state import ANOMALIES as ANOMALIES
@@ -28,6 +29,8 @@ MAX_BIGINT = 2**63 - 1
 
 STATES: tuple[str, ...] = tuple(sorted({*RANK, *INCOMING_STATES}))
 DIRECTIONS: tuple[str, ...] = ("incoming", "outgoing")
+#: ``?origin=``: who wrote an incoming message
+ORIGINS: tuple[str, ...] = facts.ORIGINS
 #: ``?failure_class=``: the bounded failure vocabulary of ``projections.failures``
 FAILURE_CLASS_VALUES: tuple[str, ...] = FAILURE_CLASSES
 _TRUE = ("true", "1")

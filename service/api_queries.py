@@ -227,6 +227,7 @@ async def messages(conn: Conn, f: MessageFilter) -> tuple[list[MessageSummary], 
             anomalies=anomalies(r.anomalies),
             failure_class=r.failure_class,
             receipt_counts=receipt_counts(r),
+            origin=r.origin,
             link=message_link(r.channel, r.key),
         )
         for r in rows
@@ -275,6 +276,7 @@ async def message(
         ],
         failure_class=row.failure_class,
         receipt_counts=receipt_counts(row),
+        origin=row.origin,
         content=Content(
             chat=row.chat,
             sender=row.sender,

@@ -20,6 +20,7 @@ from prometheus_client import (
 from prometheus_client.registry import Collector
 
 from projections.facts import DECODE_KINDS as QUARANTINE_REASONS
+from projections.facts import ORIGINS
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the exposition for no dashboard use
 
@@ -131,6 +132,13 @@ transitions = Counter(
     ["provider", "channel", "state"],
     registry=REGISTRY,
 )
+incoming = Counter(
+    "acklog_incoming_messages",
+    "Incoming messages first seen by the projector, by origin: customer (a customer wrote"
+    " it) or system (a notice no customer wrote: Meta request_welcome, changed number…).",
+    ["provider", "channel", "origin"],
+    registry=REGISTRY,
+)
 ack_latency = Histogram(
     "acklog_ack_latency_seconds",
     "Time from a message's first sighting to its first sent/delivered/read ack (our clock).",
@@ -158,6 +166,8 @@ def export_channel(provider: str, channel: str) -> None:
         events_projected.labels(provider, result)
     for reason in QUARANTINE_REASONS:
         quarantined.labels(provider, reason)
+    for origin in ORIGINS:
+        incoming.labels(provider, channel, origin)
 
 
 connections_closed = Counter(

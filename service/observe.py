@@ -19,5 +19,7 @@ def observe_batch(batch: Batch) -> None:
             metrics.quarantined.labels(provider, outcome).inc(n)
     for (provider, channel, state), n in collections.Counter(batch.transitions).items():
         metrics.transitions.labels(provider, channel, state).inc(n)
+    for (provider, channel, origin), n in collections.Counter(batch.incoming).items():
+        metrics.incoming.labels(provider, channel, origin).inc(n)
     for provider, channel, stage, seconds in batch.ack_latencies:
         metrics.ack_latency.labels(provider, channel, stage).observe(seconds)

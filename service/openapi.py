@@ -134,6 +134,13 @@ OPERATIONS: tuple[Operation, ...] = (
                 "messages whose first failure has this class (see the README's failure tables)",
             ),
             Param(
+                "origin",
+                "query",
+                {"type": "string", "enum": list(params.ORIGINS)},
+                "incoming messages a customer wrote, or system notices no customer wrote"
+                " (Meta request_welcome, changed number, encryption notices…)",
+            ),
+            Param(
                 "since",
                 "query",
                 {"type": "string", "format": "date-time"},

@@ -123,3 +123,34 @@ def own_server() -> Iterator[Any]:
     finally:
         server.cleanup()
         shutil.rmtree(datadir, ignore_errors=True)
+
+
+#: the API key of :func:`api_client`'s app
+API_KEY = "test-key-0123456789"
+API_AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture
+async def api_client(aiohttp_client: Any, dsn: str) -> Any:
+    """The real app (no projector of its own) on a real socket, with :data:`API_KEY`."""
+    from service.app import make_app
+    from tests.apps import settings
+
+    return await aiohttp_client(make_app(settings(api_key=API_KEY), dsn))
+
+
+@pytest.fixture
+async def project(dsn: str) -> AsyncIterator[Any]:
+    """``await project()`` folds the log so far, as the live projector does (metrics too)."""
+    from eventstore.pool import connect
+    from projections.runner import Projector
+    from service.observe import observe_batch
+
+    conn = await connect(dsn)
+    projector = Projector(dsn, on_batch=observe_batch)
+
+    async def run() -> int:
+        return await projector.catch_up(conn)
+
+    yield run
+    await conn.close()

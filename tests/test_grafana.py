@@ -54,6 +54,7 @@ EXPOSED_METRICS = frozenset(
         "acklog_missed_acks_total",
         "acklog_message_failures_total",
         "acklog_message_anomalies",
+        "acklog_incoming_messages_total",
         "acklog_instance_connected",
         "acklog_instance_status",
         "acklog_database_up",

@@ -82,7 +82,7 @@ KIND: dict[str, str] = {
     "reaction": "reaction",
     "voice": "voice",  # On-Premises API
     "system": "system",
-    "request_welcome": "system",
+    "request_welcome": "request_welcome",  # a user opened the chat: no one wrote it
 }
 
 #: The ``object`` every WhatsApp Business Account webhook carries.

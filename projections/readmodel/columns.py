@@ -111,6 +111,8 @@ MESSAGES = Table(
         _c("delivered_to", "integer"),
         _c("read_by", "integer"),
         _c("played_by", "integer"),
+        # incoming messages: customer or system (sql/062)
+        _c("origin", "text", null=True, derived=True),
         # anomalies (sql/065_anomalies.sql): the acks' first/last positions per status, and
         # what MessageState.anomalies derives from the row
         _c("acks", "jsonb"),

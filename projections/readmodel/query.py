@@ -15,7 +15,7 @@ from typing import TypeAlias
 import asyncpg
 import msgspec
 
-from projections.facts import InstanceStatus
+from projections.facts import InstanceStatus, Origin
 from projections.failures import FailureClass
 from projections.message_state import Failure, Milestone
 from projections.readmodel import LIVE, codecs
@@ -137,6 +137,8 @@ class MessageFilter(msgspec.Struct, frozen=True, kw_only=True):
     anomaly: str | None = None
     #: messages whose first failure has this class (``projections.failures``)
     failure_class: str | None = None
+    #: incoming messages by who wrote them: ``customer`` or ``system``
+    origin: str | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     after: tuple[int, str] | None = None
@@ -182,6 +184,8 @@ class MessageSummaryRecord(msgspec.Struct, frozen=True, kw_only=True):
     anomalies: list[str]
     #: the class of the message's first failure (None: no failure on record)
     failure_class: FailureClass | None
+    #: incoming: customer or system; outgoing: None
+    origin: Origin | None
     #: group receipts: participants with one, and how many have each
     participants: int
     delivered_to: int
@@ -218,6 +222,8 @@ def list_messages_sql(f: MessageFilter) -> tuple[str, list[object]]:
         where.append(f"direction = {arg(f.direction)}")
     if f.failure_class is not None:
         where.append(f"failure_class = {arg(f.failure_class)}")
+    if f.origin is not None:
+        where.append(f"origin = {arg(f.origin)}")
     if f.overdue is not None:
         due = overdue_sql(arg(f.now))
         where.append(due if f.overdue else f"NOT coalesce({due}, false)")
@@ -309,6 +315,7 @@ class MessageRecord(msgspec.Struct, frozen=True, kw_only=True):
     delivered_to: int
     read_by: int
     played_by: int
+    origin: Origin | None
     chat: str | None
     sender: str | None
     kind: str | None
