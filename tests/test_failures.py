@@ -7,7 +7,7 @@ PostgreSQL; the API, the ``?failure_class=`` filter and the metric read what the
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -21,15 +21,11 @@ from eventstore.pool import connect
 from projections import failures
 from projections.failures import FAILURE_CLASSES, TABLES, classify
 from projections.providers import PROVIDERS
-from projections.runner import Projector, utcnow
+from projections.runner import utcnow
 from service import snapshot
-from service.app import make_app
-from tests.apps import add_channel, settings
+from tests.apps import add_channel
+from tests.conftest import API_AUTH
 from tests.samples import sample
-
-Client = Callable[..., Awaitable[TestClient]]
-KEY = "test-key-0123456789"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @given(
@@ -103,78 +99,61 @@ def test_the_tables(
 # -- end to end ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def client(aiohttp_client: Client, dsn: str) -> TestClient:
-    return await aiohttp_client(make_app(settings(api_key=KEY), dsn))
-
-
-@pytest.fixture
-async def fold(dsn: str) -> AsyncIterator[Callable[[], Awaitable[int]]]:
-    conn = await connect(dsn)
-    p = Projector(dsn)
-
-    async def run() -> int:
-        return await p.catch_up(conn)
-
-    yield run
-    await conn.close()
-
-
 async def _post(
-    client: TestClient, channel: str, token: str, provider: str, name: str, sid: bytes = b""
+    api_client: TestClient, channel: str, token: str, provider: str, name: str, sid: bytes = b""
 ) -> None:
     body, ctype = sample(provider, name)
     if sid:  # another message: the two Twilio samples share their MessageSid
         body = body.replace(b"SMe287d7109a5a925f182f0e07fe5b223b", sid)
-    resp = await client.post(
+    resp = await api_client.post(
         f"/hooks/{channel}?token={token}", data=body, headers={"Content-Type": ctype}
     )
     assert resp.status == 200, await resp.text()
 
 
-async def _get(client: TestClient, path: str, status: int = 200, **query: str) -> Any:
-    resp = await client.get(path, params=query, headers=AUTH)
+async def _get(api_client: TestClient, path: str, status: int = 200, **query: str) -> Any:
+    resp = await api_client.get(path, params=query, headers=API_AUTH)
     assert resp.status == status, await resp.text()
     assert resp.content_type == "application/json"
     return await resp.json()
 
 
 async def test_the_class_in_answers_filter_and_metric(
-    client: TestClient, dsn: str, pool: asyncpg.Pool, fold: Callable[[], Awaitable[int]]
+    api_client: TestClient, dsn: str, pool: asyncpg.Pool, project: Callable[[], Awaitable[int]]
 ) -> None:
     token = await add_channel(dsn, "tw", "twilio")
     for _ in range(2):  # a retry counts once
-        await _post(client, "tw", token, "twilio", "status_failed_63018_rate_limit.json")
-        await _post(client, "tw", token, "twilio", "status_failed_21610_stop.json", b"SMother")
+        await _post(api_client, "tw", token, "twilio", "status_failed_63018_rate_limit.json")
+        await _post(api_client, "tw", token, "twilio", "status_failed_21610_stop.json", b"SMother")
     meta = await add_channel(dsn, "m", "meta")
-    await _post(client, "m", meta, "meta", "status_failed_130472.json")
-    await fold()
+    await _post(api_client, "m", meta, "meta", "status_failed_130472.json")
+    await project()
 
-    page = await _get(client, "/v1/channels/tw/messages")
+    page = await _get(api_client, "/v1/channels/tw/messages")
     by_class = {m["failure_class"] for m in page["items"]}
     assert by_class == {"rate_limited", "opted_out"}
-    limited = await _get(client, "/v1/channels/tw/messages", failure_class="rate_limited")
+    limited = await _get(api_client, "/v1/channels/tw/messages", failure_class="rate_limited")
     assert [m["failure_class"] for m in limited["items"]] == ["rate_limited"]
-    none = await _get(client, "/v1/channels/tw/messages", failure_class="experiment")
+    none = await _get(api_client, "/v1/channels/tw/messages", failure_class="experiment")
     assert none["items"] == []
 
-    detail = await _get(client, limited["items"][0]["link"])
+    detail = await _get(api_client, limited["items"][0]["link"])
     assert detail["failure_class"] == "rate_limited"
     assert [(f["code"], f["failure_class"]) for f in detail["failures"]] == [
         ("63018", "rate_limited")
     ]
 
-    bad = await _get(client, "/v1/channels/tw/messages", 400, failure_class="spam")
+    bad = await _get(api_client, "/v1/channels/tw/messages", 400, failure_class="spam")
     assert bad["parameter"] == "failure_class"
     assert all(c in bad["detail"] for c in FAILURE_CLASSES)
 
-    doc = await (await client.get("/openapi.json")).json()
+    doc = await (await api_client.get("/openapi.json")).json()
     params = doc["paths"]["/v1/channels/{channel}/messages"]["get"]["parameters"]
     (param,) = [p for p in params if p["name"] == "failure_class"]
     assert param["schema"]["enum"] == list(FAILURE_CLASSES)
 
     snapshot.publish(await snapshot.take(pool, utcnow()))
-    text = await (await client.get("/metrics")).text()
+    text = await (await api_client.get("/metrics")).text()
     found = {
         (s.labels["channel"], s.labels["provider"], s.labels["class"]): s.value
         for f in text_string_to_metric_families(text)
@@ -204,17 +183,17 @@ async def test_the_failure_class_filter_reads_its_index(dsn: str) -> None:
 
 
 async def test_a_message_with_two_failures_has_the_class_of_the_first(
-    client: TestClient, dsn: str, fold: Callable[[], Awaitable[int]]
+    api_client: TestClient, dsn: str, project: Callable[[], Awaitable[int]]
 ) -> None:
     token = await add_channel(dsn, "tw", "twilio")
-    await _post(client, "tw", token, "twilio", "status_failed_63018_rate_limit.json")
-    await _post(client, "tw", token, "twilio", "status_failed_21610_stop.json")
-    await fold()
-    (item,) = (await _get(client, "/v1/channels/tw/messages"))["items"]
+    await _post(api_client, "tw", token, "twilio", "status_failed_63018_rate_limit.json")
+    await _post(api_client, "tw", token, "twilio", "status_failed_21610_stop.json")
+    await project()
+    (item,) = (await _get(api_client, "/v1/channels/tw/messages"))["items"]
     assert item["failure_class"] == "rate_limited"
-    detail = await _get(client, item["link"])
+    detail = await _get(api_client, item["link"])
     assert [f["failure_class"] for f in detail["failures"]] == ["rate_limited", "opted_out"]
-    assert (await _get(client, "/v1/channels/tw/messages", failure_class="opted_out"))[
+    assert (await _get(api_client, "/v1/channels/tw/messages", failure_class="opted_out"))[
         "items"
     ] == []
 

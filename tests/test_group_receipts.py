@@ -6,25 +6,21 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventstore.events import StoredEvent
-from eventstore.pool import connect
 from projections import fold
 from projections.facts import RANK
 from projections.message_state import MessageState
 from projections.readmodel.load import Key, ReceiptKey
-from projections.runner import Projector
-from service.app import make_app
 from tests.apps import add_channel
-from tests.apps import settings as app_settings
+from tests.conftest import API_AUTH, API_KEY
 from tests.console_helpers import sign_in
 from tests.payloads import meta_status
 
@@ -99,36 +95,15 @@ def test_counts_are_distinct_participants_in_any_order_and_batching(
 
 # -- the API -------------------------------------------------------------------------------
 
-Client = Callable[..., Awaitable[TestClient]]
-KEY = "test-key-0123456789"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 
-
-@pytest.fixture
-async def client(aiohttp_client: Client, dsn: str) -> TestClient:
-    return await aiohttp_client(make_app(app_settings(api_key=KEY), dsn))
-
-
-@pytest.fixture
-async def run_fold(dsn: str) -> AsyncIterator[Callable[[], Awaitable[int]]]:
-    conn = await connect(dsn)
-    p = Projector(dsn)
-
-    async def run() -> int:
-        return await p.catch_up(conn)
-
-    yield run
-    await conn.close()
-
-
-async def _get(client: TestClient, path: str) -> Any:
-    resp = await client.get(path, headers=AUTH)
+async def _get(api_client: TestClient, path: str) -> Any:
+    resp = await api_client.get(path, headers=API_AUTH)
     assert resp.status == 200, await resp.text()
     return await resp.json()
 
 
 async def test_list_and_detail_count_receipts(
-    client: TestClient, dsn: str, run_fold: Callable[[], Awaitable[int]]
+    api_client: TestClient, dsn: str, project: Callable[[], Awaitable[int]]
 ) -> None:
     token = await add_channel(dsn, "g", "meta")
     for status, participant in [
@@ -139,32 +114,32 @@ async def test_list_and_detail_count_receipts(
         ("delivered", "p3"),
         ("played", "p3"),
     ]:
-        resp = await client.post(
+        resp = await api_client.post(
             f"/hooks/g?token={token}",
             data=meta_status("wamid.group", status, participant=participant),
             headers={"Content-Type": "application/json"},
         )
         assert resp.status == 200
-    resp = await client.post(
+    resp = await api_client.post(
         f"/hooks/g?token={token}",
         data=meta_status("wamid.alone", "read"),
         headers={"Content-Type": "application/json"},
     )
     assert resp.status == 200
-    await run_fold()
-    page = await _get(client, "/v1/channels/g/messages")
+    await project()
+    page = await _get(api_client, "/v1/channels/g/messages")
     by_id = {m["message_id"]: m for m in page["items"]}
     counts = {"participants": 3, "delivered_to": 3, "read_by": 2, "played_by": 1}
     assert by_id["wamid.group"]["receipt_counts"] == counts
     assert by_id["wamid.group"]["state"] == "played"  # the furthest any participant got
     assert by_id["wamid.alone"]["receipt_counts"] is None
-    detail = await _get(client, by_id["wamid.group"]["link"])
+    detail = await _get(api_client, by_id["wamid.group"]["link"])
     assert detail["receipt_counts"] == counts
     assert [r["participant"] for r in detail["receipts"]] == ["p1", "p2", "p3"]
     # the console says the same, on the message page and in the list
-    base = f"http://{client.server.host}:{client.server.port}"
+    base = f"http://{api_client.server.host}:{api_client.server.port}"
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
-        await sign_in(browser, base, KEY)
+        await sign_in(browser, base, API_KEY)
         async with browser.get(f"{base}/ui/channels/g/messages/wamid.group") as page:
             text = await page.text()
         assert "delivered to 3, read by 2, played by 1" in text, text

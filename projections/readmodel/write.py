@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
@@ -12,13 +12,17 @@ import msgspec
 
 from projections.readmodel import codecs, schema_name
 from projections.readmodel.columns import (
+    ANOMALY_COUNTS,
     CHANNEL_ACTIVITY,
+    FAILURE_COUNTS,
     INSTANCE_HISTORY,
     INSTANCE_STATUS,
     MESSAGES,
+    MISSED_COUNTS,
     QUARANTINE,
     RECEIPTS,
     TIMELINE,
+    Table,
 )
 from projections.readmodel.deadlines import MISSED_FIELDS, WAITS, stage_overdue_sql
 
@@ -164,9 +168,10 @@ async def write(conn: asyncpg.Connection, schema: str, batch: Batch, *, copy: bo
     if batch.newly_missed:
         await _count_missed(conn, s, batch.newly_missed)
     if batch.anomaly_deltas:
-        await _count_anomalies(conn, s, batch.anomaly_deltas)
+        # messages with each anomaly now: a message can lose one as well as gain it
+        await _add_counts(conn, s, ANOMALY_COUNTS, batch.anomaly_deltas, forget_zero=True)
     if batch.new_failures:
-        await _count_failures(conn, s, batch.new_failures)
+        await _add_counts(conn, s, FAILURE_COUNTS, [(*f, 1) for f in batch.new_failures])
     if batch.activity:
         await conn.execute(
             f"INSERT INTO {s}.channel_activity AS a (channel, last_out_at, last_ack_at)"
@@ -178,46 +183,32 @@ async def write(conn: asyncpg.Connection, schema: str, batch: Batch, *, copy: bo
         )
 
 
-async def _count_anomalies(
-    conn: asyncpg.Connection, s: str, deltas: list[tuple[str, str, int]]
+async def _add_counts(
+    conn: asyncpg.Connection,
+    s: str,
+    table: Table,
+    rows: Sequence[tuple[object, ...]],
+    *,
+    forget_zero: bool = False,
 ) -> None:
-    """Messages with each anomaly now: add the batch's changes, forget the rows at zero
-    (so where batches were cut, which decides whether a row passed through zero, leaves
-    no trace)."""
+    """Add to a counter table (its key columns, then ``n``): each row is its key values and
+    the amount to add. ``forget_zero`` deletes the rows that reach zero (so where batches were
+    cut, which decides whether a row passed through zero, leaves no trace)."""
+    keys = ", ".join(table.key)
+    arrays = ", ".join(f"${i + 1}::text[]" for i in range(len(table.key)))
     await conn.execute(
-        f"INSERT INTO {s}.anomaly_counts (channel, kind, n)"
-        f" SELECT c, k, sum(n) FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(c, k, n)"
-        f" GROUP BY c, k HAVING sum(n) <> 0"
-        f" ON CONFLICT (channel, kind) DO UPDATE SET n = {s}.anomaly_counts.n + excluded.n",
-        [d[0] for d in deltas],
-        [d[1] for d in deltas],
-        [d[2] for d in deltas],
+        f"INSERT INTO {s}.{table.name} ({keys}, n)"
+        f" SELECT {keys}, sum(n) FROM unnest({arrays}, ${len(table.key) + 1}::bigint[])"
+        f" AS t({keys}, n) GROUP BY {keys}{' HAVING sum(n) <> 0' if forget_zero else ''}"
+        f" ON CONFLICT ({keys}) DO UPDATE SET n = {s}.{table.name}.n + excluded.n",
+        *([r[i] for r in rows] for i in range(len(table.key) + 1)),
     )
-    await conn.execute(f"DELETE FROM {s}.anomaly_counts WHERE n = 0")
-
-
-async def _count_failures(
-    conn: asyncpg.Connection, s: str, failures: list[tuple[str, str, str]]
-) -> None:
-    await conn.execute(
-        f"INSERT INTO {s}.failure_counts (channel, provider, class, n)"
-        f" SELECT c, p, k, count(*) FROM unnest($1::text[], $2::text[], $3::text[]) AS t(c, p, k)"
-        f" GROUP BY c, p, k ON CONFLICT (channel, provider, class)"
-        f" DO UPDATE SET n = {s}.failure_counts.n + excluded.n",
-        [f[0] for f in failures],
-        [f[1] for f in failures],
-        [f[2] for f in failures],
-    )
+    if forget_zero:
+        await conn.execute(f"DELETE FROM {s}.{table.name} WHERE n = 0")
 
 
 async def _count_missed(conn: asyncpg.Connection, s: str, missed: list[tuple[str, str]]) -> None:
-    await conn.execute(
-        f"INSERT INTO {s}.missed_counts (channel, stage, n)"
-        f" SELECT c, st, count(*) FROM unnest($1::text[], $2::text[]) AS t(c, st) GROUP BY c, st"
-        f" ON CONFLICT (channel, stage) DO UPDATE SET n = {s}.missed_counts.n + excluded.n",
-        [m[0] for m in missed],
-        [m[1] for m in missed],
-    )
+    await _add_counts(conn, s, MISSED_COUNTS, [(*m, 1) for m in missed])
 
 
 def _sweep_sql(s: str) -> str:
