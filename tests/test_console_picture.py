@@ -99,6 +99,7 @@ def detail(reports: list[tuple[str, bool]]) -> MessageDetail:
         ),
         failure_class=None,
         receipt_counts=None,
+        origin=None,
         anomalies=[],
         first_position=1,
         last_position=len(timeline),
