@@ -266,16 +266,28 @@ def rss_mib(pid: int) -> float:
 
 
 def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants, from every process's parent in ``/proc/*/stat``.
+
+    (``/proc/<pid>/task/<tid>/children`` would be shorter, but proc(5) calls it unreliable
+    unless the children are stopped: a child forked a moment ago can be missing from it.)
+    """
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command name (field 2) may hold spaces and parentheses: ppid follows the last ')'
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except OSError:
-            continue
+        todo.extend(children.get(p, ()))
     return out
 
 
