@@ -49,6 +49,7 @@ class Outbox:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         sweep_interval: float = 1.0,
+        linger: float = 0.2,
         clock: Clock = utcnow,
         on_batch: Callable[[list[fe.FeedEvent]], None] | None = None,
     ) -> None:
@@ -56,6 +57,7 @@ class Outbox:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.sweep_interval = sweep_interval
+        self.linger = linger
         self.clock = clock
         self.on_batch = on_batch
         self.position = 0
@@ -113,6 +115,16 @@ class Outbox:
             await self._advanced.wait_for(lambda: self.position >= position)
 
     async def _lead(self, conn: asyncpg.Connection, wake: Wakeup) -> None:
+        """Derive until the connection is lost, sparing ingest on a shared machine:
+
+        - commits do not wait for their WAL flush (``synchronous_commit = off``): a batch lost
+          in a PostgreSQL crash is lost together with its checkpoint move, so it is derived
+          again with the same event ids (at least once holds; nothing is invented), and the
+          webhooks' own commits do not queue behind the feed's flushes;
+        - after a partial batch it lingers ``linger`` seconds (as the projector does), so a
+          steady trickle costs a few transactions a second, not one per wake-up.
+        """
+        await conn.execute("SET synchronous_commit = off")
         loop = asyncio.get_running_loop()
         next_sweep = 0.0
         while True:
@@ -123,6 +135,7 @@ class Outbox:
                 await self.sweep(conn)
                 next_sweep = loop.time() + self.sweep_interval
             if n:
+                await asyncio.sleep(self.linger)
                 continue
             await wake.wait(min(self.poll_interval, max(next_sweep - loop.time(), 0.01)))
 

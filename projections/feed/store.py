@@ -116,9 +116,11 @@ async def write(
 
 
 def type_of(event: fe.FeedEvent) -> str:
-    tag = msgspec.inspect.type_info(type(event))
-    assert isinstance(tag, msgspec.inspect.StructType) and isinstance(tag.tag, str)
-    return tag.tag
+    """The event's ``type`` (its Struct tag), read from the class's config: msgspec.inspect
+    rebuilt the class's type info on every call and cost ~0.6 ms per event."""
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
 
 
 async def overdue(
