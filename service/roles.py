@@ -30,8 +30,9 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
-from typing import Literal
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
 
 from projections.runner import Projector
 from service import eventloop, server
@@ -50,6 +51,9 @@ SUPERVISOR_PID = "ACKLOG_SUPERVISOR_PID"
 STOP_GRACE = 30.0
 #: a child that ran this long before dying is restarted at once; quicker deaths back off
 HEALTHY_AFTER = 10.0
+#: seconds a single-leader child (projector, feed) gets to stop after SIGTERM before it
+#: leaves by itself: its supervisor may be dead (one SIGTERM, nobody to SIGKILL it)
+SHUTDOWN_GRACE = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -116,19 +120,41 @@ def run_api(settings: Settings, dsn: str, *, supervised: bool) -> None:
     )
 
 
-def run_projector(dsn: str) -> None:
-    """Lead or stand by until SIGTERM/SIGINT; a batch in flight is rolled back, never lost."""
+def _lead_until_signal(role: Role, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``work`` (a lead-or-stand-by loop) until SIGTERM/SIGINT cancels it.
+
+    Cancelling rolls back a batch in flight, never loses it. A shutdown that still has not
+    finished ``SHUTDOWN_GRACE`` seconds later (seen with the database hung: a cancelled
+    query's cancel request, a graceful close) ends the process anyway, from a thread, so a
+    child whose supervisor died cannot linger as an orphan.
+    """
+
+    def leave() -> None:
+        log.warning("%s did not stop within %.0f s of the signal; exiting", role, SHUTDOWN_GRACE)
+        os._exit(1)
 
     async def main() -> None:
-        task = asyncio.create_task(Projector(dsn, on_batch=observe_batch).run())
+        task = asyncio.create_task(work())
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            task.cancel()
+            timer = threading.Timer(SHUTDOWN_GRACE, leave)
+            timer.daemon = True
+            timer.start()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        _notify_ready("projector")
+            loop.add_signal_handler(sig, stop)
+        _notify_ready(role)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
     asyncio.run(main())
+
+
+def run_projector(dsn: str) -> None:
+    """Lead or stand by until SIGTERM/SIGINT; a batch in flight is rolled back, never lost."""
+    _lead_until_signal("projector", lambda: Projector(dsn, on_batch=observe_batch).run())
 
 
 def run_feed(dsn: str) -> None:
@@ -139,17 +165,7 @@ def run_feed(dsn: str) -> None:
 
     with contextlib.suppress(OSError, ValueError):
         os.nice(int(os.environ.get("ACKLOG_FEED_NICE") or 10))
-
-    async def main() -> None:
-        task = asyncio.create_task(feed_role.run(dsn))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        _notify_ready("feed")
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    asyncio.run(main())
+    _lead_until_signal("feed", lambda: feed_role.run(dsn))
 
 
 # --- the supervisor --------------------------------------------------------------------
