@@ -18,6 +18,7 @@ import asyncpg
 
 from eventstore.errors import DRIVER_ERRORS
 from eventstore.pool import connect
+from eventstore.subscribe import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +55,33 @@ async def lead_forever(
                 with contextlib.suppress(Exception):
                     conn.terminate()
         await asyncio.sleep(retry_delay)
+
+
+async def follow(
+    conn: asyncpg.Connection,
+    wake: Wakeup,
+    step: Callable[[asyncpg.Connection], Awaitable[int]],
+    sweep: Callable[[asyncpg.Connection], Awaitable[object]],
+    *,
+    batch_size: int,
+    linger: float,
+    sweep_interval: float,
+    poll_interval: float,
+) -> None:
+    """A leader's loop over the log: ``step`` (returns how many events it read) until it
+    reads less than a batch, ``sweep`` at most every ``sweep_interval`` seconds, then
+    ``linger`` seconds after a partial batch (so the next one gathers what arrives meanwhile)
+    or, when nothing came, wait for a wake-up or ``poll_interval``."""
+    loop = asyncio.get_running_loop()
+    next_sweep = 0.0
+    while True:
+        n = await step(conn)
+        if n == batch_size:
+            continue
+        if loop.time() >= next_sweep:
+            await sweep(conn)
+            next_sweep = loop.time() + sweep_interval
+        if n:
+            await asyncio.sleep(linger)
+            continue
+        await wake.wait(min(poll_interval, max(next_sweep - loop.time(), 0.01)))

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from eventstore import checkpoint, locks
-from eventstore.leader import lead_forever
+from eventstore.leader import follow, lead_forever
 from eventstore.read import read
 from eventstore.subscribe import Wakeup
 from projections import fold
@@ -154,19 +154,16 @@ class Projector:
         than the lag it adds. The sweep runs at most every ``sweep_interval`` seconds, not on
         every wake-up.
         """
-        loop = asyncio.get_running_loop()
-        next_sweep = 0.0
-        while True:
-            n = await self.step(conn)
-            if n == self.batch_size:
-                continue
-            if loop.time() >= next_sweep:
-                await self.sweep(conn)
-                next_sweep = loop.time() + self.sweep_interval
-            if n:
-                await asyncio.sleep(self.linger)
-                continue
-            await wake.wait(min(self.poll_interval, max(next_sweep - loop.time(), 0.01)))
+        await follow(
+            conn,
+            wake,
+            self.step,
+            self.sweep,
+            batch_size=self.batch_size,
+            linger=self.linger,
+            sweep_interval=self.sweep_interval,
+            poll_interval=self.poll_interval,
+        )
 
     async def run(self) -> None:
         """Lead or stand by, forever; survives lost connections and database restarts."""
