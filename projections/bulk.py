@@ -8,7 +8,10 @@ the same way (the same :func:`projections.fold.fold`, batch after batch, in log 
   messages), so a message's acks fold onto it without reading it back or rewriting it;
 - a message leaves memory only when it is evicted or at the end, and is then written once:
   by binary COPY when it is new to the table, by upsert when it had been evicted before and
-  came back (it is looked up only then: a key missing from the cache is read from the table);
+  came back. A key missing from the cache is looked up only if it may have been written: a
+  Bloom filter of the keys written so far (fixed size, so memory stays flat) answers "never"
+  for almost every new message, which then costs no query (a false "maybe" costs one lookup
+  that finds nothing; there are no false "never"s). Receipts are filtered the same way;
 - timeline, instance history and quarantine rows go in by COPY as they are folded, and the
   indexes that only serve queries are built after the load
   (:func:`projections.readmodel.bulk.defer_indexes`).
@@ -16,9 +19,10 @@ the same way (the same :func:`projections.fold.fold`, batch after batch, in log 
 Memory is bounded by the cache and one batch, whatever the length of the log.
 
 A big log is folded by several processes at once (:func:`load_log`): messages are keyed per
-channel, so shards of whole channels (balanced by their event counts) touch disjoint rows
-of every table, and each folds its channels in log order exactly as one process would.
-Each process holds its own cache, so memory is bounded per process.
+channel, so tasks of whole channels touch disjoint rows of every table, and each task folds
+its channels in log order exactly as one process would. The processes pull the tasks (more
+tasks than processes, largest first), so none idles while another still has work. Each
+process holds its own cache and filters, so memory is bounded per process.
 """
 
 from __future__ import annotations
@@ -30,21 +34,28 @@ import itertools
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import asyncpg
 import msgspec
+from rbloom import Bloom
 
 from eventstore.pool import connect
 from eventstore.read import channel_counts, read
 from projections import fold
 from projections.message_state import MessageState
 from projections.readmodel import bulk, load, schema_name, write
-from projections.readmodel.deadlines import MissedAcks
+from projections.readmodel.deadlines import Deadlines, MissedAcks
 from projections.readmodel.load import Key
 from projections.stages import Stages
 
 #: (state, missed-ack bookkeeping, whether the table already holds a row for it)
 Cached = tuple[MessageState, MissedAcks, bool]
+
+#: keys a Bloom filter is sized for, and its false-positive rate at that many: 10M keys in
+#: about 11 MiB; past that the rate rises (more lookups that find nothing), never wrongness
+BLOOM_KEYS = 10_000_000
+BLOOM_FP = 0.01
 
 
 class BulkFold:
@@ -65,8 +76,14 @@ class BulkFold:
         self.batch_size = batch_size
         self.cache_size = cache_size
         self.stages = stages or Stages()
+        #: called after each batch with the events folded so far
         self.on_batch = on_batch
+        self.folded = 0
         self.cache: dict[Key, Cached] = {}  # insertion order = least recently folded first
+        #: every message key written to the table so far (evicted once at least)
+        self.written = Bloom(BLOOM_KEYS, BLOOM_FP)
+        #: every receipt key written so far
+        self.written_receipts = Bloom(BLOOM_KEYS, BLOOM_FP)
 
     async def run(self, after: int, upto: int) -> int:
         """Fold ``after < position <= upto``; returns the last position folded.
@@ -85,21 +102,35 @@ class BulkFold:
             gc.collect()
 
     async def _run(self, after: int, upto: int) -> int:
-        timed = self.stages.timed
-        with timed("load"):
+        """The whole log in one stream, or a shard's channels one after the other: channels
+        share no row of any table, so folding them apart folds them as the log does, and each
+        channel's events come from the ``(channel, position)`` index (the shard reads only its
+        own events, instead of the whole log filtered)."""
+        with self.stages.timed("load"):
             deadlines = await load.load_deadlines(self.conn)
+        position = after
+        if self.channels is None:
+            position = await self._stream(after, upto, None, deadlines)
+        else:
+            for channel in self.channels:
+                await self._stream(after, upto, channel, deadlines)
+        with self.stages.timed("write"):
+            await self._flush(len(self.cache))
+        return upto if self.channels is not None else position
+
+    async def _stream(
+        self, after: int, upto: int, channel: str | None, deadlines: dict[str, Deadlines]
+    ) -> int:
+        """Fold ``after < position <= upto`` of one channel (or all); the last position."""
+        timed = self.stages.timed
         position = after
         while True:
             with timed("read"):
                 events = await read(
-                    self.conn,
-                    after=position,
-                    limit=self.batch_size,
-                    upto=upto,
-                    channels=self.channels,
+                    self.conn, after=position, limit=self.batch_size, upto=upto, channel=channel
                 )
             if not events:
-                break
+                return position
             with timed("decode"):
                 decoded = fold.decode(events)
             with timed("load"):
@@ -107,16 +138,20 @@ class BulkFold:
                 existing: dict[Key, MessageState] = {}
                 existing_missed: dict[Key, MissedAcks] = {}
                 misses = []
+                written = self.written
                 for k in keys:
                     hit = self.cache.get(k)
-                    if hit is None:
-                        misses.append(k)
-                    else:
+                    if hit is not None:
                         existing[k], existing_missed[k] = hit[0], hit[1]
+                    elif k in written:
+                        misses.append(k)
                 loaded, loaded_missed = await load.load_messages(self.conn, self.schema, misses)
                 existing.update(loaded)
                 existing_missed.update(loaded_missed)
-                receipts = await load.load_receipts(self.conn, self.schema, receipt_keys)
+                wr = self.written_receipts
+                receipts = await load.load_receipts(
+                    self.conn, self.schema, [k for k in receipt_keys if k in wr]
+                )
                 runs = await load.load_runs(self.conn, self.schema, fold.instance_channels(decoded))
             with timed("fold"):
                 batch = fold.fold(decoded, existing, existing_missed, receipts, deadlines, runs)
@@ -127,16 +162,15 @@ class BulkFold:
             with timed("write"):
                 rest = msgspec.structs.replace(batch, messages={}, missed={})
                 await write.write(self.conn, self.schema, rest)
+                self.written_receipts.update(batch.receipts)
                 if len(cache) > self.cache_size:
                     await self._flush(len(cache) - self.cache_size)
             position = events[-1].position
             self.stages.events += len(events)
             self.stages.batches += 1
+            self.folded += len(events)
             if self.on_batch is not None:
-                self.on_batch(position)
-        with timed("write"):
-            await self._flush(len(self.cache))
-        return upto if self.channels is not None else position
+                self.on_batch(self.folded)
 
     async def _flush(self, n: int) -> None:
         """Write the ``n`` least recently folded messages and forget them."""
@@ -144,7 +178,9 @@ class BulkFold:
         again: dict[Key, MessageState] = {}
         again_missed: dict[Key, MissedAcks] = {}
         cache = self.cache
-        for k in list(itertools.islice(cache, n)):
+        evicted = list(itertools.islice(cache, n))
+        self.written.update(evicted)
+        for k in evicted:
             state, missed, stored = cache.pop(k)
             if stored:
                 again[k], again_missed[k] = state, missed
@@ -159,25 +195,63 @@ MIN_EVENTS_PER_SHARD = 50_000
 
 
 def shards(counts: dict[str, int], n: int) -> list[list[str]]:
-    """Whole channels into at most ``n`` groups of similar event counts (largest first)."""
-    groups: list[tuple[int, list[str]]] = [(0, []) for _ in range(max(n, 1))]
+    """Whole channels into tasks for ``n`` processes, largest first.
+
+    The processes pull tasks as they finish one, so the tasks are made several times more
+    numerous than the processes (a process that drew cheap channels takes another task
+    instead of idling while the last one runs): a channel with at least a ``4 n``-th of the
+    events is a task of its own, smaller channels are packed into tasks of about that size.
+    """
+    total = sum(counts.values())
+    target = max(total // max(4 * n, 1), 1)
+    tasks: list[tuple[int, list[str]]] = []
+    small: list[str] = []
+    size = 0
     for channel, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        i = min(range(len(groups)), key=lambda j: groups[j][0])
-        groups[i] = (groups[i][0] + count, [*groups[i][1], channel])
-    return [g for _, g in groups if g]
+        if count >= target:
+            tasks.append((count, [channel]))
+            continue
+        small.append(channel)
+        size += count
+        if size >= target:
+            tasks.append((size, small))
+            small, size = [], 0
+    if small:
+        tasks.append((size, small))
+    return [t for _, t in sorted(tasks, key=lambda t: -t[0])]
 
 
 def default_workers() -> int:
     return int(os.environ.get("ACKLOG_REBUILD_WORKERS") or min(os.cpu_count() or 1, 4))
 
 
+#: a shard process's share of the progress counter (set by :func:`_init_worker`)
+_folded: Any = None
+
+
+def _init_worker(counter: Any) -> None:
+    global _folded
+    _folded = counter
+
+
 async def _shard(dsn: str, schema: str, channels: list[str], upto: int) -> Stages:
     stages = Stages(cpu=True)
     conn = await connect(dsn)
+    last = 0
+
+    def report(folded: int) -> None:
+        nonlocal last
+        if _folded is not None:
+            with _folded.get_lock():
+                _folded.value += folded - last
+        last = folded
+
     try:
         await bulk.bulk_codecs(conn)
         async with conn.transaction():
-            await BulkFold(conn, schema, channels=channels, stages=stages).run(0, upto)
+            await BulkFold(conn, schema, channels=channels, stages=stages, on_batch=report).run(
+                0, upto
+            )
     finally:
         await conn.close()
     return stages
@@ -201,24 +275,35 @@ async def load_log(
     workers: int | None = None,
     min_events_per_shard: int = MIN_EVENTS_PER_SHARD,
 ) -> int:
-    """Fold the log up to ``upto`` into ``schema`` (committed; indexes deferred by the caller),
-    in shards of channels over ``workers`` processes when the log is big enough."""
+    """Fold the log up to ``upto`` into ``schema`` (committed; indexes deferred by the caller).
+
+    A big log is folded by ``workers`` processes, each pulling tasks of whole channels
+    (:func:`shards`) and committing each task on its own connection; this process only hands
+    them out and reports progress (``on_batch`` with about how many events are folded).
+    """
     n = min(workers or default_workers(), max(upto // max(min_events_per_shard, 1), 1))
-    groups = shards(await channel_counts(conn, upto), n) if n > 1 else []
-    if len(groups) <= 1:
+    counts = await channel_counts(conn, upto) if n > 1 else {}
+    tasks = shards(counts, n) if n > 1 else []
+    if len(tasks) <= 1:
         async with conn.transaction():
             return await BulkFold(conn, schema, stages=stages, on_batch=on_batch).run(0, upto)
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(len(groups) - 1, mp_context=context) as pool:
-        others = [loop.run_in_executor(pool, _shard_main, dsn, schema, g, upto) for g in groups[1:]]
+    folded = context.Value("q", 0)
+    with concurrent.futures.ProcessPoolExecutor(
+        min(n, len(tasks)), mp_context=context, initializer=_init_worker, initargs=(folded,)
+    ) as pool:
+        futures = [loop.run_in_executor(pool, _shard_main, dsn, schema, t, upto) for t in tasks]
+        pending: set[asyncio.Future[Any]] = set(futures)
         try:
-            async with conn.transaction():
-                await BulkFold(
-                    conn, schema, stages=stages, on_batch=on_batch, channels=groups[0]
-                ).run(0, upto)
+            while pending:
+                _, pending = await asyncio.wait(pending, timeout=0.5)
+                if on_batch is not None:
+                    on_batch(int(folded.value))
         finally:
-            results = await asyncio.gather(*others, return_exceptions=True)
+            for f in pending:
+                f.cancel()
+            results = await asyncio.gather(*futures, return_exceptions=True)
     for r in results:
         if isinstance(r, BaseException):
             raise r

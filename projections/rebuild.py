@@ -61,11 +61,11 @@ async def _build_aside(
     total = upto if upto is not None else await head(conn)
     started = time.monotonic()
 
-    def report(position: int) -> None:
+    def report(done: int) -> None:  # about how many events of the log are folded
         if progress is not None:
-            rate = position / max(time.monotonic() - started, 1e-6)
-            left = max(total - position, 0)
-            progress(Progress(position, total, rate, left / rate if rate else None))
+            rate = done / max(time.monotonic() - started, 1e-6)
+            left = max(total - done, 0)
+            progress(Progress(done, total, rate, left / rate if rate else None))
 
     # the bulk load, into tables nobody reads yet (see projections.bulk)
     await bulk.bulk_codecs(conn)
