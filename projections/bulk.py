@@ -264,6 +264,14 @@ def _shard_main(
     return stages.events, dict(stages.seconds), dict(stages.cpu)
 
 
+def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Kill the pool's workers (the executor has no public way; ``_processes`` is stable
+    since Python 3.2): their tasks' transactions roll back with their connections."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        proc.kill()
+
+
 async def load_log(
     conn: asyncpg.Connection,
     dsn: str,
@@ -300,13 +308,20 @@ async def load_log(
                 _, pending = await asyncio.wait(pending, timeout=0.5)
                 if on_batch is not None:
                     on_batch(int(folded.value))
-        finally:
-            for f in pending:
-                f.cancel()
-            results = await asyncio.gather(*futures, return_exceptions=True)
+                if any(f.exception() for f in futures if f.done() and not f.cancelled()):
+                    break  # one task failed: the load is lost, stop the others
+        except BaseException:
+            _stop(pool)  # cancelled (SIGTERM): the workers' transactions roll back
+            raise
+        if pending:
+            _stop(pool)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:  # the task that failed, rather than the workers stopped after it
+        broken = concurrent.futures.process.BrokenProcessPool
+        raise next((f for f in failures if not isinstance(f, broken)), failures[0])
     for r in results:
-        if isinstance(r, BaseException):
-            raise r
+        assert not isinstance(r, BaseException)
         events, seconds, cpu = r
         stages.events += events
         for k, v in seconds.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -19,7 +20,7 @@ import asyncpg
 
 from eventstore import checkpoint, locks
 from eventstore.leader import follow, lead_forever
-from eventstore.read import read
+from eventstore.read import head, read
 from eventstore.subscribe import Wakeup
 from projections import fold
 from projections.readmodel import LIVE, bulk, load, schema_name, write
@@ -37,6 +38,20 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+#: a live projector that starts from nothing (no checkpoint) with at least this many events
+#: in the log loads them in bulk, as ``acklog rebuild`` does, instead of batch by batch
+#: (``ACKLOG_BULK_CATCHUP``; 0 never does)
+BULK_CATCHUP = 100_000
+
+
+def bulk_catchup_from_env() -> int:
+    raw = os.environ.get("ACKLOG_BULK_CATCHUP", "")
+    try:
+        return max(int(raw), 0) if raw else BULK_CATCHUP
+    except ValueError:
+        raise SystemExit(f"ACKLOG_BULK_CATCHUP must be a whole number, got {raw!r}") from None
+
+
 class Projector:
     def __init__(
         self,
@@ -52,6 +67,7 @@ class Projector:
         before_commit: Callable[[fold.Batch], Awaitable[None]] | None = None,
         linger: float = 0.2,
         sweep_interval: float | None = None,
+        bulk_catchup: int | None = None,
     ) -> None:
         self.dsn = dsn
         self.schema = schema_name(schema)
@@ -64,6 +80,7 @@ class Projector:
         self.before_commit = before_commit
         self.linger = linger
         self.sweep_interval = poll_interval if sweep_interval is None else sweep_interval
+        self.bulk_catchup = bulk_catchup_from_env() if bulk_catchup is None else bulk_catchup
         self.position = 0
         self.is_leader = asyncio.Event()
         self._advanced = asyncio.Condition()
@@ -135,6 +152,43 @@ class Projector:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
             return await write.sweep(conn, self.schema, self.clock())
 
+    async def cold_start(self, conn: asyncpg.Connection) -> int:
+        """A live projector with no checkpoint and a long log: the bulk load of a rebuild.
+
+        Folding from nothing, batch by batch, upserts every message as it goes; the log
+        folded aside in bulk (:func:`projections.rebuild.rebuild`: fresh tables, COPY,
+        indexes built after, several processes) and swapped in gives the same tables
+        (``acklog verify`` compares them), several times faster. Readers see the empty models
+        until the swap, then all of them at once. Returns the events loaded (0 when this
+        projector has a checkpoint already, is not live, the log is shorter than
+        ``bulk_catchup``, or a rebuild is running: then it folds batch by batch).
+        """
+        if not self.live or self.bulk_catchup <= 0:
+            return 0
+        if await checkpoint.load(conn, self.name) != 0:
+            return 0
+        end = await head(conn)
+        if end < self.bulk_catchup:
+            return 0
+        from projections.rebuild import RebuildBusy, rebuild  # rebuild imports this module
+
+        log.info("projector: no checkpoint and %d events in the log: bulk load", end)
+        started = time.perf_counter()
+        try:
+            await rebuild(self.dsn, clock=self.clock, stages=self.stages)
+        except RebuildBusy:
+            log.info("projector: a rebuild is running; folding batch by batch")
+            return 0
+        self.position = await checkpoint.load(conn, self.name)
+        log.info(
+            "projector: bulk load to position %d in %.1f s",
+            self.position,
+            time.perf_counter() - started,
+        )
+        async with self._advanced:
+            self._advanced.notify_all()
+        return self.position
+
     async def catch_up(self, conn: asyncpg.Connection, *, upto: int | None = None) -> int:
         total = 0
         while n := await self.step(conn, upto=upto):
@@ -154,6 +208,7 @@ class Projector:
         than the lag it adds. The sweep runs at most every ``sweep_interval`` seconds, not on
         every wake-up.
         """
+        await self.cold_start(conn)
         await follow(
             conn,
             wake,

@@ -21,6 +21,7 @@ metric it feeds must). Incoming messages therefore get keys of their own here.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import json
@@ -42,7 +43,7 @@ from projections import fold
 from projections.bulk import BulkFold, load_log, shards
 from projections.readmodel import bulk, load, write
 from projections.readmodel.columns import TABLES
-from projections.runner import Projector
+from projections.runner import LIVE_CHECKPOINT, Projector
 from projections.stages import Stages
 from service import channels
 from tests.payloads import meta_incoming, meta_status, waha_ack, waha_outgoing
@@ -285,3 +286,43 @@ def test_shard_tasks_cover_every_channel_once_largest_first(counts: dict[str, in
     target = max(sum(counts.values()) // (4 * n), 1)
     for t in tasks:
         assert len(t) == 1 or all(counts[c] < target for c in t)
+
+
+async def test_a_cold_live_projector_loads_in_bulk_then_folds_batch_by_batch(
+    conn: asyncpg.Connection, dsn: str
+) -> None:
+    """``Projector.run`` with no checkpoint and a log past ``bulk_catchup``: the bulk load of a
+    rebuild (recorded in ``rebuilds``), then the events after it one batch at a time; the
+    live tables equal an incremental fold of the same log, and a projector that has a
+    checkpoint never loads in bulk."""
+    rng = random.Random(11)
+
+    def some(n: int) -> list[Any]:
+        return [
+            (rng.choice(KINDS), rng.randint(0, 30), rng.randint(0, 9), rng.choice([0, 1, 70]), 0)
+            for _ in range(n)
+        ]
+
+    await _append(conn, some(300), T0)
+    first = await head(conn)
+    inc = "rm_inc_cold"
+    await conn.execute("SELECT create_read_models($1)", inc)
+    projector = Projector(dsn, bulk_catchup=first, batch_size=50)
+    task = asyncio.create_task(projector.run())
+    try:
+        await asyncio.wait_for(projector.wait_for(first), 120)
+        assert await conn.fetchval("SELECT count(*) FROM rebuilds") == 1
+        await _append(conn, some(120), T0 + dt.timedelta(days=1))
+        end = await head(conn)
+        await asyncio.wait_for(projector.wait_for(end), 120)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await conn.fetchval("SELECT count(*) FROM rebuilds") == 1  # the tail was not bulk
+    assert await checkpoint.load(conn, LIVE_CHECKPOINT) == end
+    await Projector(dsn, schema=inc, name=inc, live=False, batch_size=7).catch_up(conn, upto=end)
+    now = T0 + dt.timedelta(days=30)
+    for schema in ("rm", inc):
+        await write.sweep(conn, schema, now)
+    assert await _differences(conn, "rm", inc) == {}
+    assert await Projector(dsn, bulk_catchup=1).cold_start(conn) == 0  # it has a checkpoint
