@@ -176,15 +176,25 @@ def vm_hwm_kib(pid: int) -> int:
 def run_measured(
     argv: list[str], extra_env: dict[str, str], timeout: float
 ) -> tuple[int, float, int, bytes]:
-    """(exit code, wall seconds, peak RSS in KiB, stdout) of a child; RSS polled every 50 ms."""
+    """(exit code, wall seconds, peak RSS in KiB, stdout) of a child; RSS polled every 50 ms.
+
+    The peak is the largest of the child's process tree (a rebuild folds in shard processes
+    while the child itself only hands out their tasks): each process's own VmHWM, not a sum.
+    """
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env(**extra_env))
         peak = 0
         deadline = started + timeout
         while proc.poll() is None:
-            # psutil-free and cheap: VmHWM only grows, so the last reading is the peak so far
+            # VmHWM only grows, so the last reading of each process is its peak so far
             peak = max(peak, vm_hwm_kib(proc.pid))
+            try:
+                children = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.Error:
+                children = []
+            for c in children:
+                peak = max(peak, vm_hwm_kib(c.pid))
             if time.perf_counter() > deadline:
                 proc.kill()
             time.sleep(0.05)

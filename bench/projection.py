@@ -69,14 +69,19 @@ async def _cold(dsn: str, upto: int | None, mode: str) -> dict[str, Any]:
         t = os.times()
         return t.user + t.system + t.children_user + t.children_system
 
+    from bench.db import postmaster_pid
+
+    server = await postmaster_pid(dsn)  # None when PostgreSQL runs elsewhere
     try:
         pg_cpu = procs.cpu_seconds(backend)  # 0 when PostgreSQL runs elsewhere
+        pg_all = procs.postgres_cpu_seconds(server) if server else 0.0
         cpu, started = cpu_now(), time.perf_counter()
         if mode == "bulk" and upto is None:
             await projector.cold_start(conn)
         n = projector.stages.events + await projector.catch_up(conn, upto=upto)
         seconds, cpu = time.perf_counter() - started, cpu_now() - cpu
         pg_cpu = procs.cpu_seconds(backend) - pg_cpu
+        pg_all = (procs.postgres_cpu_seconds(server) - pg_all) if server else 0.0
     finally:
         await conn.close()
     return {
@@ -87,6 +92,8 @@ async def _cold(dsn: str, upto: int | None, mode: str) -> dict[str, Any]:
         "pg_cpu_us_per_event": (
             pg_cpu / max(n, 1) * 1e6 if pg_cpu > 0 and mode == "batches" else None
         ),
+        # the whole server (every backend and background process) while this fold ran
+        "pg_server_cpu_us_per_event": pg_all / max(n, 1) * 1e6 if pg_all > 0 else None,
         "max_rss_kib": procs.vm_hwm_kib(os.getpid()),
         "stages_us": projector.stages.per_event_us(),
         "stages_cpu_us": projector.stages.per_event_us(cpu=True),
@@ -152,6 +159,7 @@ async def cold(dsn: str, events: int, timeout: float, mode: str = "bulk") -> dic
         "peak_rss_mib": max(rss, inner["max_rss_kib"]) / 1024,
         "cpu_us_per_event": inner["cpu_us_per_event"],
         "pg_cpu_us_per_event": inner.get("pg_cpu_us_per_event"),
+        "pg_server_cpu_us_per_event": inner.get("pg_server_cpu_us_per_event"),
         "stages_us": inner["stages_us"],
         "stages_cpu_us": inner["stages_cpu_us"],
     }
@@ -357,6 +365,11 @@ async def run(
                 "peak_rss_mib": median_of(colds, "peak_rss_mib"),
                 "seconds": median_of(colds, "seconds"),
                 "cpu_us_per_event": median_of(colds, "cpu_us_per_event"),
+                "pg_server_cpu_us_per_event": (
+                    median_of(colds, "pg_server_cpu_us_per_event")
+                    if all(c.get("pg_server_cpu_us_per_event") for c in colds)
+                    else None
+                ),
                 "each": colds,
             },
             "batches": {**batches, "each": [batches]},
