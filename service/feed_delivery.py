@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import aiohttp
 import asyncpg
 import msgspec
+from prometheus_client import Counter, Histogram
 from standardwebhooks.webhooks import Webhook
 from tenacity import (
     AsyncRetrying,
@@ -102,13 +103,23 @@ class AttemptFailed(Exception):
         self.status = status
 
 
+class Sent(msgspec.Struct, frozen=True):
+    """One attempt's outcome: ``delivered``, ``failed`` or ``refused``."""
+
+    seq: int
+    attempt: int
+    outcome: str
+    status: int | None
+    detail: str
+    seconds: float
+
+
+#: seconds at most between two writes of a page's deliveries (cursor and attempts)
+FLUSH_INTERVAL = 1.0
+
+
 class Paused(Exception):
     """The subscription was paused or removed while an event was being retried."""
-
-
-def signature(secrets: list[str], event_id: str, at: dt.datetime, body: str) -> str:
-    """``webhook-signature``: one ``v1,…`` entry per secret (rotation overlap)."""
-    return " ".join(Webhook(s).sign(event_id, at, body) for s in secrets)
 
 
 class Sender:
@@ -131,6 +142,12 @@ class Sender:
         self.progress = progress or asyncio.Event()
         self._secret_list: list[str] = []
         self._secrets_at: float | None = None
+        self._hook_secrets: list[str] = []
+        #: the last URL that passed :func:`outbound.check_literal` (the policy is fixed)
+        self._checked_url: str | None = None
+        self._hook_list: list[Webhook] = []
+        self._counters: dict[tuple[str, str], Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
 
     async def run(self) -> None:
         """Until the subscription is paused or removed; a lost database ends the task (the
@@ -166,14 +183,69 @@ class Sender:
                 continue
             # the page's events in order; a pause, and a replay (which goes first), are seen
             # at the next page
-            for event in page:
-                if not await self._deliver(sub, event, replay=False):
-                    return
+            if not await self._send_page(sub, page):
+                return
 
-    async def _deliver(self, sub: subs.Subscription, event: store.Stored, *, replay: bool) -> bool:
+    async def _send_page(self, sub: subs.Subscription, page: list[store.Stored]) -> bool:
+        """A page of the backlog, in order. A 2xx on the first attempt (the usual case) costs
+        no database round trip of its own: those deliveries are written together (their
+        attempts and the cursor, one statement) at the page's end, before any retry, and at
+        least every ``FLUSH_INTERVAL`` seconds. A crash meanwhile re-sends them with the same
+        ids (at least once). False as :meth:`_deliver`."""
+        loop = asyncio.get_running_loop()
+        done: list[Sent] = []
+        flush_at = loop.time() + FLUSH_INTERVAL
+        try:
+            for event in page:
+                first = await self._send(sub, event, 1)
+                if first.outcome == "delivered":
+                    done.append(first)
+                    if loop.time() >= flush_at:
+                        await self._flush(sub, done)
+                        flush_at = loop.time() + FLUSH_INTERVAL
+                    continue
+                await self._flush(sub, done)  # in order: what went before is on record first
+                if not await self._deliver(sub, event, replay=False, first=first):
+                    return False
+            await self._flush(sub, done)
+        except asyncio.CancelledError:
+            # stopping: put what was delivered on record (else it is only sent again)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await self._flush(sub, done)
+            raise
+        return True
+
+    async def _flush(self, sub: subs.Subscription, done: list[Sent]) -> None:
+        if not done:
+            return
+        await subs.delivered_batch(
+            self.pool,
+            sub.id,
+            [d.seq for d in done],
+            [d.status or 0 for d in done],
+            [d.seconds for d in done],
+        )
+        done.clear()
+        self.progress.set()
+
+    async def _deliver(
+        self,
+        sub: subs.Subscription,
+        event: store.Stored,
+        *,
+        replay: bool,
+        first: Sent | None = None,
+    ) -> bool:
         """Send one event until a 2xx or its attempts run out (then a dead letter); False
-        when the subscription is paused or removed meanwhile, or its circuit opened."""
+        when the subscription is paused or removed meanwhile, or its circuit opened.
+        ``first``: its first attempt, already made (and failed); it is put on record here."""
         s = self.settings
+        if first is None:
+            first = await self._send(sub, event, 1)
+        await self._record(sub, event, first, replay=replay)
+        if first.outcome == "delivered":
+            return True
         retrying = AsyncRetrying(
             stop=stop_after_attempt(s.attempts),
             retry=retry_if_exception_type(AttemptFailed),
@@ -186,12 +258,16 @@ class Sender:
             async for attempt in retrying:
                 with attempt:
                     number = attempt.retry_state.attempt_number
-                    if number > 1:
-                        current = await subs.by_id(self.pool, sub.id)
-                        if current is None or current.status != "active":
-                            raise Paused
-                        sub = current
-                    await self._attempt(sub, event, number, replay=replay)
+                    if number == 1:  # made above; tenacity times the retries from it
+                        raise AttemptFailed(first.detail, first.status)
+                    current = await subs.by_id(self.pool, sub.id)
+                    if current is None or current.status != "active":
+                        raise Paused
+                    sub = current
+                    sent = await self._send(sub, event, number)
+                    await self._record(sub, event, sent, replay=replay)
+                    if sent.outcome != "delivered":
+                        raise AttemptFailed(sent.detail, sent.status)
         except Paused:
             return False
         except RetryError as exc:
@@ -209,24 +285,25 @@ class Sender:
                 return False
         return True
 
-    async def _attempt(
-        self, sub: subs.Subscription, event: store.Stored, number: int, *, replay: bool
-    ) -> None:
+    async def _send(self, sub: subs.Subscription, event: store.Stored, number: int) -> Sent:
+        """One attempt: the signed request and its outcome (nothing written yet)."""
         s = self.settings
-        secrets = await self._secrets(sub.id, fresh=number > 1)
-        body = event.body.decode()
+        hooks = await self._hooks(sub.id, fresh=number > 1)
         now = dt.datetime.now(dt.UTC)
+        body = event.body.decode()
         headers = {
             "content-type": "application/json",
             "user-agent": "acklog-feed/1",
             "webhook-id": event.id,
             "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": signature(secrets, event.id, now, body),
+            "webhook-signature": " ".join(h.sign(event.id, now, body) for h in hooks),
         }
         started = time.perf_counter()
         status: int | None = None
         try:
-            outbound.check_literal(sub.url, s.policy)
+            if sub.url != self._checked_url:  # a literal address: checked once per URL
+                outbound.check_literal(sub.url, s.policy)
+                self._checked_url = sub.url
             async with self.http.post(
                 sub.url, data=event.body, headers=headers, allow_redirects=False
             ) as resp:
@@ -245,17 +322,51 @@ class Sender:
         else:
             outcome, detail = "delivered", ""
         seconds = time.perf_counter() - started
-        metrics.feed_deliveries.labels(sub.name, outcome).inc()
-        metrics.feed_delivery_seconds.labels(sub.name).observe(seconds)
-        if outcome == "delivered":  # the attempt and the cursor (or replay) in one statement
-            await subs.delivered(self.pool, sub.id, event.seq, number, status, seconds, replay)
+        self._outcomes(sub.name, outcome).inc()
+        self._latency(sub.name).observe(seconds)
+        return Sent(event.seq, number, outcome, status, detail, seconds)
+
+    async def _record(
+        self, sub: subs.Subscription, event: store.Stored, sent: Sent, *, replay: bool
+    ) -> None:
+        """One attempt on record; a 2xx moves the cursor (or ends the replay) at once."""
+        if sent.outcome == "delivered":  # the attempt and the cursor (or replay) in one statement
+            await subs.delivered(
+                self.pool, sub.id, event.seq, sent.attempt, sent.status, sent.seconds, replay
+            )
         else:
             await subs.record_attempt(
-                self.pool, sub.id, event.seq, number, outcome, status, detail, seconds
+                self.pool,
+                sub.id,
+                event.seq,
+                sent.attempt,
+                sent.outcome,
+                sent.status,
+                sent.detail,
+                sent.seconds,
             )
         self.progress.set()
-        if outcome != "delivered":
-            raise AttemptFailed(detail, status)
+
+    def _outcomes(self, name: str, outcome: str) -> Counter:
+        key = (name, outcome)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = metrics.feed_deliveries.labels(name, outcome)
+        return child
+
+    def _latency(self, name: str) -> Histogram:
+        child = self._histograms.get(name)
+        if child is None:
+            child = self._histograms[name] = metrics.feed_delivery_seconds.labels(name)
+        return child
+
+    async def _hooks(self, sub_id: int, *, fresh: bool) -> list[Webhook]:
+        """One signer per secret that signs now (a ``webhook-signature`` entry each)."""
+        secrets = await self._secrets(sub_id, fresh=fresh)
+        if secrets != self._hook_secrets:
+            self._hook_list = [Webhook(x) for x in secrets]
+            self._hook_secrets = secrets
+        return self._hook_list
 
     async def _secrets(self, sub_id: int, *, fresh: bool) -> list[str]:
         """The signing secrets, re-read at most every few seconds (and on each retry), so a

@@ -180,6 +180,34 @@ async def test_every_state_change_arrives_verified_in_order(
     assert sub.cursor == max(e.seq for e in got)
 
 
+async def test_a_page_goes_on_record_in_feed_order_around_a_retry(
+    dsn: str, conn: asyncpg.Connection, receiver: Receiver
+) -> None:
+    """A page's 2xx are written together; one failing in the middle puts the deliveries
+    before it on record first, then its attempts, then the rest: the attempts table and
+    the requests both read in feed order, each event delivered once."""
+
+    async def fifth_fails_once(n: int) -> int:
+        return 500 if n == 5 else 200
+
+    receiver.answer = fifth_fails_once
+    sub, secret = await subs.add(conn, "crm", receiver.url, from_start=True, events=CHANGES)
+    await write_batch(conn, scenario(4))  # type: ignore[arg-type]
+    async with feed_running(dsn) as delivery, asyncio.timeout(30):
+        await receiver.wait(lambda: len(receiver.requests) >= 13)
+        last = max(fe.decode(body).seq for _, body, _ in receiver.requests)
+        await delivery.until(cursor_at(conn, "crm", last))
+    seqs = [e.seq for e in receiver.verified(secret)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 12  # the fifth twice, in its place
+    attempts = list(reversed(await subs.recent_attempts(conn, sub.id, limit=50)))
+    assert [(a.seq, a.outcome, a.attempt) for a in attempts] == [
+        (s, "delivered", 1) for s in seqs[:4]
+    ] + [(seqs[4], "failed", 1), (seqs[4], "delivered", 2)] + [
+        (s, "delivered", 1) for s in seqs[6:]
+    ]
+    assert (await subs.get(conn, "crm")).cursor == last
+
+
 async def test_filters_by_channel_and_event_type(
     dsn: str, conn: asyncpg.Connection, receiver: Receiver
 ) -> None:
