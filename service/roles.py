@@ -157,14 +157,40 @@ def run_projector(dsn: str) -> None:
     _lead_until_signal("projector", lambda: Projector(dsn, on_batch=observe_batch).run())
 
 
+def feed_priority(setting: str) -> str:
+    """Lower this process's CPU priority as ``ACKLOG_FEED_NICE`` says; returns what it got.
+
+    ``idle`` (the default): Linux ``SCHED_IDLE``, the feed runs only on CPU time nothing
+    else at normal priority wants, so a burst of webhooks keeps both cores and the feed
+    catches up after it (falls back to nice 19 where the policy is not available). A number
+    N: the normal policy at nice N (``0``: the same priority as ingest)."""
+    value = setting.strip().lower() or "idle"
+    if value == "idle":
+        policy = getattr(os, "SCHED_IDLE", None)
+        if policy is not None:
+            try:
+                os.sched_setscheduler(0, policy, os.sched_param(0))
+                return "SCHED_IDLE"
+            except OSError as exc:
+                log.warning("feed: SCHED_IDLE refused (%s); nice 19 instead", exc)
+        value = "19"
+    try:
+        nice = int(value)
+    except ValueError:
+        raise SystemExit(f"ACKLOG_FEED_NICE must be 'idle' or a number, got {setting!r}") from None
+    with contextlib.suppress(OSError):
+        os.nice(nice - os.nice(0))
+    return f"nice {os.nice(0)}"
+
+
 def run_feed(dsn: str) -> None:
-    """The outbox projector and delivery until SIGTERM/SIGINT (service.feed_role), at a
-    lower CPU priority (``ACKLOG_FEED_NICE``, default 10): on a busy machine ingest and the
-    read-model projector go first, and the feed catches up after them."""
+    """The outbox projector and delivery until SIGTERM/SIGINT (service.feed_role), at the
+    lowest CPU priority (:func:`feed_priority`): ingest and the read-model projector always
+    go first, and the feed catches up after them."""
     from service import feed_role
 
-    with contextlib.suppress(OSError, ValueError):
-        os.nice(int(os.environ.get("ACKLOG_FEED_NICE") or 10))
+    got = feed_priority(os.environ.get("ACKLOG_FEED_NICE", ""))
+    log.info("feed: CPU priority %s", got)
     _lead_until_signal("feed", lambda: feed_role.run(dsn))
 
 
