@@ -233,6 +233,7 @@ def _summary_rows(r: dict[str, Any]) -> list[list[str]]:
     if "timeline" in q:
         p99 = q["timeline"]["p99_ms"]
         rows.append(["timeline lookup p99 (SQL)", f"{_ms(p99)} ms", "≤ 5 ms", _met(p99 <= 5)])
+    rows += _feed_summary_rows(r)
     return rows
 
 
@@ -959,28 +960,110 @@ def _warnings(r: dict[str, Any]) -> list[str]:
     return [*[line + "\n>" for line in out[:-1]], *out[-1:], ""] if out else []
 
 
+def feed_cost_met(ratio: dict[str, Any]) -> bool:
+    """The feed's cost on ingest is "none measurable" when the paired rounds' range of
+    with/without includes 1.0, or their median is at least 0.95."""
+    return bool(ratio["min"] <= 1.0 <= ratio["max"] or ratio["median"] >= 0.95)
+
+
+def _feed_summary_rows(r: dict[str, Any]) -> list[list[str]]:
+    c = r.get("feed", {}).get("ingest_cost")
+    if not c:
+        return []
+    ratio = c["with_over_without"]
+    return [
+        [
+            "feed's cost on ingest: with ÷ without the feed (32 conn.)",
+            f"{ratio['median']:.3f}x (rounds {ratio['min']:.3f} to {ratio['max']:.3f})",
+            "none measurable (range includes 1.0, or median ≥ 0.95)",
+            _met(feed_cost_met(ratio)),
+        ]
+    ]
+
+
+_PARTIES = (
+    ("ingest", "ingest server"),
+    ("feed", "feed process"),
+    ("postgres_feed", "feed's PostgreSQL backends"),
+    ("postgres_other", "other PostgreSQL"),
+    ("receiver", "receiver"),
+    ("client", "load client"),
+    ("machine_busy", "whole machine busy"),
+    ("machine_capacity", "machine capacity"),
+)
+
+
+def _noise(c: dict[str, Any]) -> str:
+    """How far the rounds without the feed moved among themselves: the noise any verdict on
+    the ratio has to be read against."""
+    alone = [x["ok_rps"] for x in c.get("raw", {}).get("without", [])]
+    if len(alone) < 2 or not min(alone):
+        return ""
+    return (
+        f" The rounds without the feed alone ranged {_n(min(alone))} to {_n(max(alone))}"
+        f" webhooks/s ({max(alone) / min(alone):.2f}x): the machine's noise, against which"
+        " the ratio is to be read."
+    )
+
+
 def _feed(r: dict[str, Any]) -> list[str]:
     f = r["feed"]
     d, c = f["deliveries"], f["ingest_cost"]
     ratio = c["with_over_without"]
-    return [
+    out = [
         "## Canonical feed (outbox projector and delivery)",
         "",
         f"- Derived {_n(d['feed_events'])} feed events from {_n(d['log_events'])} Meta statuses"
         f" in one process: {_n(d['derive_events_per_s'])} events/s,"
         f" {_n(d['derive_cpu_us_per_log_event'])} CPU µs per log event (one run).",
         f"- Delivered {_n(d['delivered'])} signed events to one local receiver"
-        f" (`acklog serve --role feed`, one endpoint, in order):"
+        f" (`acklog serve --role feed` at nice 0, one endpoint, in order):"
         f" {_n(d['deliveries_per_s'])} deliveries/s,"
         f" {_n(d['feed_process_cpu_us_per_delivery'])} CPU µs per delivery in the feed process"
         f" (one run; {d['note']}).",
         f"- Ingest (role alone, {c['connections']} connections, {_runs_label(c['runs'])}"
         f" interleaved): {_n(c['without']['ok_rps'])} webhooks/s without the feed,"
-        f" {_n(c['with']['ok_rps'])} with a feed process deriving and delivering what"
-        f" comes in; with/without {ratio['median']:.3f} (rounds {ratio['min']:.3f} to"
-        f" {ratio['max']:.3f}); p99 with/without {c['p99_with_over_without']['median']:.2f}.",
-        "",
+        f" {_n(c['with']['ok_rps'])} with a feed process"
+        f" ({c.get('feed_priority', 'nice 10')}) deriving and delivering what comes in;"
+        f" with/without {ratio['median']:.3f} (rounds {ratio['min']:.3f} to"
+        f' {ratio["max"]:.3f}: {_met(feed_cost_met(ratio))} against "none measurable");'
+        f" p99 with/without {c['p99_with_over_without']['median']:.2f}.{_noise(c)}",
     ]
+    during = c.get("feed_during")
+    if during:
+        cu = c["catch_up_s"]
+        logged = max(during["log_events_logged"], 1)
+        out.append(
+            f"- The feed during its {c['runs']} rounds: ingest logged"
+            f" {_n(during['log_events_logged'])} webhooks, the feed derived"
+            f" {_n(during['log_events_derived'])} of them"
+            f" ({during['log_events_derived'] / logged:.0%}) into"
+            f" {_n(during['feed_events_derived'])} feed events and delivered"
+            f" {_n(during['delivered'])} during the rounds; after each round it caught up"
+            f" (all derived, all delivered: {'yes' if c['all_caught_up'] else '**no**'}) in"
+            f" {cu['median']:.1f} s (median; {cu['min']:.1f} to {cu['max']:.1f}),"
+            f" delivering {_n(during['delivered_after'])} more. Each round with the feed"
+            " starts with it caught up (the log of the rounds without it is skipped)."
+        )
+    cores = c.get("cpu_cores")
+    if cores:
+        out.append(
+            f"- The receiver stands in for the subscriber's system, which runs elsewhere: here"
+            f" it shares the machine, under {c.get('receiver_priority', '?')}. CPU cores used"
+            " during the rounds (median; the machine is shared with other work, counted in"
+            " its busy time):"
+        )
+        out.append("")
+        modes = [m for m in ("without", "with") if m in cores]
+        rows = [
+            [label, *(f"{cores[m].get(k, 0.0):.2f}" for m in modes)]
+            for k, label in _PARTIES
+            if any(k in cores[m] for m in modes)
+        ]
+        out += _table(["cores", *(f"{m} the feed" for m in modes)], rows)
+    else:
+        out.append("")
+    return out
 
 
 def render(r: dict[str, Any]) -> str:
