@@ -324,6 +324,9 @@ async def ingest_cost(
             receiver_priority = policy_name(receiver_pid)
     ratios = paired_ratios(rounds["with"], rounds["without"], "ok_rps")
     p99 = paired_ratios(rounds["with"], rounds["without"], "latency_ms.p99")
+    # ingest's own CPU per webhook: what sharing the machine with the feed costs each request
+    # (caches, preemption), less moved by the machine's load than the rate
+    us = paired_ratios(rounds["with"], rounds["without"], "server_us_per_200")
     feeds = [r["feed"] for r in rounds["with"]]
     return {
         "runs": runs,
@@ -358,6 +361,10 @@ async def ingest_cost(
         "with": {"ok_rps": median([r["ok_rps"] for r in rounds["with"]])},
         "with_over_without": ratios,
         "p99_with_over_without": p99,
+        "ingest_us_per_webhook": {
+            m: median([r["server_us_per_200"] for r in rs]) for m, rs in rounds.items()
+        },
+        "ingest_us_with_over_without": us,
         "raw": rounds,
     }
 

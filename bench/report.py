@@ -1029,6 +1029,15 @@ def _feed(r: dict[str, Any]) -> list[str]:
         f' {ratio["max"]:.3f}: {_met(feed_cost_met(ratio))} against "none measurable");'
         f" p99 with/without {c['p99_with_over_without']['median']:.2f}.{_noise(c)}",
     ]
+    us = c.get("ingest_us_with_over_without")
+    if us:
+        per = c["ingest_us_per_webhook"]
+        out.append(
+            f"- Ingest's own CPU per webhook: {per['without']:.0f} µs without the feed,"
+            f" {per['with']:.0f} µs with it (median); with/without {us['median']:.3f}"
+            f" (rounds {us['min']:.3f} to {us['max']:.3f}): what sharing the machine with the"
+            " feed costs each request, less moved by the machine's load than the rate."
+        )
     during = c.get("feed_during")
     if during:
         cu = c["catch_up_s"]
