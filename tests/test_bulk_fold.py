@@ -40,7 +40,7 @@ from eventstore.events import NewEvent
 from eventstore.pool import connect
 from eventstore.read import head, read
 from projections import fold
-from projections.bulk import BulkFold, load_log, shards
+from projections.bulk import TASKS_PER_WORKER, BulkFold, load_log, shards
 from projections.readmodel import bulk, load, write
 from projections.readmodel.columns import TABLES
 from projections.runner import LIVE_CHECKPOINT, Projector
@@ -269,6 +269,12 @@ async def test_shards_in_processes_fold_like_one_projector(
     await bulk.restore_indexes(conn, blk, restore)
     assert stages.events == end  # both shards' events counted: every event folded once
     assert await _differences(conn, inc, blk) == {}
+    # a task of several channels walks the log once for all of them
+    both = "rm_bulk_both"
+    await conn.execute("SELECT create_read_models($1)", both)
+    async with conn.transaction():
+        await BulkFold(conn, both, channels=["meta", "waha"], cache_size=5).run(0, end)
+    assert await _differences(conn, inc, both) == {}
 
 
 @given(
@@ -276,14 +282,14 @@ async def test_shards_in_processes_fold_like_one_projector(
     n=st.integers(1, 8),
 )
 def test_shard_tasks_cover_every_channel_once_largest_first(counts: dict[str, int], n: int) -> None:
-    """Every channel in exactly one task; tasks largest first; with several processes, a task
-    is either one channel or channels smaller than a ``4 n``-th of the log."""
+    """Every channel in exactly one task; tasks largest first; a task is either one channel
+    or channels each smaller than a ``TASKS_PER_WORKER * n``-th of the log."""
     tasks = shards(counts, n)
     flat = [c for t in tasks for c in t]
     assert sorted(flat) == sorted(counts)
     sizes = [sum(counts[c] for c in t) for t in tasks]
     assert sizes == sorted(sizes, reverse=True)
-    target = max(sum(counts.values()) // (4 * n), 1)
+    target = max(sum(counts.values()) // (TASKS_PER_WORKER * n), 1)
     for t in tasks:
         assert len(t) == 1 or all(counts[c] < target for c in t)
 
