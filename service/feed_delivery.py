@@ -219,14 +219,17 @@ class Sender:
     async def _flush(self, sub: subs.Subscription, done: list[Sent]) -> None:
         if not done:
             return
+        # taken before the write: cancelled while it runs, they are not written twice (not
+        # on record means only that they are sent again)
+        batch = list(done)
+        done.clear()
         await subs.delivered_batch(
             self.pool,
             sub.id,
-            [d.seq for d in done],
-            [d.status or 0 for d in done],
-            [d.seconds for d in done],
+            [d.seq for d in batch],
+            [d.status or 0 for d in batch],
+            [d.seconds for d in batch],
         )
-        done.clear()
         self.progress.set()
 
     async def _deliver(
