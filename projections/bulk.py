@@ -290,8 +290,9 @@ def _shard_main(
 def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
     """Kill the pool's workers (the executor has no public way; ``_processes`` is stable
     since Python 3.2): their tasks' transactions roll back with their connections."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # gone after shutdown
     pool.shutdown(wait=False, cancel_futures=True)
-    for proc in list(getattr(pool, "_processes", {}).values()):
+    for proc in processes:
         proc.kill()
 
 

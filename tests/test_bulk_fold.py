@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -332,3 +333,38 @@ async def test_a_cold_live_projector_loads_in_bulk_then_folds_batch_by_batch(
         await write.sweep(conn, schema, now)
     assert await _differences(conn, "rm", inc) == {}
     assert await Projector(dsn, bulk_catchup=1).cold_start(conn) == 0  # it has a checkpoint
+
+
+async def test_a_cancelled_load_kills_its_shard_processes(
+    conn: asyncpg.Connection, dsn: str
+) -> None:
+    """SIGTERM during a bulk load cancels ``load_log``: its worker processes are killed (their
+    transactions roll back with their connections) instead of folding on for a rebuild that
+    is gone, and nothing of theirs is committed."""
+    rng = random.Random(5)
+    log = [(rng.choice(KINDS), rng.randint(0, 500), rng.randint(0, 9), 0, 0) for _ in range(4000)]
+    await _append(conn, log, T0)
+    end = await head(conn)
+    blk = "rm_bulk_cancelled"
+    await conn.execute("SELECT create_read_models($1)", blk)
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    task = asyncio.create_task(
+        load_log(conn, dsn, blk, end, stages=Stages(), workers=2, min_events_per_shard=1)
+    )
+    workers: list[psutil.Process] = []
+    async with asyncio.timeout(60):
+        while len(workers) < 2 and not task.done():  # the pool's processes, once started
+            workers = [
+                p
+                for p in me.children(recursive=True)
+                if p.pid not in before and "spawn_main" in " ".join(p.cmdline())
+            ]
+            await asyncio.sleep(0.01)
+    assert not task.done(), "the load ended before its workers could be seen"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []
+    assert await conn.fetchval(f"SELECT count(*) FROM {blk}.timeline") == 0
