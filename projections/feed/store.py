@@ -84,10 +84,13 @@ async def write(
         )
     if records:
         columns = list(zip(*records, strict=True))
+        # ids already in the feed are left out by a lookup, not ON CONFLICT: a speculative
+        # insertion writes a second WAL record per row, and only this leader writes here
         await conn.execute(
             "INSERT INTO feed.events (seq, id, type, channel, position, body)"
-            " SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[],"
-            " $5::bigint[], $6::bytea[]) ON CONFLICT (id) DO NOTHING",
+            " SELECT u.* FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[],"
+            " $5::bigint[], $6::bytea[]) AS u(seq, id, type, channel, position, body)"
+            " WHERE NOT EXISTS (SELECT 1 FROM feed.events e WHERE e.id = u.id)",
             *columns,
         )
         await conn.execute("SELECT pg_notify($1, '')", FEED_CHANNEL)
