@@ -218,12 +218,29 @@ class Breakdown:
         busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
         return own, await self._feed_backends(), pg, busy
 
+    async def _wal(self, since: str | None = None) -> str:
+        """The WAL's insert position, or the bytes written since ``since``."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            if since is None:
+                return str(await conn.fetchval("SELECT pg_current_wal_lsn()::text"))
+            return str(
+                await conn.fetchval(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)", since
+                )
+            )
+        finally:
+            await conn.close()
+
     async def start(self) -> None:
         self._t0 = time.perf_counter()
+        self._lsn = await self._wal()
         self._own, self._fb, self._pg, self._busy = await self._sample()
 
     async def stop(self) -> dict[str, float]:
         wall = time.perf_counter() - self._t0
+        #: WAL bytes written meanwhile, by everyone (ingest and, in a round with it, the feed)
+        self.wal_bytes = float(await self._wal(self._lsn))
         own, fb, pg, busy = await self._sample()
         out = {k: max(v - self._own.get(k, 0.0), 0.0) for k, v in own.items()}
         feed_pg = sum(max(v - self._fb.get(p, 0.0), 0.0) for p, v in fb.items())
@@ -318,7 +335,9 @@ async def ingest_cost(
                     cpu = r["cpu_s"]
                     log(
                         f"  feed {mode:<7} run {i + 1}/{runs}: {r['ok_rps']:,.0f} webhooks/s,"
-                        f" p99 {r['latency_ms']['p99']:.1f} ms{extra}; CPU s: "
+                        f" p99 {r['latency_ms']['p99']:.1f} ms, commit cycle"
+                        f" {r.get('cycle_ms') or 0:.2f} ms, WAL {r['wal_bytes_per_200']:,.0f}"
+                        f" B/webhook{extra}; CPU s: "
                         + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
                     )
             receiver_priority = policy_name(receiver_pid)
@@ -365,6 +384,15 @@ async def ingest_cost(
             m: median([r["server_us_per_200"] for r in rs]) for m, rs in rounds.items()
         },
         "ingest_us_with_over_without": us,
+        # ingest is bound by its commit cycle (one WAL flush per batch): the feed's WAL rides
+        # along in those flushes
+        "wal_bytes_per_webhook": {
+            m: median([r["wal_bytes_per_200"] for r in rs]) for m, rs in rounds.items()
+        },
+        "commit_cycle_ms": {
+            m: median([r.get("cycle_ms") or 0.0 for r in rs]) for m, rs in rounds.items()
+        },
+        "cycle_with_over_without": paired_ratios(rounds["with"], rounds["without"], "cycle_ms"),
         "raw": rounds,
     }
 
@@ -390,6 +418,7 @@ async def _one(
         await meter.start()
         r = await one_run(group, dsn, dbname, "events", 32, duration, use_wrk)
         r["cpu_s"] = {**await meter.stop(), "client": round(r.get("client_cpu_s", 0.0), 3)}
+        r["wal_bytes_per_200"] = meter.wal_bytes / max(r["ok"], 1)
         return r
     await _skip_to_end(dsn)
     with feed_process(
@@ -411,6 +440,7 @@ async def _one(
             after = await _state(dsn, port)
         catch_up = time.perf_counter() - started
         r["cpu_s"] = {**cpu, "client": round(r.get("client_cpu_s", 0.0), 3)}
+        r["wal_bytes_per_200"] = meter.wal_bytes / max(r["ok"], 1)
         r["feed"] = {
             "log_events_logged": during.log_last - before.log_last,
             "log_events_derived": during.derived_to - before.derived_to,

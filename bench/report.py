@@ -1038,6 +1038,17 @@ def _feed(r: dict[str, Any]) -> list[str]:
             f" (rounds {us['min']:.3f} to {us['max']:.3f}): what sharing the machine with the"
             " feed costs each request, less moved by the machine's load than the rate."
         )
+    wal = c.get("wal_bytes_per_webhook")
+    if wal and "with" in wal:
+        cyc, cr = c["commit_cycle_ms"], c["cycle_with_over_without"]
+        out.append(
+            "- Where the rest goes: ingest at 32 connections is bound by its commit cycle (one"
+            " batch, one WAL flush, then the next), and the feed's writes go into the same WAL:"
+            f" {_n(wal['without'])} WAL bytes per webhook without the feed,"
+            f" {_n(wal['with'])} with it; the commit cycle {cyc['without']:.2f} ms without,"
+            f" {cyc['with']:.2f} ms with (paired {cr['median']:.3f}, rounds {cr['min']:.3f}"
+            f" to {cr['max']:.3f}). CPU priority cannot give that back."
+        )
     during = c.get("feed_during")
     if during:
         cu = c["catch_up_s"]
