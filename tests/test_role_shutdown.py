@@ -19,16 +19,22 @@ from tests.procs import Process
 
 
 @pytest.mark.parametrize(
-    ("role", "key"), [("projector", locks.PROJECTOR_LEADER), ("feed", locks.FEED_OUTBOX)]
+    ("role", "key", "leader"),
+    [
+        ("projector", locks.PROJECTOR_LEADER, "projector"),
+        ("feed", locks.FEED_OUTBOX, "feed-outbox"),
+    ],
 )
 async def test_sigterm_ends_a_leader_whose_database_hangs(
-    dsn: str, conn: asyncpg.Connection, role: str, key: int
+    dsn: str, conn: asyncpg.Connection, role: str, key: int, leader: str
 ) -> None:
     async with hanging_proxy(dsn) as proxy:
         proc = await Process(["serve", "--role", role], proxy.dsn).start()
         try:
-            # lead_forever logs "<what> is the leader" once it holds the lock
-            await proc.wait_lines(lambda lines: any("is the leader" in x for x in lines), 60)
+            # lead_forever logs "<what> is the leader" once it holds the lock (the feed has
+            # two leaders, the outbox and delivery, in either order: wait for this lock's)
+            mark = f"{leader} is the leader"
+            await proc.wait_lines(lambda lines: any(mark in x for x in lines), 60)
             assert await locks.holder(conn, key) is not None
             proxy.hang()
             assert proc.proc is not None
