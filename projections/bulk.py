@@ -28,11 +28,12 @@ process holds its own cache and filters, so memory is bounded per process.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import gc
 import itertools
 import multiprocessing
 import os
+import pickle
+import queue
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -144,6 +145,7 @@ class BulkFold:
                     upto=upto,
                     channel=channel,
                     channels=channels,
+                    for_fold=True,
                 )
             if not events:
                 return position
@@ -248,26 +250,16 @@ def default_workers() -> int:
     return int(os.environ.get("ACKLOG_REBUILD_WORKERS") or min(os.cpu_count() or 1, 4))
 
 
-#: a shard process's share of the progress counter (set by :func:`_init_worker`)
-_folded: Any = None
-
-
-def _init_worker(counter: Any) -> None:
-    global _folded
-    _folded = counter
-
-
-async def _shard(dsn: str, schema: str, channels: list[str], upto: int) -> Stages:
+async def _shard(dsn: str, schema: str, channels: list[str], upto: int, folded: Any) -> Stages:
     stages = Stages(cpu=True)
     conn = await connect(dsn)
     last = 0
 
-    def report(folded: int) -> None:
+    def report(done: int) -> None:
         nonlocal last
-        if _folded is not None:
-            with _folded.get_lock():
-                _folded.value += folded - last
-        last = folded
+        with folded.get_lock():
+            folded.value += done - last
+        last = done
 
     try:
         await bulk.bulk_codecs(conn)
@@ -280,20 +272,35 @@ async def _shard(dsn: str, schema: str, channels: list[str], upto: int) -> Stage
     return stages
 
 
-def _shard_main(
-    dsn: str, schema: str, channels: list[str], upto: int
-) -> tuple[int, dict[str, float], dict[str, float]]:
-    stages = asyncio.run(_shard(dsn, schema, channels, upto))
-    return stages.events, dict(stages.seconds), dict(stages.cpu)
+#: what a worker sends back per task: ("done", (events, seconds by stage, CPU by stage)) or
+#: ("failed", the exception, or a RuntimeError with its text when it cannot be pickled)
+Outcome = tuple[str, Any]
 
 
-def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    """Kill the pool's workers (the executor has no public way; ``_processes`` is stable
-    since Python 3.2): their tasks' transactions roll back with their connections."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # gone after shutdown
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in processes:
-        proc.kill()
+def _worker(dsn: str, schema: str, upto: int, tasks: Any, results: Any, folded: Any) -> None:
+    """A worker process: fold tasks from ``tasks`` until the ``None`` at its end, or until one
+    fails (the load is lost then; the parent stops the others)."""
+    while (channels := tasks.get()) is not None:
+        try:
+            stages = asyncio.run(_shard(dsn, schema, channels, upto, folded))
+        except BaseException as exc:  # sent to the parent, which raises it
+            try:
+                pickle.dumps(exc)
+            except Exception:  # e.g. a driver error that will not pickle
+                exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+            results.put(("failed", exc))
+            return
+        results.put(("done", (stages.events, dict(stages.seconds), dict(stages.cpu))))
+
+
+def _kill(processes: list[Any]) -> None:
+    """Kill the workers and reap them: their tasks' transactions roll back with their
+    connections (a cancelled load, e.g. SIGTERM, or a task that failed)."""
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+    for p in processes:
+        p.join()
 
 
 async def load_log(
@@ -319,34 +326,39 @@ async def load_log(
     if len(tasks) <= 1:
         async with conn.transaction():
             return await BulkFold(conn, schema, stages=stages, on_batch=on_batch).run(0, upto)
-    loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")
     folded = context.Value("q", 0)
-    with concurrent.futures.ProcessPoolExecutor(
-        min(n, len(tasks)), mp_context=context, initializer=_init_worker, initargs=(folded,)
-    ) as pool:
-        futures = [loop.run_in_executor(pool, _shard_main, dsn, schema, t, upto) for t in tasks]
-        pending: set[asyncio.Future[Any]] = set(futures)
-        try:
-            while pending:
-                _, pending = await asyncio.wait(pending, timeout=0.5)
-                if on_batch is not None:
-                    on_batch(int(folded.value))
-                if any(f.exception() for f in futures if f.done() and not f.cancelled()):
-                    break  # one task failed: the load is lost, stop the others
-        except BaseException:
-            _stop(pool)  # cancelled (SIGTERM): the workers' transactions roll back
-            raise
-        if pending:
-            _stop(pool)
-        results = await asyncio.gather(*futures, return_exceptions=True)
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:  # the task that failed, rather than the workers stopped after it
-        broken = concurrent.futures.process.BrokenProcessPool
-        raise next((f for f in failures if not isinstance(f, broken)), failures[0])
-    for r in results:
-        assert not isinstance(r, BaseException)
-        events, seconds, cpu = r
+    todo, results = context.Queue(), context.Queue()
+    for t in tasks:
+        todo.put(t)
+    processes = [
+        context.Process(
+            target=_worker, args=(dsn, schema, upto, todo, results, folded), daemon=True
+        )
+        for _ in range(min(n, len(tasks)))
+    ]
+    for _ in processes:
+        todo.put(None)
+    outcomes: list[Outcome] = []
+    try:
+        for p in processes:
+            p.start()
+        while len(outcomes) < len(tasks):
+            try:
+                outcomes.append(await asyncio.to_thread(results.get, True, 0.5))
+            except queue.Empty:
+                if not any(p.is_alive() for p in processes) and results.empty():
+                    raise RuntimeError("rebuild: the fold's worker processes died") from None
+            if on_batch is not None:
+                on_batch(int(folded.value))
+            if outcomes and outcomes[-1][0] == "failed":
+                raise outcomes[-1][1]
+    finally:
+        _kill(processes)  # all done: they are leaving anyway; else stop them
+        todo.cancel_join_thread()  # what is left of it has no reader any more
+        for q in (todo, results):
+            q.close()
+    for _, (events, seconds, cpu) in outcomes:
         stages.events += events
         for k, v in seconds.items():
             stages.add(k, v, cpu.get(k, 0.0))

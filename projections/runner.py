@@ -104,7 +104,9 @@ class Projector:
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
                 position = await checkpoint.load(conn, self.name)
             with timed("read"):
-                events = await read(conn, after=position, limit=self.batch_size, upto=upto)
+                events = await read(
+                    conn, after=position, limit=self.batch_size, upto=upto, for_fold=True
+                )
             if not events:
                 self.position = position
                 return 0

@@ -368,3 +368,25 @@ async def test_a_cancelled_load_kills_its_shard_processes(
     _, alive = psutil.wait_procs(workers, timeout=10)
     assert alive == []
     assert await conn.fetchval(f"SELECT count(*) FROM {blk}.timeline") == 0
+
+
+async def test_a_failed_task_fails_the_load_with_its_own_error(
+    conn: asyncpg.Connection, dsn: str
+) -> None:
+    """A worker's task that fails (here: its schema does not exist) ends the whole load with
+    that task's error, from a worker process, and leaves no worker behind."""
+    rng = random.Random(3)
+    log = [(rng.choice(KINDS), rng.randint(0, 50), rng.randint(0, 9), 0, 0) for _ in range(300)]
+    await _append(conn, log, T0)
+    me = psutil.Process()
+    with pytest.raises(Exception, match="does not exist"):
+        await load_log(
+            conn,
+            dsn,
+            "rm_no_such_schema",
+            await head(conn),
+            stages=Stages(),
+            workers=2,
+            min_events_per_shard=1,
+        )
+    assert [p for p in me.children() if "spawn_main" in " ".join(p.cmdline())] == []
