@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+import urllib.parse
 from typing import Any
 
 import aiohttp
@@ -123,6 +124,14 @@ def run_operation(
     @hypothesis.given(case=strategy(operation, mode, pinned))
     def run(case: Any) -> None:
         response = case.call(session=session, headers=AUTH, timeout=10)
+        if mode is GenerationMode.NEGATIVE and case.query:
+            # a query parameter that serializes to nothing (a None or an empty list: requests
+            # drops it) never reaches the server, so the request it sent may be valid: seen
+            # once as "GET /v1/events?after=0 violates additionalProperties" answered 200
+            sent = urllib.parse.parse_qs(
+                urllib.parse.urlsplit(response.request.url).query, keep_blank_values=True
+            )
+            hypothesis.assume(all(str(k) in sent for k in case.query))
         tally.statuses[response.status_code] += 1
         tally.by_operation[operation.label] += 1
         case.validate_response(response, checks=checks, headers=AUTH)
