@@ -65,6 +65,8 @@ class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True):
     poll_interval: float = 1.0
     #: seconds between refreshes of the backlog gauges and of the subscription list
     refresh_interval: float = 5.0
+    #: delivery attempts kept per subscription (older ones are pruned at each refresh)
+    keep_attempts: int = 10_000
     policy: outbound.Policy = outbound.Policy()
 
 
@@ -88,6 +90,7 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> DeliverySettings:
         max_answer=int(num("ACKLOG_FEED_MAX_ANSWER", d.max_answer)),
         poll_interval=num("ACKLOG_FEED_POLL", d.poll_interval),
         refresh_interval=num("ACKLOG_FEED_REFRESH", d.refresh_interval),
+        keep_attempts=max(1, int(num("ACKLOG_FEED_KEEP_ATTEMPTS", d.keep_attempts))),
         policy=outbound.from_env(env),
     )
 
@@ -430,6 +433,8 @@ class Delivery:
                 sender.wake.set()
 
     async def _gauges(self, pool: asyncpg.Pool) -> None:
+        """The backlog gauges of every subscription, and its attempts past
+        ``keep_attempts`` pruned (a bounded chunk per refresh)."""
         now = dt.datetime.now(dt.UTC)
         for sub in await subs.list_all(pool):
             b = await subs.backlog(pool, sub)
@@ -437,6 +442,7 @@ class Delivery:
             age = (now - b.oldest).total_seconds() if b.oldest else 0.0
             metrics.feed_oldest_pending.labels(sub.name).set(max(age, 0.0))
             metrics.feed_paused.labels(sub.name).set(0 if sub.status == "active" else 1)
+            await subs.prune_attempts(pool, sub.id, keep=self.settings.keep_attempts)
 
     async def run(self) -> None:
         """Lead or stand by on ``FEED_DELIVERY``, forever."""

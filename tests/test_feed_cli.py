@@ -66,3 +66,23 @@ async def test_redeliver_and_rebuild_the_feed(dsn: str, conn: asyncpg.Connection
     assert code == 0, out
     await Outbox("").catch_up(conn)
     assert {e.id for e in await store.after(conn, 0, limit=100)} == before
+
+
+async def test_attempts_are_pruned_to_the_latest_per_subscription(
+    conn: asyncpg.Connection,
+) -> None:
+    """Every delivery leaves an attempt row: pruning keeps the ``keep`` latest of each
+    subscription, in bounded chunks, and leaves other subscriptions alone."""
+    a, _ = await subs.add(conn, "a", "http://127.0.0.1:9/a")
+    b, _ = await subs.add(conn, "b", "http://127.0.0.1:9/b")
+    for seq in range(1, 31):
+        await subs.record_attempt(conn, a.id, seq, 1, "failed", 500, "answered 500", 0.01)
+    for seq in range(1, 6):
+        await subs.record_attempt(conn, b.id, seq, 1, "failed", 500, "answered 500", 0.01)
+    assert await subs.prune_attempts(conn, a.id, keep=10, limit=15) == 15  # one chunk
+    assert await subs.prune_attempts(conn, a.id, keep=10, limit=15) == 5
+    assert await subs.prune_attempts(conn, a.id, keep=10) == 0
+    kept = await subs.recent_attempts(conn, a.id, limit=100)
+    assert [x.seq for x in kept] == list(range(30, 20, -1))  # the 10 latest
+    assert await subs.prune_attempts(conn, b.id, keep=10) == 0
+    assert len(await subs.recent_attempts(conn, b.id, limit=100)) == 5

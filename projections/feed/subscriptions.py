@@ -328,6 +328,29 @@ async def dead_letter(
     return False
 
 
+async def prune_attempts(
+    conn: asyncpg.Connection | asyncpg.Pool, sub_id: int, *, keep: int, limit: int = 10_000
+) -> int:
+    """Forget all but the ``keep`` latest delivery attempts of a subscription (at most
+    ``limit`` rows per call, so no call holds a long transaction); how many went. Every
+    delivery leaves an attempt row, so without this the table grows with the feed forever;
+    dead letters keep their own rows (``feed.dead_letters``) and are not touched."""
+    if keep < 1:
+        raise ValueError("keep at least one attempt")
+    gone = await conn.fetchval(
+        "WITH cutoff AS (SELECT id FROM feed.attempts WHERE subscription_id = $1"
+        "  ORDER BY id DESC OFFSET $2 - 1 LIMIT 1),"
+        " doomed AS (SELECT a.id FROM feed.attempts a, cutoff"
+        "  WHERE a.subscription_id = $1 AND a.id < cutoff.id ORDER BY a.id LIMIT $3),"
+        " deleted AS (DELETE FROM feed.attempts WHERE id IN (SELECT id FROM doomed) RETURNING 1)"
+        " SELECT count(*) FROM deleted",
+        sub_id,
+        keep,
+        limit,
+    )
+    return int(gone)
+
+
 async def recent_attempts(
     conn: asyncpg.Connection | asyncpg.Pool, sub_id: int, limit: int = 20
 ) -> list[Attempt]:
