@@ -279,7 +279,7 @@ class Sender:
         except RetryError as exc:
             last = exc.last_attempt.exception()
             detail = str(last) if last else "failed"
-            metrics.feed_deliveries.labels(sub.name, "dead_letter").inc()
+            self._outcomes(sub.name, "dead_letter").inc()
             async with self.pool.acquire() as conn:
                 paused = await subs.dead_letter(
                     conn, sub.id, event.seq, s.attempts, detail, breaker=s.breaker
