@@ -426,15 +426,15 @@ class Delivery:
                 sender = Sender(pool, http, sub_id, self.settings, self.progress)
                 self.senders[sub_id] = (sender, asyncio.create_task(sender.run()))
             if loop.time() >= next_refresh:
-                await self._gauges(pool)
+                await self._refresh(pool)
                 next_refresh = loop.time() + self.settings.refresh_interval
             await wake.wait(self.settings.poll_interval)
             for sender, _ in self.senders.values():
                 sender.wake.set()
 
-    async def _gauges(self, pool: asyncpg.Pool) -> None:
-        """The backlog gauges of every subscription, and its attempts past
-        ``keep_attempts`` pruned (a bounded chunk per refresh)."""
+    async def _refresh(self, pool: asyncpg.Pool) -> None:
+        """Every ``refresh_interval``, for each subscription: its backlog gauges, and its
+        attempts past ``keep_attempts`` pruned (a bounded chunk per refresh)."""
         now = dt.datetime.now(dt.UTC)
         for sub in await subs.list_all(pool):
             b = await subs.backlog(pool, sub)
