@@ -22,8 +22,8 @@ from aiohttp import web
 
 from eventstore.events import body_key
 from eventstore.pool import create_pool
-from service import eventloop
-from service.headers import kept_headers
+from service.core import eventloop
+from service.ingest.headers import kept_headers
 
 NAIVE_TABLE = """
 CREATE TABLE IF NOT EXISTS naive_events (

@@ -20,7 +20,7 @@ import asyncpg
 import psutil
 
 from eventstore.migrate import migrate
-from service import channels
+from service.ingest import channels
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ async def database(server_dsn: str, name: str) -> AsyncIterator[str]:
 
 
 async def add_channels(dsn: str, provider_names: list[str]) -> None:
-    """One channel per provider, with a known token (``service.channels.add``)."""
+    """One channel per provider, with a known token (``service.ingest.channels.add``)."""
     conn = await asyncpg.connect(dsn)
     try:
         for provider in provider_names:

@@ -1,6 +1,6 @@
 """The ingest hot path, step by step: microseconds each step of ``receive`` costs per webhook.
 
-Each step is the call ``service/ingest.py`` makes, on a mocked request carrying a webhook of
+Each step is the call ``service/ingest/hooks.py`` makes, on a mocked request carrying a webhook of
 the mix (``aiohttp.test_utils.make_mocked_request``), timed in a loop in this process. The sum
 is the handler's own share of a webhook; the rest of the server's CPU per webhook is aiohttp,
 the event loop, sockets and the group commit.
@@ -21,16 +21,17 @@ from multidict import CIMultiDict
 from bench.db import channel_name, token
 from bench.mix import Mix
 from bench.stats import median
+from eventstore.channels import Channel, token_hash
 from eventstore.events import NewEvent, dedup_key
 from projections import providers
-from service import ingest, metrics
-from service.auth import authenticate
-from service.channels import Channel, token_hash
-from service.clientaddr import client_address
-from service.config import Settings
-from service.headers import kept_headers
-from service.responses import json_response
-from service.state import SETTINGS
+from service.core.config import Settings
+from service.core.state import SETTINGS
+from service.http.clientaddr import client_address
+from service.http.responses import json_response
+from service.ingest import hooks as ingest
+from service.ingest.auth import authenticate
+from service.ingest.headers import kept_headers
+from service.metrics import registry as metrics
 
 
 def _requests() -> list[tuple[web.Request, Channel, bytes]]:

@@ -32,7 +32,7 @@ from bench.baselines import NAIVE_TABLE
 from bench.mix import Mix
 from bench.progress import log
 from bench.stats import median, median_of, paired_ratios
-from service import eventloop
+from service.core import eventloop
 
 #: acklog as shipped (one batch in flight), acklog with two, and the two baselines
 TARGETS = ("acklog", "acklog_2w", "bare", "naive")

@@ -29,9 +29,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "ingest: response writing": ("web_response.py", "http_writer.py", "helpers.py"),
     "ingest: receive handler (auth, headers, event id)": (
-        "service/ingest.py",
-        "service/auth.py",
-        "service/channels.py",
+        "service/ingest/hooks.py",
+        "service/ingest/auth.py",
+        "service/ingest/channels.py",
+        "eventstore/channels.py",
     ),
     "ingest: metrics (prometheus_client)": ("prometheus_client",),
     "appender (group commit)": ("eventstore/append.py",),

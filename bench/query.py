@@ -3,7 +3,7 @@
 The read models come from the projection phase (a real fold of the log). If they hold fewer
 messages than asked, they are topped up by copying the folded messages and their timelines
 under new keys, shifted to later positions (so listings keep one message per position).
-SQL is timed on one connection, one query at a time; the HTTP API (when ``service/api.py``
+SQL is timed on one connection, one query at a time; the HTTP API (when ``service/api/routes.py``
 exists) is loaded from wrk or bench.loadgen like ingest.
 """
 
@@ -174,7 +174,7 @@ async def sql_bench(dsn: str, runs: int, per_run: int) -> dict[str, Any]:
 
 def api_available() -> bool:
     try:
-        import service.api  # noqa: F401
+        import service.api.routes  # noqa: F401
     except ImportError:
         return False
     return True
@@ -191,7 +191,7 @@ def console_available() -> bool:
 async def http_bench(
     dsn: str, workdir: Path, runs: int, duration: float, connections: int, use_wrk: bool
 ) -> dict[str, Any]:
-    from service.api_params import encode_cursor
+    from service.reads.params import encode_cursor
 
     conn = await asyncpg.connect(dsn)
     try:

@@ -888,7 +888,7 @@ def _where(r: dict[str, Any]) -> list[str]:
         rows.append(["**sum of the handler's own steps**", f"**{total:.1f}**"])
         out += [
             "**The receive handler, step by step** (`bench/hotpath.py`: each call"
-            " `service/ingest.py` makes, on mocked requests of the mix, in a loop):",
+            " `service/ingest/hooks.py` makes, on mocked requests of the mix, in a loop):",
             "",
             *_table(["step of receive()", "µs per webhook"], rows),
         ]

@@ -25,7 +25,7 @@ READ_MODEL_WRITE = 7312004722
 REBUILD = 7312004723
 #: Session lock of the feed's outbox projector leader (``projections.feed.outbox``).
 FEED_OUTBOX = 7312004781
-#: Session lock of the feed's delivery leader (``service.feed_delivery``): one sender.
+#: Session lock of the feed's delivery leader (``service.feed.delivery``): one sender.
 FEED_DELIVERY = 7312004782
 
 

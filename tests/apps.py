@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 
 from eventstore.pool import connect
-from service import channels
-from service.config import Settings
+from service.core.config import Settings
+from service.ingest import channels
 
 #: generated files (the API key) go here, never into the working tree
 DATA_DIR = Path(tempfile.mkdtemp(prefix="acklog-test-data-"))

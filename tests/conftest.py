@@ -133,7 +133,7 @@ API_AUTH = {"Authorization": f"Bearer {API_KEY}"}
 @pytest.fixture
 async def api_client(aiohttp_client: Any, dsn: str) -> Any:
     """The real app (no projector of its own) on a real socket, with :data:`API_KEY`."""
-    from service.app import make_app
+    from service.runtime.app import make_app
     from tests.apps import settings
 
     return await aiohttp_client(make_app(settings(api_key=API_KEY), dsn))
@@ -144,7 +144,7 @@ async def project(dsn: str) -> AsyncIterator[Any]:
     """``await project()`` folds the log so far, as the live projector does (metrics too)."""
     from eventstore.pool import connect
     from projections.runner import Projector
-    from service.observe import observe_batch
+    from service.metrics.observe import observe_batch
 
     conn = await connect(dsn)
     projector = Projector(dsn, on_batch=observe_batch)

@@ -37,7 +37,7 @@ SAMPLES = (ROOT.parent / "shared" / "samples").resolve()
 #: groups whose mutants are narrowed to some functions (mutmut name patterns)
 PATTERNS: dict[str, list[str]] = {
     # the hot path's promises: refusals, the body limits, the commit and its 503
-    "ingest_503": ["service.ingest.x_receive__mutmut_*"],
+    "ingest_503": ["service.ingest.hooks.x_receive__mutmut_*"],
 }
 
 #: group → (files whose functions are mutated, the tests that must kill them)
@@ -47,11 +47,11 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_message_state_unit.py", "tests/test_fold_properties.py"],
     ),
     "auth": (
-        ["service/auth.py"],
+        ["service/ingest/auth.py"],
         ["tests/test_auth_unit.py", "tests/test_auth_forged.py"],
     ),
     "ingest_503": (
-        ["service/ingest.py"],
+        ["service/ingest/hooks.py"],
         [
             "tests/test_ingest_refusals.py",
             "tests/test_db_hang.py",

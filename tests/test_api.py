@@ -20,14 +20,17 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from eventstore import channels as registry
 from eventstore import read
 from eventstore.append import write_batch
 from eventstore.events import NewEvent
 from eventstore.pool import connect
 from projections.readmodel import query
 from projections.runner import Projector
-from service import api, apikey, channels, openapi
-from service.app import make_app
+from service.api import openapi
+from service.api import routes as api
+from service.core import apikey
+from service.runtime.app import make_app
 from tests.apps import add_channel, settings
 from tests.samples import sample
 
@@ -232,7 +235,7 @@ async def test_channels_with_provider_status_and_counts(
     await post(client, "gone", gone, body, ctype)
     conn = await connect(dsn)
     try:
-        await channels.remove(conn, "gone")  # its events stay, so it is still listed
+        await registry.remove(conn, "gone")  # its events stay, so it is still listed
     finally:
         await conn.close()
     await projector()
@@ -755,7 +758,7 @@ async def test_queries_use_indexes(dsn: str, pool: asyncpg.Pool) -> None:
             (query.MESSAGE_SQL, ["b", "77"]),
             (query.RECEIPTS_SQL, ["d", "true_status@broadcast_00000000000000007"]),
             (query.TIMELINE_SQL, ["b", "77", 1001]),
-            (channels.PROVIDER_SQL, ["b"]),
+            (registry.PROVIDER_SQL, ["b"]),
             (read.CHANNEL_PROVIDER_SQL, ["b"]),
             (query.PROVIDER_SQL, ["b"]),
             (query.HISTORY_SQL, ["b", 50]),
@@ -805,7 +808,7 @@ async def test_anomalies_in_listing_detail_and_filter(
     # the same read retried by the provider: a new event, the same ack
     conn = await connect(dsn)
     try:
-        token = await channels.add_token(conn, "wa")
+        token = await registry.add_token(conn, "wa")
     finally:
         await conn.close()
     body, ctype = sample("waha", "message_ack_read.json")

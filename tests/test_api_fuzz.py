@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 
 from eventstore.pool import connect
 from projections.runner import Projector
-from service.app import make_app
+from service.runtime.app import make_app
 from tests.apps import add_channel, settings
 from tests.samples import sample
 

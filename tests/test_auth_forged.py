@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from eventstore import read as reader
-from service.app import make_app
+from service.runtime.app import make_app
 from tests.apps import add_channel
 from tests.apps import settings as app_settings
 from tests.samples import sample

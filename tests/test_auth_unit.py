@@ -1,6 +1,6 @@
-"""``service.auth`` without HTTP: every rule of ``authenticate`` and the failure limiter, fast
+"""``service.ingest.auth`` without HTTP: every rule of ``authenticate`` and the failure limiter, fast
 enough for mutation testing (``make mutate``). Expected signatures come from outside the
-project (RFC 4231, Twilio's RequestValidator), never from ``service.auth`` itself."""
+project (RFC 4231, Twilio's RequestValidator), never from ``service.ingest.auth`` itself."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from multidict import CIMultiDict
 from twilio.request_validator import RequestValidator
 
-from service.auth import FailureLimiter, authenticate, token_matches
-from service.channels import Channel, token_hash
+from eventstore.channels import Channel, token_hash
+from service.ingest.auth import FailureLimiter, authenticate, token_matches
 
 RFC4231_KEY = "Jefe"
 RFC4231_DATA = b"what do ya want for nothing?"
@@ -206,7 +206,7 @@ def test_twilio_body_that_is_not_utf8_is_refused_not_raised() -> None:
 
 
 def test_waha_helper_defaults_to_sha512() -> None:
-    from service.auth import waha_signature
+    from service.ingest.auth import waha_signature
 
     assert waha_signature(RFC4231_KEY, RFC4231_DATA) == RFC4231_SHA512
 

@@ -46,7 +46,7 @@ from projections.readmodel import bulk, load, write
 from projections.readmodel.columns import TABLES
 from projections.runner import LIVE_CHECKPOINT, Projector
 from projections.stages import Stages
-from service import channels
+from service.ingest import channels
 from tests.payloads import meta_incoming, meta_status, waha_ack, waha_outgoing
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from eventstore.pool import connect
 from projections.runner import Projector
+from service.cli.simulate import simulate
 from service.console import session
-from service.simulate import simulate
 from tests.apps import add_channel, settings
 from tests.console_helpers import HOSTILE, HOSTILE_ID, UNREADABLE, csrf_of, hostile_wamm, sign_in
 
@@ -33,7 +33,7 @@ Server = Callable[..., Awaitable[TestServer]]
 
 @pytest.fixture
 async def server(aiohttp_server: Server, dsn: str) -> TestServer:
-    from service.app import make_app
+    from service.runtime.app import make_app
 
     app: web.Application = make_app(settings(api_key=KEY), dsn)
     return await aiohttp_server(app)

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections.facts import RANK
-from service.api_models import Content, MessageDetail, MilestoneOut, MissedAcksOut, TimelineEntry
 from service.console import picture
+from service.reads.models import Content, MessageDetail, MilestoneOut, MissedAcksOut, TimelineEntry
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 ACKS = ("sent", "delivered", "read", "played")

@@ -15,7 +15,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from eventstore import read as reader
-from service.app import make_app
+from service.runtime.app import make_app
 from tests.apps import add_channel, settings
 from tests.dbproxy import hanging_proxy
 

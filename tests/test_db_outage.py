@@ -10,8 +10,8 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from eventstore import read as reader
-from service.app import make_app
-from service.database import wait_and_migrate
+from service.core.database import wait_and_migrate
+from service.runtime.app import make_app
 from tests.apps import add_channel, settings
 
 Client = Callable[..., Awaitable[TestClient]]

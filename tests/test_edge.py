@@ -22,19 +22,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from eventstore.channels import Channel, token_hash
 from eventstore.pool import connect
-from service.auth import (
+from service.core.config import from_env
+from service.http.clientaddr import forwarded_client, trusted_proxies
+from service.http.server import client_key
+from service.ingest.auth import (
     authenticate,
     meta_signature,
     signature_verdict,
     twilio_signature,
     waha_signature,
 )
-from service.channels import Channel, token_hash
-from service.clientaddr import forwarded_client, trusted_proxies
-from service.config import from_env
-from service.readiness import RECHECK_AFTER, AppendHealth
-from service.server import client_key
+from service.ingest.readiness import RECHECK_AFTER, AppendHealth
 from tests.apps import add_channel
 from tests.procs import ROOT, free_port, serve
 

@@ -22,7 +22,7 @@ from projections import failures
 from projections.failures import FAILURE_CLASSES, TABLES, classify
 from projections.providers import PROVIDERS
 from projections.runner import utcnow
-from service import snapshot
+from service.metrics import snapshot
 from tests.apps import add_channel
 from tests.conftest import API_AUTH
 from tests.samples import sample

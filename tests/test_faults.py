@@ -21,7 +21,7 @@ from eventstore.pool import connect
 from eventstore.read import head, read
 from projections.rebuild import verify
 from projections.runner import Projector
-from service.database import wait_and_migrate
+from service.core.database import wait_and_migrate
 from tests.apps import add_channel
 from tests.payloads import waha_ack, waha_outgoing
 from tests.procs import free_port, project, serve

@@ -26,8 +26,8 @@ from projections.feed import events as fe
 from projections.feed import store
 from projections.feed import subscriptions as subs
 from projections.feed.outbox import Outbox
-from service import outbound
-from service.feed_delivery import Delivery, DeliverySettings
+from service.feed import outbound
+from service.feed.delivery import Delivery, DeliverySettings
 from tests.payloads import event, meta_status
 from tests.procs import Process, free_port
 

@@ -15,7 +15,7 @@ from eventstore.append import write_batch
 from projections.feed import events as fe
 from projections.feed import subscriptions as subs
 from projections.feed.outbox import Outbox
-from service.app import make_app
+from service.runtime.app import make_app
 from tests.apps import settings
 from tests.payloads import event, meta_status
 

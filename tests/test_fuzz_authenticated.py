@@ -26,7 +26,7 @@ from eventstore import read as reader
 from eventstore.pool import connect
 from projections.providers import PROVIDERS
 from projections.runner import Projector
-from service.app import make_app
+from service.runtime.app import make_app
 from tests.apps import add_channel
 from tests.apps import settings as app_settings
 from tests.samples import FORM, JSON, sample, sample_names

@@ -59,7 +59,7 @@ EXPOSED_METRICS = frozenset(
         "acklog_instance_status",
         "acklog_database_up",
         "acklog_connections_closed_total",
-        # the canonical feed (service/feed_delivery.py, service/feed_role.py)
+        # the canonical feed (service/feed/delivery.py, service/feed/role.py)
         "acklog_feed_events_total",
         "acklog_feed_deliveries_total",
         "acklog_feed_delivery_seconds_bucket",
@@ -307,8 +307,8 @@ def test_metric_names_used_are_exposed() -> None:
 
 
 def _service_exposition_names() -> set[str]:
-    import service.snapshot  # noqa: F401  # registers the snapshot's collector
-    from service.metrics import REGISTRY
+    import service.metrics.snapshot  # noqa: F401  # registers the snapshot's collector
+    from service.metrics.registry import REGISTRY
 
     names: set[str] = set()
     for family in REGISTRY.collect():
@@ -322,10 +322,14 @@ def _service_exposition_names() -> set[str]:
 
 
 def test_exposed_metrics_match_service_registry() -> None:
-    """The list above is what service/metrics.py actually registers."""
+    """The list above is what service/metrics/registry.py actually registers."""
     registered = {name for name in _service_exposition_names() if name.startswith("acklog_")}
-    assert EXPOSED_METRICS - registered == set(), "listed here but not in service/metrics.py"
-    assert registered - EXPOSED_METRICS == set(), "new metric in service/metrics.py: list it"
+    assert EXPOSED_METRICS - registered == set(), (
+        "listed here but not in service/metrics/registry.py"
+    )
+    assert registered - EXPOSED_METRICS == set(), (
+        "new metric in service/metrics/registry.py: list it"
+    )
 
 
 # --- dashboard -------------------------------------------------------------------------------

@@ -17,9 +17,9 @@ from eventstore.pool import connect
 from eventstore.read import head
 from projections.providers import PROVIDERS
 from projections.runner import Projector
-from service import server
-from service.app import make_app
-from service.auth import meta_signature
+from service.http import server
+from service.ingest.auth import meta_signature
+from service.runtime.app import make_app
 from tests.apps import add_channel
 from tests.apps import settings as app_settings
 from tests.samples import sample

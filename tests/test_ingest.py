@@ -11,12 +11,12 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from eventstore import channels as registry
 from eventstore import read as reader
 from eventstore.pool import connect
-from service import channels
-from service.app import make_app
-from service.auth import meta_signature, twilio_signature, waha_signature
-from service.state import CHANNELS
+from service.core.state import CHANNELS
+from service.ingest.auth import meta_signature, twilio_signature, waha_signature
+from service.runtime.app import make_app
 from tests.apps import add_channel, settings
 from tests.samples import sample
 
@@ -199,10 +199,10 @@ async def test_token_rotation(client: TestClient, dsn: str) -> None:
     assert (await client.post(f"/hooks/r?token={old}", data=b"{}")).status == 200  # cached now
     conn = await connect(dsn)
     try:
-        new = await channels.add_token(conn, "r")
-        ids = (await channels.describe(conn))[0]["tokens"]
+        new = await registry.add_token(conn, "r")
+        ids = (await registry.describe(conn))[0]["tokens"]
         assert len(ids) == 2
-        await channels.revoke_token(conn, "r", ids[0])
+        await registry.revoke_token(conn, "r", ids[0])
     finally:
         await conn.close()
     # the new token works at once although the channel is cached; the revoked one lives on

@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from eventstore import read as reader
-from service import metrics
-from service.app import make_app
+from service.metrics import registry as metrics
+from service.runtime.app import make_app
 from tests.apps import add_channel, settings
 
 Client = Callable[..., Awaitable[TestClient]]

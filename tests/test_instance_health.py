@@ -18,14 +18,16 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from eventstore import channels as registry
 from eventstore.append import write_batch
 from eventstore.events import NewEvent
 from eventstore.pool import connect
 from projections.readmodel import health
 from projections.readmodel.health import DEBOUNCE, HealthSettings, Run, assess, debounced, next_run
 from projections.runner import Projector
-from service import channels, snapshot
-from service.app import make_app
+from service.ingest import channels
+from service.metrics import snapshot
+from service.runtime.app import make_app
 from tests.apps import settings
 from tests.payloads import waha_ack, waha_outgoing
 
@@ -157,7 +159,7 @@ async def test_flapping_with_the_debounced_status_beside_the_raw_one(
     conn: asyncpg.Connection, dsn: str
 ) -> None:
     await channels.add(
-        conn, "wa", "waha", health=channels.HealthSettings(flap_changes=3, flap_window_s=300)
+        conn, "wa", "waha", health=registry.HealthSettings(flap_changes=3, flap_window_s=300)
     )
     await feed(
         conn,
@@ -230,26 +232,26 @@ async def test_defaults_of_the_migration_and_of_the_code_agree(conn: asyncpg.Con
 @pytest.mark.parametrize(
     "bad",
     [
-        channels.HealthSettings(flap_changes=0),
-        channels.HealthSettings(flap_window_s=-1),
-        channels.HealthSettings(silent_acks_s=0),
-        channels.HealthSettings(silent_traffic_s=0),
+        registry.HealthSettings(flap_changes=0),
+        registry.HealthSettings(flap_window_s=-1),
+        registry.HealthSettings(silent_acks_s=0),
+        registry.HealthSettings(silent_traffic_s=0),
     ],
 )
 async def test_thresholds_are_checked(
-    conn: asyncpg.Connection, bad: channels.HealthSettings
+    conn: asyncpg.Connection, bad: registry.HealthSettings
 ) -> None:
     await channels.add(conn, "wa", "waha")
-    with pytest.raises(channels.ChannelError, match="invalid channel settings"):
+    with pytest.raises(registry.ChannelError, match="invalid channel settings"):
         await channels.update(conn, "wa", health=bad)
-    await channels.update(conn, "wa", health=channels.HealthSettings(flap_changes=9))
+    await channels.update(conn, "wa", health=registry.HealthSettings(flap_changes=9))
     assert (await health.load_settings(conn))["wa"].flap_changes == 9
 
 
 async def test_health_in_the_api_and_the_metrics(
     aiohttp_client: Client, conn: asyncpg.Connection, dsn: str
 ) -> None:
-    await channels.add(conn, "wa", "waha", health=channels.HealthSettings(flap_changes=2))
+    await channels.add(conn, "wa", "waha", health=registry.HealthSettings(flap_changes=2))
     await channels.add(conn, "quiet", "wamm")
     await feed(
         conn,

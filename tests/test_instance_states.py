@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from projections.facts import INSTANCE_STATUSES, InstanceStatusReported
-from service import snapshot
+from service.metrics import snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_the_readme_defines_every_state(status: str) -> None:
 
 
 def test_the_openapi_document_enumerates_every_state() -> None:
-    from service import openapi
+    from service.api import openapi
 
     schemas = openapi.document()["components"]["schemas"]
     for name in ("InstanceState", "HistoryEntry"):

@@ -18,9 +18,10 @@ from projections.fold import decode
 from projections.message_state import ANOMALIES
 from projections.providers import PROVIDERS
 from projections.runner import utcnow
-from service import metrics, snapshot
-from service.app import make_app
-from service.state import POOL, PROJECTOR
+from service.core.state import POOL, PROJECTOR
+from service.metrics import registry as metrics
+from service.metrics import snapshot
+from service.runtime.app import make_app
 from tests.apps import add_channel, settings
 from tests.payloads import waha_ack, waha_outgoing
 from tests.test_grafana import metric_names_used
@@ -102,7 +103,7 @@ async def test_metric_labels_are_bounded(aiohttp_client: Client, dsn: str) -> No
 
 
 async def test_metrics_on_their_own_port(dsn: str) -> None:
-    from service import server
+    from service.http import server
     from tests.procs import free_port
 
     port = free_port()

@@ -14,8 +14,8 @@ from eventstore.append import write_batch
 from eventstore.pool import connect
 from projections.rebuild import rebuild, verify
 from projections.runner import Projector
-from service import snapshot
-from service.app import make_app
+from service.metrics import snapshot
+from service.runtime.app import make_app
 from tests.apps import add_channel, settings
 from tests.payloads import event, waha_ack, waha_outgoing
 

@@ -22,11 +22,11 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
+from eventstore import channels as registry
 from eventstore.append import write_batch
-from service import channels
-from service.app import make_app
-from service.logs import RefusedWebhooks
-from service.tail import parse_since
+from service.cli.tail import parse_since
+from service.core.logs import RefusedWebhooks
+from service.runtime.app import make_app
 from tests.apps import DATA_DIR, add_channel, settings
 from tests.conftest import with_database
 from tests.payloads import event, waha_outgoing
@@ -54,10 +54,10 @@ async def acklog(dsn: str, *args: str, stdin: bytes | None = None, **env: str) -
     return proc.returncode, out.decode()
 
 
-async def channel(dsn: str, name: str) -> channels.Channel:
+async def channel(dsn: str, name: str) -> registry.Channel:
     conn = await asyncpg.connect(dsn)
     try:
-        found = await channels.get(conn, name)
+        found = await registry.get(conn, name)
     finally:
         await conn.close()
     assert found is not None
@@ -92,7 +92,7 @@ async def test_channels_update_keeps_tokens_and_secrets(dsn: str) -> None:
     assert (after.sent_deadline_s, after.delivered_deadline_s) == (20, 40)
     assert after.allow_cidrs == ("10.0.0.0/8", "192.168.1.7/32")
     assert after.basic_user == "hook"
-    assert after.token_hashes == before.token_hashes == (channels.token_hash(token),)
+    assert after.token_hashes == before.token_hashes == (registry.token_hash(token),)
     assert after.secrets == before.secrets == ("s1",)
 
     code, out = await acklog(dsn, "channels", "update", "shop", "--allow-any", "--no-basic-user")
@@ -138,7 +138,7 @@ async def test_list_json_token_ids_and_secrets_off_the_command_line(
     assert "token=-x1" in out
     code, out = await acklog(dsn, "channels", "add", "eq", "--provider", "wamm", "--token=-x2")
     assert code == 0 and "token=-x2" in out, out
-    assert (await channel(dsn, "dash")).token_hashes == (channels.token_hash("-x1"),)
+    assert (await channel(dsn, "dash")).token_hashes == (registry.token_hash("-x1"),)
 
 
 async def test_version() -> None:
@@ -326,7 +326,7 @@ async def test_simulate_into_a_closed_pipe_ends_quietly(aiohttp_server: Server, 
 def test_log_settings_are_checked_and_applied() -> None:
     import logging
 
-    from service.logs import configure
+    from service.core.logs import configure
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -344,7 +344,7 @@ def test_log_settings_are_checked_and_applied() -> None:
 
 
 def test_database_messages_never_show_the_password() -> None:
-    from service.database import where
+    from service.core.database import where
 
     assert where("postgresql://acklog:s3cret@db.example:6543/prod") == "db.example:6543/prod"
     assert "s3cret" not in where("postgresql://u:s3cret@/acklog?host=/run/postgresql")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from eventstore.pool import connect
 from projections import providers
 from projections.facts import ORIGINS, SYSTEM_KINDS, MessageObserved, origin_of
-from service import metrics
+from service.metrics import registry as metrics
 from tests.apps import add_channel
 from tests.conftest import API_AUTH
 from tests.payloads import meta_incoming, meta_status

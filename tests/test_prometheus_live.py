@@ -30,8 +30,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.simulate.ids import Ids
-from service.simulate.payloads import BUILDERS
+from service.cli.simulate.ids import Ids
+from service.cli.simulate.payloads import BUILDERS
 from tests.apps import add_channel
 from tests.payloads import waha_ack, waha_outgoing
 from tests.procs import Process, serve

@@ -132,7 +132,7 @@ def test_the_grep_would_catch_a_stray_statement() -> None:
 
 def test_missed_acks_is_one_type() -> None:
     from projections.readmodel import deadlines
-    from service import api_models
+    from service.reads import models as api_models
 
     assert fold.MissedAcks is deadlines.MissedAcks
     assert not hasattr(api_models, "MissedAcks")

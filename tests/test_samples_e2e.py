@@ -27,7 +27,7 @@ from aiohttp.test_utils import TestClient
 
 from eventstore.pool import connect
 from projections.runner import LIVE_CHECKPOINT, Projector
-from service.app import make_app
+from service.runtime.app import make_app
 from tests import apps
 from tests.samples import FOLDERS, FORM, JSON, all_names, sample
 

@@ -1,6 +1,6 @@
 """Signatures from outside the project: known-answer vectors and the providers' own library.
 
-Every expected value here comes from a third party, never from ``service.auth``:
+Every expected value here comes from a third party, never from ``service.ingest.auth``:
 
 - Meta (``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>``) and WAHA
   (``X-Webhook-Hmac: <hex HMAC-SHA512(key, raw body)>``, ``X-Webhook-Hmac-Algorithm: sha512``)
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
 from eventstore import read as reader
-from service.app import make_app
+from service.runtime.app import make_app
 from tests.apps import add_channel
 from tests.apps import settings as app_settings
 from tests.samples import FORM, sample

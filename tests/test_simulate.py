@@ -20,10 +20,10 @@ from aiohttp.test_utils import TestServer
 from eventstore.pool import connect
 from projections.providers import PROVIDERS
 from projections.runner import Projector
-from service.app import make_app
-from service.cli import parser
-from service.simulate import SimulationResult, plan, simulate
-from service.simulate import command as simulate_command
+from service.cli.main import parser
+from service.cli.simulate import SimulationResult, plan, simulate
+from service.cli.simulate import command as simulate_command
+from service.runtime.app import make_app
 from tests.apps import add_channel, settings
 
 Server = Callable[..., Awaitable[TestServer]]

@@ -32,10 +32,10 @@ from eventstore.events import NewEvent, dedup_key, header_bytes
 from eventstore.pool import connect
 from eventstore.read import read
 from projections import providers
-from service.app import make_app
-from service.auth import meta_signature
-from service.database import wait_and_migrate
-from service.headers import is_credential
+from service.core.database import wait_and_migrate
+from service.ingest.auth import meta_signature
+from service.ingest.headers import is_credential
+from service.runtime.app import make_app
 from tests.apps import add_channel, settings
 from tests.payloads import waha_ack
 from tests.procs import Process, free_port, serve
@@ -385,7 +385,7 @@ def test_decoders_see_a_deflate_body_decompressed() -> None:
 
 
 def test_header_values_round_trip_whatever_their_bytes() -> None:
-    from service.headers import kept_headers
+    from service.ingest.headers import kept_headers
 
     raw = [
         (b"X-Weird", b"caf\xe9"),
@@ -422,7 +422,7 @@ def test_the_one_pass_headers_are_the_rule_for_any_request(
     raw: list[tuple[bytes, bytes]],
 ) -> None:
     """kept_headers' fast path (each name once, text values) answers as the rule does."""
-    from service.headers import _kept_headers, kept_headers
+    from service.ingest.headers import _kept_headers, kept_headers
 
     assert kept_headers(raw) == _kept_headers(raw)
     assert list(kept_headers(raw)[0]) == list(_kept_headers(raw)[0])  # the same order

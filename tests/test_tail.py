@@ -14,11 +14,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from service.app import make_app
-from service.cli import parser
-from service.simulate import simulate
-from service.tail import TailLine, tail
-from service.tail import run as tail_run
+from service.cli.main import parser
+from service.cli.simulate import simulate
+from service.cli.tail import TailLine, tail
+from service.cli.tail import run as tail_run
+from service.runtime.app import make_app
 from tests.apps import add_channel, settings
 from tests.samples import sample
 

@@ -7,5 +7,5 @@ user's own systems. Sole owner of every ``feed.*`` table (``sql/080_feed.sql``).
 - :mod:`.outbox`        the outbox projector (its own checkpoint and leader lock)
 - :mod:`.subscriptions` subscriptions, secrets, attempts, dead letters, replays
 
-Delivery over HTTP (signing, SSRF guard, retries) is in ``service/feed_delivery.py``.
+Delivery over HTTP (signing, SSRF guard, retries) is in ``service/feed/delivery.py``.
 """

@@ -29,6 +29,7 @@ from typing import Literal, TypeAlias, get_args
 import asyncpg
 import msgspec
 
+from eventstore import channels
 from projections.readmodel import LIVE
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
@@ -160,21 +161,18 @@ CHANGES_SQL = (
     " ON h.channel = w.channel AND h.received_at > w.since"
     " WHERE h.changed GROUP BY h.channel"
 )
-SETTINGS_SQL = (
-    "SELECT name, flap_changes, flap_window_s, silent_acks_s, silent_traffic_s FROM channels"
-)
 
 
 async def load_settings(conn: Conn) -> dict[str, HealthSettings]:
-    """Each registered channel's thresholds (the service's ``channels`` table, read only)."""
+    """Each registered channel's thresholds (read from the registry, ``eventstore.channels``)."""
     return {
-        r["name"]: HealthSettings(
-            flap_changes=r["flap_changes"],
-            flap_window=dt.timedelta(seconds=r["flap_window_s"]),
-            silent_acks=dt.timedelta(seconds=r["silent_acks_s"]),
-            silent_traffic=dt.timedelta(seconds=r["silent_traffic_s"]),
+        name: HealthSettings(
+            flap_changes=t.flap_changes,
+            flap_window=dt.timedelta(seconds=t.flap_window_s),
+            silent_acks=dt.timedelta(seconds=t.silent_acks_s),
+            silent_traffic=dt.timedelta(seconds=t.silent_traffic_s),
         )
-        for r in await conn.fetch(SETTINGS_SQL)
+        for name, t in (await channels.thresholds(conn)).items()
     }
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import asyncpg
 
+from eventstore import channels
 from projections.message_state import MessageState
 from projections.readmodel import codecs, schema_name
 from projections.readmodel.columns import MESSAGES, RECEIPTS
@@ -92,14 +93,10 @@ async def load_receipts(
 
 
 async def load_deadlines(conn: asyncpg.Connection) -> dict[str, Deadlines]:
-    """Each registered channel's deadlines (the service's ``channels`` table, read only)."""
-    rows = await conn.fetch("SELECT name, sent_deadline_s, delivered_deadline_s FROM channels")
+    """Each registered channel's deadlines (read from the registry, ``eventstore.channels``)."""
     return {
-        r["name"]: Deadlines(
-            sent=dt.timedelta(seconds=r["sent_deadline_s"]),
-            delivered=dt.timedelta(seconds=r["delivered_deadline_s"]),
-        )
-        for r in rows
+        name: Deadlines(sent=dt.timedelta(seconds=sent), delivered=dt.timedelta(seconds=delivered))
+        for name, (sent, delivered) in (await channels.deadlines(conn)).items()
     }
 
 

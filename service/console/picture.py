@@ -17,7 +17,7 @@ import msgspec
 
 from projections.facts import RANK
 from projections.message_state import INCOMING_STATES
-from service.api_models import MessageDetail, TimelineEntry
+from service.reads.models import MessageDetail, TimelineEntry
 
 Reached = Literal["reported", "implied", "pending"]
 

@@ -30,17 +30,18 @@ from projections.providers import PROVIDERS
 from projections.readmodel import console as rmc
 from projections.readmodel import query as rmq
 from projections.runner import LIVE_CHECKPOINT
-from service import api, api_params
-from service import api_queries as q
-from service.api_models import ChannelSummary, EventOut
-from service.api_params import BadParameter
-from service.apikey import ApiKey
-from service.auth import FailureLimiter
-from service.clientaddr import client_address
+from service.api import routes as api
+from service.cli.tail import describe_fact
 from service.console import picture, session
-from service.ingest import UNAVAILABLE
-from service.state import API_KEY, API_POOL, CLOCK, LIMITER, SETTINGS
-from service.tail import describe_fact
+from service.core.apikey import ApiKey
+from service.core.state import API_KEY, API_POOL, CLOCK, LIMITER, SETTINGS
+from service.http.clientaddr import client_address
+from service.ingest.auth import FailureLimiter
+from service.ingest.hooks import UNAVAILABLE
+from service.reads import params as api_params
+from service.reads import queries as q
+from service.reads.models import ChannelSummary, EventOut
+from service.reads.params import BadParameter
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The query API under ``/v1``: its routes, the feed's endpoints and stream, OpenAPI."""

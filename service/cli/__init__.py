@@ -1,0 +1,1 @@
+"""The ``acklog`` command line."""

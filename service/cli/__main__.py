@@ -1,0 +1,7 @@
+"""``python -m service.cli``: the ``acklog`` command (the supervisor starts its children so)."""
+
+import sys
+
+from service.cli.main import main
+
+sys.exit(main())

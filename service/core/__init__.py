@@ -1,0 +1,1 @@
+"""The service's base: settings, logging, the event loop, the database, the API key."""

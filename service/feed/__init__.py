@@ -1,0 +1,1 @@
+"""The canonical feed's delivery: subscription senders, the outbound check, the feed role."""

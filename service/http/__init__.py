@@ -1,0 +1,1 @@
+"""HTTP plumbing every surface shares: serving, relaying, client addresses, answers, errors."""

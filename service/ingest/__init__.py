@@ -1,0 +1,1 @@
+"""Ingress: ``/hooks/{channel}``, its authentication, headers, channel cache and readiness."""

@@ -1,0 +1,1 @@
+"""Prometheus metrics: the registry, the snapshot of query-backed gauges, batch counts."""

@@ -1,0 +1,216 @@
+"""Gauges that need a query, served from a snapshot refreshed in the background.
+
+A scrape never touches the database (invariant 11): the collector reads the last snapshot,
+which a background task refreshes every few seconds with index-only queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import asyncpg
+import msgspec
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from eventstore import channels as registry
+from eventstore import checkpoint
+from eventstore.errors import DRIVER_ERRORS
+from eventstore.read import head, oldest_after
+from projections.facts import INSTANCE_STATUSES
+from projections.failures import FAILURE_CLASSES
+from projections.message_state import ANOMALIES
+from projections.readmodel import LIVE_CHECKPOINT, health, query
+from projections.readmodel.deadlines import WAITS
+from projections.readmodel.health import HEALTHS
+from service.metrics import registry as metrics
+
+log = logging.getLogger(__name__)
+
+#: the acks a missed-ack deadline waits for
+STAGES: tuple[str, ...] = tuple(WAITS)
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    taken_at: dt.datetime | None = None
+    head: int = 0
+    position: int = 0
+    lag_seconds: float = 0.0
+    overdue: list[tuple[str, str, int]] = []
+    missed: list[tuple[str, str, int]] = []
+    instances: list[tuple[str, str, str]] = []
+    anomalies: list[tuple[str, str, int]] = []
+    #: (channel, provider, failure class, n) failures ever recorded
+    failures: list[tuple[str, str, str, int]] = []
+    #: (channel, provider, health, connection changes within the channel's flap window)
+    health: list[tuple[str, str, str, int]] = []
+    #: every configured channel and its provider: their series are exported from start-up
+    channels: list[tuple[str, str]] = []
+
+
+def zero_filled(
+    family: GaugeMetricFamily | CounterMetricFamily,
+    known: Iterable[tuple[str, ...]],
+    values: Iterable[tuple[Any, ...]],
+) -> None:
+    """Samples for every ``known`` label set at zero, then the counted ones (labels, n):
+    series exist from the first scrape on, so alert rules see the first change as one."""
+    counts: dict[tuple[str, ...], float] = dict.fromkeys(known, 0)
+    for row in values:
+        counts[tuple(str(v) for v in row[:-1])] = float(row[-1])
+    for names, n in counts.items():
+        family.add_metric(list(names), n)
+
+
+class SnapshotCollector(Collector):
+    def __init__(self) -> None:
+        self.current = Snapshot()
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.current
+        overdue = GaugeMetricFamily(
+            "acklog_overdue_messages",
+            "Outgoing messages overdue right now, by the ack they wait for (sent, delivered).",
+            labels=["channel", "stage"],
+        )
+        for channel, stage, n in snap.overdue:
+            overdue.add_metric([channel, stage], n)
+        yield overdue
+        missed = CounterMetricFamily(
+            "acklog_missed_acks",
+            "Messages that ever crossed an ack deadline (derived from the log: survives"
+            " restarts and rebuilds).",
+            labels=["channel", "stage"],
+        )
+        # every known channel and stage from the first scrape on, at zero until it misses:
+        # alert rules then see the first miss as a change, however young the Prometheus
+        zero_filled(
+            missed,
+            [(channel, stage) for channel, _ in snap.channels for stage in STAGES],
+            snap.missed,
+        )
+        yield missed
+        connected = GaugeMetricFamily(
+            "acklog_instance_connected",
+            "1 when the channel's instance last reported connected, else 0.",
+            labels=["channel", "provider"],
+        )
+        status = GaugeMetricFamily(
+            "acklog_instance_status",
+            "1 for the channel's current instance status, 0 for the others.",
+            labels=["channel", "provider", "status"],
+        )
+        for channel, provider, current in snap.instances:
+            connected.add_metric([channel, provider], 1 if current == "connected" else 0)
+            for value in INSTANCE_STATUSES:
+                status.add_metric([channel, provider, value], 1 if value == current else 0)
+        yield connected
+        yield status
+        anomalies = GaugeMetricFamily(
+            "acklog_message_anomalies",
+            "Messages that have each anomaly now (read_without_delivered, ack_after_failure,"
+            " ack_for_unseen, downgrade_suppressed, ack_retried), by channel.",
+            labels=["channel", "anomaly"],
+        )
+        zero_filled(
+            anomalies,
+            [(channel, kind) for channel, _ in snap.channels for kind in ANOMALIES],
+            snap.anomalies,
+        )
+        yield anomalies
+        failures = CounterMetricFamily(
+            "acklog_message_failures",
+            "Failures recorded on outgoing messages, by failure class (each failure counted"
+            " once; derived from the log: survives restarts and rebuilds).",
+            labels=["channel", "provider", "class"],
+        )
+        # every configured channel's classes from the first scrape on, at zero (as above)
+        zero_filled(
+            failures,
+            [(c, p, cls) for c, p in snap.channels for cls in FAILURE_CLASSES],
+            snap.failures,
+        )
+        yield failures
+        health_gauge = GaugeMetricFamily(
+            "acklog_instance_health",
+            "1 for the channel's instance health now (" + ", ".join(HEALTHS) + "), 0 for the"
+            " others: derived from the log, see the README's Instance health.",
+            labels=["channel", "provider", "health"],
+        )
+        changes = GaugeMetricFamily(
+            "acklog_instance_status_changes",
+            "Connection status changes within the channel's flap window (flapping above"
+            " its flap_changes).",
+            labels=["channel", "provider"],
+        )
+        for channel, provider, current, n in snap.health:
+            for kind in HEALTHS:
+                health_gauge.add_metric([channel, provider, kind], 1 if kind == current else 0)
+            changes.add_metric([channel, provider], n)
+        yield health_gauge
+        yield changes
+
+
+COLLECTOR = SnapshotCollector()
+metrics.register_collector(COLLECTOR)
+
+
+async def take(pool: asyncpg.Pool, now: dt.datetime) -> Snapshot:
+    async with pool.acquire() as conn:
+        return await take_from(conn, now)
+
+
+async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
+    async with conn.transaction(readonly=True):
+        log_head = await head(conn)
+        position = await checkpoint.load(conn, LIVE_CHECKPOINT)
+        oldest = await oldest_after(conn, position)
+        figures = await query.figures(conn, now)
+        known = await registry.providers(conn)
+        healths = await health.channel_health(conn, now)
+    return Snapshot(
+        taken_at=now,
+        head=log_head,
+        position=position,
+        lag_seconds=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0,
+        overdue=figures.overdue,
+        missed=figures.missed,
+        instances=figures.instances,
+        anomalies=figures.anomalies,
+        failures=figures.failures,
+        health=[
+            (h.channel, known.get(h.channel) or h.provider or "unknown", h.health, h.changes)
+            for h in healths.values()
+        ],
+        channels=list(known.items()),
+    )
+
+
+def publish(snap: Snapshot) -> None:
+    COLLECTOR.current = snap
+    metrics.log_head.set(snap.head)
+    metrics.projection_position.labels("messages").set(snap.position)
+    metrics.projection_lag_events.labels("messages").set(max(snap.head - snap.position, 0))
+    metrics.projection_lag_seconds.labels("messages").set(snap.lag_seconds)
+    for channel, provider in snap.channels:
+        metrics.export_channel(provider, channel)
+
+
+async def refresh_forever(
+    pool: asyncpg.Pool, interval: float, clock: Callable[[], dt.datetime]
+) -> None:
+    while True:
+        with contextlib.suppress(asyncio.TimeoutError):
+            try:
+                async with asyncio.timeout(max(interval, 5.0)):
+                    publish(await take(pool, clock()))
+                metrics.database_up.set(1)
+            except DRIVER_ERRORS as exc:
+                metrics.database_up.set(0)
+                log.warning("metrics snapshot failed: %s", exc)
+        await asyncio.sleep(interval)

@@ -1,0 +1,1 @@
+"""The read side the query API and the console share: parameters, bodies, their queries."""

@@ -1,0 +1,350 @@
+"""The API's reads, mapped to response bodies: rows → ``api_models`` Structs, plus links.
+
+The SQL lives with the tables' owners: ``projections.readmodel.query`` for the read model,
+``eventstore.read`` for the log, ``eventstore.channels`` (imported as ``registry``) for the
+channel registry. Here a
+record becomes a body and every ``event`` field becomes a link to its raw webhook.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import urllib.parse
+from typing import TypeAlias
+
+import asyncpg
+
+from eventstore import channels as registry
+from eventstore import read
+from projections.facts import RANK
+from projections.message_state import ANOMALIES, Anomaly, Milestone
+from projections.readmodel import health as health_rm
+from projections.readmodel import query as readmodel
+from projections.readmodel.query import TIMELINE_LIMIT as TIMELINE_LIMIT
+from projections.readmodel.query import MessageFilter as MessageFilter
+from service.reads.models import (
+    ChannelLinks,
+    ChannelSummary,
+    Content,
+    FailureOut,
+    HealthThresholds,
+    HistoryEntry,
+    InstanceHealth,
+    InstanceState,
+    MessageDetail,
+    MessageSummary,
+    MilestoneOut,
+    MissedAcksOut,
+    QuarantineEntry,
+    Receipt,
+    ReceiptCounts,
+    TimelineEntry,
+)
+
+Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
+
+_ORDER = {"received": -1, **RANK}
+
+
+def event_link(position: int) -> str:
+    return f"/v1/events/{position}"
+
+
+def channel_link(channel: str) -> str:
+    return f"/v1/channels/{urllib.parse.quote(channel, safe='')}"
+
+
+def message_link(channel: str, key: str) -> str:
+    return f"{channel_link(channel)}/messages/{urllib.parse.quote(key, safe='')}"
+
+
+# -- channels ------------------------------------------------------------------------------
+
+
+async def health(conn: Conn, now: dt.datetime) -> dict[str, health_rm.ChannelHealth]:
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as c:
+            return await health_rm.channel_health(c, now)
+    return await health_rm.channel_health(conn, now)
+
+
+def health_out(name: str, found: dict[str, health_rm.ChannelHealth]) -> InstanceHealth:
+    h = found.get(name) or health_rm.ChannelHealth(
+        channel=name,
+        provider=None,
+        health="unknown",
+        status=None,
+        debounced_status=None,
+        status_since=None,
+        changes=0,
+        flapping=False,
+        silent=None,
+        last_out_at=None,
+        last_ack_at=None,
+        waiting_since=None,
+        settings=health_rm.DEFAULT_SETTINGS,
+    )
+    s = h.settings
+    return InstanceHealth(
+        health=h.health,
+        status=h.status,
+        debounced_status=h.debounced_status,
+        status_since=h.status_since,
+        changes_in_window=h.changes,
+        flapping=h.flapping,
+        silent=h.silent,
+        last_outgoing_at=h.last_out_at,
+        last_ack_at=h.last_ack_at,
+        waiting_since=h.waiting_since,
+        thresholds=HealthThresholds(
+            flap_changes=s.flap_changes,
+            flap_window_s=s.flap_window.total_seconds(),
+            silent_acks_s=s.silent_acks.total_seconds(),
+            silent_traffic_s=s.silent_traffic.total_seconds(),
+        ),
+    )
+
+
+def _instance(r: readmodel.InstanceRecord) -> InstanceState:
+    return InstanceState(
+        status=r.status,
+        raw=r.raw,
+        reason=r.reason,
+        position=r.position,
+        received_at=r.received_at,
+        provider_time=r.provider_time,
+        event=event_link(r.position),
+    )
+
+
+async def channels(conn: Conn, now: dt.datetime) -> list[ChannelSummary]:
+    """Registered channels plus those only the log (or the read models) still know."""
+    providers = await read.channels(conn)
+    registered = await registry.providers(conn)
+    providers.update(registered)
+    counts = await readmodel.state_counts(conn)
+    for name in counts.keys() - providers.keys():  # only once old log partitions are detached
+        found = await channel(conn, name)
+        providers[name] = found[0] if found else "unknown"
+    status = {name: _instance(r) for name, r in (await readmodel.instances(conn)).items()}
+    healths = await health(conn, now)
+    return [
+        ChannelSummary(
+            name=name,
+            provider=providers[name],
+            registered=name in registered,
+            connection=status.get(name),
+            health=health_out(name, healths),
+            messages=counts.get(name, {}),
+            total_messages=sum(counts.get(name, {}).values()),
+            links=ChannelLinks(
+                status=channel_link(name) + "/status", messages=channel_link(name) + "/messages"
+            ),
+        )
+        for name in sorted(providers)
+    ]
+
+
+async def channel(conn: Conn, name: str) -> tuple[str, bool] | None:
+    """(provider, registered) of a channel known anywhere, or None.
+
+    The registry first, then the log, then the read model (once old log partitions are
+    detached, only the read model may still know a channel).
+    """
+    provider = await registry.provider(conn, name)
+    if provider is not None:
+        return provider, True
+    provider = await read.channel_provider(conn, name) or await readmodel.channel_provider(
+        conn, name
+    )
+    return (provider, False) if provider is not None else None
+
+
+async def instance_status(
+    conn: Conn, name: str, limit: int
+) -> tuple[InstanceState | None, list[HistoryEntry]]:
+    current, rows = await readmodel.instance_status(conn, name, limit)
+    history = [
+        HistoryEntry(
+            position=r.position,
+            seq=r.seq,
+            status=r.status,
+            raw=r.raw,
+            reason=r.reason,
+            received_at=r.received_at,
+            provider_time=r.provider_time,
+            event=event_link(r.position),
+        )
+        for r in rows
+    ]
+    return (_instance(current) if current else None), history
+
+
+def receipt_counts(
+    r: readmodel.MessageSummaryRecord | readmodel.MessageRecord,
+) -> ReceiptCounts | None:
+    if not r.participants:
+        return None
+    return ReceiptCounts(
+        participants=r.participants,
+        delivered_to=r.delivered_to,
+        read_by=r.read_by,
+        played_by=r.played_by,
+    )
+
+
+# -- messages ------------------------------------------------------------------------------
+
+_ANOMALIES: dict[str, Anomaly] = {a: a for a in ANOMALIES}
+
+
+def anomalies(names: list[str]) -> list[Anomaly]:
+    """The stored names as the API's vocabulary (a name it does not know is left out)."""
+    return [_ANOMALIES[n] for n in names if n in _ANOMALIES]
+
+
+async def messages(conn: Conn, f: MessageFilter) -> tuple[list[MessageSummary], bool]:
+    """A page of messages, and whether more follow."""
+    rows, more = await readmodel.messages(conn, f)
+    items = [
+        MessageSummary(
+            channel=r.channel,
+            message_id=r.key,
+            provider=r.provider,
+            direction=r.direction,
+            state=r.state,
+            state_at=r.state_at,
+            kind=r.kind,
+            chat=r.chat,
+            sender=r.sender,
+            text=r.text,
+            first_position=r.first_position,
+            first_seen_at=r.first_seen_at,
+            last_seen_at=r.last_seen_at,
+            overdue=r.overdue_for is not None,
+            missed_sent=r.missed_sent,
+            missed_delivered=r.missed_delivered,
+            anomalies=anomalies(r.anomalies),
+            failure_class=r.failure_class,
+            receipt_counts=receipt_counts(r),
+            origin=r.origin,
+            link=message_link(r.channel, r.key),
+        )
+        for r in rows
+    ]
+    return items, more
+
+
+def _milestone_out(milestones: dict[str, Milestone]) -> dict[str, MilestoneOut]:
+    """Milestones in the order a message goes through them (jsonb keeps no order)."""
+    return {
+        status: MilestoneOut(
+            at=m.at, position=m.position, provider_time=m.pt, event=event_link(m.position)
+        )
+        for status, m in sorted(milestones.items(), key=lambda i: (_ORDER.get(i[0], 99), i[0]))
+    }
+
+
+async def message(
+    conn: asyncpg.Connection, channel: str, key: str, now: dt.datetime
+) -> MessageDetail | None:
+    """The message, its receipts and its timeline (read from one snapshot, so they agree)."""
+    row = await readmodel.message(conn, channel, key, now)
+    if row is None:
+        return None
+    x = row.missed
+    return MessageDetail(
+        channel=channel,
+        message_id=key,
+        provider=row.provider,
+        direction=row.direction,
+        state=row.state,
+        state_at=row.state_at,
+        milestones=_milestone_out(row.milestones),
+        failures=[
+            FailureOut(
+                raw=f.raw,
+                code=f.code,
+                text=f.text,
+                failure_class=f.failure_class,
+                at=f.at,
+                position=f.position,
+                provider_time=f.pt,
+                event=event_link(f.position),
+            )
+            for f in row.failures
+        ],
+        failure_class=row.failure_class,
+        receipt_counts=receipt_counts(row),
+        origin=row.origin,
+        content=Content(
+            chat=row.chat,
+            sender=row.sender,
+            kind=row.kind,
+            text=row.text,
+            media=row.media,
+            quoted=row.quoted,
+            derived_key=row.derived_key,
+        ),
+        missed_acks=MissedAcksOut(
+            sent_due_at=x.sent_due_at,
+            sent_by=x.sent_by,
+            missed_sent=x.missed_sent,
+            delivered_due_at=x.delivered_due_at,
+            delivered_by=x.delivered_by,
+            missed_delivered=x.missed_delivered,
+            overdue=row.overdue_for is not None,
+            overdue_for=row.overdue_for,
+        ),
+        anomalies=anomalies(row.anomalies),
+        first_position=row.first_position,
+        last_position=row.last_position,
+        first_seen_at=row.first_seen_at,
+        last_seen_at=row.last_seen_at,
+        receipts=[
+            Receipt(
+                participant=r.participant, state=r.state, milestones=_milestone_out(r.milestones)
+            )
+            for r in row.receipts
+        ],
+        timeline=[
+            TimelineEntry(
+                position=t.position,
+                seq=t.seq,
+                received_at=t.received_at,
+                provider_time=t.provider_time,
+                fact=t.fact,
+                status=t.status,
+                raw=t.raw,
+                participant=t.participant,
+                error_code=t.error_code,
+                error_text=t.error_text,
+                advanced=t.advanced,
+                duplicate_of=t.duplicate_of,
+                event=event_link(t.position),
+            )
+            for t in row.timeline
+        ],
+        timeline_truncated=row.timeline_truncated,
+    )
+
+
+# -- quarantine ----------------------------------------------------------------------------
+
+
+async def quarantine(
+    conn: Conn, after: int, limit: int, channel: str | None
+) -> tuple[list[QuarantineEntry], bool]:
+    rows, more = await readmodel.quarantine(conn, after, limit, channel)
+    items = [
+        QuarantineEntry(
+            position=r.position,
+            channel=r.channel,
+            provider=r.provider,
+            reason=r.reason,
+            received_at=r.received_at,
+            event=event_link(r.position),
+        )
+        for r in rows
+    ]
+    return items, more

@@ -1,0 +1,392 @@
+"""Process roles and the small supervisor ``acklog serve`` runs them under.
+
+Roles (DESIGN.md, "Beyond one machine"; invariant 12):
+
+- ``ingest``: ``/hooks/*`` and health, its own pool and appender; stateless, any number of
+  them share the public port (``SO_REUSEPORT``: the kernel spreads connections). Every other
+  path is relayed to the API process (``service.http.proxy``).
+- ``api``: query API, console, ``/openapi.json`` and ``/metrics`` (summed over every process),
+  its own pool and the metrics snapshot; listens on a unix socket for the relay and, with
+  ``ACKLOG_API_PORT``, on a TCP port of its own.
+- ``projector``: the leader folds the log; others stand by on its advisory lock.
+- ``feed``: the canonical feed (``service.feed.role``): the outbox projector and the
+  delivery of subscriptions, each leading on its own advisory lock; restarted like the
+  projector. A slow receiver costs this process only.
+
+``acklog serve`` starts the API, ``--workers N`` ingest workers and the projector as child
+processes, prints the banner once all are ready, restarts a child that dies (with backoff)
+and, on SIGTERM/SIGINT, stops them all: ingest workers close their socket and answer every
+request they accepted before exiting. ``acklog serve --role R`` runs one role alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
+
+from projections.runner import Projector
+from service.core import eventloop
+from service.core.config import Settings
+from service.http import server
+from service.metrics.observe import observe_batch
+
+log = logging.getLogger(__name__)
+
+Role = Literal["ingest", "api", "projector", "feed"]
+ROLES: tuple[Role, ...] = ("ingest", "api", "projector", "feed")
+
+#: the pipe a supervised child writes "<role> <pid>" to once it serves
+READY_FD = "ACKLOG_READY_FD"
+SUPERVISOR_PID = "ACKLOG_SUPERVISOR_PID"
+#: seconds children get to finish what they accepted after SIGTERM, then SIGKILL
+STOP_GRACE = 30.0
+#: a child that ran this long before dying is restarted at once; quicker deaths back off
+HEALTHY_AFTER = 10.0
+#: seconds a single-leader child (projector, feed) gets to stop after SIGTERM before it
+#: leaves by itself: its supervisor may be dead (one SIGTERM, nobody to SIGKILL it)
+SHUTDOWN_GRACE = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+# --- in a child ------------------------------------------------------------------------
+
+
+def die_with_supervisor() -> None:
+    """A supervised child gets SIGTERM when its supervisor dies, even by SIGKILL (Linux)."""
+    parent = os.environ.get(SUPERVISOR_PID)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != int(parent):  # the supervisor died before prctl took effect
+        sys.exit(0)
+
+
+def _notify_ready(role: Role) -> None:
+    fd = os.environ.get(READY_FD)
+    if fd:
+        os.write(int(fd), f"{role} {os.getpid()}\n".encode())
+
+
+def run_ingest(settings: Settings, dsn: str, *, announce: bool) -> None:
+    from service.runtime.app import ingest_app
+
+    def ready() -> None:
+        _notify_ready("ingest")
+        if announce:
+            print(f"acklog ingest worker listening on {settings.base_url}", flush=True)
+
+    eventloop.run(
+        server.serve_forever(
+            ingest_app(settings, dsn),
+            settings.host,
+            settings.port,
+            reuse_port=True,
+            on_ready=ready,
+        )
+    )
+
+
+def run_api(settings: Settings, dsn: str, *, supervised: bool) -> None:
+    """Supervised: the unix socket, plus ``ACKLOG_API_PORT`` if set. Alone: ``ACKLOG_API_PORT``
+    or else ``--port``, plus ``ACKLOG_API_SOCKET`` if set (ingest workers on this host)."""
+    from service.runtime.app import api_app
+
+    port = settings.api_port if supervised else (settings.api_port or settings.port)
+
+    def ready() -> None:
+        _notify_ready("api")
+        if not supervised:
+            print(f"acklog API listening on {settings.host}:{port}", flush=True)
+
+    eventloop.run(
+        server.serve_forever(
+            api_app(settings, dsn),
+            settings.host,
+            port,
+            metrics_port=settings.metrics_port,
+            unix_path=settings.api_socket,
+            on_ready=ready,
+        )
+    )
+
+
+def _lead_until_signal(role: Role, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``work`` (a lead-or-stand-by loop) until SIGTERM/SIGINT cancels it.
+
+    Cancelling rolls back a batch in flight, never loses it. A shutdown that still has not
+    finished ``SHUTDOWN_GRACE`` seconds later (seen with the database hung: a cancelled
+    query's cancel request, a graceful close) ends the process anyway, from a thread, so a
+    child whose supervisor died cannot linger as an orphan.
+    """
+
+    def leave() -> None:
+        log.warning("%s did not stop within %.0f s of the signal; exiting", role, SHUTDOWN_GRACE)
+        os._exit(1)
+
+    async def main() -> None:
+        task = asyncio.create_task(work())
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            task.cancel()
+            timer = threading.Timer(SHUTDOWN_GRACE, leave)
+            timer.daemon = True
+            timer.start()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        _notify_ready(role)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def run_projector(dsn: str) -> None:
+    """Lead or stand by until SIGTERM/SIGINT; a batch in flight is rolled back, never lost."""
+    _lead_until_signal("projector", lambda: Projector(dsn, on_batch=observe_batch).run())
+
+
+def feed_priority(setting: str) -> str:
+    """Lower this process's CPU priority as ``ACKLOG_FEED_NICE`` says; returns what it got.
+
+    ``idle`` (the default): Linux ``SCHED_IDLE``, the feed runs only on CPU time nothing
+    else at normal priority wants, so a burst of webhooks keeps both cores and the feed
+    catches up after it (falls back to nice 19 where the policy is not available). A number
+    N: the normal policy at nice N (``0``: the same priority as ingest)."""
+    value = setting.strip().lower() or "idle"
+    if value == "idle":
+        policy = getattr(os, "SCHED_IDLE", None)
+        if policy is not None:
+            try:
+                os.sched_setscheduler(0, policy, os.sched_param(0))
+                return "SCHED_IDLE"
+            except OSError as exc:
+                log.warning("feed: SCHED_IDLE refused (%s); nice 19 instead", exc)
+        value = "19"
+    try:
+        nice = int(value)
+    except ValueError:
+        raise SystemExit(f"ACKLOG_FEED_NICE must be 'idle' or a number, got {setting!r}") from None
+    with contextlib.suppress(OSError):
+        os.nice(nice - os.nice(0))
+    return f"nice {os.nice(0)}"
+
+
+def run_feed(dsn: str) -> None:
+    """The outbox projector and delivery until SIGTERM/SIGINT (service.feed.role), at the
+    lowest CPU priority (:func:`feed_priority`): ingest and the read-model projector always
+    go first, and the feed catches up after them."""
+    from service.feed import role as feed_role
+
+    got = feed_priority(os.environ.get("ACKLOG_FEED_NICE", ""))
+    log.info("feed: CPU priority %s", got)
+    _lead_until_signal("feed", lambda: feed_role.run(dsn))
+
+
+# --- the supervisor --------------------------------------------------------------------
+
+
+class Child:
+    def __init__(self, role: Role, argv: list[str]) -> None:
+        self.role = role
+        self.argv = argv
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ready = asyncio.Event()
+        self.started = 0.0
+        self.failures = 0  # quick deaths in a row, for the backoff
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}[{self.proc.pid if self.proc else '-'}]"
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, dsn: str, roles: list[Role]) -> None:
+        self.settings = settings
+        self.dsn = dsn
+        self.roles = roles
+        self.stopping = asyncio.Event()
+        self.children: list[Child] = []
+        self.by_pid: dict[int, Child] = {}
+        self.restarts = 0
+        self.signalled = False
+
+    def _signal(self) -> None:
+        self.signalled = True
+        self.stopping.set()
+
+    def _argv(self, role: Role) -> list[str]:
+        s = self.settings
+        return [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--child",
+            "--role",
+            role,
+            "--host",
+            s.host,
+            "--port",
+            str(s.port),
+        ]
+
+    async def _spawn(self, child: Child, env: dict[str, str], wfd: int) -> None:
+        child.ready.clear()
+        child.proc = await asyncio.create_subprocess_exec(*child.argv, env=env, pass_fds=(wfd,))
+        child.started = asyncio.get_running_loop().time()
+        self.by_pid[child.proc.pid] = child
+
+    async def _read_ready(self, rfd: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(rfd, "rb", buffering=0)
+        )
+        while line := await reader.readline():
+            _, _, pid = line.decode().strip().partition(" ")
+            child = self.by_pid.get(int(pid)) if pid.isdigit() else None
+            if child is not None:
+                child.ready.set()
+
+    async def _watch(self, child: Child, env: dict[str, str], wfd: int) -> None:
+        """Restart the child whenever it dies, until the supervisor stops."""
+        loop = asyncio.get_running_loop()
+        while True:
+            assert child.proc is not None
+            code = await child.proc.wait()
+            if self.stopping.is_set():
+                return
+            lived = loop.time() - child.started
+            child.failures = 0 if lived >= HEALTHY_AFTER else child.failures + 1
+            delay = 0.0 if child.failures == 0 else min(0.25 * 2**child.failures, 30.0)
+            log.warning(
+                "%s exited with %s after %.1fs; restarting in %.2fs", child.name, code, lived, delay
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self.stopping.wait()
+            if self.stopping.is_set():
+                return
+            self.restarts += 1
+            await self._spawn(child, env, wfd)
+
+    async def run(self, on_ready: Callable[[], None]) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._signal)
+        workdir = tempfile.mkdtemp(prefix="acklog-serve-")
+        socket_path = os.path.join(workdir, "api.sock")
+        metrics_dir = os.path.join(workdir, "metrics")
+        os.mkdir(metrics_dir)
+        rfd, wfd = os.pipe()
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.dsn,
+            "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+            SUPERVISOR_PID: str(os.getpid()),
+            READY_FD: str(wfd),
+        }
+        if "api" in self.roles:
+            env["ACKLOG_API_SOCKET"] = socket_path
+            env["ACKLOG_API_UPSTREAM"] = f"unix:{socket_path}"
+        self.children = [Child(role, self._argv(role)) for role in self.roles]
+        reader = asyncio.create_task(self._read_ready(rfd))
+        watchers: list[asyncio.Task[None]] = []
+        started = False
+        try:
+            for child in self.children:
+                await self._spawn(child, env, wfd)
+            started = await self._started()
+            if started:
+                watchers = [asyncio.create_task(self._watch(c, env, wfd)) for c in self.children]
+                on_ready()
+                await self.stopping.wait()
+        finally:
+            self.stopping.set()
+            clean = await self._stop_all()
+            for task in (*watchers, reader):
+                task.cancel()
+            await asyncio.gather(*watchers, reader, return_exceptions=True)
+            os.close(wfd)
+            shutil.rmtree(workdir, ignore_errors=True)
+        # stopped by a signal before every child was up: a clean stop, not a failure
+        return clean if started or self.signalled else 1
+
+    async def _started(self) -> bool:
+        """Every child ready, or one of them died starting (port taken, bad settings…)."""
+
+        async def ready_or_dead(child: Child) -> bool:
+            assert child.proc is not None
+            ready = asyncio.create_task(child.ready.wait())
+            dead = asyncio.create_task(child.proc.wait())
+            stop = asyncio.create_task(self.stopping.wait())
+            await asyncio.wait((ready, dead, stop), return_when=asyncio.FIRST_COMPLETED)
+            for t in (ready, dead, stop):
+                t.cancel()
+            if child.ready.is_set():
+                return True
+            if child.proc.returncode is not None:
+                log.error("%s failed to start (exit %s)", child.name, child.proc.returncode)
+            return False
+
+        oks = await asyncio.gather(*(ready_or_dead(c) for c in self.children))
+        return all(oks)
+
+    async def _stop_all(self) -> int:
+        """SIGTERM to the ingest workers first (they drain, and may still relay to the API),
+        then to the others; SIGKILL to a child still there after ``STOP_GRACE``. 0 when every
+        child exited cleanly."""
+        codes: dict[int, int] = {}
+        for wave in (("ingest",), ("api", "projector", "feed")):
+            children = [c for c in self.children if c.role in wave and c.proc is not None]
+            for child in children:
+                assert child.proc is not None
+                if child.proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        child.proc.terminate()
+            results = await asyncio.gather(*(self._reap(c) for c in children))
+            codes.update(zip((id(c) for c in children), results, strict=True))
+        clean = (0, -signal.SIGTERM, -signal.SIGINT)
+        for child in self.children:
+            code = codes.get(id(child), 0)
+            if code not in clean:
+                log.warning("%s stopped with exit code %s", child.name, code)
+        return 0 if all(c in clean for c in codes.values()) else 1
+
+    async def _reap(self, child: Child) -> int:
+        assert child.proc is not None
+        try:
+            async with asyncio.timeout(STOP_GRACE):
+                return await child.proc.wait()
+        except TimeoutError:
+            child.proc.kill()
+            await child.proc.wait()
+            return -signal.SIGKILL
+
+
+def supervise(settings: Settings, dsn: str, roles: list[Role], on_ready: Callable[[], None]) -> int:
+    return asyncio.run(Supervisor(settings, dsn, roles).run(on_ready))
+
+
+def child_roles(settings: Settings, *, projector: bool, feed: bool = True) -> list[Role]:
+    """What ``acklog serve`` runs: the API, ``workers`` ingest workers, the projector and
+    the feed."""
+    roles: list[Role] = ["api", *(["ingest"] * max(settings.workers, 1))]  # type: ignore[list-item]
+    if projector:
+        roles.append("projector")
+    if feed:
+        roles.append("feed")
+    return roles
