@@ -27,9 +27,9 @@ from projections.feed import events as fe
 from projections.feed import store
 from projections.feed import subscriptions as subs
 from service.core.state import API_POOL, DSN
+from service.http.errors import BadParameter, NotFound
 from service.http.responses import json_response
 from service.reads import params
-from service.reads.params import BadParameter
 
 #: events read per query while streaming: what is held for one client at most
 PAGE = 100
@@ -165,11 +165,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
                 raise subs.SubscriptionError(f"no subscription named {name[:64]!r}")
             await subs.get(pool, name)
         except subs.SubscriptionError as exc:
-            from service.api.routes import (
-                NotFound,  # service.api.routes imports this module's handlers
-            )
-
-            raise NotFound("unknown_subscription", str(exc)) from None
+            raise NotFound(str(exc), code="unknown_subscription") from None
     items = await subs.dead_letters(
         pool, subscription=name, include_replayed=True, limit=limit + 1, after_id=after
     )

@@ -17,13 +17,14 @@ from typing import Any
 from aiohttp import web
 
 from eventstore import read as reader
-from eventstore.errors import DRIVER_ERRORS, StoreUnavailable
 from eventstore.events import StoredEvent
 from projections.fold import decode_event
 from service.api import feed as feed_api
 from service.api import openapi
 from service.core.apikey import ApiKey
 from service.core.state import API_KEY, API_POOL, CLOCK, SETTINGS
+from service.http import errors
+from service.http.errors import BadParameter, NotFound
 from service.http.responses import error, json_response
 from service.reads import params
 from service.reads import queries as q
@@ -36,12 +37,8 @@ from service.reads.models import (
     MessagePage,
     QuarantinePage,
 )
-from service.reads.params import BadParameter
 
 log = logging.getLogger(__name__)
-
-#: database trouble: answered 503, never 500
-_UNAVAILABLE: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, StoreUnavailable)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,15 +47,6 @@ PAGE_BODY_BYTES = 1024 * 1024
 
 #: decode in a worker thread past this many body bytes, so big pages never stall ingest
 _INLINE_DECODE_BYTES = 256 * 1024
-
-
-class NotFound(Exception):
-    """An unknown channel, message or event: answered 404 with a code that says which."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
 
 
 @web.middleware
@@ -81,18 +69,10 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         async with asyncio.timeout(timeout):
             response: web.StreamResponse = await handler(request)
             return response
-    except BadParameter as exc:
-        return error(400, "bad_request", exc.detail, parameter=exc.parameter)
-    except NotFound as exc:
-        return error(404, exc.code, exc.detail)
-    except _UNAVAILABLE as exc:
-        log.warning("query API: database unavailable: %s", exc)
-        return error(
-            503,
-            "unavailable",
-            "the database did not answer; retry later",
-            headers={"Retry-After": "5"},
-        )
+    except errors.MAPPED as exc:
+        if isinstance(exc, errors.UNAVAILABLE):
+            log.warning("query API: database unavailable: %s", exc)
+        return errors.answer(exc)
 
 
 def _pool(request: web.Request) -> Any:
@@ -104,7 +84,7 @@ async def _channel(request: web.Request) -> tuple[str, str, bool]:
     name = request.match_info["channel"]
     found = await q.channel(_pool(request), name) if params.channel_name(name) else None
     if found is None:
-        raise NotFound("unknown_channel", f"no channel named {name[:64]!r}")
+        raise NotFound(f"no channel named {name[:64]!r}", code="unknown_channel")
     return name, found[0], found[1]
 
 
@@ -162,7 +142,7 @@ async def message_detail(request: web.Request) -> web.Response:
         async with _pool(request).acquire() as conn:
             detail = await q.message(conn, name, key, request.config_dict[CLOCK]())
     if detail is None:
-        raise NotFound("unknown_message", f"channel {name!r} has no message {key[:200]!r}")
+        raise NotFound(f"channel {name!r} has no message {key[:200]!r}", code="unknown_message")
     return json_response(detail)
 
 
@@ -205,7 +185,7 @@ async def list_events(request: web.Request) -> web.Response:
     limit = params.limit(query, maximum=params.MAX_EVENT_LIMIT)
     pool = _pool(request)
     if channel is not None and await q.channel(pool, channel) is None:
-        raise NotFound("unknown_channel", f"no channel named {channel!r}")
+        raise NotFound(f"no channel named {channel!r}", code="unknown_channel")
     events, more = await reader.read_page(
         pool, after=after, limit=limit, max_bytes=PAGE_BODY_BYTES, channel=channel
     )
@@ -218,7 +198,7 @@ async def event_detail(request: web.Request) -> web.Response:
     position = params.parse_int(request.match_info["position"], "position", minimum=1)
     event = await reader.get(_pool(request), position)
     if event is None:
-        raise NotFound("unknown_event", f"no event at position {position}")
+        raise NotFound(f"no event at position {position}", code="unknown_event")
     return json_response((await _events_out([event]))[0])
 
 
@@ -229,7 +209,7 @@ async def list_quarantine(request: web.Request) -> web.Response:
     limit = params.limit(query)
     pool = _pool(request)
     if channel is not None and await q.channel(pool, channel) is None:
-        raise NotFound("unknown_channel", f"no channel named {channel!r}")
+        raise NotFound(f"no channel named {channel!r}", code="unknown_channel")
     items, more = await q.quarantine(pool, after, limit, channel)
     next_after = items[-1].position if more else None
     return json_response(QuarantinePage(items=items, next_after=next_after))

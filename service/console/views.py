@@ -36,12 +36,11 @@ from service.console import picture, session
 from service.core.apikey import ApiKey
 from service.core.state import API_KEY, API_POOL, CLOCK, LIMITER, SETTINGS
 from service.http.clientaddr import client_address
+from service.http.errors import UNAVAILABLE, BadParameter, NotFound
 from service.ingest.auth import FailureLimiter
-from service.ingest.hooks import UNAVAILABLE
 from service.reads import params as api_params
 from service.reads import queries as q
 from service.reads.models import ChannelSummary, EventOut
-from service.reads.params import BadParameter
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +66,6 @@ SECURITY_HEADERS = {
 PUBLIC = ("/ui/login", "/ui/static/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class NotFound(Exception):
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
 
 
 # -- formatting ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import msgspec
 from aiohttp import web
 
 from eventstore.channels import Channel
-from eventstore.errors import DRIVER_ERRORS, EventRejected, StoreUnavailable, store_boundary
+from eventstore.errors import EventRejected, StoreUnavailable, store_boundary
 from eventstore.events import NewEvent, dedup_key
 from projections import providers
 from service.core import logs
@@ -39,9 +39,6 @@ from service.ingest.readiness import APPENDS
 from service.metrics import registry as metrics
 
 log = logging.getLogger(__name__)
-
-#: Exceptions that mean "the database did not take it": answer 503, the provider retries.
-UNAVAILABLE: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, StoreUnavailable)
 
 RETRY_AFTER = "5"
 

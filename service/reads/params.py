@@ -19,6 +19,7 @@ from projections.facts import RANK
 from projections.failures import FAILURE_CLASSES
 from projections.message_state import ANOMALIES as ANOMALIES
 from projections.message_state import INCOMING_STATES
+from service.http.errors import BadParameter
 from service.ingest.channels import NAME_RE
 
 DEFAULT_LIMIT = 50
@@ -39,15 +40,6 @@ _FALSE = ("false", "0")
 _INT = re.compile(r"[+-]?[0-9]{1,19}")
 _cursor_decoder = msgspec.json.Decoder(tuple[int, str])
 _encoder = msgspec.json.Encoder()
-
-
-class BadParameter(Exception):
-    """A query or path parameter with a value the API cannot use."""
-
-    def __init__(self, parameter: str, detail: str) -> None:
-        super().__init__(detail)
-        self.parameter = parameter
-        self.detail = detail
 
 
 def storable(text: str) -> bool:

@@ -7,8 +7,8 @@ import asyncio
 from aiohttp import web
 
 from service.core.state import POOL
+from service.http.errors import UNAVAILABLE
 from service.http.responses import error, json_response
-from service.ingest.hooks import UNAVAILABLE
 from service.ingest.readiness import APPENDS
 from service.metrics import registry as metrics
 

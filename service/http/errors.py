@@ -1,0 +1,56 @@
+"""The errors every HTTP surface maps alike: 400 for a bad parameter, 404 for an unknown
+resource, 503 (never 500) when the database does not answer.
+
+Handlers and the reads below them raise these; the query API's guard answers them as JSON
+through :func:`answer`, the console's guard as pages with the same statuses, and ingest and
+``/readyz`` catch :data:`UNAVAILABLE` for their own 503s.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from eventstore.errors import DRIVER_ERRORS, StoreUnavailable
+from service.http.responses import error
+
+#: Exceptions that mean "the database did not answer": 503 with ``Retry-After``, never 500.
+UNAVAILABLE: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, StoreUnavailable)
+
+#: seconds a client is asked to wait after a 503
+RETRY_AFTER = "5"
+
+
+class BadParameter(Exception):
+    """A query or path parameter with a value the API cannot use: 400 naming it."""
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        super().__init__(detail)
+        self.parameter = parameter
+        self.detail = detail
+
+
+class NotFound(Exception):
+    """An unknown channel, message, event or subscription: 404, ``code`` says which."""
+
+    def __init__(self, detail: str, code: str = "not_found") -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+#: what :func:`answer` maps
+MAPPED: tuple[type[BaseException], ...] = (BadParameter, NotFound, *UNAVAILABLE)
+
+
+def answer(exc: BaseException) -> web.Response:
+    """The JSON answer of one of :data:`MAPPED` (a database error for anything else)."""
+    if isinstance(exc, BadParameter):
+        return error(400, "bad_request", exc.detail, parameter=exc.parameter)
+    if isinstance(exc, NotFound):
+        return error(404, exc.code, exc.detail)
+    return error(
+        503,
+        "unavailable",
+        "the database did not answer; retry later",
+        headers={"Retry-After": RETRY_AFTER},
+    )
