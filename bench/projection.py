@@ -57,11 +57,12 @@ async def _cold(dsn: str, upto: int | None, mode: str) -> dict[str, Any]:
     or ``batches`` (``bulk_catchup=0``: the incremental path, one transaction per batch).
     CPU counts this process and the shard processes it ran (reaped, so in ``os.times``)."""
     from eventstore.pool import connect
+    from projections.rebuild import bulk_load
     from projections.runner import Projector
     from projections.stages import Stages
 
     conn = await connect(dsn)
-    projector = Projector(dsn, bulk_catchup=0 if mode == "batches" else None)
+    projector = Projector(dsn, bulk_catchup=0 if mode == "batches" else None, bulk_load=bulk_load)
     projector.stages = Stages(cpu=True)
     backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
 

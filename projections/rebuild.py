@@ -19,12 +19,13 @@ from eventstore import checkpoint, locks
 from eventstore.pool import connect
 from eventstore.read import head
 from projections.bulk import load_log
-from projections.readmodel import LIVE, bulk, schema, write
+from projections.clock import Clock, utcnow
+from projections.readmodel import LIVE, LIVE_CHECKPOINT, bulk, schema, write
 from projections.readmodel.schema import Difference
-from projections.runner import LIVE_CHECKPOINT, Clock, Projector, utcnow
+from projections.runner import Projector
 from projections.stages import Stages
 
-__all__ = ["Difference", "Progress", "RebuildBusy", "rebuild", "verify"]
+__all__ = ["Difference", "Progress", "RebuildBusy", "bulk_load", "rebuild", "verify"]
 
 
 class Progress(msgspec.Struct, frozen=True):
@@ -112,6 +113,16 @@ async def rebuild(
         if builder is not None:
             await _drop(conn, builder)
         await conn.close()
+
+
+async def bulk_load(dsn: str, clock: Clock, stages: Stages) -> bool:
+    """A cold live projector's catch-up (``Projector(bulk_load=bulk_load)``, see
+    ``Projector.cold_start``): a rebuild; False when another rebuild or verify holds the lock."""
+    try:
+        await rebuild(dsn, clock=clock, stages=stages)
+    except RebuildBusy:
+        return False
+    return True
 
 
 async def verify(

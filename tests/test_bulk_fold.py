@@ -44,6 +44,7 @@ from projections import fold
 from projections.bulk import TASKS_PER_WORKER, BulkFold, load_log, shards
 from projections.readmodel import bulk, load, write
 from projections.readmodel.columns import TABLES
+from projections.rebuild import bulk_load
 from projections.runner import LIVE_CHECKPOINT, Projector
 from projections.stages import Stages
 from service.ingest import channels
@@ -314,7 +315,7 @@ async def test_a_cold_live_projector_loads_in_bulk_then_folds_batch_by_batch(
     first = await head(conn)
     inc = "rm_inc_cold"
     await conn.execute("SELECT create_read_models($1)", inc)
-    projector = Projector(dsn, bulk_catchup=first, batch_size=50)
+    projector = Projector(dsn, bulk_catchup=first, batch_size=50, bulk_load=bulk_load)
     task = asyncio.create_task(projector.run())
     try:
         await asyncio.wait_for(projector.wait_for(first), 120)
@@ -332,7 +333,8 @@ async def test_a_cold_live_projector_loads_in_bulk_then_folds_batch_by_batch(
     for schema in ("rm", inc):
         await write.sweep(conn, schema, now)
     assert await _differences(conn, "rm", inc) == {}
-    assert await Projector(dsn, bulk_catchup=1).cold_start(conn) == 0  # it has a checkpoint
+    # it has a checkpoint
+    assert await Projector(dsn, bulk_catchup=1, bulk_load=bulk_load).cold_start(conn) == 0
 
 
 async def test_a_cancelled_load_kills_its_shard_processes(

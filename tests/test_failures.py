@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventstore.pool import connect
 from projections import failures
+from projections.clock import utcnow
 from projections.failures import FAILURE_CLASSES, TABLES, classify
 from projections.providers import PROVIDERS
-from projections.runner import utcnow
 from service.metrics import snapshot
 from tests.apps import add_channel
 from tests.conftest import API_AUTH

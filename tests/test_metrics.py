@@ -14,10 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventstore.events import StoredEvent
 from eventstore.read import head
+from projections.clock import utcnow
 from projections.fold import decode
 from projections.message_state import ANOMALIES
 from projections.providers import PROVIDERS
-from projections.runner import utcnow
 from service.core.state import POOL, PROJECTOR
 from service.metrics import registry as metrics
 from service.metrics import snapshot

@@ -13,7 +13,6 @@ clock, invariant 7); a late ack reports it from the fold.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Callable
 
@@ -24,6 +23,7 @@ from eventstore.leader import follow, lead_forever
 from eventstore.read import read
 from eventstore.subscribe import Wakeup
 from projections import fold
+from projections.clock import Clock, utcnow
 from projections.feed import derive, store
 from projections.feed import events as fe
 from projections.readmodel.deadlines import WAITS
@@ -33,12 +33,6 @@ log = logging.getLogger(__name__)
 
 #: the outbox projector's checkpoint
 FEED_CHECKPOINT = "feed"
-
-Clock = Callable[[], dt.datetime]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class Outbox:

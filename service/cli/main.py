@@ -18,7 +18,7 @@ import msgspec
 from eventstore import channels as registry
 from eventstore.pool import connect
 from projections.providers import PROVIDERS
-from projections.rebuild import Progress, RebuildBusy, rebuild, verify
+from projections.rebuild import Progress, RebuildBusy, bulk_load, rebuild, verify
 from projections.runner import Projector
 from service.cli import subscriptions as feed_cli
 from service.cli import tail as tail_command
@@ -263,7 +263,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     """Run only the projector (leader, or standby while another one leads)."""
 
     async def body(dsn: str) -> int:
-        await Projector(dsn, on_batch=observe_batch).run()
+        await Projector(dsn, on_batch=observe_batch, bulk_load=bulk_load).run()
         return 0
 
     return _db_command(args, body)

@@ -6,7 +6,8 @@ import asyncpg
 from aiohttp import web
 
 from eventstore.append import Appender
-from projections.runner import Clock, Projector
+from projections.clock import Clock
+from projections.runner import Projector
 from service.core.apikey import ApiKey
 from service.core.config import Settings
 from service.ingest.auth import FailureLimiter

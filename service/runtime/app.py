@@ -19,7 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from eventstore.append import Appender
 from eventstore.pool import create_pool
-from projections.runner import Clock, Projector, utcnow
+from projections.clock import Clock, utcnow
+from projections.rebuild import bulk_load
+from projections.runner import Projector
 from service import console
 from service.api import feed as feed_api
 from service.api import openapi
@@ -110,7 +112,7 @@ async def _projector(app: web.Application) -> AsyncIterator[None]:
     if not app[SETTINGS].run_projector:
         yield
         return
-    projector = Projector(app[DSN], clock=app[CLOCK], on_batch=observe_batch)
+    projector = Projector(app[DSN], clock=app[CLOCK], on_batch=observe_batch, bulk_load=bulk_load)
     app[PROJECTOR] = projector
     task = asyncio.create_task(projector.run(), name="acklog-projector")
     yield

@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
+from projections.rebuild import bulk_load
 from projections.runner import Projector
 from service.core import eventloop
 from service.core.config import Settings
@@ -155,7 +156,9 @@ def _lead_until_signal(role: Role, work: Callable[[], Coroutine[Any, Any, None]]
 
 def run_projector(dsn: str) -> None:
     """Lead or stand by until SIGTERM/SIGINT; a batch in flight is rolled back, never lost."""
-    _lead_until_signal("projector", lambda: Projector(dsn, on_batch=observe_batch).run())
+    _lead_until_signal(
+        "projector", lambda: Projector(dsn, on_batch=observe_batch, bulk_load=bulk_load).run()
+    )
 
 
 def feed_priority(setting: str) -> str:
