@@ -38,7 +38,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "appender (group commit)": ("eventstore/append.py",),
     "asyncpg (protocol, encoding rows and arrays)": ("asyncpg",),
     "decoders (projections/providers)": ("projections/providers",),
-    "projector: fold": ("projections/fold.py", "projections/message_state.py"),
+    "projector: fold": ("projections/fold.py", "projections/rules/message_state.py"),
     "projector: read models I/O": ("projections/readmodel", "eventstore/read.py"),
     "event loop and sockets": ("asyncio", "selectors.py", "uvloop"),
 }

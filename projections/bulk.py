@@ -44,10 +44,10 @@ from rbloom import Bloom
 from eventstore.pool import connect
 from eventstore.read import channel_counts, read
 from projections import fold
-from projections.message_state import MessageState
 from projections.readmodel import bulk, load, schema_name, write
-from projections.readmodel.deadlines import Deadlines, MissedAcks
-from projections.readmodel.load import Key
+from projections.rules.deadlines import Deadlines, MissedAcks
+from projections.rules.message_state import MessageState
+from projections.rules.rows import Key
 from projections.stages import Stages
 
 #: (state, missed-ack bookkeeping, whether the table already holds a row for it)

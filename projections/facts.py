@@ -6,7 +6,7 @@ looks at a provider's payload itself, so a decoder fix plus a rebuild corrects h
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, assert_never
 
 import msgspec
 
@@ -161,3 +161,26 @@ class Ignored(msgspec.Struct, frozen=True, kw_only=True, tag="ignored"):
 
 
 Fact = MessageObserved | StatusReported | MessageDeleted | InstanceStatusReported | Ignored
+
+
+def describe_fact(fact: Fact) -> str:
+    """One line saying what a fact reports (``acklog tail``, the console's event pages)."""
+    match fact:
+        case MessageObserved():
+            direction = "in" if fact.direction == "incoming" else "out"
+            derived = " (derived key)" if fact.derived_key else ""
+            return f"message {direction} {fact.key}{derived}"
+        case StatusReported():
+            text = f"status {fact.key} → {fact.status}"
+            if fact.participant:
+                text += f" [{fact.participant}]"
+            error = ": ".join(p for p in (fact.error_code, fact.error_text) if p)
+            return text + (f" ({error})" if error else "")
+        case MessageDeleted():
+            return f"deleted {fact.key}"
+        case InstanceStatusReported():
+            return f"instance → {fact.status}" + (f" ({fact.reason})" if fact.reason else "")
+        case Ignored():
+            return f"ignored: {fact.reason}"
+        case _:
+            assert_never(fact)

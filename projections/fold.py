@@ -28,16 +28,18 @@ from projections.facts import (
     StatusReported,
 )
 from projections.failures import classify
-from projections.message_state import MessageState, Report
-from projections.readmodel.deadlines import (
-    DEFAULT_DEADLINES,
-    Deadlines,
-    MissedAcks,
-    missed_acks,
+from projections.rules.deadlines import DEFAULT_DEADLINES, Deadlines, MissedAcks, missed_acks
+from projections.rules.health import Run, next_run
+from projections.rules.message_state import MessageState, Report
+from projections.rules.rows import (
+    ActivityRow,
+    Batch,
+    InstanceRow,
+    Key,
+    QuarantineRow,
+    ReceiptKey,
+    TimelineRow,
 )
-from projections.readmodel.health import Run, next_run
-from projections.readmodel.load import Key, ReceiptKey
-from projections.readmodel.rows import ActivityRow, InstanceRow, QuarantineRow, TimelineRow
 
 __all__ = [
     "DEFAULT_DEADLINES",
@@ -65,35 +67,6 @@ class Decoded(msgspec.Struct, frozen=True):
     error: str | None = None
     #: the bounded kind of that failure (the quarantine metric's label)
     error_kind: DecodeKind | None = None
-
-
-class Batch(msgspec.Struct, kw_only=True):
-    """Everything one batch changes."""
-
-    messages: dict[Key, MessageState]
-    missed: dict[Key, MissedAcks]
-    receipts: dict[ReceiptKey, MessageState]
-    timeline: list[TimelineRow]
-    instances: list[InstanceRow]
-    quarantine: list[QuarantineRow]
-    #: (provider, channel, state) for each message whose state changed in this batch
-    transitions: list[tuple[str, str, str]]
-    #: (provider, channel, stage, seconds) for each first ack of a message we saw sent
-    ack_latencies: list[tuple[str, str, str, float]]
-    #: (channel, stage) for each message that newly missed a deadline
-    newly_missed: list[tuple[str, str]]
-    #: (provider, decode kind) per quarantined event; (provider, "ok") per folded one
-    outcomes: list[tuple[str, str]]
-    #: (channel, anomaly, +1 or -1) for each message that gained or lost an anomaly
-    anomaly_deltas: list[tuple[str, str, int]] = []
-    #: (channel, provider, failure class) for each failure newly on record in this batch
-    new_failures: list[tuple[str, str, str]] = []
-    #: the keys of ``messages`` that ``existing`` did not hold: rows new to the table
-    created: set[Key] = msgspec.field(default_factory=set)
-    #: per channel touched: its latest outgoing message and ack in this batch
-    activity: list[ActivityRow] = []
-    #: (provider, channel, origin) for each message first seen incoming in this batch
-    incoming: list[tuple[str, str, str]] = []
 
 
 def decode_event(event: StoredEvent) -> Decoded:

@@ -25,12 +25,13 @@ from projections import fold
 from projections.clock import Clock, utcnow
 from projections.readmodel import LIVE, bulk, load, schema_name, write
 from projections.readmodel import LIVE_CHECKPOINT as LIVE_CHECKPOINT
+from projections.rules.rows import Batch
 from projections.stages import Stages
 
 log = logging.getLogger(__name__)
 
 
-BatchHook = Callable[[fold.Batch], None]
+BatchHook = Callable[[Batch], None]
 #: the bulk load a cold live projector runs instead of folding a long log batch by batch:
 #: ``projections.rebuild.bulk_load``, given by whoever builds a live projector (rebuild builds
 #: on this module, not the other way round); False when another rebuild holds its lock
@@ -63,7 +64,7 @@ class Projector:
         clock: Clock = utcnow,
         on_batch: BatchHook | None = None,
         live: bool = True,
-        before_commit: Callable[[fold.Batch], Awaitable[None]] | None = None,
+        before_commit: Callable[[Batch], Awaitable[None]] | None = None,
         linger: float = 0.2,
         sweep_interval: float | None = None,
         bulk_catchup: int | None = None,

@@ -43,7 +43,7 @@ PATTERNS: dict[str, list[str]] = {
 #: group → (files whose functions are mutated, the tests that must kill them)
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "message_state": (
-        ["projections/message_state.py"],
+        ["projections/rules/message_state.py"],
         ["tests/test_message_state_unit.py", "tests/test_fold_properties.py"],
     ),
     "auth": (

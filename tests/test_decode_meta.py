@@ -6,13 +6,7 @@ from typing import Any
 
 import pytest
 
-from projections.facts import (
-    DecodeError,
-    Ignored,
-    MessageDeleted,
-    MessageObserved,
-    StatusReported,
-)
+from projections.facts import DecodeError, Ignored, MessageDeleted, MessageObserved, StatusReported
 from projections.providers import meta
 from tests.decode_helpers import Decoding
 from tests.samples import JSON, fixture_names, sample_names

@@ -7,13 +7,7 @@ from typing import Any
 
 import pytest
 
-from projections.facts import (
-    DecodeError,
-    Ignored,
-    MessageObserved,
-    OutgoingStatus,
-    StatusReported,
-)
+from projections.facts import DecodeError, Ignored, MessageObserved, OutgoingStatus, StatusReported
 from projections.providers.qikchat import decode
 from tests.decode_helpers import Decoding
 from tests.samples import sample

@@ -9,13 +9,7 @@ from typing import Any
 
 import pytest
 
-from projections.facts import (
-    DecodeError,
-    Ignored,
-    MessageObserved,
-    OutgoingStatus,
-    StatusReported,
-)
+from projections.facts import DecodeError, Ignored, MessageObserved, OutgoingStatus, StatusReported
 from projections.providers.whatsable import decode
 from tests.decode_helpers import Decoding
 from tests.samples import sample

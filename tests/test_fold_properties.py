@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.message_state import MessageState, Report
+from projections.rules.message_state import MessageState, Report
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 #: DESIGN.md invariant 5, copied by hand (never read from ``projections.facts.RANK``):

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from eventstore.events import StoredEvent
 from projections import fold
 from projections.facts import RANK
-from projections.message_state import MessageState
-from projections.readmodel.load import Key, ReceiptKey
+from projections.rules.message_state import MessageState
+from projections.rules.rows import Key, ReceiptKey
 from tests.apps import add_channel
 from tests.conftest import API_AUTH, API_KEY
 from tests.console_helpers import sign_in

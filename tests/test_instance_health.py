@@ -23,7 +23,15 @@ from eventstore.append import write_batch
 from eventstore.events import NewEvent
 from eventstore.pool import connect
 from projections.readmodel import health
-from projections.readmodel.health import DEBOUNCE, HealthSettings, Run, assess, debounced, next_run
+from projections.rules.health import (
+    DEBOUNCE,
+    DEFAULT_SETTINGS,
+    HealthSettings,
+    Run,
+    assess,
+    debounced,
+    next_run,
+)
 from projections.runner import Projector
 from service.ingest import channels
 from service.metrics import snapshot
@@ -226,7 +234,7 @@ async def test_silent_while_connected_no_acks_then_no_traffic(
 
 async def test_defaults_of_the_migration_and_of_the_code_agree(conn: asyncpg.Connection) -> None:
     await channels.add(conn, "wa", "waha")
-    assert (await health.load_settings(conn))["wa"] == health.DEFAULT_SETTINGS
+    assert (await health.load_settings(conn))["wa"] == DEFAULT_SETTINGS
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from projections.message_state import MessageState, Milestone, Report
+from projections.rules.message_state import MessageState, Milestone, Report
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

@@ -16,8 +16,8 @@ from eventstore.events import StoredEvent
 from eventstore.read import head
 from projections.clock import utcnow
 from projections.fold import decode
-from projections.message_state import ANOMALIES
 from projections.providers import PROVIDERS
+from projections.rules.message_state import ANOMALIES
 from service.core.state import POOL, PROJECTOR
 from service.metrics import registry as metrics
 from service.metrics import snapshot

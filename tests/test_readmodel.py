@@ -29,8 +29,9 @@ from projections.facts import (
     MessageObserved,
     StatusReported,
 )
-from projections.readmodel import LIVE, columns, query, rows, write
-from projections.readmodel.deadlines import WAITS, overdue_for, overdue_sql, stage_overdue_sql
+from projections.readmodel import LIVE, columns, query, write
+from projections.rules import rows
+from projections.rules.deadlines import WAITS, overdue_for, overdue_sql, stage_overdue_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -131,7 +132,7 @@ def test_the_grep_would_catch_a_stray_statement() -> None:
 
 
 def test_missed_acks_is_one_type() -> None:
-    from projections.readmodel import deadlines
+    from projections.rules import deadlines
     from service.reads import models as api_models
 
     assert fold.MissedAcks is deadlines.MissedAcks

@@ -18,8 +18,8 @@ import msgspec
 
 from projections import fold
 from projections.feed import events as fe
-from projections.message_state import MessageState
-from projections.readmodel.deadlines import WAITS, Deadlines, MissedAcks, Stage
+from projections.rules.deadlines import WAITS, Deadlines, MissedAcks, Stage
+from projections.rules.message_state import MessageState
 
 Key = tuple[str, str]
 

@@ -26,8 +26,8 @@ from projections import fold
 from projections.clock import Clock, utcnow
 from projections.feed import derive, store
 from projections.feed import events as fe
-from projections.readmodel.deadlines import WAITS
 from projections.readmodel.load import load_deadlines
+from projections.rules.deadlines import WAITS
 
 log = logging.getLogger(__name__)
 

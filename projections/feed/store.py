@@ -14,8 +14,8 @@ import msgspec
 
 from projections.feed import events as fe
 from projections.feed.derive import Instance, Key
-from projections.message_state import MessageState
-from projections.readmodel.deadlines import MISSED_FIELDS, WAITS, MissedAcks, Stage
+from projections.rules.deadlines import MISSED_FIELDS, WAITS, MissedAcks, Stage
+from projections.rules.message_state import MessageState
 
 #: NOTIFY channel: the feed has new events (a wake-up only, like acklog_events)
 FEED_CHANNEL = "acklog_feed"

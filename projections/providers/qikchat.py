@@ -28,12 +28,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from projections.facts import (
-    Fact,
-    Ignored,
-    MessageObserved,
-    OutgoingStatus,
-)
+from projections.facts import Fact, Ignored, MessageObserved, OutgoingStatus
 from projections.providers._common import (
     Id,
     Stamp,

@@ -40,13 +40,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from projections.facts import (
-    DecodeError,
-    Fact,
-    Ignored,
-    MessageObserved,
-    OutgoingStatus,
-)
+from projections.facts import DecodeError, Fact, Ignored, MessageObserved, OutgoingStatus
 from projections.providers._common import (
     Stamp,
     epoch,

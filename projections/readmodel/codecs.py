@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from projections.message_state import AckSpan, Failure, Milestone
+from projections.rules.message_state import AckSpan, Failure, Milestone
 
 _milestones = msgspec.json.Decoder(dict[str, Milestone])
 _failures = msgspec.json.Decoder(list[Failure])

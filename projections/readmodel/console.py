@@ -16,8 +16,8 @@ import msgspec
 
 from projections.readmodel import LIVE
 from projections.readmodel.columns import QUARANTINE
-from projections.readmodel.deadlines import WAITS, Stage, stage_overdue_sql
 from projections.readmodel.query import QuarantineRecord
+from projections.rules.deadlines import WAITS, Stage, stage_overdue_sql
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 

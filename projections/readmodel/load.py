@@ -8,14 +8,12 @@ from collections.abc import Iterable
 import asyncpg
 
 from eventstore import channels
-from projections.message_state import MessageState
 from projections.readmodel import codecs, schema_name
 from projections.readmodel.columns import MESSAGES, RECEIPTS
-from projections.readmodel.deadlines import MISSED_FIELDS, Deadlines, MissedAcks
-from projections.readmodel.health import Run
-
-Key = tuple[str, str]
-ReceiptKey = tuple[str, str, str]
+from projections.rules.deadlines import MISSED_FIELDS, Deadlines, MissedAcks
+from projections.rules.health import Run
+from projections.rules.message_state import MessageState
+from projections.rules.rows import Key, ReceiptKey
 
 #: the stored (not derived) fields of MessageState, loaded back into it
 _STATE_FIELDS: tuple[str, ...] = tuple(

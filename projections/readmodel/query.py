@@ -17,7 +17,6 @@ import msgspec
 
 from projections.facts import InstanceStatus, Origin
 from projections.failures import FailureClass
-from projections.message_state import Failure, Milestone
 from projections.readmodel import LIVE, codecs
 from projections.readmodel.columns import (
     INSTANCE_HISTORY,
@@ -27,7 +26,7 @@ from projections.readmodel.columns import (
     RECEIPTS,
     TIMELINE,
 )
-from projections.readmodel.deadlines import (
+from projections.rules.deadlines import (
     MISSED_FIELDS,
     WAITS,
     MissedAcks,
@@ -36,6 +35,7 @@ from projections.readmodel.deadlines import (
     overdue_sql,
     stage_overdue_sql,
 )
+from projections.rules.message_state import Failure, Milestone
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 

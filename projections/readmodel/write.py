@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter
-from typing import TYPE_CHECKING
 
 import asyncpg
 import msgspec
@@ -24,13 +23,9 @@ from projections.readmodel.columns import (
     TIMELINE,
     Table,
 )
-from projections.readmodel.deadlines import MISSED_FIELDS, WAITS, stage_overdue_sql
-
-if TYPE_CHECKING:
-    from projections.fold import Batch
-    from projections.message_state import MessageState
-    from projections.readmodel.deadlines import MissedAcks
-    from projections.readmodel.load import Key
+from projections.rules.deadlines import MISSED_FIELDS, WAITS, MissedAcks, stage_overdue_sql
+from projections.rules.message_state import MessageState
+from projections.rules.rows import Batch, Key
 
 # messages columns: MessageState fields (stored or derived), the MissedAcks fields in one
 # run, then MessageState fields again (columns added by later migrations come last)

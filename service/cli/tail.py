@@ -16,7 +16,6 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator
-from typing import assert_never
 
 import asyncpg
 import msgspec
@@ -26,14 +25,7 @@ from eventstore.events import StoredEvent
 from eventstore.pool import connect
 from eventstore.read import first_at_or_after, head, read
 from eventstore.subscribe import Wakeup
-from projections.facts import (
-    Fact,
-    Ignored,
-    InstanceStatusReported,
-    MessageDeleted,
-    MessageObserved,
-    StatusReported,
-)
+from projections.facts import describe_fact
 from projections.fold import decode_event
 from service.core.config import from_env
 from service.core.database import database_url, wait_and_migrate
@@ -53,28 +45,6 @@ class TailLine(msgspec.Struct, frozen=True, kw_only=True):
         dup = f"dup of #{self.duplicate_of}" if self.duplicate_of else "-"
         at = self.received_at.astimezone(dt.UTC).isoformat(timespec="milliseconds")
         return f"#{self.position} {at} {self.channel} {self.provider} {dup} {self.decoded}"
-
-
-def describe_fact(fact: Fact) -> str:
-    match fact:
-        case MessageObserved():
-            direction = "in" if fact.direction == "incoming" else "out"
-            derived = " (derived key)" if fact.derived_key else ""
-            return f"message {direction} {fact.key}{derived}"
-        case StatusReported():
-            text = f"status {fact.key} → {fact.status}"
-            if fact.participant:
-                text += f" [{fact.participant}]"
-            error = ": ".join(p for p in (fact.error_code, fact.error_text) if p)
-            return text + (f" ({error})" if error else "")
-        case MessageDeleted():
-            return f"deleted {fact.key}"
-        case InstanceStatusReported():
-            return f"instance → {fact.status}" + (f" ({fact.reason})" if fact.reason else "")
-        case Ignored():
-            return f"ignored: {fact.reason}"
-        case _:
-            assert_never(fact)
 
 
 def describe(event: StoredEvent) -> TailLine:

@@ -16,7 +16,7 @@ from typing import Literal
 import msgspec
 
 from projections.facts import RANK
-from projections.message_state import INCOMING_STATES
+from projections.rules.message_state import INCOMING_STATES
 from service.reads.models import MessageDetail, TimelineEntry
 
 Reached = Literal["reported", "implied", "pending"]

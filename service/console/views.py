@@ -24,6 +24,7 @@ from eventstore import checkpoint, locks
 from eventstore import read as reader
 from eventstore.events import StoredEvent
 from projections import rebuild
+from projections.facts import describe_fact
 from projections.feed import store as feed_store
 from projections.feed import subscriptions as feed_subs
 from projections.providers import PROVIDERS
@@ -31,7 +32,6 @@ from projections.readmodel import console as rmc
 from projections.readmodel import query as rmq
 from projections.runner import LIVE_CHECKPOINT
 from service.api import routes as api
-from service.cli.tail import describe_fact
 from service.console import picture, session
 from service.core.apikey import ApiKey
 from service.core.state import API_KEY, API_POOL, CLOCK, LIMITER, SETTINGS

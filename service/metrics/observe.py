@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 
-from projections.fold import Batch
+from projections.rules.rows import Batch
 from service.metrics import registry as metrics
 
 

@@ -24,10 +24,10 @@ from eventstore.errors import DRIVER_ERRORS
 from eventstore.read import head, oldest_after
 from projections.facts import INSTANCE_STATUSES
 from projections.failures import FAILURE_CLASSES
-from projections.message_state import ANOMALIES
 from projections.readmodel import LIVE_CHECKPOINT, health, query
-from projections.readmodel.deadlines import WAITS
-from projections.readmodel.health import HEALTHS
+from projections.rules.deadlines import WAITS
+from projections.rules.health import HEALTHS
+from projections.rules.message_state import ANOMALIES
 from service.metrics import registry as metrics
 
 log = logging.getLogger(__name__)

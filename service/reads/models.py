@@ -15,9 +15,9 @@ import msgspec
 
 from projections.facts import Fact, InstanceStatus, Origin
 from projections.failures import FailureClass
-from projections.message_state import Anomaly
-from projections.readmodel.deadlines import Stage
-from projections.readmodel.health import Health, Silence
+from projections.rules.deadlines import Stage
+from projections.rules.health import Health, Silence
+from projections.rules.message_state import Anomaly
 
 Encoding = Literal["utf-8", "base64"]
 OverdueFor = Stage
@@ -200,7 +200,7 @@ class Content(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class MissedAcksOut(msgspec.Struct, frozen=True, kw_only=True):
-    """The message's ``readmodel.deadlines.MissedAcks`` on acklog's clock, plus ``overdue``
+    """The message's ``rules.deadlines.MissedAcks`` on acklog's clock, plus ``overdue``
     evaluated now (``missed_*`` are on record for ever)."""
 
     sent_due_at: dt.datetime | None

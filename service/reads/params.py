@@ -17,8 +17,8 @@ import msgspec
 from projections import facts
 from projections.facts import RANK
 from projections.failures import FAILURE_CLASSES
-from projections.message_state import ANOMALIES as ANOMALIES
-from projections.message_state import INCOMING_STATES
+from projections.rules.message_state import ANOMALIES as ANOMALIES
+from projections.rules.message_state import INCOMING_STATES
 from service.http.errors import BadParameter
 from service.ingest.channels import NAME_RE
 

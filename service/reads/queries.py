@@ -17,11 +17,12 @@ import asyncpg
 from eventstore import channels as registry
 from eventstore import read
 from projections.facts import RANK
-from projections.message_state import ANOMALIES, Anomaly, Milestone
 from projections.readmodel import health as health_rm
 from projections.readmodel import query as readmodel
 from projections.readmodel.query import TIMELINE_LIMIT as TIMELINE_LIMIT
 from projections.readmodel.query import MessageFilter as MessageFilter
+from projections.rules.health import DEFAULT_SETTINGS
+from projections.rules.message_state import ANOMALIES, Anomaly, Milestone
 from service.reads.models import (
     ChannelLinks,
     ChannelSummary,
@@ -82,7 +83,7 @@ def health_out(name: str, found: dict[str, health_rm.ChannelHealth]) -> Instance
         last_out_at=None,
         last_ack_at=None,
         waiting_since=None,
-        settings=health_rm.DEFAULT_SETTINGS,
+        settings=DEFAULT_SETTINGS,
     )
     s = h.settings
     return InstanceHealth(

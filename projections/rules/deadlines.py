@@ -21,7 +21,7 @@ from typing import Literal, NamedTuple
 import msgspec
 
 from projections.facts import RANK
-from projections.message_state import MessageState
+from projections.rules.message_state import MessageState
 
 Stage = Literal["sent", "delivered"]
 
