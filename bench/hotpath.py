@@ -24,8 +24,7 @@ from bench.stats import median
 from eventstore.channels import Channel, token_hash
 from eventstore.events import NewEvent, dedup_key
 from projections import providers
-from service.core.config import Settings
-from service.core.state import SETTINGS
+from service.core.config import SETTINGS, Settings
 from service.http.clientaddr import client_address
 from service.http.responses import json_response
 from service.ingest import hooks as ingest

@@ -47,7 +47,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_message_state_unit.py", "tests/test_fold_properties.py"],
     ),
     "auth": (
-        ["service/ingest/auth.py"],
+        ["service/ingest/auth.py", "service/http/limiter.py"],
         ["tests/test_auth_unit.py", "tests/test_auth_forged.py"],
     ),
     "ingest_503": (

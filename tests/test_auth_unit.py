@@ -12,7 +12,8 @@ from multidict import CIMultiDict
 from twilio.request_validator import RequestValidator
 
 from eventstore.channels import Channel, token_hash
-from service.ingest.auth import FailureLimiter, authenticate, token_matches
+from service.http.limiter import FailureLimiter
+from service.ingest.auth import authenticate, token_matches
 
 RFC4231_KEY = "Jefe"
 RFC4231_DATA = b"what do ya want for nothing?"

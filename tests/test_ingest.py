@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient
 from eventstore import channels as registry
 from eventstore import read as reader
 from eventstore.pool import connect
-from service.core.state import CHANNELS
 from service.ingest.auth import meta_signature, twilio_signature, waha_signature
+from service.ingest.channels import CHANNELS
 from service.runtime.app import make_app
 from tests.apps import add_channel, settings
 from tests.samples import sample

@@ -18,10 +18,10 @@ from projections.clock import utcnow
 from projections.fold import decode
 from projections.providers import PROVIDERS
 from projections.rules.message_state import ANOMALIES
-from service.core.state import POOL, PROJECTOR
+from service.core.database import POOL
 from service.metrics import registry as metrics
 from service.metrics import snapshot
-from service.runtime.app import make_app
+from service.runtime.app import PROJECTOR, make_app
 from tests.apps import add_channel, settings
 from tests.payloads import waha_ack, waha_outgoing
 from tests.test_grafana import metric_names_used

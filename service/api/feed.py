@@ -18,7 +18,6 @@ import os
 from collections.abc import AsyncIterator
 
 import asyncpg
-import msgspec
 from aiohttp import web
 from aiohttp_sse import sse_response
 
@@ -26,10 +25,11 @@ from eventstore.subscribe import Wakeup
 from projections.feed import events as fe
 from projections.feed import store
 from projections.feed import subscriptions as subs
-from service.core.state import API_POOL, DSN
+from service.core.database import API_POOL, DSN
 from service.http.errors import BadParameter, NotFound
 from service.http.responses import json_response
 from service.reads import params
+from service.reads.models import DeadLetterPage, SubscriptionList, SubscriptionOut
 
 #: events read per query while streaming: what is held for one client at most
 PAGE = 100
@@ -129,28 +129,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
             finally:
                 waiting.cancel()
     return resp
-
-
-class DeadLetterPage(msgspec.Struct, kw_only=True):
-    items: list[subs.DeadLetter]
-    #: pass as ``after`` for the next page; null on the last one
-    next_after: int | None
-
-
-class SubscriptionOut(msgspec.Struct, kw_only=True):
-    name: str
-    url: str
-    channels: list[str]
-    events: list[str]
-    status: str
-    paused_reason: str | None
-    cursor: int
-    backlog: int
-    recent: list[subs.Attempt]
-
-
-class SubscriptionList(msgspec.Struct, kw_only=True):
-    items: list[SubscriptionOut]
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:

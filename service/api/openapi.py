@@ -15,18 +15,19 @@ import msgspec
 from aiohttp import web
 
 from projections.feed import events as feed_events
-from service.api.feed import DeadLetterPage, SubscriptionList
 from service.http.responses import json_response
 from service.reads import params
 from service.reads.models import (
     ChannelList,
     ChannelStatus,
+    DeadLetterPage,
     Error,
     EventOut,
     EventPage,
     MessageDetail,
     MessagePage,
     QuarantinePage,
+    SubscriptionList,
 )
 
 _REF = "#/components/schemas/{name}"

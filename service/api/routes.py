@@ -2,14 +2,14 @@
 
 It is a sub-application so its middleware (API key, 400/503 mapping, query timeout) guards
 only ``/v1``; ingest, health and ``/openapi.json`` stay outside. Handlers read the read models
-and the log through ``service.reads.queries`` (which maps ``projections.readmodel.query`` records) and answer with the Structs of
-``service.reads.models``, which also generate the OpenAPI document.
+and the log through ``service.reads.queries`` (which maps ``projections.readmodel.query``
+records) and answer with the Structs of ``service.reads.models``, which also generate the
+OpenAPI document. Errors are ``service.http.errors``' and answered by its mapping.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,12 +17,11 @@ from typing import Any
 from aiohttp import web
 
 from eventstore import read as reader
-from eventstore.events import StoredEvent
-from projections.fold import decode_event
 from service.api import feed as feed_api
 from service.api import openapi
-from service.core.apikey import ApiKey
-from service.core.state import API_KEY, API_POOL, CLOCK, SETTINGS
+from service.core.apikey import API_KEY, ApiKey
+from service.core.config import CLOCK, SETTINGS
+from service.core.database import API_POOL
 from service.http import errors
 from service.http.errors import BadParameter, NotFound
 from service.http.responses import error, json_response
@@ -31,8 +30,6 @@ from service.reads import queries as q
 from service.reads.models import (
     ChannelList,
     ChannelStatus,
-    Decoding,
-    EventOut,
     EventPage,
     MessagePage,
     QuarantinePage,
@@ -44,9 +41,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: bodies per /v1/events page (at least one event): a page's size is bounded whatever is stored
 PAGE_BODY_BYTES = 1024 * 1024
-
-#: decode in a worker thread past this many body bytes, so big pages never stall ingest
-_INLINE_DECODE_BYTES = 256 * 1024
 
 
 @web.middleware
@@ -146,38 +140,6 @@ async def message_detail(request: web.Request) -> web.Response:
     return json_response(detail)
 
 
-def _decoding(event: StoredEvent) -> Decoding:
-    d = decode_event(event)
-    return Decoding(ok=d.error is None, facts=d.facts, error=d.error)
-
-
-def _event_out(event: StoredEvent) -> EventOut:
-    try:
-        body, encoding = event.body.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        body, encoding = base64.b64encode(event.body).decode("ascii"), "base64"
-    return EventOut(
-        position=event.position,
-        received_at=event.received_at,
-        channel=event.channel,
-        provider=event.provider,
-        content_type=event.content_type,
-        headers=event.headers or {},
-        encoding="utf-8" if encoding == "utf-8" else "base64",
-        body=body,
-        dedup_key=event.dedup_key,
-        duplicate_of=event.duplicate_of,
-        decoded=_decoding(event),
-    )
-
-
-async def _events_out(events: list[StoredEvent]) -> list[EventOut]:
-    """Decoders are pure and CPU-bound: big pages decode in a thread."""
-    if sum(len(e.body) for e in events) <= _INLINE_DECODE_BYTES:
-        return [_event_out(e) for e in events]
-    return await asyncio.to_thread(lambda: [_event_out(e) for e in events])
-
-
 async def list_events(request: web.Request) -> web.Response:
     query = request.query
     channel = params.channel_filter(query)
@@ -189,7 +151,7 @@ async def list_events(request: web.Request) -> web.Response:
     events, more = await reader.read_page(
         pool, after=after, limit=limit, max_bytes=PAGE_BODY_BYTES, channel=channel
     )
-    items = await _events_out(events)
+    items = await q.events_out(events)
     next_after = items[-1].position if more else None
     return json_response(EventPage(items=items, next_after=next_after))
 
@@ -199,7 +161,7 @@ async def event_detail(request: web.Request) -> web.Response:
     event = await reader.get(_pool(request), position)
     if event is None:
         raise NotFound(f"no event at position {position}", code="unknown_event")
-    return json_response((await _events_out([event]))[0])
+    return json_response((await q.events_out([event]))[0])
 
 
 async def list_quarantine(request: web.Request) -> web.Response:

@@ -31,13 +31,13 @@ from projections.providers import PROVIDERS
 from projections.readmodel import console as rmc
 from projections.readmodel import query as rmq
 from projections.runner import LIVE_CHECKPOINT
-from service.api import routes as api
 from service.console import picture, session
-from service.core.apikey import ApiKey
-from service.core.state import API_KEY, API_POOL, CLOCK, LIMITER, SETTINGS
+from service.core.apikey import API_KEY, ApiKey
+from service.core.config import CLOCK, SETTINGS
+from service.core.database import API_POOL
 from service.http.clientaddr import client_address
 from service.http.errors import UNAVAILABLE, BadParameter, NotFound
-from service.ingest.auth import FailureLimiter
+from service.http.limiter import LIMITER, FailureLimiter
 from service.reads import params as api_params
 from service.reads import queries as q
 from service.reads.models import ChannelSummary, EventOut
@@ -479,7 +479,7 @@ def _row(listed: reader.Listed) -> Row:
             quarantine=None,
             keys=[],
         )
-    decoded = api._decoding(event)
+    decoded = q.decoding(event)
     keys = sorted({k for f in decoded.facts if (k := getattr(f, "key", None))})
     return Row(
         event=event,
@@ -632,7 +632,7 @@ async def event_page(request: web.Request) -> web.Response:
     event = await reader.get(_pool(request), position)
     if event is None:
         raise NotFound(f"no event at position {position}")
-    out = (await api._events_out([event]))[0]
+    out = (await q.events_out([event]))[0]
     pretty, form = _pretty(out)
     facts = [
         (describe_fact(f), json.dumps(msgspec.to_builtins(f), indent=2, ensure_ascii=False))

@@ -15,6 +15,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from aiohttp import web
+
 from service.core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -104,3 +106,6 @@ class ApiKey:
         except UnicodeEncodeError:
             return False
         return hmac.compare_digest(given, expected)
+
+
+API_KEY = web.AppKey("api_key", ApiKey)

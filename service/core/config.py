@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import msgspec
+from aiohttp import web
+
+from projections.clock import Clock
 
 N = TypeVar("N", int, float)
 
@@ -144,3 +147,9 @@ def from_env(**overrides: object) -> Settings:
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return msgspec.convert(values, Settings, strict=False)
+
+
+#: the settings of an app (and of its sub-apps, through ``config_dict``)
+SETTINGS = web.AppKey("settings", Settings)
+#: the clock deadlines and health are evaluated on (tests inject one)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
+from aiohttp import web
 
 from eventstore.migrate import migrate
 from service.core.config import Settings, from_env
@@ -118,3 +119,10 @@ async def wait_and_migrate(dsn: str, timeout: float | None = None) -> None:
             log.info("applied migrations %s", applied)
     finally:
         await conn.close()
+
+
+DSN = web.AppKey("dsn", str)
+#: the process's pool (ingest's appends and lookups; the API process's health checks)
+POOL = web.AppKey("pool", asyncpg.Pool)
+#: the query API's own pool: an API query never waits for, nor holds, an ingest connection
+API_POOL = web.AppKey("api_pool", asyncpg.Pool)

@@ -18,7 +18,7 @@ import ipaddress
 
 from aiohttp import web
 
-from service.core.state import SETTINGS
+from service.core.config import SETTINGS
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -31,8 +31,7 @@ import msgspec
 from aiohttp import web
 
 from service.core import logs
-from service.core.config import Settings
-from service.core.state import SETTINGS
+from service.core.config import SETTINGS, Settings
 from service.http.clientaddr import trusted_proxies
 from service.metrics import registry as metrics
 
@@ -277,10 +276,8 @@ class Serving(msgspec.Struct):
 
 def metrics_only_app() -> web.Application:
     """``/metrics`` alone, for ``ACKLOG_METRICS_PORT`` (scrapes kept off the webhook port)."""
-    from service.runtime.app import metrics_view
-
     app = web.Application()
-    app.add_routes([web.get("/metrics", metrics_view)])
+    app.add_routes([web.get("/metrics", metrics.metrics_view)])
     return app
 
 

@@ -12,6 +12,7 @@ import re
 import time
 
 import asyncpg
+from aiohttp import web
 
 from eventstore import channels as registry
 from eventstore.channels import Channel, ChannelError, HealthSettings
@@ -131,3 +132,6 @@ class ChannelCache:
 
     def invalidate(self) -> None:
         self._items.clear()
+
+
+CHANNELS = web.AppKey("channels", ChannelCache)

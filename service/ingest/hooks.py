@@ -24,21 +24,25 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from eventstore.append import Appender
 from eventstore.channels import Channel
 from eventstore.errors import EventRejected, StoreUnavailable, store_boundary
 from eventstore.events import NewEvent, dedup_key
 from projections import providers
 from service.core import logs
-from service.core.state import APPENDER, CHANNELS, LIMITER, SETTINGS
+from service.core.config import SETTINGS
 from service.http.clientaddr import client_address
+from service.http.limiter import LIMITER
 from service.http.responses import error
 from service.ingest.auth import authenticate, token_matches
-from service.ingest.channels import NAME_RE
+from service.ingest.channels import CHANNELS, NAME_RE
 from service.ingest.headers import kept_headers
 from service.ingest.readiness import APPENDS
 from service.metrics import registry as metrics
 
 log = logging.getLogger(__name__)
+
+APPENDER = web.AppKey("appender", Appender)
 
 RETRY_AFTER = "5"
 

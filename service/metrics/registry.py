@@ -1,14 +1,18 @@
 """Prometheus metrics. Labels are bounded (invariant 11): never a message id or a phone number.
 
 Counters and histograms that the hot path updates live here as module objects; gauges that
-need a query are filled from a snapshot refreshed in the background (see ``service.metrics.snapshot``).
+need a query are filled from a snapshot refreshed in the background (``service.metrics.snapshot``).
+``metrics_view`` serves the exposition (on the API, or alone on ``ACKLOG_METRICS_PORT``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 
+from aiohttp import web
 from prometheus_client import (
+    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -51,6 +55,12 @@ def exposition() -> bytes:
     for collector in _LIVE_COLLECTORS:
         registry.register(collector)
     return generate_latest(registry)
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    # off the event loop: under ``acklog serve`` it reads one file per process
+    body = await asyncio.to_thread(exposition)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 ACK_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)

@@ -1,4 +1,4 @@
-"""The query API's response bodies: frozen Structs, encoded by msgspec and described by them.
+"""The query API's response bodies (the console renders them too), encoded by msgspec.
 
 ``service.api.openapi`` builds the published schema from these very classes, so the documented
 shapes and the encoded ones cannot drift apart. Every ``event`` field is a link to the raw
@@ -15,6 +15,7 @@ import msgspec
 
 from projections.facts import Fact, InstanceStatus, Origin
 from projections.failures import FailureClass
+from projections.feed import subscriptions as subs
 from projections.rules.deadlines import Stage
 from projections.rules.health import Health, Silence
 from projections.rules.message_state import Anomaly
@@ -314,3 +315,28 @@ class QuarantineEntry(msgspec.Struct, frozen=True, kw_only=True):
 class QuarantinePage(msgspec.Struct, frozen=True, kw_only=True):
     items: list[QuarantineEntry]
     next_after: int | None
+
+
+# -- the feed's pages (``/v1/feed/...``) ---------------------------------------------------
+
+
+class DeadLetterPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[subs.DeadLetter]
+    #: pass as ``after`` for the next page; null on the last one
+    next_after: int | None
+
+
+class SubscriptionOut(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    url: str
+    channels: list[str]
+    events: list[str]
+    status: str
+    paused_reason: str | None
+    cursor: int
+    backlog: int
+    recent: list[subs.Attempt]
+
+
+class SubscriptionList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[SubscriptionOut]

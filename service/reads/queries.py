@@ -1,13 +1,15 @@
-"""The API's reads, mapped to response bodies: rows → ``api_models`` Structs, plus links.
+"""The reads of the query API and the console, mapped to bodies: rows → ``reads.models``.
 
 The SQL lives with the tables' owners: ``projections.readmodel.query`` for the read model,
 ``eventstore.read`` for the log, ``eventstore.channels`` (imported as ``registry``) for the
-channel registry. Here a
-record becomes a body and every ``event`` field becomes a link to its raw webhook.
+channel registry. Here a record becomes a body, every ``event`` field becomes a link to its
+raw webhook, and a stored event becomes its API form with what its decoder reads in it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime as dt
 import urllib.parse
 from typing import TypeAlias
@@ -16,7 +18,9 @@ import asyncpg
 
 from eventstore import channels as registry
 from eventstore import read
+from eventstore.events import StoredEvent
 from projections.facts import RANK
+from projections.fold import decode_event
 from projections.readmodel import health as health_rm
 from projections.readmodel import query as readmodel
 from projections.readmodel.query import TIMELINE_LIMIT as TIMELINE_LIMIT
@@ -27,6 +31,8 @@ from service.reads.models import (
     ChannelLinks,
     ChannelSummary,
     Content,
+    Decoding,
+    EventOut,
     FailureOut,
     HealthThresholds,
     HistoryEntry,
@@ -349,3 +355,43 @@ async def quarantine(
         for r in rows
     ]
     return items, more
+
+
+# -- raw events ----------------------------------------------------------------------------
+
+#: decode in a worker thread past this many body bytes, so big pages never stall ingest
+INLINE_DECODE_BYTES = 256 * 1024
+
+
+def decoding(event: StoredEvent) -> Decoding:
+    """What the projector's decoder makes of a stored event (the same pure function)."""
+    d = decode_event(event)
+    return Decoding(ok=d.error is None, facts=d.facts, error=d.error)
+
+
+def event_out(event: StoredEvent) -> EventOut:
+    """A stored event as the API shows it: its body as text, or base64 when not UTF-8."""
+    try:
+        body, encoding = event.body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        body, encoding = base64.b64encode(event.body).decode("ascii"), "base64"
+    return EventOut(
+        position=event.position,
+        received_at=event.received_at,
+        channel=event.channel,
+        provider=event.provider,
+        content_type=event.content_type,
+        headers=event.headers or {},
+        encoding="utf-8" if encoding == "utf-8" else "base64",
+        body=body,
+        dedup_key=event.dedup_key,
+        duplicate_of=event.duplicate_of,
+        decoded=decoding(event),
+    )
+
+
+async def events_out(events: list[StoredEvent]) -> list[EventOut]:
+    """Decoders are pure and CPU-bound: big pages decode in a thread."""
+    if sum(len(e.body) for e in events) <= INLINE_DECODE_BYTES:
+        return [event_out(e) for e in events]
+    return await asyncio.to_thread(lambda: [event_out(e) for e in events])

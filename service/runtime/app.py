@@ -15,7 +15,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from eventstore.append import Appender
 from eventstore.pool import create_pool
@@ -26,24 +25,15 @@ from service import console
 from service.api import feed as feed_api
 from service.api import openapi
 from service.api import routes as api
-from service.core.config import Settings
-from service.core.state import (
-    API_POOL,
-    APPENDER,
-    CHANNELS,
-    CLOCK,
-    DSN,
-    LIMITER,
-    POOL,
-    PROJECTOR,
-    SETTINGS,
-)
+from service.core.config import CLOCK, SETTINGS, Settings
+from service.core.database import API_POOL, DSN, POOL
 from service.http import proxy
+from service.http.limiter import LIMITER, FailureLimiter
 from service.http.responses import json_errors
 from service.ingest import hooks as ingest
 from service.ingest import readiness
-from service.ingest.auth import FailureLimiter
-from service.ingest.channels import ChannelCache
+from service.ingest.channels import CHANNELS, ChannelCache
+from service.ingest.hooks import APPENDER
 from service.metrics import registry as metrics
 from service.metrics import snapshot
 from service.metrics.observe import observe_batch
@@ -51,11 +41,8 @@ from service.runtime import health
 
 log = logging.getLogger(__name__)
 
-
-async def metrics_view(request: web.Request) -> web.Response:
-    # off the event loop: under ``acklog serve`` it reads one file per process
-    body = await asyncio.to_thread(metrics.exposition)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+#: the in-process projector of ``make_app`` (tests wait on it)
+PROJECTOR = web.AppKey("projector", Projector)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -150,7 +137,7 @@ def _add_api(app: web.Application) -> None:
     app.cleanup_ctx.append(_snapshot)
     app.cleanup_ctx.append(feed_api.hub_ctx)
     if app[SETTINGS].metrics_port is None:  # ACKLOG_METRICS_PORT moves /metrics off the API
-        app.add_routes([web.get("/metrics", metrics_view)])
+        app.add_routes([web.get("/metrics", metrics.metrics_view)])
     app.add_routes(openapi.routes())
     app.add_subapp("/v1", api.make_api(app))
     console.install(app)

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from service.core.state import POOL
+from service.core.database import POOL
 from service.http.errors import UNAVAILABLE
 from service.http.responses import error, json_response
 from service.ingest.readiness import APPENDS
