@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import secrets
 
 import asyncpg
 import msgspec
+
+#: a channel's name: the CHECK of ``channels.name`` (sql/002_channels.sql), checked before
+#: any query (the ingest path, the API's parameters, ``channels add``)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ChannelError(ValueError):

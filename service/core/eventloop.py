@@ -23,7 +23,7 @@ def factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     if choice == "asyncio":
         return None
     try:
-        import uvloop
+        import uvloop  # late: optional (absent on Windows, or not installed)
     except ImportError:
         if choice == "uvloop":
             raise SystemExit("ACKLOG_LOOP=uvloop but uvloop is not installed") from None

@@ -1,24 +1,21 @@
-"""Channels on the service side: the name rule, checked registration, and the hot path's cache.
+"""Channels on the service side: checked registration, and the hot path's cache.
 
 The SQL is the registry's (``eventstore.channels``); here are the checks that need the
 service's knowledge (the providers acklog decodes) or give a clearer refusal than a CHECK
-constraint, and the cache that spares ingest a query per webhook.
+constraint (the name rule, ``NAME_RE``), and the cache that spares ingest a query per webhook.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 import time
 
 import asyncpg
 from aiohttp import web
 
 from eventstore import channels as registry
-from eventstore.channels import Channel, ChannelError, HealthSettings
+from eventstore.channels import NAME_RE, Channel, ChannelError, HealthSettings
 from projections.providers import PROVIDERS
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def check_name(name: str) -> str:

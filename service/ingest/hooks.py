@@ -25,7 +25,7 @@ import msgspec
 from aiohttp import web
 
 from eventstore.append import Appender
-from eventstore.channels import Channel
+from eventstore.channels import NAME_RE, Channel
 from eventstore.errors import EventRejected, StoreUnavailable, store_boundary
 from eventstore.events import NewEvent, dedup_key
 from projections import providers
@@ -35,7 +35,7 @@ from service.http.clientaddr import client_address
 from service.http.limiter import LIMITER
 from service.http.responses import error
 from service.ingest.auth import authenticate, token_matches
-from service.ingest.channels import CHANNELS, NAME_RE
+from service.ingest.channels import CHANNELS
 from service.ingest.headers import kept_headers
 from service.ingest.readiness import APPENDS
 from service.metrics import registry as metrics

@@ -14,13 +14,13 @@ from collections.abc import Mapping
 
 import msgspec
 
+from eventstore.channels import NAME_RE
 from projections import facts
 from projections.facts import RANK
 from projections.failures import FAILURE_CLASSES
 from projections.rules.message_state import ANOMALIES as ANOMALIES
 from projections.rules.message_state import INCOMING_STATES
 from service.http.errors import BadParameter
-from service.ingest.channels import NAME_RE
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500

@@ -80,6 +80,8 @@ def _notify_ready(role: Role) -> None:
 
 
 def run_ingest(settings: Settings, dsn: str, *, announce: bool) -> None:
+    # late: each role process loads only what it runs (the supervisor, the projector and the
+    # CLI, which imports this module, never build an aiohttp app); no circle (lint-imports)
     from service.runtime.app import ingest_app
 
     def ready() -> None:
@@ -101,6 +103,7 @@ def run_ingest(settings: Settings, dsn: str, *, announce: bool) -> None:
 def run_api(settings: Settings, dsn: str, *, supervised: bool) -> None:
     """Supervised: the unix socket, plus ``ACKLOG_API_PORT`` if set. Alone: ``ACKLOG_API_PORT``
     or else ``--port``, plus ``ACKLOG_API_SOCKET`` if set (ingest workers on this host)."""
+    # late, as in run_ingest: only the API process builds the API app
     from service.runtime.app import api_app
 
     port = settings.api_port if supervised else (settings.api_port or settings.port)
@@ -191,6 +194,7 @@ def run_feed(dsn: str) -> None:
     """The outbox projector and delivery until SIGTERM/SIGINT (service.feed.role), at the
     lowest CPU priority (:func:`feed_priority`): ingest and the read-model projector always
     go first, and the feed catches up after them."""
+    # late, as in run_ingest: only the feed process loads delivery (aiohttp client, tenacity)
     from service.feed import role as feed_role
 
     got = feed_priority(os.environ.get("ACKLOG_FEED_NICE", ""))

@@ -1,0 +1,94 @@
+"""The commands on the log and its read models: ``migrate``, ``project``, ``rebuild``, ``verify``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from projections import rebuild as rebuilding
+from projections.runner import Projector
+from service.cli.common import settings_of
+from service.core.database import database_url, wait_and_migrate
+from service.metrics.observe import observe_batch
+
+
+def migrate(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    asyncio.run(wait_and_migrate(database_url(settings)))
+    print("migrations applied")
+    return 0
+
+
+def _progress(label: str) -> Callable[[rebuilding.Progress], None] | None:
+    """Progress on a terminal only (events done, rate, time left); silent in pipes and CI."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(p: rebuilding.Progress) -> None:
+        eta = f"{p.eta_seconds:.0f}s left" if p.eta_seconds is not None else ""
+        print(
+            f"\r{label}: {p.done:,}/{p.total:,} events, {p.rate:,.0f}/s, {eta}   ",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
+
+
+def _db_command(args: argparse.Namespace, body: Callable[[str], Awaitable[int]]) -> int:
+    """Run ``body(dsn)`` once the database is up and migrated; Ctrl-C and a busy rebuild
+    lock end the command with a clear exit code instead of a traceback."""
+    dsn = database_url(settings_of(args))
+
+    async def run() -> int:
+        await wait_and_migrate(dsn)
+        return await body(dsn)
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return 0
+    except rebuilding.RebuildBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def project(args: argparse.Namespace) -> int:
+    """Run only the projector (leader, or standby while another one leads)."""
+
+    async def body(dsn: str) -> int:
+        await Projector(dsn, on_batch=observe_batch, bulk_load=rebuilding.bulk_load).run()
+        return 0
+
+    return _db_command(args, body)
+
+
+def rebuild(args: argparse.Namespace) -> int:
+    async def body(dsn: str) -> int:
+        started = time.monotonic()
+        position = await rebuilding.rebuild(dsn, progress=_progress("rebuild"))
+        took = time.monotonic() - started
+        print(f"\nrebuilt the read models up to position {position} in {took:.1f}s; swapped in")
+        return 0
+
+    return _db_command(args, body)
+
+
+def verify(args: argparse.Namespace) -> int:
+    async def body(dsn: str) -> int:
+        diffs = await rebuilding.verify(dsn, progress=_progress("verify"))
+        if not diffs:
+            print("\nverify: the live read models equal a rebuild from the log")
+            return 0
+        print("\nverify: the live read models differ from a rebuild from the log:")
+        for d in diffs:
+            print(f"  {d.table}: {d.only_live} rows only live, {d.only_rebuilt} only rebuilt")
+            for example in d.examples:
+                print(f"    e.g. {example}")
+        return 1
+
+    return _db_command(args, body)
