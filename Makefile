@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/acklog serve $(ARGS)
 
+# lint-imports: the layout's contracts in pyproject.toml ([tool.importlinter]; docs/design.md)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -50,4 +52,4 @@ bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
+import re
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -162,3 +164,27 @@ async def test_a_session_plan_made_on_a_small_log_never_scans_the_grown_log(
     assert appended[0].duplicate_of is None and appended[1].duplicate_of is not None
     assert scans["seq_scan"] == 0, "the dedup lookup scanned the whole log"
     assert scans["idx_scan"] >= 2
+
+
+# --- one owner: every statement on the channel registry lives in eventstore/channels.py ----
+
+_ROOT = Path(__file__).resolve().parent.parent
+_REGISTRY_SQL = re.compile(
+    r"\b(FROM|INTO|UPDATE|JOIN|TABLE)\s+(channels|channel_tokens|channel_secrets)\b"
+)
+
+
+def test_no_sql_on_the_channel_registry_outside_its_owner() -> None:
+    owner = _ROOT / "eventstore" / "channels.py"
+    offenders = []
+    for folder in ("service", "projections", "eventstore"):
+        for path in sorted((_ROOT / folder).rglob("*.py")):
+            if path == owner:
+                continue
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if _REGISTRY_SQL.search(line):
+                    offenders.append(f"{path.relative_to(_ROOT)}:{n}: {line.strip()}")
+    assert offenders == []
+    assert _REGISTRY_SQL.search('"SELECT name FROM channels"')
+    assert _REGISTRY_SQL.search('"UPDATE channel_tokens SET revoked_at = now()"')
+    assert any(_REGISTRY_SQL.search(line) for line in owner.read_text().splitlines())

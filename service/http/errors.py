@@ -2,8 +2,8 @@
 resource, 503 (never 500) when the database does not answer.
 
 Handlers and the reads below them raise these; the query API's guard answers them as JSON
-through :func:`answer`, the console's guard as pages with the same statuses, and ingest and
-``/readyz`` catch :data:`UNAVAILABLE` for their own 503s.
+through :func:`answer`, the console's guard as pages with the same statuses, and ``/readyz``
+catches :data:`UNAVAILABLE` for its own 503.
 """
 
 from __future__ import annotations
