@@ -92,7 +92,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     url = request.app[BASE].join(URL(request.raw_path, encoded=True))
     headers = _passed(request.headers)
     # the address this worker saw, appended as every proxy does: the API process keys its
-    # limits on it (``service.clientaddr``), so relayed clients never share one key
+    # limits on it (``service.http.clientaddr``), so relayed clients never share one key
     headers.append(("X-Forwarded-For", request.remote or "unknown"))
     body = request.content if request.body_exists else None
     try:
