@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,8 +35,9 @@ from service.api_models import (
 )
 from service.api_params import BadParameter
 from service.apikey import ApiKey
-from service.responses import error, json_response
-from service.state import API_KEY, API_POOL, CLOCK, SETTINGS
+from service.clientaddr import client_address
+from service.responses import error, json_response, within
+from service.state import API_KEY, API_POOL, CLOCK, KEY_FAILURES, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,21 @@ class NotFound(Exception):
 
 @web.middleware
 async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-    """API key first; then client mistakes → 400/404, database trouble → 503 (never 500)."""
+    """API key first (an address sending wrong keys is slowed down, whatever it sends next:
+    the count is shared with the console's sign-in); then client mistakes → 400/404, database
+    trouble → 503 (never 500)."""
+    limiter = request.config_dict[KEY_FAILURES]
+    client = client_address(request)
+    wait = limiter.blocked_for(client)
+    if wait:
+        return error(
+            429,
+            "too_many_requests",
+            "too many wrong API keys from this address; wait, then retry",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
     if not request.app[API_KEY].check(request.headers.get("Authorization")):
+        limiter.failed(client)
         return error(
             401,
             "unauthorized",
@@ -77,9 +92,7 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         else request.config_dict[SETTINGS].api_query_timeout
     )
     try:
-        async with asyncio.timeout(timeout):
-            response: web.StreamResponse = await handler(request)
-            return response
+        return await within(timeout, handler, request)
     except BadParameter as exc:
         return error(400, "bad_request", exc.detail, parameter=exc.parameter)
     except NotFound as exc:

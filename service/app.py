@@ -43,6 +43,7 @@ from service.state import (
     CHANNELS,
     CLOCK,
     DSN,
+    KEY_FAILURES,
     LIMITER,
     POOL,
     PROJECTOR,
@@ -146,6 +147,8 @@ def _add_ingest(app: web.Application) -> None:
 
 
 def _add_api(app: web.Application) -> None:
+    # wrong API keys per client address, counted once for /v1 and the console's sign-in
+    app[KEY_FAILURES] = FailureLimiter(app[SETTINGS].auth_failures_per_minute)
     app.cleanup_ctx.append(_api_database)
     app.cleanup_ctx.append(_snapshot)
     app.cleanup_ctx.append(feed_api.hub_ctx)

@@ -20,6 +20,8 @@ API_POOL = web.AppKey("api_pool", asyncpg.Pool)
 APPENDER = web.AppKey("appender", Appender)
 CHANNELS = web.AppKey("channels", ChannelCache)
 LIMITER = web.AppKey("limiter", FailureLimiter)
+#: wrong API keys per client address, one count for ``/v1`` and the console's sign-in alike
+KEY_FAILURES = web.AppKey("key_failures", FailureLimiter)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 PROJECTOR = web.AppKey("projector", Projector)
 API_KEY = web.AppKey("api_key", ApiKey)
