@@ -3,7 +3,7 @@
 ``acklog serve`` runs N ingest workers on one port, the API (query API, ``/metrics``) and the
 projector in processes of their own. Each test puts one heavy neighbour beside a steady flow
 of webhooks and measures the webhooks' p99 while it runs (figures printed with ``pytest -s``,
-quoted in the README). ``make soak`` runs them ``ACKLOG_SOAK`` times longer.
+quoted in docs/reliability.md). ``make soak`` runs them ``ACKLOG_SOAK`` times longer.
 """
 
 from __future__ import annotations
