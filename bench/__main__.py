@@ -1,10 +1,10 @@
-"""``make bench`` / ``python -m bench``: every acklog benchmark, then BENCHMARKS.md.
+"""``make bench`` / ``python -m bench``: every acklog benchmark, then docs/benchmarks.md.
 
 Phases (``--only`` picks some): decode, ingest, e2e, projection, query, feed. Each runs against a
 database of its own on a fresh embedded PostgreSQL (or ``DATABASE_URL``); load comes from
 separate processes on loopback; every figure is a median of ``--runs`` runs, and every ratio
 is taken between runs made back to back in the same bench. Raw results go to
-``bench/results/<time>.json`` and ``BENCHMARKS.json``; the report to ``BENCHMARKS.md``.
+``bench/results/<time>.json`` and ``docs/benchmarks.json``; the report to ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-wrk", action="store_true", help="use bench.loadgen even if wrk exists")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the bench")
-    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    p.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     p.add_argument(
         "--allow-dirty",
         action="store_true",

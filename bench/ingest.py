@@ -41,7 +41,8 @@ _prefix = itertools.count(10)
 
 #: Where the server CPU per webhook went before this round of issue 11 (commit 5460f41, the
 #: quiet-machine ``make bench`` of 2026-12-01 19:00 UTC, uvloop, py-spy 200 Hz at 32
-#: connections: BENCHMARKS.json then): shares of the profile times the measured 68 µs of
+#: connections; its raw figures are in the git history of BENCHMARKS.json, now
+#: docs/benchmarks.json): shares of the profile times the measured 68 µs of
 #: server CPU per webhook (bare: 30 µs). The same loop as today's runs, so stages compare.
 BEFORE = {
     "commit": "5460f41",

@@ -67,7 +67,7 @@ def describe() -> dict[str, Any]:
 
 
 #: what a bench run writes into the tree itself: never a reason to call the tree dirty
-OUTPUTS = ("BENCHMARKS.md", "BENCHMARKS.json", "bench/results/")
+OUTPUTS = ("docs/benchmarks.md", "docs/benchmarks.json", "bench/results/")
 
 
 def code_state() -> dict[str, Any]:

@@ -10,9 +10,9 @@ Two engines, because mutmut mutates code inside functions only:
   holds: the rank table and every provider's status and instance tables. Each entry is
   changed to every other value (and deleted) in turn, and the hand-written pins must fail.
 
-``python -m tests.mutation report`` prints the scores of every group run so far (the README
-table comes from it). Survivors are listed by ``mutmut results`` in the group's directory and
-explained in the README.
+``python -m tests.mutation report`` prints the scores of every group run so far (the table in
+docs/reliability.md comes from it). Survivors are listed by ``mutmut results`` in the group's directory and
+explained in docs/reliability.md.
 """
 
 from __future__ import annotations

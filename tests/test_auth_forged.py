@@ -1,4 +1,4 @@
-"""A valid token never excuses a forged signature (invariant 10, README "Channels").
+"""A valid token never excuses a forged signature (invariant 10; docs/security.md, "Webhook credentials").
 
 A provider that signs proves the body is its own; a token proves only that the sender knows
 the URL. When both come and the signature is wrong, the body is not the provider's: refused,

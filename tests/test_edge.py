@@ -3,7 +3,7 @@
 Per-client connection caps, a header timeout for every request on a keep-alive connection,
 ``X-Forwarded-For`` read from the right behind trusted proxies only, ``/readyz`` following
 append failures, and signature schemes chosen by the channel's provider.
-Figures are printed (``pytest -s``) and quoted in the README; ``make soak`` (``ACKLOG_SOAK=N``)
+Figures are printed (``pytest -s``) and quoted in docs/reliability.md; ``make soak`` (``ACKLOG_SOAK=N``)
 runs the attacks N times longer.
 """
 

@@ -1,6 +1,6 @@
 """Faults with real processes: kill -9 under load, database restart, projector takeover.
 
-Every figure a test measures is printed (``pytest -s``) and quoted in the README.
+Every figure a test measures is printed (``pytest -s``) and quoted in docs/reliability.md.
 ``make soak`` runs the same tests with ``ACKLOG_SOAK=N``: N times the load and N kill cycles.
 """
 

@@ -17,6 +17,7 @@ import asyncpg
 import msgspec
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 from standardwebhooks.webhooks import Webhook
 
 from eventstore.append import write_batch
@@ -111,9 +112,11 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @contextlib.asynccontextmanager
-async def feed_running(dsn: str, settings: DeliverySettings = FAST) -> AsyncIterator[Delivery]:
+async def feed_running(
+    dsn: str, settings: DeliverySettings = FAST, resolver: AbstractResolver | None = None
+) -> AsyncIterator[Delivery]:
     outbox = Outbox(dsn, poll_interval=0.1, sweep_interval=0.2)
-    delivery = Delivery(dsn, settings)
+    delivery = Delivery(dsn, settings, resolver)
     delivery.outbox = outbox  # type: ignore[attr-defined]
     tasks = [asyncio.create_task(outbox.run()), asyncio.create_task(delivery.run())]
     try:

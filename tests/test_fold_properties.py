@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from projections.rules.message_state import MessageState, Report
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-#: DESIGN.md invariant 5, copied by hand (never read from ``projections.facts.RANK``):
+#: docs/design.md invariant 5, copied by hand (never read from ``projections.facts.RANK``):
 #: sending 0 < sent 10 < not_sent 15 < delivered 20 < read 30 < played 40 < deleted 50
 DESIGN_RANK = {
     "sending": 0,

@@ -444,7 +444,7 @@ def test_counts_users_read_are_exact() -> None:
 def test_provisioning_files_are_valid_grafana_provisioning() -> None:
     """Grafana is not installable here: its provisioning files are checked against the
     schema Grafana reads (apiVersion 1, one Prometheus datasource with the dashboard's uid,
-    one file provider whose folder name matches the README's mount)."""
+    one file provider whose folder name matches the mount in docs/observability.md)."""
     yaml = pytest.importorskip("yaml")  # PyYAML (installed with the test extra)
     datasources = yaml.safe_load(DATASOURCE_PROVISIONING.read_text(encoding="utf-8"))
     assert datasources["apiVersion"] == 1

@@ -45,7 +45,6 @@ async def test_garbage_is_stored_and_quarantined_never_crashing_a_decoder(
     client: TestClient, dsn: str, conn: asyncpg.Connection
 ) -> None:
     bodies = [
-        b"",
         b"\xff\xfe\x00garbage",
         b"[" * 100_000 + b"]" * 100_000,  # JSON nested 100,000 deep
         b'{"a": ' * 50_000 + b"1" + b"}" * 50_000,
@@ -57,6 +56,10 @@ async def test_garbage_is_stored_and_quarantined_never_crashing_a_decoder(
         for body in bodies:
             resp = await client.post(f"/hooks/h-{provider}?token={token}", data=body)
             assert resp.status == 200, (provider, await resp.text())
+        # no provider posts an empty body: refused with a reason, nothing stored (issue 26)
+        resp = await client.post(f"/hooks/h-{provider}?token={token}", data=b"")
+        assert resp.status == 400, (provider, await resp.text())
+        assert (await resp.json())["error"] == "empty_body"
     assert await Projector(dsn).catch_up(conn) == len(PROVIDERS) * len(bodies)
     quarantined = await conn.fetchval("SELECT count(*) FROM rm.quarantine")
     reasons = {r["reason"][:40] for r in await conn.fetch("SELECT reason FROM rm.quarantine")}

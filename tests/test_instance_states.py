@@ -1,8 +1,8 @@
 """Everything that enumerates the instance states knows every one of them.
 
 The vocabulary is ``projections.facts.InstanceStatus``; the metric exports it as is, and the
-Grafana panels, the console's colours and the README's mapping table must each name every
-state (a new state that one of them misses would show as a blank or a wrong colour).
+Grafana panels, the console's colours and the mapping table of docs/providers.md must each name
+every state (a new state that one of them misses would show as a blank or a wrong colour).
 """
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ def test_the_console_colours_every_state(status: str) -> None:
 
 
 @pytest.mark.parametrize("status", INSTANCE_STATUSES)
-def test_the_readme_defines_every_state(status: str) -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Instance states", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_define_every_state(status: str) -> None:
+    page = (ROOT / "docs" / "providers.md").read_text()
+    section = page.split("\n## Instance states\n", 1)[1].split("\n## ", 1)[0]
     assert f"| `{status}` |" in section, status
 
 

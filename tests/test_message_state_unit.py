@@ -1,4 +1,4 @@
-"""``MessageState.observe`` and friends, rule by rule (DESIGN.md invariant 5), fast enough to
+"""``MessageState.observe`` and friends, rule by rule (docs/design.md invariant 5), fast enough to
 kill mutants: content fields, milestones with both clocks, directions, the return value."""
 
 from __future__ import annotations

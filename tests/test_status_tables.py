@@ -2,7 +2,7 @@
 
 The expected tables below are written by hand from ``shared/samples/status_mapping.json``
 (the mapping derived from each provider's documentation), ``shared/samples/SOURCES.md``, the
-seed documents in ``shared/seeds`` and the README's provider table, with DESIGN.md's
+seed documents in ``shared/seeds`` and the provider table of docs/providers.md, with docs/design.md's
 vocabulary (``pending`` → ``sending``, ``FAILED`` → ``not_sent``). They are never read from
 the decoders' own tables: each row goes through the real decoder, in a published sample whose
 status field is set to the row's raw value.
@@ -173,7 +173,7 @@ EXPECTED: dict[str, list[tuple[Any, str]]] = {
     # Z-API MessageStatusCallback: RECEIVED is delivered to the device
     # Z-API MessageStatusCallback (developer.z-api.io): SENT, RECEIVED (= delivered to the
     # device), READ, PLAYED; READ_BY_ME is our own read (no outgoing status, test below).
-    # PENDING and MESSAGE_RECEIVED are not in today's docs: pinned from the README's table.
+    # PENDING and MESSAGE_RECEIVED are not in today's docs: pinned from docs/providers.md's table.
     "zapi": [
         ("SENT", "sent"),
         ("RECEIVED", "delivered"),

@@ -9,8 +9,8 @@ OpenAPI document. Errors are ``service.http.errors``' and answered by its mappin
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,8 +23,10 @@ from service.core.apikey import API_KEY, ApiKey
 from service.core.config import CLOCK, SETTINGS
 from service.core.database import API_POOL
 from service.http import errors
+from service.http.clientaddr import client_address
 from service.http.errors import BadParameter, NotFound
-from service.http.responses import error, json_response
+from service.http.limiter import KEY_FAILURES
+from service.http.responses import error, json_response, within
 from service.reads import params
 from service.reads import queries as q
 from service.reads.models import (
@@ -45,8 +47,21 @@ PAGE_BODY_BYTES = 1024 * 1024
 
 @web.middleware
 async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-    """API key first; then client mistakes → 400/404, database trouble → 503 (never 500)."""
+    """API key first (an address sending wrong keys is slowed down, whatever it sends next:
+    the count is shared with the console's sign-in); then client mistakes → 400/404, database
+    trouble → 503 (never 500)."""
+    limiter = request.config_dict[KEY_FAILURES]
+    client = client_address(request)
+    wait = limiter.blocked_for(client)
+    if wait:
+        return error(
+            429,
+            "too_many_requests",
+            "too many wrong API keys from this address; wait, then retry",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
     if not request.app[API_KEY].check(request.headers.get("Authorization")):
+        limiter.failed(client)
         return error(
             401,
             "unauthorized",
@@ -60,9 +75,7 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         else request.config_dict[SETTINGS].api_query_timeout
     )
     try:
-        async with asyncio.timeout(timeout):
-            response: web.StreamResponse = await handler(request)
-            return response
+        return await within(timeout, handler, request)
     except errors.MAPPED as exc:
         if isinstance(exc, errors.UNAVAILABLE):
             log.warning("query API: database unavailable: %s", exc)

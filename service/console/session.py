@@ -1,11 +1,14 @@
 """The console's login: the API key, typed into a form, becomes an HttpOnly cookie.
 
-The cookie never holds the key itself: it holds when it was issued and an HMAC of that
-under the key, so it is checked without any server-side state (any process serving the
-console accepts it), it expires after ``LIFETIME``, and rotating the API key signs
-everybody out. Forms carry a CSRF token bound to the session (logout) or to a random
-cookie set with the form (login, double-submit), and a POST from another origin is refused
-whatever it carries. The key never appears in a URL: the login form posts it.
+The cookie never holds the key itself: it holds a random session token and an HMAC of it
+under the key. A session is honoured while (a) the HMAC matches, so rotating the API key
+signs everybody out, and (b) the hash of its token is in ``console_sessions`` and not past
+its ``LIFETIME``: this module is that table's one owner, and *Sign out* deletes the row, so a
+copied cookie dies with the session (issue 26). The cookie is ``Secure`` whenever the
+client came over HTTPS, directly or through a trusted TLS proxy. Forms carry a CSRF token
+bound to the session (logout) or to a random cookie set with the form (login,
+double-submit), and a POST from another origin is refused whatever it carries. The key
+never appears in a URL: the login form posts it.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 import urllib.parse
 
+import asyncpg
 from aiohttp import web
+
+from eventstore.errors import store_boundary
+from service.http.clientaddr import client_scheme
 
 COOKIE = "acklog_console"
 LOGIN_CSRF_COOKIE = "acklog_console_login"
@@ -28,21 +34,61 @@ def _mac(key: bytes, purpose: str, value: str) -> str:
     return hmac.new(key, f"acklog-console:{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
 
 
-def issue(key: bytes, now: float | None = None) -> str:
-    issued = str(int(time.time() if now is None else now))
-    return f"{issued}.{_mac(key, 'session', issued)}"
+def _token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
 
 
-def valid(key: bytes, value: str | None, now: float | None = None) -> bool:
-    if not value:
+def sign(key: bytes, token: str) -> str:
+    """The cookie's value for session ``token``: the token and its HMAC under ``key``."""
+    return f"{token}.{_mac(key, 'session', token)}"
+
+
+def signed_token(key: bytes, value: str | None) -> str | None:
+    """The session token of a cookie whose HMAC is right under ``key``, else None."""
+    if not value or len(value) > 200:
+        return None
+    token, _, mac = value.partition(".")
+    if not token or not hmac.compare_digest(mac.encode(), _mac(key, "session", token).encode()):
+        return None
+    return token
+
+
+async def issue(pool: asyncpg.Pool, key: bytes) -> str:
+    """A new session: its row (expired ones swept on the way), and the cookie's value."""
+    token = secrets.token_urlsafe(32)
+    with store_boundary():
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM console_sessions WHERE expires_at < now()")
+            await conn.execute(
+                "INSERT INTO console_sessions (token_hash, expires_at)"
+                " VALUES ($1, now() + make_interval(secs => $2))",
+                _token_hash(token),
+                float(LIFETIME),
+            )
+    return sign(key, token)
+
+
+async def valid(pool: asyncpg.Pool, key: bytes, value: str | None) -> bool:
+    """The cookie is signed under the key and its session is open on the server."""
+    token = signed_token(key, value)
+    if token is None:
         return False
-    issued, _, mac = value.partition(".")
-    if not issued.isdigit() or len(issued) > 12:
-        return False
-    age = (time.time() if now is None else now) - int(issued)
-    if not -60 <= age <= LIFETIME:
-        return False
-    return hmac.compare_digest(mac.encode(), _mac(key, "session", issued).encode())
+    with store_boundary():
+        found = await pool.fetchval(
+            "SELECT true FROM console_sessions WHERE token_hash = $1 AND expires_at > now()",
+            _token_hash(token),
+        )
+    return bool(found)
+
+
+async def end(pool: asyncpg.Pool, key: bytes, value: str | None) -> None:
+    """Sign out: the session's row goes, so no copy of the cookie works any more."""
+    token = signed_token(key, value)
+    if token is not None:
+        with store_boundary():
+            await pool.execute(
+                "DELETE FROM console_sessions WHERE token_hash = $1", _token_hash(token)
+            )
 
 
 def csrf_token(key: bytes, session: str) -> str:
@@ -86,7 +132,7 @@ def set_cookie(
         path=path,
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=client_scheme(request) == "https",
     )
 
 

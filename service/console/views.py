@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 import json
 import logging
 import time
@@ -37,7 +38,8 @@ from service.core.config import CLOCK, SETTINGS
 from service.core.database import API_POOL
 from service.http.clientaddr import client_address
 from service.http.errors import UNAVAILABLE, BadParameter, NotFound
-from service.http.limiter import LIMITER, FailureLimiter
+from service.http.limiter import KEY_FAILURES
+from service.http.responses import within
 from service.reads import params as api_params
 from service.reads import queries as q
 from service.reads.models import ChannelSummary, EventOut
@@ -145,11 +147,15 @@ def _pool(request: web.Request) -> Any:
     return request.config_dict[API_POOL]
 
 
+#: the guard's finding, kept on the request for the pages it renders
+SIGNED_IN = web.RequestKey("signed_in", bool)
+
+
 def render(
     request: web.Request, template: str, context: dict[str, Any], status: int = 200
 ) -> web.Response:
     cookie = request.cookies.get(session.COOKIE)
-    signed_in = session.valid(_key(request), cookie)
+    signed_in = request.get(SIGNED_IN, False)
     base = {
         "signed_in": signed_in,
         "csrf": session.csrf_token(_key(request), cookie or "") if signed_in else "",
@@ -180,17 +186,66 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith(PUBLIC) and not session.valid(
-        _key(request), request.cookies.get(session.COOKIE)
-    ):
-        if request.method != "GET" or request.path == "/ui/events/rows":
-            return _error_page(request, 401, "Signed out", "Sign in again to go on.")
-        target = request.path_qs if request.path not in ("/ui", "/ui/") else None
-        return redirect(query_url("/ui/login", {"next": target}))
+def host_allowed(request: web.Request) -> bool:
+    """The ``Host`` a browser sent names us: an IP literal, ``localhost``, the public URL's
+    host or one of ``ACKLOG_ALLOWED_HOSTS``. Any other name may be an attacker's domain
+    rebound to our address (DNS rebinding), so the console does not answer it."""
+    settings = request.config_dict[SETTINGS]
+    if "*" in settings.allowed_hosts:
+        return True
     try:
-        async with asyncio.timeout(request.config_dict[SETTINGS].api_query_timeout):
+        name = (urllib.parse.urlsplit("//" + request.host).hostname or "").rstrip(".")
+    except ValueError:
+        return False
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    public = urllib.parse.urlsplit(settings.public_url or "").hostname
+    return (
+        name == "localhost"
+        or name.endswith(".localhost")
+        or name == public
+        or name in settings.allowed_hosts
+    )
+
+
+def _signed_in_first(handler: Handler) -> Handler:
+    """``handler`` behind the session check: every page but the public ones needs one."""
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        if request.path.startswith(PUBLIC):  # the sign-in page and static files: no database
+            request[SIGNED_IN] = False
             return await handler(request)
+        request[SIGNED_IN] = await session.valid(
+            _pool(request), _key(request), request.cookies.get(session.COOKIE)
+        )
+        if not request[SIGNED_IN]:
+            if request.method != "GET" or request.path == "/ui/events/rows":
+                return _error_page(request, 401, "Signed out", "Sign in again to go on.")
+            target = request.path_qs if request.path not in ("/ui", "/ui/") else None
+            return redirect(query_url("/ui/login", {"next": target}))
+        return await handler(request)
+
+    return checked
+
+
+async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not host_allowed(request):
+        return _error_page(
+            request,
+            400,
+            "Unknown host",
+            "This address is not one the console answers; set ACKLOG_PUBLIC_URL or"
+            " ACKLOG_ALLOWED_HOSTS to the name you use.",
+        )
+    try:
+        return await within(
+            request.config_dict[SETTINGS].api_query_timeout, _signed_in_first(handler), request
+        )
     except BadParameter as exc:
         return _error_page(request, 400, "Bad request", exc.detail)
     except NotFound as exc:
@@ -207,15 +262,26 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         response.headers["Retry-After"] = "5"
         return response
     except TimeoutError:
-        return _error_page(request, 503, "Too slow", "The query took too long; narrow it down.")
+        response = _error_page(
+            request, 503, "Too slow", "The database took too long; narrow the query or retry."
+        )
+        response.headers["Retry-After"] = "5"
+        return response
 
 
 # -- login ---------------------------------------------------------------------------------
 
 
 def _next(raw: str | None) -> str:
-    """Only our own console pages: never an open redirect."""
-    if raw and raw.startswith("/ui/") and not raw.startswith("//") and "\\" not in raw:
+    """Only our own console pages: never an open redirect, never a header split (a control
+    character, a space or anything not ASCII sends the browser to ``/ui/`` instead)."""
+    if (
+        raw
+        and raw.startswith("/ui/")
+        and "\\" not in raw
+        and raw.isascii()
+        and all(0x20 < ord(c) < 0x7F for c in raw)
+    ):
         return raw
     return "/ui/"
 
@@ -239,7 +305,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _error_page(
             request, 403, "Refused", "This form is stale or came from another site; reload it."
         )
-    limiter = request.app[LIMITER]
+    limiter = request.config_dict[KEY_FAILURES]
     client = client_address(request)
     if limiter.blocked_for(client):
         return _error_page(request, 429, "Too many attempts", "Wait a minute, then try again.")
@@ -263,9 +329,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         )
         return response
     response = redirect(_next(str(form.get("next", ""))))
-    session.set_cookie(
-        response, request, session.COOKIE, session.issue(_key(request)), session.LIFETIME
-    )
+    cookie = await session.issue(_pool(request), _key(request))
+    session.set_cookie(response, request, session.COOKIE, cookie, session.LIFETIME)
     session.clear_cookie(response, session.LOGIN_CSRF_COOKIE, path="/ui/login")
     return response
 
@@ -277,6 +342,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
         _key(request), cookie, str(form.get("csrf", ""))
     ):
         return _error_page(request, 403, "Refused", "This form is stale; reload the page.")
+    await session.end(_pool(request), _key(request), cookie)
     response = redirect("/ui/login")
     session.clear_cookie(response, session.COOKIE)
     return response
@@ -730,9 +796,7 @@ def make_console(app: web.Application) -> web.Application:
     console = web.Application(middlewares=[guard])
     console[API_KEY] = ApiKey(app[SETTINGS])
     console[SETTINGS] = app[SETTINGS]  # client_address reads request.app
-    # failed sign-ins per client address, limited like failed webhook credentials
     console[OVERVIEW] = OverviewCache()
-    console[LIMITER] = FailureLimiter(app[SETTINGS].auth_failures_per_minute)
     aiohttp_jinja2.setup(
         console,
         loader=jinja2.FileSystemLoader(HERE / "templates"),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from service.core import logs
 from service.core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,10 @@ def load_or_create(data_dir: Path) -> tuple[str, bool]:
 def resolve(settings: Settings) -> tuple[str, str]:
     """(key, where it comes from) for the start-up banner."""
     if settings.api_key:
+        logs.add_secret(settings.api_key)
         return settings.api_key, "ACKLOG_API_KEY"
     key, created = load_or_create(settings.data_dir)
+    logs.add_secret(key)
     where = key_path(settings.data_dir)
     return key, f"{'generated into' if created else 'stored in'} {where}"
 
@@ -87,11 +90,16 @@ class ApiKey:
 
     def __init__(self, settings: Settings) -> None:
         self._data_dir = settings.data_dir
-        self._key: bytes | None = settings.api_key.encode() if settings.api_key else None
+        self._key: bytes | None = None
+        if settings.api_key:
+            logs.add_secret(settings.api_key)
+            self._key = settings.api_key.encode()
 
     def value(self) -> bytes:
         if self._key is None:
-            self._key = load_or_create(self._data_dir)[0].encode()
+            key = load_or_create(self._data_dir)[0]
+            logs.add_secret(key)
+            self._key = key.encode()
         return self._key
 
     def check(self, authorization: str | None) -> bool:

@@ -62,6 +62,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_upstream: str | None = None
     #: the unix socket the API process listens on (``acklog serve`` sets it for its children)
     api_socket: str | None = None
+    #: requests one client address may have relayed to the API process at once (429 past it)
+    relay_per_client: int = 8
+    #: ``Host`` names the console answers besides IP literals, ``localhost`` and the public
+    #: URL's host (``*``: any); a name not here cannot carry a DNS-rebinding attack
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def per_client_connections(self) -> int:
@@ -135,6 +140,7 @@ def from_env(**overrides: object) -> Settings:
         "log_level": env.get("ACKLOG_LOG_LEVEL", "INFO"),
         "access_log": env.get("ACKLOG_ACCESS_LOG", "") in ("1", "true", "yes"),
         "db_wait": _float("ACKLOG_DB_WAIT", 60.0),
+        "api_query_timeout": _float("ACKLOG_API_QUERY_TIMEOUT", 10.0),
         "snapshot_interval": _float("ACKLOG_SNAPSHOT_INTERVAL", 5.0),
         "append_writers": max(1, min(_int("ACKLOG_APPEND_WRITERS", 1), 4)),
         "workers": _int("ACKLOG_WORKERS", 1),
@@ -144,6 +150,10 @@ def from_env(**overrides: object) -> Settings:
         "keepalive_timeout": _float("ACKLOG_KEEPALIVE_TIMEOUT", 75.0),
         "max_connections_per_client": _int("ACKLOG_MAX_CONNECTIONS_PER_CLIENT", 0),
         "trusted_proxies": _trusted_proxies(env),
+        "relay_per_client": max(1, _int("ACKLOG_RELAY_PER_CLIENT", 8)),
+        "allowed_hosts": tuple(
+            h.lower() for h in env.get("ACKLOG_ALLOWED_HOSTS", "").replace(",", " ").split()
+        ),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return msgspec.convert(values, Settings, strict=False)

@@ -3,13 +3,17 @@ optional access log (``ACKLOG_ACCESS_LOG``) and one line per refused webhook, ra
 
 Nothing logged here carries a secret: the access log writes the path without its query
 string (``?token=`` lives there), never a header; refused-webhook lines name the channel,
-the provider and the outcome only.
+the provider and the outcome only. And whatever another library logs (aiohttp's parser
+quotes a malformed request line or header whole, at ERROR), every line leaves through
+``redact``: credentials in headers, query strings, cookies and acklog's own keys are
+replaced by ``[redacted]`` before a handler writes them (issue 26).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -37,7 +41,48 @@ _encoder = msgspec.json.Encoder()
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
-class JsonFormatter(logging.Formatter):
+_REDACTED = "[redacted]"
+#: credentials as they appear in logged text: a header or parameter that carries one (up to
+#: the end of its value: a quote, a backslash of an escaped CR/LF, or the line's end), an
+#: auth scheme's token, acklog's key format and its console cookies
+_SECRET_PATTERNS = (
+    re.compile(
+        r"(?i)\b((?:proxy-)?authorization|(?:set-)?cookie|x-api-key|api[-_]?key|x-auth-token"
+        r"|client-token|x-hub-signature(?:-256)?|x-twilio-signature|signature)"
+        r"(\s*[:=]\s*)[^\r\n'\"\\]+"
+    ),
+    re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{4,}"),
+    re.compile(r"(?i)([?&;](?:token|key|api_?key|access_token|secret|password)=)()[^&\s'\"\\]+"),
+    re.compile(r"(acklog_console(?:_login)?=)()[^;\s'\"\\]+"),
+    re.compile(r"(acklog_)()[A-Za-z0-9_-]{20,}"),
+)
+#: exact values never to be written (the configured API key, whatever its form)
+_SECRETS: set[str] = set()
+
+
+def add_secret(value: str | None) -> None:
+    """Never log ``value`` (at least 8 characters: shorter ones would blank common words)."""
+    if value and len(value) >= 8:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential it shows replaced by ``[redacted]``."""
+    for secret in _SECRETS:
+        text = text.replace(secret, _REDACTED)
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(rf"\1\2{_REDACTED}", text)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats as usual, then ``redact``s the whole line, traceback included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class JsonFormatter(RedactingFormatter):
     """One JSON object per line: time, level, logger, message, extra fields, exception."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -54,7 +99,7 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value if isinstance(value, str | int | float | bool) else str(value)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return _encoder.encode(line).decode()
+        return redact(_encoder.encode(line).decode())
 
 
 def configure(log_format: str = "text", level: str = "INFO") -> None:
@@ -70,7 +115,7 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)

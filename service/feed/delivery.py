@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import aiohttp
 import asyncpg
 import msgspec
+from aiohttp.abc import AbstractResolver
 from prometheus_client import Counter, Histogram
 from standardwebhooks.webhooks import Webhook
 from tenacity import (
@@ -147,8 +148,6 @@ class Sender:
         self._secret_list: list[str] = []
         self._secrets_at: float | None = None
         self._hook_secrets: list[str] = []
-        #: the last URL that passed :func:`outbound.check_literal` (the policy is fixed)
-        self._checked_url: str | None = None
         self._hook_list: list[Webhook] = []
         self._counters: dict[tuple[str, str], Counter] = {}
         self._histograms: dict[str, Histogram] = {}
@@ -308,9 +307,6 @@ class Sender:
         started = time.perf_counter()
         status: int | None = None
         try:
-            if sub.url != self._checked_url:  # a literal address: checked once per URL
-                outbound.check_literal(sub.url, s.policy)
-                self._checked_url = sub.url
             async with self.http.post(
                 sub.url, data=event.body, headers=headers, allow_redirects=False
             ) as resp:
@@ -318,8 +314,11 @@ class Sender:
                 await resp.content.read(s.max_answer)  # bounded; the rest is dropped
             if not 200 <= status < 300:
                 raise AttemptFailed(f"answered {status}", status)
-        except (outbound.Refused, aiohttp.ClientConnectorDNSError) as exc:
-            outcome, detail = "refused", f"refused: {exc}"
+        except aiohttp.ClientConnectorError as exc:  # refused by the policy, or no such host
+            if outbound.refused(exc) or isinstance(exc, aiohttp.ClientConnectorDNSError):
+                outcome, detail = "refused", f"refused: {exc}"
+            else:
+                outcome, detail = "failed", f"{type(exc).__name__}: {exc}"[:300]
         except AttemptFailed as exc:
             outcome, detail = "failed", exc.detail
         except TimeoutError:
@@ -388,9 +387,16 @@ class Sender:
 class Delivery:
     """The delivery leader: one :class:`Sender` task per active subscription."""
 
-    def __init__(self, dsn: str, settings: DeliverySettings | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        settings: DeliverySettings | None = None,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         self.dsn = dsn
         self.settings = settings or settings_from_env()
+        #: the DNS resolver beneath the policy's guard (the system's unless given)
+        self.resolver = resolver
         self.is_leader = asyncio.Event()
         self.senders: dict[int, tuple[Sender, asyncio.Task[None]]] = {}
         #: set whenever a sender made progress (an attempt, a cursor move, a dead letter)
@@ -406,8 +412,8 @@ class Delivery:
 
     def http(self) -> aiohttp.ClientSession:
         s = self.settings
-        connector = aiohttp.TCPConnector(
-            resolver=outbound.GuardedResolver(s.policy), limit=0, limit_per_host=0, ttl_dns_cache=10
+        connector = outbound.connector(
+            s.policy, self.resolver, limit=0, limit_per_host=0, ttl_dns_cache=10
         )
         return aiohttp.ClientSession(
             connector=connector,

@@ -65,7 +65,7 @@ def forwarded_client(peer: str, forwarded: list[str], proxies: TrustedProxies) -
 
 def client_address(request: web.Request) -> str:
     peer = request.remote
-    cidrs = request.app[SETTINGS].trusted_proxies
+    cidrs = request.config_dict[SETTINGS].trusted_proxies
     if not peer:
         # A unix socket: only acklog's own relay connects there (its directory is the
         # supervisor's, mode 0700), and the relay appends the peer it saw (``service.http.proxy``).
@@ -80,3 +80,24 @@ def client_address(request: web.Request) -> str:
     if not proxies.trusts(peer):
         return peer  # a client that talks to us directly: whatever it wrote is its own claim
     return forwarded_client(peer, request.headers.getall("X-Forwarded-For", []), proxies)
+
+
+def _peer_trusted(request: web.Request) -> bool:
+    """The peer may speak for the client: a configured trusted proxy, or (no peer address:
+    the unix socket) acklog's own relay."""
+    peer = request.remote
+    if not peer:
+        return True
+    cidrs = request.config_dict[SETTINGS].trusted_proxies
+    return bool(cidrs) and trusted_proxies(cidrs).trusts(peer)
+
+
+def client_scheme(request: web.Request) -> str:
+    """``https`` or ``http``: what the client used to reach us. A TLS proxy's
+    ``X-Forwarded-Proto`` is believed from a trusted proxy only (the rightmost value, the one
+    the nearest proxy wrote); otherwise it is this connection's own scheme."""
+    if _peer_trusted(request):
+        said = request.headers.get("X-Forwarded-Proto", "").rpartition(",")[2].strip().lower()
+        if said in ("http", "https"):
+            return said
+    return "https" if request.secure else "http"

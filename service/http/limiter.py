@@ -44,3 +44,5 @@ class FailureLimiter:
 
 
 LIMITER = web.AppKey("limiter", FailureLimiter)
+#: wrong API keys per client address, one count for ``/v1`` and the console's sign-in alike
+KEY_FAILURES = web.AppKey("key_failures", FailureLimiter)

@@ -1,22 +1,38 @@
-"""Ingest workers forward every non-webhook path to the API process, streaming both ways.
+"""Ingest workers forward every non-webhook path to the API process, streaming answers back.
 
 ``acklog serve`` runs its ingest workers on the public port with ``SO_REUSEPORT``, so the
 kernel hands any connection to any worker. The query API, console and ``/metrics`` run in a
 process of their own (invariant 12: never on the ingest event loop, never on its pool); a
 worker that receives such a request relays it over a unix socket (or TCP) to that process.
-Relaying is cheap and bounded: the body is passed through in chunks (never buffered whole),
-at most ``MAX_IN_FLIGHT`` requests per worker are relayed at once (others wait for a slot
-without holding anything of ingest's), and the API process bounds every answer's size.
+
+The relay is a pipe, never a client with a memory (issue 26):
+
+- it keeps no state between requests: no cookie jar (a ``DummyCookieJar``), no credentials
+  of its own, no headers it remembers; what identifies a client travels in that client's
+  request and answer only;
+- it only ever talks to its upstream: the target is the request's path and query joined to
+  the upstream URL as text, so ``//other-host/x`` or an absolute-form target is a path there,
+  never a host to fetch;
+- a request body (the API takes small forms and JSON) is read whole, within
+  ``ACKLOG_READ_TIMEOUT`` and ``ACKLOG_MAX_BODY``, *before* the request takes one of the
+  ``MAX_IN_FLIGHT`` slots, and one client address holds at most ``ACKLOG_RELAY_PER_CLIENT``
+  of them (429 past that): slow or many requests from one client never stall the others;
+- forwarding headers are the relay's own: ``X-Forwarded-For`` gets the peer appended and
+  ``X-Forwarded-Proto`` is set to the scheme the client really used (the TLS proxy's word
+  only when the peer is a trusted proxy), whatever the client sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from service.core.config import SETTINGS
+from service.http.clientaddr import client_address, client_scheme
 from service.http.responses import error
 
 log = logging.getLogger(__name__)
@@ -36,11 +52,17 @@ _HOP = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
+        # forwarding headers: the relay writes its own (a client's claim is not passed on)
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
     )
 )
 
 SESSION = web.AppKey("proxy_session", aiohttp.ClientSession)
-BASE = web.AppKey("proxy_base", URL)
+BASE = web.AppKey("proxy_base", str)
+#: relayed requests in flight per client address (entries removed at zero: bounded)
+IN_FLIGHT = web.AppKey("proxy_in_flight", dict[str, int])
 
 
 def parse_upstream(upstream: str) -> tuple[URL, aiohttp.BaseConnector]:
@@ -61,9 +83,12 @@ def add_forwarding(app: web.Application, upstream: str | None) -> None:
 
     async def session(app: web.Application):  # type: ignore[no-untyped-def]
         base, connector = parse_upstream(upstream)
-        app[BASE] = base
+        app[BASE] = str(base)
+        app[IN_FLIGHT] = {}
         app[SESSION] = aiohttp.ClientSession(
             connector=connector,
+            # one session serves every client: it must remember nothing of any of them
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             # connect includes the wait for one of the MAX_IN_FLIGHT slots: a relay never queues forever
             timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_connect=5, sock_read=120),
@@ -87,14 +112,53 @@ def _passed(headers: object) -> list[tuple[str, str]]:
     return [(k, v) for k, v in items if k.lower() not in _HOP]
 
 
+def target(base: str, request: web.Request) -> URL:
+    """The upstream URL: the request's path and query appended to ``base`` as text, so no
+    form of request target (``//host/x``, ``http://host/x``) can name another host."""
+    rel = request.rel_url
+    query = rel.raw_query_string
+    return URL(f"{base}{rel.raw_path}{'?' + query if query else ''}", encoded=True)
+
+
 async def forward(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    settings = app[SETTINGS]
+    body: bytes | None = None
+    if request.body_exists:
+        # read whole before taking a slot: a slow body holds a connection, never a slot
+        try:
+            async with asyncio.timeout(settings.read_timeout):
+                body = await request.read()
+        except TimeoutError:
+            return error(408, "request_timeout", "the request body did not arrive in time")
+    client = client_address(request)
+    in_flight = app[IN_FLIGHT]
+    if in_flight.get(client, 0) >= settings.relay_per_client:
+        return error(
+            429,
+            "too_many_requests",
+            "too many requests from this address at once; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    in_flight[client] = in_flight.get(client, 0) + 1
+    try:
+        return await _relay(request, body)
+    finally:
+        left = in_flight[client] - 1
+        if left:
+            in_flight[client] = left
+        else:
+            del in_flight[client]
+
+
+async def _relay(request: web.Request, body: bytes | None) -> web.StreamResponse:
     session = request.app[SESSION]
-    url = request.app[BASE].join(URL(request.raw_path, encoded=True))
+    url = target(request.app[BASE], request)
     headers = _passed(request.headers)
     # the address this worker saw, appended as every proxy does: the API process keys its
     # limits on it (``service.http.clientaddr``), so relayed clients never share one key
     headers.append(("X-Forwarded-For", request.remote or "unknown"))
-    body = request.content if request.body_exists else None
+    headers.append(("X-Forwarded-Proto", client_scheme(request)))
     try:
         upstream = await session.request(
             request.method, url, headers=headers, data=body, allow_redirects=False

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 _encoder = msgspec.json.Encoder()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def json_response(
@@ -38,3 +41,34 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except Exception:
         request.app.logger.exception("unhandled error on %s %s", request.method, request.path)
         return error(500, "internal_error", "unexpected error; nothing was acknowledged")
+
+
+async def within(
+    timeout: float | None, handler: Handler, request: web.Request
+) -> web.StreamResponse:
+    """``handler(request)``, or TimeoutError once ``timeout`` seconds have passed.
+
+    Unlike ``asyncio.timeout``, the answer does not wait for the handler to unwind: a query
+    on a *hung* database (sockets open, nothing answered) is cancelled, but giving its
+    connection back to the pool waits on that same silent socket. The handler's task is
+    cancelled and left to finish on its own; its connection returns when the database
+    answers again, and the client has its 503 now (issue 26)."""
+    if timeout is None:
+        return await handler(request)
+    task = asyncio.ensure_future(handler(request))
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    except asyncio.CancelledError:  # the client went away: so does its handler
+        task.cancel()
+        raise
+    if done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(_forget)
+    raise TimeoutError(f"no answer within {timeout:g} s")
+
+
+def _forget(task: asyncio.Future[web.StreamResponse]) -> None:
+    """Collect the abandoned handler's outcome so nothing is logged as never retrieved."""
+    if not task.cancelled():
+        task.exception()

@@ -213,6 +213,10 @@ async def receive(request: web.Request) -> web.Response:
             channel, reason = fresh, check(fresh)
         if reason is not None:
             return _refuse(request, channel, name, reason)
+    if not body:
+        # no provider of the eleven posts an empty body: nothing to keep, and a clear answer
+        _count(provider, channel.name, "bad_request")
+        return error(400, "empty_body", "the webhook has no body; nothing was stored")
 
     encoding = headers.get("Content-Encoding")
     plain = _decoded(body, encoding, settings.max_body) if encoding else body

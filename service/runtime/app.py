@@ -28,7 +28,7 @@ from service.api import routes as api
 from service.core.config import CLOCK, SETTINGS, Settings
 from service.core.database import API_POOL, DSN, POOL
 from service.http import proxy
-from service.http.limiter import LIMITER, FailureLimiter
+from service.http.limiter import KEY_FAILURES, LIMITER, FailureLimiter
 from service.http.responses import json_errors
 from service.ingest import hooks as ingest
 from service.ingest import readiness
@@ -133,6 +133,8 @@ def _add_ingest(app: web.Application) -> None:
 
 
 def _add_api(app: web.Application) -> None:
+    # wrong API keys per client address, counted once for /v1 and the console's sign-in
+    app[KEY_FAILURES] = FailureLimiter(app[SETTINGS].auth_failures_per_minute)
     app.cleanup_ctx.append(_api_database)
     app.cleanup_ctx.append(_snapshot)
     app.cleanup_ctx.append(feed_api.hub_ctx)

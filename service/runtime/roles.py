@@ -1,6 +1,6 @@
 """Process roles and the small supervisor ``acklog serve`` runs them under.
 
-Roles (DESIGN.md, "Beyond one machine"; invariant 12):
+Roles (docs/design.md, "Process roles" and "Beyond one machine"; invariant 12):
 
 - ``ingest``: ``/hooks/*`` and health, its own pool and appender; stateless, any number of
   them share the public port (``SO_REUSEPORT``: the kernel spreads connections). Every other
