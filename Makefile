@@ -35,17 +35,17 @@ test: lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 soak: $(STAMP)
-	ACKLOG_SOAK=$${ACKLOG_SOAK:-10} $(PY) -m pytest -s -q tests/test_faults.py tests/test_hostile.py tests/test_edge.py tests/test_roles.py
+	ACKLOG_SOAK=$${ACKLOG_SOAK:-10} $(PY) -m pytest -s -q tests/service/ingest/test_faults.py tests/service/ingest/test_hostile.py tests/service/ingest/test_edge.py tests/service/runtime/test_roles.py
 
 # Mutation testing (slow, not in CI): mutmut over the functions of each group of
-# tests/mutation.py (GROUP=message_state|auth|ingest_503|eventstore|all), then the module-level
-# tables (rank, status tables); scores and survivors with `python -m tests.mutation report`.
+# tests.support.mutation.py (GROUP=message_state|auth|ingest_503|eventstore|all), then the module-level
+# tables (rank, status tables); scores and survivors with `python -m tests.support.mutation report`.
 GROUP ?= all
 mutate: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,mutate]'
-	$(PY) -m tests.mutation tables
-	$(PY) -m tests.mutation run $(GROUP)
-	$(PY) -m tests.mutation report
+	$(PY) -m tests.support.mutation tables
+	$(PY) -m tests.support.mutation run $(GROUP)
+	$(PY) -m tests.support.mutation report
 
 # wrk (Debian package) and py-spy are optional: installed best-effort, the bench falls back to
 # its own load generator and skips profiles without them. ARGS="--quick" for a smoke test.

@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 from eventstore.events import body_key  # noqa: E402
 from projections import providers  # noqa: E402
 from projections.facts import DecodeError, Ignored, InstanceStatusReported  # noqa: E402
-from tests.samples import FORM, sample, sample_names  # noqa: E402
+from tests.support.samples import FORM, sample, sample_names  # noqa: E402
 
 MARK = b"\x00SFX\x00"
 #: digits of the per-provider round number in a suffix (10 million rounds per prefix)

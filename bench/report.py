@@ -1130,7 +1130,7 @@ def render(r: dict[str, Any]) -> str:
         " fewer times to keep the whole bench within its time budget; a figure of one run says"
         " so).",
         f"- **Mix**: {mix['templates']} published samples of {len(mix['samples_per_provider'])}"
-        " providers (`../shared/samples`, via `tests/samples.py`; samples no decoder accepts are"
+        " providers (`../shared/samples`, via `tests/support/samples.py`; samples no decoder accepts are"
         " left out), each provider an equal share, cycling through its samples. Message keys and"
         " provider event ids get a numeric suffix per round, so a round is one message's life;"
         f" {mix['constant_share']:.1%} of the deck is constant bodies (stored as duplicates).",

@@ -134,7 +134,7 @@ API_AUTH = {"Authorization": f"Bearer {API_KEY}"}
 async def api_client(aiohttp_client: Any, dsn: str) -> Any:
     """The real app (no projector of its own) on a real socket, with :data:`API_KEY`."""
     from service.runtime.app import make_app
-    from tests.apps import settings
+    from tests.support.apps import settings
 
     return await aiohttp_client(make_app(settings(api_key=API_KEY), dsn))
 

@@ -9,7 +9,7 @@
 - :mod:`.query`    everything the query API and the metrics snapshot read
 - :mod:`.schema`   schema-level work of rebuild and verify (create, swap, drop, compare)
 
-Nothing outside this package writes SQL on ``rm.*`` (``tests/test_readmodel.py`` greps).
+Nothing outside this package writes SQL on ``rm.*`` (``tests/projections/readmodel/test_readmodel.py`` greps).
 """
 
 from __future__ import annotations

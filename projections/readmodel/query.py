@@ -2,7 +2,7 @@
 
 Every query is answered from an index: messages by their primary key or the listing indexes
 ``(channel, first_position DESC, key)`` / ``(channel, state, first_position DESC, key)``,
-timelines, receipts and instance history by their primary keys. ``tests/test_api.py``
+timelines, receipts and instance history by their primary keys. ``tests/service/api/test_api.py``
 checks the plans of the SQL constants here. Answers are this module's Structs, decoded
 once; ``service/`` maps them to API bodies and adds links.
 """

@@ -2,7 +2,7 @@
 
 Response schemas come from ``msgspec.json.schema_components`` over the very Structs the
 handlers encode, so the document cannot drift from the answers; the fuzz test
-(``tests/test_api_fuzz.py``) checks every answer against it. Parameters are declared here,
+(``tests/service/api/test_api_fuzz.py``) checks every answer against it. Parameters are declared here,
 once per operation, and a test checks they match the routes of ``service.api.routes``.
 """
 

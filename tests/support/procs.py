@@ -1,0 +1,113 @@
+"""Real acklog processes for fault tests: started, awaited until ready, killed with SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+
+from tests.support import REPO
+from tests.support.apps import DATA_DIR
+
+ROOT = str(REPO)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Process:
+    """An ``acklog`` subcommand in its own process; ``ready`` is set when ``marker`` is printed."""
+
+    def __init__(
+        self, args: Sequence[str], dsn: str, marker: str | None = None, **env: str
+    ) -> None:
+        self.args = list(args)
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "ACKLOG_DATA_DIR": str(DATA_DIR),  # generated files stay out of the working tree
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self.marker = marker
+        self.ready = asyncio.Event()
+        self.lines: list[str] = []
+        self._line = asyncio.Condition()
+        self.proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 60) -> Process:
+        self.ready.clear()
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service.cli",
+            *self.args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self._reader = asyncio.create_task(self._read(self.proc))
+        if self.marker is None:
+            self.ready.set()
+        async with asyncio.timeout(timeout):
+            await self.ready.wait()
+        return self
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self.lines.append(line)
+            if self.marker and self.marker in line:
+                self.ready.set()
+            async with self._line:
+                self._line.notify_all()
+
+    async def wait_lines(self, predicate: Callable[[list[str]], bool], timeout: float = 30) -> None:
+        """Return once ``predicate(lines)`` holds for the lines printed so far."""
+        async with asyncio.timeout(timeout), self._line:
+            await self._line.wait_for(lambda: predicate(self.lines))
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, as in a crash."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await self._reader
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                async with asyncio.timeout(15):
+                    await self.proc.wait()
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await self._reader
+
+
+def serve(dsn: str, port: int, **env: str) -> Process:
+    return Process(["serve", "--port", str(port)], dsn, marker="acklog listening", **env)
+
+
+def project(dsn: str) -> Process:
+    return Process(["project"], dsn)
