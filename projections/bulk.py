@@ -247,7 +247,8 @@ def shards(counts: dict[str, int], n: int) -> list[list[str]]:
 
 
 def default_workers() -> int:
-    return int(os.environ.get("ACKLOG_REBUILD_WORKERS") or min(os.cpu_count() or 1, 4))
+    """The cores, at most 4 (the service passes ``ACKLOG_REBUILD_WORKERS`` when set)."""
+    return min(os.cpu_count() or 1, 4)
 
 
 async def _shard(dsn: str, schema: str, channels: list[str], upto: int, folded: Any) -> Stages:

@@ -50,6 +50,7 @@ async def _build_aside(
     *,
     upto: int | None = None,
     stages: Stages | None = None,
+    workers: int | None = None,
 ) -> Projector:
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", locks.REBUILD):
         raise RebuildBusy("another rebuild or verify is running")
@@ -71,7 +72,9 @@ async def _build_aside(
     # the bulk load, into tables nobody reads yet (see projections.bulk)
     await bulk.bulk_codecs(conn)
     restore = await bulk.defer_indexes(conn, aside)
-    last = await load_log(conn, dsn, aside, total, stages=builder.stages, on_batch=report)
+    last = await load_log(
+        conn, dsn, aside, total, workers=workers, stages=builder.stages, on_batch=report
+    )
     async with conn.transaction():
         with builder.stages.timed("indexes"):
             await bulk.restore_indexes(conn, aside, restore)
@@ -92,12 +95,14 @@ async def rebuild(
     clock: Clock = utcnow,
     progress: ProgressFn | None = None,
     stages: Stages | None = None,
+    workers: int | None = None,
 ) -> int:
-    """Replay the log into fresh tables and swap them in; returns the log's head."""
+    """Replay the log into fresh tables and swap them in; returns the log's head. ``workers``:
+    the bulk load's processes (None: ``bulk.default_workers``)."""
     conn = await connect(dsn)
     builder: Projector | None = None
     try:
-        builder = await _build_aside(conn, dsn, clock, progress, stages=stages)
+        builder = await _build_aside(conn, dsn, clock, progress, stages=stages, workers=workers)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
             await builder.catch_up(conn)  # the tail that arrived meanwhile
@@ -115,18 +120,22 @@ async def rebuild(
         await conn.close()
 
 
-async def bulk_load(dsn: str, clock: Clock, stages: Stages) -> bool:
+async def bulk_load(dsn: str, clock: Clock, stages: Stages, *, workers: int | None = None) -> bool:
     """A cold live projector's catch-up (``Projector(bulk_load=bulk_load)``, see
     ``Projector.cold_start``): a rebuild; False when another rebuild or verify holds the lock."""
     try:
-        await rebuild(dsn, clock=clock, stages=stages)
+        await rebuild(dsn, clock=clock, stages=stages, workers=workers)
     except RebuildBusy:
         return False
     return True
 
 
 async def verify(
-    dsn: str, *, clock: Clock = utcnow, progress: ProgressFn | None = None
+    dsn: str,
+    *,
+    clock: Clock = utcnow,
+    progress: ProgressFn | None = None,
+    workers: int | None = None,
 ) -> list[Difference]:
     """Rebuild aside up to the live checkpoint and list every table that differs."""
     conn = await connect(dsn)
@@ -134,7 +143,9 @@ async def verify(
     try:
         # fold aside no further than the live projector has, so both can meet at its position
         live_at_start = await checkpoint.load(conn, LIVE_CHECKPOINT)
-        builder = await _build_aside(conn, dsn, clock, progress, upto=live_at_start)
+        builder = await _build_aside(
+            conn, dsn, clock, progress, upto=live_at_start, workers=workers
+        )
         tx = conn.transaction()
         await tx.start()
         try:

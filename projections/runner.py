@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -40,16 +39,8 @@ BulkLoad = Callable[[str, Clock, Stages], Awaitable[bool]]
 
 #: a live projector that starts from nothing (no checkpoint) with at least this many events
 #: in the log loads them in bulk, as ``acklog rebuild`` does, instead of batch by batch
-#: (``ACKLOG_BULK_CATCHUP``; 0 never does)
+#: (the service sets it from ``ACKLOG_BULK_CATCHUP``; 0 never does)
 BULK_CATCHUP = 100_000
-
-
-def bulk_catchup_from_env() -> int:
-    raw = os.environ.get("ACKLOG_BULK_CATCHUP", "")
-    try:
-        return max(int(raw), 0) if raw else BULK_CATCHUP
-    except ValueError:
-        raise SystemExit(f"ACKLOG_BULK_CATCHUP must be a whole number, got {raw!r}") from None
 
 
 class Projector:
@@ -67,7 +58,7 @@ class Projector:
         before_commit: Callable[[Batch], Awaitable[None]] | None = None,
         linger: float = 0.2,
         sweep_interval: float | None = None,
-        bulk_catchup: int | None = None,
+        bulk_catchup: int = BULK_CATCHUP,
         bulk_load: BulkLoad | None = None,
     ) -> None:
         self.dsn = dsn
@@ -81,7 +72,7 @@ class Projector:
         self.before_commit = before_commit
         self.linger = linger
         self.sweep_interval = poll_interval if sweep_interval is None else sweep_interval
-        self.bulk_catchup = bulk_catchup_from_env() if bulk_catchup is None else bulk_catchup
+        self.bulk_catchup = bulk_catchup
         self.bulk_load = bulk_load
         self.position = 0
         self.is_leader = asyncio.Event()

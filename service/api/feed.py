@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -25,6 +24,7 @@ from eventstore.subscribe import Wakeup
 from projections.feed import events as fe
 from projections.feed import store
 from projections.feed import subscriptions as subs
+from service.core.config import SETTINGS
 from service.core.database import API_POOL, DSN
 from service.http.errors import BadParameter, NotFound
 from service.http.responses import json_response
@@ -63,20 +63,13 @@ HUB = web.AppKey("feed_hub", Hub)
 
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = Hub(app[DSN], _seconds("ACKLOG_STREAM_POLL", 1.0))
+    hub = Hub(app[DSN], app[SETTINGS].stream.poll)
     app[HUB] = hub
     task = asyncio.create_task(hub.run(), name="acklog-feed-hub")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-def _seconds(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name) or default)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number") from None
 
 
 def _pool(request: web.Request) -> asyncpg.Pool:
@@ -113,8 +106,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     hub = request.config_dict[HUB]
     async with sse_response(
         request,
-        ping_interval=_seconds("ACKLOG_STREAM_HEARTBEAT", 15.0),
-        send_timeout=_seconds("ACKLOG_STREAM_SEND_TIMEOUT", 10.0),
+        ping_interval=request.config_dict[SETTINGS].stream.heartbeat,
+        send_timeout=request.config_dict[SETTINGS].stream.send_timeout,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     ) as resp:
         while resp.is_connected():

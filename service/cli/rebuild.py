@@ -9,10 +9,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from projections import rebuild as rebuilding
-from projections.runner import Projector
 from service.cli.common import settings_of
 from service.core.database import database_url, wait_and_migrate
-from service.metrics.observe import observe_batch
+from service.runtime import roles
 
 
 def migrate(args: argparse.Namespace) -> int:
@@ -60,17 +59,21 @@ def _db_command(args: argparse.Namespace, body: Callable[[str], Awaitable[int]])
 def project(args: argparse.Namespace) -> int:
     """Run only the projector (leader, or standby while another one leads)."""
 
+    settings = settings_of(args)
+
     async def body(dsn: str) -> int:
-        await Projector(dsn, on_batch=observe_batch, bulk_load=rebuilding.bulk_load).run()
+        await roles.projector(settings, dsn).run()
         return 0
 
     return _db_command(args, body)
 
 
 def rebuild(args: argparse.Namespace) -> int:
+    workers = settings_of(args).rebuild_workers or None
+
     async def body(dsn: str) -> int:
         started = time.monotonic()
-        position = await rebuilding.rebuild(dsn, progress=_progress("rebuild"))
+        position = await rebuilding.rebuild(dsn, progress=_progress("rebuild"), workers=workers)
         took = time.monotonic() - started
         print(f"\nrebuilt the read models up to position {position} in {took:.1f}s; swapped in")
         return 0
@@ -79,8 +82,10 @@ def rebuild(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
+    workers = settings_of(args).rebuild_workers or None
+
     async def body(dsn: str) -> int:
-        diffs = await rebuilding.verify(dsn, progress=_progress("verify"))
+        diffs = await rebuilding.verify(dsn, progress=_progress("verify"), workers=workers)
         if not diffs:
             print("\nverify: the live read models equal a rebuild from the log")
             return 0

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     )
     banner = (
         f"acklog listening on {settings.base_url} (database: {where}; {processes};"
-        f" event loop: {eventloop.name()})\n"
+        f" event loop: {eventloop.name(settings.loop)})\n"
         f"  add a channel:  .venv/bin/acklog channels add NAME --provider PROVIDER\n"
         f"  webhook URL:    {settings.base_url}/hooks/<channel>?token=<token>\n"
         f"  health:         {settings.base_url}/readyz   metrics: {metrics_url}\n"
@@ -99,9 +99,9 @@ def _serve_role(role: str, settings: Settings, dsn: str, *, supervised: bool) ->
         case "api":
             roles.run_api(settings, dsn, supervised=supervised)
         case "projector":
-            roles.run_projector(dsn)
+            roles.run_projector(settings, dsn)
         case "feed":
-            roles.run_feed(dsn)
+            roles.run_feed(settings, dsn)
         case _:
             raise SystemExit(f"unknown role {role!r}")
     return 0

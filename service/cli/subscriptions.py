@@ -18,7 +18,7 @@ from projections.feed.outbox import rewind
 from service.core.config import from_env
 from service.core.database import database_url, wait_and_migrate
 from service.feed import outbound
-from service.feed.delivery import settings_from_env
+from service.feed.delivery import DeliverySettings
 
 
 def _line(s: subs.Subscription) -> str:
@@ -38,7 +38,7 @@ def _when(text: str) -> dt.datetime:
 
 
 async def _run(args: argparse.Namespace, conn: Any) -> int:
-    policy = settings_from_env().policy
+    policy = DeliverySettings.of(from_env().feed).policy
     a = args.action
     if a == "add":
         await outbound.check_url(args.url, policy)

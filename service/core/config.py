@@ -1,4 +1,12 @@
-"""Configuration from the environment (and CLI flags), in one frozen Struct."""
+"""Every setting of acklog, parsed once at start: one frozen ``Settings`` and the table of the
+environment variables that set it (``VARIABLES``).
+
+Each variable is read from the environment, converted and validated here and nowhere else;
+a bad value stops the command with one line naming the variable, the value and what it must
+be (``SettingsError``). Sections group a role's own settings (``feed``, ``stream``). The
+configuration table of ``docs/operations.md`` is tested against ``VARIABLES``
+(``tests/architecture/test_settings.py``), so the two cannot drift.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +14,55 @@ import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, NamedTuple
 
 import msgspec
 from aiohttp import web
 
 from projections.clock import Clock
 
-N = TypeVar("N", int, float)
+
+class SettingsError(SystemExit):
+    """A setting with a value acklog cannot use: the command stops with this one line."""
+
+
+class FeedSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The canonical feed's delivery (``ACKLOG_FEED_*``)."""
+
+    #: attempts per event before it is a dead letter
+    attempts: int = 8
+    #: backoff between attempts: initial seconds, doubling, capped, plus up to ``jitter``
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+    jitter: float = 1.0
+    #: dead letters in a row that pause a subscription (circuit breaker)
+    breaker: int = 5
+    connect_timeout: float = 5.0
+    total_timeout: float = 15.0
+    #: bytes of an endpoint's answer read (the rest is dropped)
+    max_answer: int = 64 * 1024
+    poll_interval: float = 1.0
+    #: seconds between refreshes of the backlog gauges and of the subscription list
+    refresh_interval: float = 5.0
+    #: delivery attempts kept per subscription (older ones are pruned at each refresh)
+    keep_attempts: int = 10_000
+    #: ranges the feed may send to although the deny-list forbids them
+    allow_cidrs: tuple[str, ...] = ()
+    #: refuse private, loopback, link-local, shared, multicast and reserved addresses
+    deny_private: bool = True
+    #: the feed process's CPU priority: ``idle`` (SCHED_IDLE) or a nice value
+    nice: str = "idle"
+
+
+class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """``/v1/stream`` (``ACKLOG_STREAM_*``)."""
+
+    #: seconds between the stream hub's polls (NOTIFY wakes it sooner)
+    poll: float = 1.0
+    #: seconds between heartbeat comments
+    heartbeat: float = 15.0
+    #: seconds a client has to take a write before it is dropped
+    send_timeout: float = 10.0
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,6 +116,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: ``Host`` names the console answers besides IP literals, ``localhost`` and the public
     #: URL's host (``*``: any); a name not here cannot carry a DNS-rebinding attack
     allowed_hosts: tuple[str, ...] = ()
+    #: the event loop: ``auto`` (uvloop when installed), ``uvloop`` or ``asyncio``
+    loop: str = "auto"
+    #: a cold live projector with at least this many events to fold loads them in bulk (0: never)
+    bulk_catchup: int = 100_000
+    #: processes a bulk load (rebuild, verify, cold start) folds with (0: the cores, at most 4)
+    rebuild_workers: int = 0
+    feed: FeedSettings = msgspec.field(default_factory=FeedSettings)
+    stream: StreamSettings = msgspec.field(default_factory=StreamSettings)
 
     @property
     def per_client_connections(self) -> int:
@@ -80,81 +137,390 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return f"http://{host}:{self.port}"
 
 
-def _number(name: str, default: N, kind: Callable[[str], N]) -> N:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+# --- the environment ----------------------------------------------------------------------
+
+Parse = Callable[[str], Any]
 
 
-def _int(name: str, default: int) -> int:
-    return _number(name, default, int)
+class Var(NamedTuple):
+    """One environment variable: the setting it sets (its path in ``Settings``, sections
+    first: ``feed/attempts``), how
+    its text becomes a value (a ``ValueError`` says what it must be), and what it does."""
+
+    env: str
+    path: str
+    parse: Parse
+    doc: str
 
 
-def _float(name: str, default: float) -> float:
-    return _number(name, default, float)
+def integer(low: int | None = None, high: int | None = None) -> Parse:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ValueError(f"must be {bounds}")
+        return value
+
+    return parse
+
+
+def number(low: float = 0.0) -> Parse:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError("must be a number") from None
+        if not value >= low:  # also refuses nan
+            raise ValueError(f"must be a number of at least {low:g}")
+        return value
+
+    return parse
+
+
+def port_or_none(text: str) -> int | None:
+    """A TCP port; 0 or empty: none."""
+    value = integer(0, 65535)(text)
+    return value or None
+
+
+def flag(text: str) -> bool:
+    value = text.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be 1/true/yes/on or 0/false/no/off")
+
+
+def choice(*allowed: str, lower: bool = True) -> Parse:
+    def parse(text: str) -> str:
+        value = text.lower() if lower else text
+        if value not in allowed and (not lower or value.upper() not in allowed):
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def text(value: str) -> str:
+    return value
 
 
 def parse_networks(text: str) -> tuple[str, ...]:
     """CIDRs or addresses separated by commas or spaces, normalized; ValueError when bad."""
     parts = text.replace(",", " ").split()
-    return tuple(str(ipaddress.ip_network(part, strict=False)) for part in parts)
-
-
-def _trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = env.get("ACKLOG_TRUSTED_PROXIES", "")
     try:
-        proxies = parse_networks(raw)
+        return tuple(str(ipaddress.ip_network(part, strict=False)) for part in parts)
     except ValueError as exc:
-        raise SystemExit(f"ACKLOG_TRUSTED_PROXIES: {exc} (give CIDRs such as 10.0.0.0/8)") from None
+        raise ValueError(f"{exc} (give addresses or CIDRs such as 10.0.0.0/8)") from None
+
+
+def names(text: str) -> tuple[str, ...]:
+    return tuple(n.lower() for n in text.replace(",", " ").split())
+
+
+def nice(text: str) -> str:
+    value = text.lower()
+    if value != "idle":
+        try:
+            int(value)
+        except ValueError:
+            raise ValueError("must be 'idle' or a number") from None
+    return value
+
+
+VARIABLES: tuple[Var, ...] = (
+    Var(
+        "DATABASE_URL",
+        "database_url",
+        text,
+        "PostgreSQL to use (else an embedded one in the data dir)",
+    ),
+    Var(
+        "ACKLOG_DATA_DIR",
+        "data_dir",
+        Path,
+        "where the embedded PostgreSQL and the generated API key live",
+    ),
+    Var("ACKLOG_HOST", "host", text, "listen address"),
+    Var("ACKLOG_PORT", "port", integer(0, 65535), "listen port (webhooks, query API, console)"),
+    Var(
+        "ACKLOG_PUBLIC_URL",
+        "public_url",
+        text,
+        "the URL providers call, when acklog is behind a proxy",
+    ),
+    Var("ACKLOG_MAX_BODY", "max_body", integer(1), "largest request body in bytes"),
+    Var(
+        "ACKLOG_API_KEY", "api_key", text, "the query API's key (else generated into the data dir)"
+    ),
+    Var(
+        "ACKLOG_METRICS_PORT",
+        "metrics_port",
+        port_or_none,
+        "serve /metrics on this port instead of the public one",
+    ),
+    Var(
+        "ACKLOG_AUTH_FAILURES_PER_MINUTE",
+        "auth_failures_per_minute",
+        integer(1),
+        "failed authentications per client address per minute before 429",
+    ),
+    Var(
+        "ACKLOG_COMMIT_TIMEOUT",
+        "commit_timeout",
+        number(0.1),
+        "seconds a webhook waits for its batch to commit before 503",
+    ),
+    Var("ACKLOG_APPEND_WRITERS", "append_writers", integer(1, 4), "group-commit batches in flight"),
+    Var(
+        "ACKLOG_READ_TIMEOUT",
+        "read_timeout",
+        number(0.1),
+        "seconds to send a request body once its head has arrived",
+    ),
+    Var(
+        "ACKLOG_HEADER_TIMEOUT",
+        "header_timeout",
+        number(0.1),
+        "seconds to send each request head, from its first byte",
+    ),
+    Var(
+        "ACKLOG_KEEPALIVE_TIMEOUT",
+        "keepalive_timeout",
+        number(0.1),
+        "seconds an idle keep-alive connection stays open",
+    ),
+    Var(
+        "ACKLOG_MAX_CONNECTIONS",
+        "max_connections",
+        integer(1),
+        "open connections per ingest worker",
+    ),
+    Var(
+        "ACKLOG_MAX_CONNECTIONS_PER_CLIENT",
+        "max_connections_per_client",
+        integer(0),
+        "open connections per client address (0: half of the maximum)",
+    ),
+    Var(
+        "ACKLOG_TRUSTED_PROXIES",
+        "trusted_proxies",
+        parse_networks,
+        "addresses or CIDRs of the proxies whose X-Forwarded-For and X-Forwarded-Proto are believed",
+    ),
+    Var(
+        "ACKLOG_SNAPSHOT_INTERVAL",
+        "snapshot_interval",
+        number(0.1),
+        "seconds between refreshes of the gauges that need a query",
+    ),
+    Var("ACKLOG_LOG_FORMAT", "log_format", choice("text", "json"), "text or json log lines"),
+    Var(
+        "ACKLOG_LOG_LEVEL",
+        "log_level",
+        choice("DEBUG", "INFO", "WARNING", "ERROR", lower=False),
+        "DEBUG, INFO, WARNING or ERROR",
+    ),
+    Var("ACKLOG_ACCESS_LOG", "access_log", flag, "one line per HTTP request"),
+    Var(
+        "ACKLOG_DB_WAIT",
+        "db_wait",
+        number(0.0),
+        "seconds every command waits for the database at start-up",
+    ),
+    Var(
+        "ACKLOG_API_QUERY_TIMEOUT",
+        "api_query_timeout",
+        number(0.1),
+        "seconds a /v1 or console request may spend on the database before 503",
+    ),
+    Var("ACKLOG_WORKERS", "workers", integer(1), "ingest worker processes on the public port"),
+    Var(
+        "ACKLOG_API_PORT",
+        "api_port",
+        integer(0, 65535),
+        "also serve the API process on this TCP port",
+    ),
+    Var(
+        "ACKLOG_API_UPSTREAM",
+        "api_upstream",
+        text,
+        "where an ingest worker relays non-webhook paths (unix:/path or http://host:port)",
+    ),
+    Var(
+        "ACKLOG_API_SOCKET",
+        "api_socket",
+        text,
+        "serve --role api alone: also listen on this unix socket",
+    ),
+    Var(
+        "ACKLOG_RELAY_PER_CLIENT",
+        "relay_per_client",
+        integer(1),
+        "requests one client address may have relayed to the API process at once",
+    ),
+    Var(
+        "ACKLOG_ALLOWED_HOSTS",
+        "allowed_hosts",
+        names,
+        "Host names the console answers besides IP literals, localhost and the public URL's host",
+    ),
+    Var("ACKLOG_LOOP", "loop", choice("auto", "uvloop", "asyncio"), "the event loop"),
+    Var(
+        "ACKLOG_BULK_CATCHUP",
+        "bulk_catchup",
+        integer(0),
+        "events from which a cold live projector loads in bulk (0: never)",
+    ),
+    Var(
+        "ACKLOG_REBUILD_WORKERS",
+        "rebuild_workers",
+        integer(0),
+        "processes of a bulk load (0: the cores, at most 4)",
+    ),
+    Var(
+        "ACKLOG_FEED_ATTEMPTS",
+        "feed/attempts",
+        integer(1),
+        "delivery attempts per event before it is a dead letter",
+    ),
+    Var(
+        "ACKLOG_FEED_BACKOFF",
+        "feed/backoff_initial",
+        number(0.0),
+        "seconds before the first retry (then doubling)",
+    ),
+    Var(
+        "ACKLOG_FEED_BACKOFF_MAX",
+        "feed/backoff_max",
+        number(0.0),
+        "longest wait between retries, in seconds",
+    ),
+    Var(
+        "ACKLOG_FEED_JITTER",
+        "feed/jitter",
+        number(0.0),
+        "random seconds added to each retry's wait",
+    ),
+    Var(
+        "ACKLOG_FEED_BREAKER",
+        "feed/breaker",
+        integer(1),
+        "dead letters in a row that pause a subscription",
+    ),
+    Var(
+        "ACKLOG_FEED_CONNECT_TIMEOUT",
+        "feed/connect_timeout",
+        number(0.1),
+        "seconds to connect to an endpoint",
+    ),
+    Var(
+        "ACKLOG_FEED_TIMEOUT",
+        "feed/total_timeout",
+        number(0.1),
+        "seconds for a whole delivery attempt",
+    ),
+    Var(
+        "ACKLOG_FEED_MAX_ANSWER",
+        "feed/max_answer",
+        integer(0),
+        "bytes of an endpoint's answer kept",
+    ),
+    Var(
+        "ACKLOG_FEED_POLL",
+        "feed/poll_interval",
+        number(0.01),
+        "seconds between a sender's polls of its backlog",
+    ),
+    Var(
+        "ACKLOG_FEED_REFRESH",
+        "feed/refresh_interval",
+        number(0.1),
+        "seconds between refreshes of the subscription list and gauges",
+    ),
+    Var(
+        "ACKLOG_FEED_KEEP_ATTEMPTS",
+        "feed/keep_attempts",
+        integer(1),
+        "delivery attempts kept per subscription",
+    ),
+    Var(
+        "ACKLOG_FEED_ALLOW_CIDRS",
+        "feed/allow_cidrs",
+        parse_networks,
+        "ranges the feed may send to although the deny-list forbids them",
+    ),
+    Var(
+        "ACKLOG_FEED_DENY_PRIVATE",
+        "feed/deny_private",
+        flag,
+        "refuse private, loopback, link-local and reserved addresses",
+    ),
+    Var(
+        "ACKLOG_FEED_NICE",
+        "feed/nice",
+        nice,
+        "the feed process's CPU priority: idle or a nice value",
+    ),
+    Var(
+        "ACKLOG_STREAM_POLL", "stream/poll", number(0.01), "seconds between the stream hub's polls"
+    ),
+    Var(
+        "ACKLOG_STREAM_HEARTBEAT",
+        "stream/heartbeat",
+        number(0.1),
+        "seconds between heartbeat comments on /v1/stream",
+    ),
+    Var(
+        "ACKLOG_STREAM_SEND_TIMEOUT",
+        "stream/send_timeout",
+        number(0.1),
+        "seconds a stream client has to take a write",
+    ),
+)
+
+
+def default(path: str) -> Any:
+    """The default value of the setting at ``path`` (``feed/attempts``)."""
+    value: Any = Settings()
+    for part in path.split("/"):
+        value = getattr(value, part)
+    return value
+
+
+def _legacy(env: Mapping[str, str], proxies: object) -> None:
     if env.get("ACKLOG_TRUST_FORWARDED_FOR", "") not in ("", "0") and not proxies:
-        raise SystemExit(
+        raise SettingsError(
             "ACKLOG_TRUST_FORWARDED_FOR is replaced by ACKLOG_TRUSTED_PROXIES: set it to the"
             " addresses or CIDRs of your proxies (e.g. ACKLOG_TRUSTED_PROXIES=127.0.0.1,10.0.0.0/8)"
             " and unset ACKLOG_TRUST_FORWARDED_FOR; X-Forwarded-For is then read from the right,"
             " believed only from those proxies"
         )
-    return proxies
 
 
-def from_env(**overrides: object) -> Settings:
-    env = os.environ
-    api_port = env.get("ACKLOG_API_PORT")
-    values: dict[str, object] = {
-        "database_url": env.get("DATABASE_URL") or None,
-        "data_dir": Path(env.get("ACKLOG_DATA_DIR", ".acklog")),
-        "host": env.get("ACKLOG_HOST", "127.0.0.1"),
-        "port": _int("ACKLOG_PORT", 8080),
-        "public_url": env.get("ACKLOG_PUBLIC_URL") or None,
-        "max_body": _int("ACKLOG_MAX_BODY", 1024 * 1024),
-        "api_key": env.get("ACKLOG_API_KEY") or None,
-        "metrics_port": _int("ACKLOG_METRICS_PORT", 0) or None,
-        "auth_failures_per_minute": _int("ACKLOG_AUTH_FAILURES_PER_MINUTE", 30),
-        "max_connections": _int("ACKLOG_MAX_CONNECTIONS", 1024),
-        "read_timeout": _float("ACKLOG_READ_TIMEOUT", 30.0),
-        "header_timeout": _float("ACKLOG_HEADER_TIMEOUT", 10.0),
-        "log_format": env.get("ACKLOG_LOG_FORMAT", "text").lower(),
-        "log_level": env.get("ACKLOG_LOG_LEVEL", "INFO"),
-        "access_log": env.get("ACKLOG_ACCESS_LOG", "") in ("1", "true", "yes"),
-        "db_wait": _float("ACKLOG_DB_WAIT", 60.0),
-        "api_query_timeout": _float("ACKLOG_API_QUERY_TIMEOUT", 10.0),
-        "snapshot_interval": _float("ACKLOG_SNAPSHOT_INTERVAL", 5.0),
-        "append_writers": max(1, min(_int("ACKLOG_APPEND_WRITERS", 1), 4)),
-        "workers": _int("ACKLOG_WORKERS", 1),
-        "api_port": _int("ACKLOG_API_PORT", 0) if api_port else None,
-        "api_upstream": env.get("ACKLOG_API_UPSTREAM") or None,
-        "api_socket": env.get("ACKLOG_API_SOCKET") or None,
-        "keepalive_timeout": _float("ACKLOG_KEEPALIVE_TIMEOUT", 75.0),
-        "max_connections_per_client": _int("ACKLOG_MAX_CONNECTIONS_PER_CLIENT", 0),
-        "trusted_proxies": _trusted_proxies(env),
-        "relay_per_client": max(1, _int("ACKLOG_RELAY_PER_CLIENT", 8)),
-        "allowed_hosts": tuple(
-            h.lower() for h in env.get("ACKLOG_ALLOWED_HOSTS", "").replace(",", " ").split()
-        ),
-    }
+def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """The settings the environment gives (``overrides``, from CLI flags, win where not None);
+    ``SettingsError`` names the first variable whose value cannot be used."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for var in VARIABLES:
+        raw = env.get(var.env, "").strip()
+        if not raw:
+            continue
+        try:
+            value = var.parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{var.env} {exc}, got {raw!r}") from None
+        *sections, name = var.path.split("/")
+        target = values
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[name] = value
+    _legacy(env, values.get("trusted_proxies"))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return msgspec.convert(values, Settings, strict=False)
 

@@ -8,18 +8,15 @@ CPU per request (measured in ``make bench``); both loops are tested.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-def factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The loop factory for ``asyncio.Runner`` (None: the standard asyncio loop)."""
-    choice = os.environ.get("ACKLOG_LOOP", "auto").strip().lower() or "auto"
-    if choice not in ("auto", "uvloop", "asyncio"):
-        raise SystemExit(f"ACKLOG_LOOP must be auto, uvloop or asyncio, got {choice!r}")
+def factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory for ``asyncio.Runner`` (None: the standard asyncio loop); ``choice``
+    is ``Settings.loop`` (validated there)."""
     if choice == "asyncio":
         return None
     try:
@@ -32,11 +29,11 @@ def factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return new_loop
 
 
-def name() -> str:
-    return "asyncio" if factory() is None else "uvloop"
+def name(choice: str = "auto") -> str:
+    return "asyncio" if factory(choice) is None else "uvloop"
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
+def run(main: Coroutine[Any, Any, T], choice: str = "auto") -> T:
     """``asyncio.run`` on the chosen loop."""
-    with asyncio.Runner(loop_factory=factory()) as runner:
+    with asyncio.Runner(loop_factory=factory(choice)) as runner:
         return runner.run(main)

@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import asyncpg
@@ -45,6 +45,7 @@ from eventstore.pool import create_pool
 from eventstore.subscribe import Wakeup
 from projections.feed import store
 from projections.feed import subscriptions as subs
+from service.core.config import FeedSettings
 from service.feed import outbound
 from service.metrics import registry as metrics
 
@@ -71,30 +72,25 @@ class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True):
     keep_attempts: int = 10_000
     policy: outbound.Policy = outbound.Policy()
 
-
-def settings_from_env(env: Mapping[str, str] = os.environ) -> DeliverySettings:
-    def num(name: str, default: float) -> float:
-        raw = env.get(name, "")
-        try:
-            return float(raw) if raw else default
-        except ValueError:
-            raise SystemExit(f"{name} must be a number, got {raw!r}") from None
-
-    d = DeliverySettings()
-    return DeliverySettings(
-        attempts=max(1, int(num("ACKLOG_FEED_ATTEMPTS", d.attempts))),
-        backoff_initial=num("ACKLOG_FEED_BACKOFF", d.backoff_initial),
-        backoff_max=num("ACKLOG_FEED_BACKOFF_MAX", d.backoff_max),
-        jitter=num("ACKLOG_FEED_JITTER", d.jitter),
-        breaker=max(1, int(num("ACKLOG_FEED_BREAKER", d.breaker))),
-        connect_timeout=num("ACKLOG_FEED_CONNECT_TIMEOUT", d.connect_timeout),
-        total_timeout=num("ACKLOG_FEED_TIMEOUT", d.total_timeout),
-        max_answer=int(num("ACKLOG_FEED_MAX_ANSWER", d.max_answer)),
-        poll_interval=num("ACKLOG_FEED_POLL", d.poll_interval),
-        refresh_interval=num("ACKLOG_FEED_REFRESH", d.refresh_interval),
-        keep_attempts=max(1, int(num("ACKLOG_FEED_KEEP_ATTEMPTS", d.keep_attempts))),
-        policy=outbound.from_env(env),
-    )
+    @classmethod
+    def of(cls, section: FeedSettings) -> DeliverySettings:
+        """The delivery's settings from the feed's section of ``Settings``."""
+        return cls(
+            attempts=section.attempts,
+            backoff_initial=section.backoff_initial,
+            backoff_max=section.backoff_max,
+            jitter=section.jitter,
+            breaker=section.breaker,
+            connect_timeout=section.connect_timeout,
+            total_timeout=section.total_timeout,
+            max_answer=section.max_answer,
+            poll_interval=section.poll_interval,
+            refresh_interval=section.refresh_interval,
+            keep_attempts=section.keep_attempts,
+            policy=outbound.Policy(
+                deny_private=section.deny_private, allow_cidrs=section.allow_cidrs
+            ),
+        )
 
 
 #: backlog events read per query by a sender
@@ -394,7 +390,7 @@ class Delivery:
         resolver: AbstractResolver | None = None,
     ) -> None:
         self.dsn = dsn
-        self.settings = settings or settings_from_env()
+        self.settings = settings or DeliverySettings()
         #: the DNS resolver beneath the policy's guard (the system's unless given)
         self.resolver = resolver
         self.is_leader = asyncio.Event()

@@ -272,17 +272,3 @@ def refused(exc: BaseException) -> bool:
     return isinstance(exc, Refused) or (
         isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, Refused)
     )
-
-
-def from_env(env: Any) -> Policy:
-    raw = env.get("ACKLOG_FEED_ALLOW_CIDRS", "")
-    cidrs = tuple(raw.replace(",", " ").split())
-    try:
-        for c in cidrs:
-            ipaddress.ip_network(c, strict=False)
-    except ValueError as exc:
-        raise SystemExit(f"ACKLOG_FEED_ALLOW_CIDRS: {exc}") from None
-    return Policy(
-        deny_private=env.get("ACKLOG_FEED_DENY_PRIVATE", "1") not in ("0", "false", "no"),
-        allow_cidrs=cidrs,
-    )

@@ -13,7 +13,8 @@ from collections import Counter
 from projections.feed import events as fe
 from projections.feed import store
 from projections.feed.outbox import Outbox
-from service.feed.delivery import Delivery
+from service.core.config import FeedSettings
+from service.feed.delivery import Delivery, DeliverySettings
 from service.metrics import registry as metrics
 
 
@@ -22,6 +23,6 @@ def count_events(events: list[fe.FeedEvent]) -> None:
         metrics.feed_events.labels(kind).inc(n)
 
 
-async def run(dsn: str) -> None:
+async def run(dsn: str, feed: FeedSettings) -> None:
     outbox = Outbox(dsn, on_batch=count_events)
-    await asyncio.gather(outbox.run(), Delivery(dsn).run())
+    await asyncio.gather(outbox.run(), Delivery(dsn, DeliverySettings.of(feed)).run())

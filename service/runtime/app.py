@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -99,7 +100,14 @@ async def _projector(app: web.Application) -> AsyncIterator[None]:
     if not app[SETTINGS].run_projector:
         yield
         return
-    projector = Projector(app[DSN], clock=app[CLOCK], on_batch=observe_batch, bulk_load=bulk_load)
+    settings = app[SETTINGS]
+    projector = Projector(
+        app[DSN],
+        clock=app[CLOCK],
+        on_batch=observe_batch,
+        bulk_catchup=settings.bulk_catchup,
+        bulk_load=functools.partial(bulk_load, workers=settings.rebuild_workers or None),
+    )
     app[PROJECTOR] = projector
     task = asyncio.create_task(projector.run(), name="acklog-projector")
     yield

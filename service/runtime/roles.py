@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import shutil
@@ -96,7 +97,8 @@ def run_ingest(settings: Settings, dsn: str, *, announce: bool) -> None:
             settings.port,
             reuse_port=True,
             on_ready=ready,
-        )
+        ),
+        settings.loop,
     )
 
 
@@ -121,7 +123,8 @@ def run_api(settings: Settings, dsn: str, *, supervised: bool) -> None:
             metrics_port=settings.metrics_port,
             unix_path=settings.api_socket,
             on_ready=ready,
-        )
+        ),
+        settings.loop,
     )
 
 
@@ -157,10 +160,18 @@ def _lead_until_signal(role: Role, work: Callable[[], Coroutine[Any, Any, None]]
     asyncio.run(main())
 
 
-def run_projector(dsn: str) -> None:
+def run_projector(settings: Settings, dsn: str) -> None:
     """Lead or stand by until SIGTERM/SIGINT; a batch in flight is rolled back, never lost."""
-    _lead_until_signal(
-        "projector", lambda: Projector(dsn, on_batch=observe_batch, bulk_load=bulk_load).run()
+    _lead_until_signal("projector", lambda: projector(settings, dsn).run())
+
+
+def projector(settings: Settings, dsn: str) -> Projector:
+    """The live projector as the settings configure it (cold start in bulk, its workers)."""
+    return Projector(
+        dsn,
+        on_batch=observe_batch,
+        bulk_catchup=settings.bulk_catchup,
+        bulk_load=functools.partial(bulk_load, workers=settings.rebuild_workers or None),
     )
 
 
@@ -190,16 +201,16 @@ def feed_priority(setting: str) -> str:
     return f"nice {os.nice(0)}"
 
 
-def run_feed(dsn: str) -> None:
+def run_feed(settings: Settings, dsn: str) -> None:
     """The outbox projector and delivery until SIGTERM/SIGINT (service.feed.role), at the
     lowest CPU priority (:func:`feed_priority`): ingest and the read-model projector always
     go first, and the feed catches up after them."""
     # late, as in run_ingest: only the feed process loads delivery (aiohttp client, tenacity)
     from service.feed import role as feed_role
 
-    got = feed_priority(os.environ.get("ACKLOG_FEED_NICE", ""))
+    got = feed_priority(settings.feed.nice)
     log.info("feed: CPU priority %s", got)
-    _lead_until_signal("feed", lambda: feed_role.run(dsn))
+    _lead_until_signal("feed", lambda: feed_role.run(dsn, settings.feed))
 
 
 # --- the supervisor --------------------------------------------------------------------

@@ -15,6 +15,7 @@ from eventstore.append import write_batch
 from projections.feed import events as fe
 from projections.feed import subscriptions as subs
 from projections.feed.outbox import Outbox
+from service.core.config import StreamSettings
 from service.runtime.app import make_app
 from tests.support.apps import settings
 from tests.support.payloads import event, meta_status
@@ -24,10 +25,9 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture
-async def base(dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
-    monkeypatch.setenv("ACKLOG_STREAM_POLL", "0.2")
-    monkeypatch.setenv("ACKLOG_STREAM_HEARTBEAT", "0.2")
-    server = TestServer(make_app(settings(api_key=KEY), dsn), host="127.0.0.1", port=0)
+async def base(dsn: str) -> AsyncIterator[str]:
+    fast = StreamSettings(poll=0.2, heartbeat=0.2)
+    server = TestServer(make_app(settings(api_key=KEY, stream=fast), dsn), host="127.0.0.1", port=0)
     await server.start_server()
     try:
         yield str(server.make_url("")).rstrip("/")
@@ -154,21 +154,21 @@ async def test_the_console_shows_each_subscription_and_its_deliveries(
     assert "2 event(s)" in page  # its state change and its anomaly (ack_for_unseen)
 
 
-async def test_a_slow_consumer_is_dropped_not_buffered(
-    dsn: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_slow_consumer_is_dropped_not_buffered(dsn: str, conn: asyncpg.Connection) -> None:
     """A client that stops reading: once the socket's buffers are full a write waits, and
     after ACKLOG_STREAM_SEND_TIMEOUT the server drops the client instead of queueing."""
     import socket
 
-    monkeypatch.setenv("ACKLOG_STREAM_SEND_TIMEOUT", "0.5")
     big = "x" * 100_000
     await conn.executemany(  # 20 MB of feed: far more than any socket buffer holds
         "INSERT INTO feed.events (seq, id, type, channel, position, body)"
         " VALUES ($1, gen_random_uuid(), 'message.state_changed', 'meta', $1, $2)",
         [(i, f'{{"pad":"{big}"}}'.encode()) for i in range(1, 201)],
     )
-    server = TestServer(make_app(settings(api_key=KEY), dsn), host="127.0.0.1", port=0)
+    quick = StreamSettings(send_timeout=0.5)
+    server = TestServer(
+        make_app(settings(api_key=KEY, stream=quick), dsn), host="127.0.0.1", port=0
+    )
     await server.start_server()
     try:
         sock = socket.socket()
