@@ -131,6 +131,12 @@ class Node:
         postmaster.kill()
         self.killed = postmaster
 
+    async def orphans_gone(self, timeout: float = 30.0) -> None:
+        """Return once the killed postmaster's processes have noticed and exited (they hold
+        its port's connections until then)."""
+        _, alive = await asyncio.to_thread(psutil.wait_procs, self.orphans, timeout)
+        assert not alive, f"{self.name}: processes outlived the postmaster: {alive}"
+
     def postmaster_gone(self) -> bool:
         """The killed postmaster is no more (a zombie counts: nobody may have reaped it)."""
         p = self.killed
