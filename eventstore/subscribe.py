@@ -16,6 +16,7 @@ import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from eventstore.errors import DRIVER_ERRORS
+from eventstore.pool import open_connection
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class Wakeup:
                     retry=retry_if_exception_type(DRIVER_ERRORS),
                 ):
                     with attempt:
-                        conn = await asyncpg.connect(self._dsn)
+                        conn = await open_connection(self._dsn)
 
                 def on_notify(*_: Any) -> None:
                     self._event.set()

@@ -21,6 +21,7 @@ import asyncpg
 from eventstore import checkpoint, locks
 from eventstore.leader import follow, lead_forever
 from eventstore.read import read
+from eventstore.replication import failover_risk
 from eventstore.subscribe import Wakeup
 from projections import fold
 from projections.clock import Clock, utcnow
@@ -115,9 +116,14 @@ class Outbox:
           in a PostgreSQL crash is lost together with its checkpoint move, so it is derived
           again with the same event ids (at least once holds; nothing is invented), and the
           webhooks' own commits do not queue behind the feed's flushes;
+        - when it starts leading it warns if standbys replicate asynchronously: a failover to
+          one could then lose webhooks whose events the feed has already delivered;
         - after a partial batch it lingers ``linger`` seconds (as the projector does), so a
           steady trickle costs a few transactions a second, not one per wake-up.
         """
+        risk = await failover_risk(conn)  # before the SET: it reads this session's value
+        if risk:
+            log.warning("feed: %s", risk)
         await conn.execute("SET synchronous_commit = off")
         await follow(
             conn,

@@ -14,6 +14,7 @@ import asyncpg
 from aiohttp import web
 
 from eventstore.migrate import migrate
+from eventstore.pool import open_connection
 from service.core.config import Settings, from_env
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,9 @@ async def connect_waiting(
     while True:
         remaining = deadline - loop.time()
         try:
-            conn: asyncpg.Connection = await asyncpg.connect(
+            # each host of a multi-host DATABASE_URL on its own (a failover's new primary is
+            # found even while the old one swallows connection attempts)
+            conn: asyncpg.Connection = await open_connection(
                 dsn, timeout=max(min(5.0, remaining), 0.5)
             )
             return conn
