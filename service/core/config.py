@@ -24,6 +24,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     public_url: str | None = None
     max_body: int = 1024 * 1024
     api_key: str | None = None
+    #: the file ``api_key`` was read from (ACKLOG_API_KEY_FILE, or systemd's credential)
+    api_key_file: str | None = None
     metrics_port: int | None = None
     run_projector: bool = True
     #: failed authentications allowed per client address per minute before 429
@@ -120,8 +122,29 @@ def _trusted_proxies(env: Mapping[str, str]) -> tuple[str, ...]:
     return proxies
 
 
+def _api_key(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(key, file): ``ACKLOG_API_KEY``, else the file ``ACKLOG_API_KEY_FILE`` names, else
+    systemd's credential ``api_key`` (``LoadCredential=``), else none (one is generated)."""
+    if env.get("ACKLOG_API_KEY"):
+        return env["ACKLOG_API_KEY"], None
+    path, what = env.get("ACKLOG_API_KEY_FILE", ""), "ACKLOG_API_KEY_FILE"
+    credentials = env.get("CREDENTIALS_DIRECTORY")
+    if not path and credentials and os.path.isfile(os.path.join(credentials, "api_key")):
+        path, what = os.path.join(credentials, "api_key"), "the credential api_key"
+    if not path:
+        return None, None
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"{what}: cannot read {path}: {exc}") from None
+    if not key or not key.isascii() or any(c.isspace() for c in key):
+        raise SystemExit(f"{what}: {path} holds no usable API key (one line, no spaces)")
+    return key, path
+
+
 def from_env(**overrides: object) -> Settings:
     env = os.environ
+    api_key, api_key_file = _api_key(env)
     api_port = env.get("ACKLOG_API_PORT")
     values: dict[str, object] = {
         "database_url": env.get("DATABASE_URL") or None,
@@ -130,7 +153,8 @@ def from_env(**overrides: object) -> Settings:
         "port": _int("ACKLOG_PORT", 8080),
         "public_url": env.get("ACKLOG_PUBLIC_URL") or None,
         "max_body": _int("ACKLOG_MAX_BODY", 1024 * 1024),
-        "api_key": env.get("ACKLOG_API_KEY") or None,
+        "api_key": api_key,
+        "api_key_file": api_key_file,
         "metrics_port": _int("ACKLOG_METRICS_PORT", 0) or None,
         "auth_failures_per_minute": _int("ACKLOG_AUTH_FAILURES_PER_MINUTE", 30),
         "max_connections": _int("ACKLOG_MAX_CONNECTIONS", 1024),
