@@ -3,6 +3,9 @@
 A generated key lives in ``<data_dir>/api_key`` (mode 0600) so it survives restarts and
 ``acklog serve`` can print it. It is created atomically (written aside, then hard-linked into
 place), so two processes starting together agree on one key.
+
+A key given as a file (``ACKLOG_API_KEY_FILE``, or systemd's ``LoadCredential=api_key:…``)
+is read by ``service.core.config`` and counts as given.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ def resolve(settings: Settings) -> tuple[str, str]:
     """(key, where it comes from) for the start-up banner."""
     if settings.api_key:
         logs.add_secret(settings.api_key)
+        if settings.api_key_file:
+            return settings.api_key, f"read from {settings.api_key_file}"
         return settings.api_key, "ACKLOG_API_KEY"
     key, created = load_or_create(settings.data_dir)
     logs.add_secret(key)

@@ -73,6 +73,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     public_url: str | None = None
     max_body: int = 1024 * 1024
     api_key: str | None = None
+    #: the file ``api_key`` was read from (ACKLOG_API_KEY_FILE, or systemd's credential)
+    api_key_file: str | None = None
     metrics_port: int | None = None
     run_projector: bool = True
     #: failed authentications allowed per client address per minute before 429
@@ -256,6 +258,12 @@ VARIABLES: tuple[Var, ...] = (
     Var("ACKLOG_MAX_BODY", "max_body", integer(1), "largest request body in bytes"),
     Var(
         "ACKLOG_API_KEY", "api_key", text, "the query API's key (else generated into the data dir)"
+    ),
+    Var(
+        "ACKLOG_API_KEY_FILE",
+        "api_key_file",
+        text,
+        "a file holding the API key (else systemd's credential api_key, when there is one)",
     ),
     Var(
         "ACKLOG_METRICS_PORT",
@@ -502,6 +510,26 @@ def _legacy(env: Mapping[str, str], proxies: object) -> None:
         )
 
 
+def _api_key(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(key, file): ``ACKLOG_API_KEY``, else the file ``ACKLOG_API_KEY_FILE`` names, else
+    systemd's credential ``api_key`` (``LoadCredential=``), else none (one is generated)."""
+    if env.get("ACKLOG_API_KEY", "").strip():
+        return env["ACKLOG_API_KEY"].strip(), None
+    path, what = env.get("ACKLOG_API_KEY_FILE", ""), "ACKLOG_API_KEY_FILE"
+    credentials = env.get("CREDENTIALS_DIRECTORY")
+    if not path and credentials and os.path.isfile(os.path.join(credentials, "api_key")):
+        path, what = os.path.join(credentials, "api_key"), "the credential api_key"
+    if not path:
+        return None, None
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{what}: cannot read {path}: {exc}") from None
+    if not key or not key.isascii() or any(c.isspace() for c in key):
+        raise SettingsError(f"{what}: {path} holds no usable API key (one line, no spaces)")
+    return key, path
+
+
 def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """The settings the environment gives (``overrides``, from CLI flags, win where not None);
     ``SettingsError`` names the first variable whose value cannot be used."""
@@ -521,6 +549,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
             target = target.setdefault(section, {})
         target[name] = value
     _legacy(env, values.get("trusted_proxies"))
+    values["api_key"], values["api_key_file"] = _api_key(env)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return msgspec.convert(values, Settings, strict=False)
 

@@ -41,6 +41,7 @@ from service.core import eventloop
 from service.core.config import Settings
 from service.http import server
 from service.metrics.observe import observe_batch
+from service.runtime import sdnotify
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +245,7 @@ class Supervisor:
     def _signal(self) -> None:
         self.signalled = True
         self.stopping.set()
+        sdnotify.notify("STOPPING=1")
 
     def _argv(self, role: Role) -> list[str]:
         s = self.settings
@@ -331,6 +333,7 @@ class Supervisor:
             if started:
                 watchers = [asyncio.create_task(self._watch(c, env, wfd)) for c in self.children]
                 on_ready()
+                sdnotify.notify("READY=1")  # for a Type=notify systemd unit
                 await self.stopping.wait()
         finally:
             self.stopping.set()
