@@ -212,10 +212,12 @@ async def _restore(dsn: str, source: Path) -> str:
         held = await _holdings(conn)
         if held:
             rows = ", ".join(f"{n:,} rows in {table}" for table, n in held.items())
-            data = "holds acklog data" if any(held.values()) else "already has acklog's tables"
+            data = any(n for table, n in held.items() if table != "schema_migrations")
             raise BackupError(
-                f"{where(dsn)} {data} ({rows}); restore needs a database without them: create"
-                " a new one (createdb) and point DATABASE_URL at it, with acklog stopped"
+                f"{where(dsn)} {'holds acklog data' if data else 'already has acklog tables'}"
+                f" ({rows}); restore needs a database without them: with acklog stopped, create"
+                " a new one (createdb; embedded: a new ACKLOG_DATA_DIR) and point DATABASE_URL"
+                " at it"
             )
         tool = await asyncio.to_thread(find_tool, "pg_restore", await _server_major(conn))
         libpq_dsn, env = libpq_target(dsn)

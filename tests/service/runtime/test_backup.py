@@ -161,6 +161,11 @@ async def test_backup_then_restore_into_a_fresh_database(
     assert code == 2 and "holds acklog data" in out and "events" in out, out
     code, out = await acklog(dsn, "restore", str(dump))
     assert code == 2 and "holds acklog data" in out, out
+    migrated = await empty_db()
+    code, out = await acklog(migrated, "migrate")
+    assert code == 0, out
+    code, out = await acklog(migrated, "restore", str(dump))
+    assert code == 2 and "already has acklog tables" in out, out
 
 
 async def test_usage_errors_and_an_unreachable_database(
