@@ -1,7 +1,7 @@
 """The ``acklog`` command line: the parser of every command, and the entry point.
 
 Each command lives in a module of its own (``serve``, ``channels``, ``rebuild``, ``tail``,
-``subscriptions``, ``simulate``) with ``add_arguments`` and the function that runs it.
+``subscriptions``, ``simulate``, ``backup``) with ``add_arguments`` and the function that runs it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib.metadata
 import os
 import sys
 
-from service.cli import channels, rebuild, serve
+from service.cli import backup, channels, rebuild, serve
 from service.cli import subscriptions as feed_cli
 from service.cli import tail as tail_command
 from service.cli.simulate import command as simulate_command
@@ -33,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="apply pending SQL migrations")
     mig.set_defaults(fn=rebuild.migrate)
 
+    backup.add_arguments(sub)
     channels.add_arguments(sub.add_parser("channels", help="manage channels (provider instances)"))
 
     subs = sub.add_parser(
