@@ -293,16 +293,24 @@ async def provider(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> str | 
 
 
 async def describe(conn: asyncpg.Connection) -> list[dict[str, object]]:
-    """Channels with token and secret ids (never values) for ``channels list``."""
+    """Channels with token and secret ids (never values) for ``channels list``, and when each
+    was created (``token_created_at``, ``secret_created_at``: in the same order), so the old
+    token of a rotation can be told from the new one."""
     rows = await conn.fetch(
         """SELECT c.name, c.provider, c.basic_user, c.allow_cidrs::text[] AS allow_cidrs,
                   c.sent_deadline_s, c.delivered_deadline_s, c.flap_changes, c.flap_window_s,
                   c.silent_acks_s, c.silent_traffic_s,
-                  coalesce((SELECT array_agg(t.id ORDER BY t.id) FROM channel_tokens t
-                             WHERE t.channel = c.name AND t.revoked_at IS NULL), '{}') AS tokens,
-                  coalesce((SELECT array_agg(s.id ORDER BY s.id) FROM channel_secrets s
-                             WHERE s.channel = c.name AND s.revoked_at IS NULL), '{}') AS secrets
-           FROM channels c ORDER BY c.name"""
+                  t.tokens, t.token_created_at, s.secrets, s.secret_created_at
+           FROM channels c
+           CROSS JOIN LATERAL (
+               SELECT coalesce(array_agg(id ORDER BY id), '{}') AS tokens,
+                      coalesce(array_agg(created_at ORDER BY id), '{}') AS token_created_at
+               FROM channel_tokens WHERE channel = c.name AND revoked_at IS NULL) t
+           CROSS JOIN LATERAL (
+               SELECT coalesce(array_agg(id ORDER BY id), '{}') AS secrets,
+                      coalesce(array_agg(created_at ORDER BY id), '{}') AS secret_created_at
+               FROM channel_secrets WHERE channel = c.name AND revoked_at IS NULL) s
+           ORDER BY c.name"""
     )
     return [dict(r) for r in rows]
 

@@ -372,8 +372,9 @@ def document() -> dict[str, Any]:
                 "bearerAuth": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "ACKLOG_API_KEY, or the key acklog generated into"
-                    " <data_dir>/api_key and printed at start",
+                    "description": "ACKLOG_API_KEY (or ACKLOG_API_KEY_FILE), else the key"
+                    " acklog generated into <data_dir>/api_key, or any named key of"
+                    " `acklog keys add` not revoked",
                 }
             },
         },

@@ -60,7 +60,11 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
             "too many wrong API keys from this address; wait, then retry",
             headers={"Retry-After": str(math.ceil(wait))},
         )
-    if not request.app[API_KEY].check(request.headers.get("Authorization")):
+    api_key = request.app[API_KEY]
+    if (
+        await api_key.check(request.headers.get("Authorization"), request.config_dict[API_POOL])
+        is None
+    ):
         limiter.failed(client)
         return error(
             401,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,7 +14,7 @@ import msgspec
 from eventstore import channels as registry
 from eventstore.pool import connect
 from projections.providers import PROVIDERS
-from service.cli.common import net_arguments, settings_of
+from service.cli.common import settings_of, url_arguments
 from service.core.config import Settings
 from service.core.database import database_url, wait_and_migrate
 from service.ingest import channels
@@ -39,7 +40,7 @@ def add_arguments(ch: argparse.ArgumentParser) -> None:
         sp.add_argument("--silent-traffic", type=float, help="seconds with nothing sent (21600)")
 
     add = chs.add_parser("add", help="add a channel and print its webhook URL")
-    net_arguments(add)
+    url_arguments(add)
     add.add_argument("name")
     add.add_argument("--provider", required=True, choices=PROVIDERS)
     add.add_argument(
@@ -51,17 +52,18 @@ def add_arguments(ch: argparse.ArgumentParser) -> None:
     )
     deadlines(add)
     up = chs.add_parser("update", help="change deadlines, allow-list or Basic user (tokens stay)")
-    net_arguments(up)
     up.add_argument("name")
     deadlines(up)
     up.add_argument("--allow-any", action="store_true", help="drop the allow-list")
     up.add_argument("--no-basic-user", action="store_true", help="drop the Basic user")
-    ls = chs.add_parser("list", help="list channels with token and secret ids")
+    ls = chs.add_parser(
+        "list", help="list channels with their token and secret ids and when each was added"
+    )
     ls.add_argument("--json", action="store_true", help="one JSON array, for scripts")
     rm = chs.add_parser("remove", help="remove a channel (its events stay)")
     rm.add_argument("name")
     at = chs.add_parser("add-token", help="add a token (rotation); prints its id")
-    net_arguments(at)
+    url_arguments(at)
     at.add_argument("name")
     at.add_argument("--token")
     rt = chs.add_parser("revoke-token", help="revoke a token by id")
@@ -102,10 +104,24 @@ def _read_secret(path: str) -> str:
     return secret
 
 
-def _channel_line(row: dict[str, object]) -> str:
+def _created(ids: Any, times: Any) -> str:
+    """``[id@created, …]``: each credential's id and when it was added (UTC)."""
     return (
-        f"{row['name']}\t{row['provider']}\ttokens={row['tokens']}"
-        f"\tsecrets={row['secrets']}\tallow={row['allow_cidrs']}"
+        "["
+        + ", ".join(
+            f"{i}@{t.astimezone(dt.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            for i, t in zip(ids, times, strict=True)
+        )
+        + "]"
+    )
+
+
+def _channel_line(row: dict[str, Any]) -> str:
+    return (
+        f"{row['name']}\t{row['provider']}"
+        f"\ttokens={_created(row['tokens'], row['token_created_at'])}"
+        f"\tsecrets={_created(row['secrets'], row['secret_created_at'])}"
+        f"\tallow={row['allow_cidrs']}"
         f"\tbasic_user={row['basic_user'] or '-'}"
         f"\tdeadlines={row['sent_deadline_s']:g}s/{row['delivered_deadline_s']:g}s"
         f"\tflapping={row['flap_changes']}/{row['flap_window_s']:g}s"

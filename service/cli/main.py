@@ -1,7 +1,8 @@
 """The ``acklog`` command line: the parser of every command, and the entry point.
 
-Each command lives in a module of its own (``serve``, ``channels``, ``rebuild``, ``tail``,
-``subscriptions``, ``simulate``, ``backup``) with ``add_arguments`` and the function that runs it.
+Each command lives in a module of its own (``serve``, ``channels``, ``keys``, ``rebuild``,
+``tail``, ``subscriptions``, ``simulate``, ``backup``) with ``add_arguments`` and the function
+that runs it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import importlib.metadata
 import os
 import sys
 
-from service.cli import backup, channels, rebuild, serve
+from service.cli import backup, channels, keys, rebuild, serve
 from service.cli import subscriptions as feed_cli
 from service.cli import tail as tail_command
 from service.cli.simulate import command as simulate_command
@@ -20,21 +21,42 @@ from service.core import logs
 from service.core.config import from_env
 from service.core.database import DatabaseUnreachable
 
+DESCRIPTION = (
+    "acklog stores every webhook your WhatsApp gateways send (WAMM, Meta, WAHA, Twilio and"
+    " more) in an append-only PostgreSQL log and folds it into each message's state, served"
+    " by the query API, the web console and the canonical feed."
+)
+
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="acklog", description="The ``acklog`` command line.")
+    p = argparse.ArgumentParser(prog="acklog", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"acklog {_version()}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve.add_arguments(
         sub.add_parser("serve", help="run the webhook service (every role, or one with --role)")
     )
 
-    mig = sub.add_parser("migrate", help="apply pending SQL migrations")
+    mig = sub.add_parser(
+        "migrate",
+        help="apply pending SQL migrations",
+        description="Apply the pending SQL migrations (sql/), each once, in order, under an"
+        " advisory lock, then exit. acklog serve does it at start too; run it ahead to"
+        " migrate before a deploy.",
+    )
     mig.set_defaults(fn=rebuild.migrate)
 
     backup.add_arguments(sub)
     channels.add_arguments(sub.add_parser("channels", help="manage channels (provider instances)"))
+    keys.add_arguments(
+        sub.add_parser(
+            "keys",
+            help="named API keys: add, list, revoke (rotation without a restart)",
+            description="Named API keys, valid alongside the configured one. To rotate: keys"
+            " add NEW, move the clients to it, keys revoke OLD; running processes see both"
+            " within seconds.",
+        )
+    )
 
     subs = sub.add_parser(
         "subscriptions", help="subscriptions to the canonical feed (webhooks out)"
@@ -42,12 +64,23 @@ def parser() -> argparse.ArgumentParser:
     feed_cli.add_arguments(subs)
     subs.set_defaults(fn=feed_cli.run)
 
-    sub.add_parser("project", help="run only the projector").set_defaults(fn=rebuild.project)
     sub.add_parser(
-        "rebuild", help="replay the log into fresh read models and swap them in, live"
+        "project",
+        help="run only the projector",
+        description="Run only the projector: fold the log into the read models and follow"
+        " it, until Ctrl-C. One leads at a time; others wait as standbys.",
+    ).set_defaults(fn=rebuild.project)
+    sub.add_parser(
+        "rebuild",
+        help="replay the log into fresh read models and swap them in, live",
+        description="Replay the whole log into fresh read models beside the live ones,"
+        " then swap them in; the service keeps answering meanwhile.",
     ).set_defaults(fn=rebuild.rebuild)
     sub.add_parser(
-        "verify", help="rebuild aside and compare with the live models (exit 1 on differences)"
+        "verify",
+        help="rebuild aside and compare with the live models (exit 1 on differences)",
+        description="Rebuild the read models aside and compare them with the live ones,"
+        " row by row; exit 0 when equal, 1 with the differences.",
     ).set_defaults(fn=rebuild.verify)
     sim = sub.add_parser("simulate", help="send realistic provider webhooks to a running acklog")
     simulate_command.add_arguments(sim)

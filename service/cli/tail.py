@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import msgspec
 
+from eventstore import channels
 from eventstore.errors import DRIVER_ERRORS
 from eventstore.events import StoredEvent
 from eventstore.pool import connect
@@ -121,12 +122,16 @@ async def tail(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print lines until Ctrl-C (or SIGTERM); both end the command with status 0."""
+    """Print lines until Ctrl-C (or SIGTERM); both end the command with status 0. A channel
+    that does not exist is an error (status 2), not a silent tail."""
     settings = from_env()
     dsn = database_url(settings)
 
-    async def main() -> None:
+    async def main() -> int:
         await wait_and_migrate(dsn)
+        if args.channel is not None and not await _registered(dsn, args.channel):
+            print(f"error: no channel named {args.channel!r}", file=sys.stderr)
+            return 2
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -137,12 +142,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"tailing {where} {start} (Ctrl-C to stop)", file=sys.stderr)
         async for line in tail(dsn, stop=stop, channel=args.channel, after=after):
             print(line.render(), flush=True)
+        return 0
 
     try:
-        asyncio.run(main())
+        return asyncio.run(main())
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
+
+
+async def _registered(dsn: str, channel: str) -> bool:
+    """A channel of that name exists (else tailing it would print nothing, forever)."""
+    conn = await connect(dsn)
+    try:
+        return await channels.provider(conn, channel) is not None
+    finally:
+        await conn.close()
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

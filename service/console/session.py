@@ -1,10 +1,12 @@
-"""The console's login: the API key, typed into a form, becomes an HttpOnly cookie.
+"""The console's login: an API key, typed into a form, becomes an HttpOnly cookie.
 
-The cookie never holds the key itself: it holds a random session token and an HMAC of it
-under the key. A session is honoured while (a) the HMAC matches, so rotating the API key
-signs everybody out, and (b) the hash of its token is in ``console_sessions`` and not past
-its ``LIFETIME``: this module is that table's one owner, and *Sign out* deletes the row, so a
-copied cookie dies with the session (issue 26). The cookie is ``Secure`` whenever the
+The cookie never holds a key: it holds a random session token and an HMAC of it under the
+server's secret (the configured API key). A session is honoured while (a) the HMAC matches,
+so changing the configured key signs everybody out, (b) the hash of its token is in
+``console_sessions`` and not past its ``LIFETIME``: this module is that table's one owner,
+and *Sign out* deletes the row, so a copied cookie dies with the session (issue 26), and (c)
+the key it was signed in with is not revoked: the row names it (``Opened.key_name``) and the
+console asks the API key checker about it. The cookie is ``Secure`` whenever the
 client came over HTTPS, directly or through a trusted TLS proxy. Forms carry a CSRF token
 bound to the session (logout) or to a random cookie set with the form (login,
 double-submit), and a POST from another origin is refused whatever it carries. The key
@@ -19,6 +21,7 @@ import secrets
 import urllib.parse
 
 import asyncpg
+import msgspec
 from aiohttp import web
 
 from eventstore.errors import store_boundary
@@ -53,32 +56,43 @@ def signed_token(key: bytes, value: str | None) -> str | None:
     return token
 
 
-async def issue(pool: asyncpg.Pool, key: bytes) -> str:
-    """A new session: its row (expired ones swept on the way), and the cookie's value."""
+class Opened(msgspec.Struct, frozen=True):
+    """An open session, and the name of the API key it was signed in with (``""``: the
+    configured key)."""
+
+    key_name: str
+
+
+async def issue(pool: asyncpg.Pool, key: bytes, key_name: str = "") -> str:
+    """A new session signed in with the key named ``key_name`` (``""``: the configured one):
+    its row (expired ones swept on the way), and the cookie's value."""
     token = secrets.token_urlsafe(32)
     with store_boundary():
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("DELETE FROM console_sessions WHERE expires_at < now()")
             await conn.execute(
-                "INSERT INTO console_sessions (token_hash, expires_at)"
-                " VALUES ($1, now() + make_interval(secs => $2))",
+                "INSERT INTO console_sessions (token_hash, expires_at, key_name)"
+                " VALUES ($1, now() + make_interval(secs => $2), $3)",
                 _token_hash(token),
                 float(LIFETIME),
+                key_name or None,
             )
     return sign(key, token)
 
 
-async def valid(pool: asyncpg.Pool, key: bytes, value: str | None) -> bool:
-    """The cookie is signed under the key and its session is open on the server."""
+async def opened(pool: asyncpg.Pool, key: bytes, value: str | None) -> Opened | None:
+    """The cookie's session, when the cookie is signed under ``key`` and its session is open
+    on the server (whether its API key is still valid is the caller's to ask)."""
     token = signed_token(key, value)
     if token is None:
-        return False
+        return None
     with store_boundary():
-        found = await pool.fetchval(
-            "SELECT true FROM console_sessions WHERE token_hash = $1 AND expires_at > now()",
+        row = await pool.fetchrow(
+            "SELECT coalesce(key_name, '') AS key_name FROM console_sessions"
+            " WHERE token_hash = $1 AND expires_at > now()",
             _token_hash(token),
         )
-    return bool(found)
+    return Opened(row["key_name"]) if row else None
 
 
 async def end(pool: asyncpg.Pool, key: bytes, value: str | None) -> None:

@@ -1,4 +1,10 @@
-"""The query API's key: ``ACKLOG_API_KEY``, else one generated once and kept in the data dir.
+"""The API keys: the configured one (or one generated into the data dir), and named ones.
+
+The configured key is ``ACKLOG_API_KEY`` (or a file, below), else one generated once and kept
+in the data dir; it is also the server's secret, under which console sessions are signed, so
+adding or revoking a named key signs nobody out. Named keys (``acklog keys``) live hashed in
+``api_keys`` (``eventstore.apikeys``); a checker re-reads them at most every ``TTL`` seconds,
+so a key added or revoked works, or stops working, in every process within seconds.
 
 A generated key lives in ``<data_dir>/api_key`` (mode 0600) so it survives restarts and
 ``acklog serve`` can print it. It is created atomically (written aside, then hard-linked into
@@ -10,23 +16,35 @@ is read by ``service.core.config`` and counts as given.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
 import os
 import secrets
 import stat
+import time
 from pathlib import Path
 
+import asyncpg
 from aiohttp import web
 
+from eventstore import apikeys
+from eventstore.errors import StoreError
 from service.core import logs
 from service.core.config import Settings
 
 log = logging.getLogger(__name__)
 
 FILENAME = "api_key"
-PREFIX = "acklog_"
+PREFIX = apikeys.PREFIX
+
+#: what ``ApiKey.check`` answers for the configured (or generated) key: no named key has it
+CONFIGURED = ""
+
+#: named keys are re-read at most this often (seconds), and each read waits at most this long
+TTL = 2.0
+REFRESH_TIMEOUT = 2.0
 
 
 class ApiKeyError(RuntimeError):
@@ -38,7 +56,7 @@ def key_path(data_dir: Path) -> Path:
 
 
 def new_key() -> str:
-    return PREFIX + secrets.token_urlsafe(32)
+    return apikeys.new_key()
 
 
 def _read(path: Path) -> str:
@@ -86,39 +104,91 @@ def resolve(settings: Settings) -> tuple[str, str]:
     return key, f"{'generated into' if created else 'stored in'} {where}"
 
 
-class ApiKey:
-    """Checks ``Authorization: Bearer <key>`` in constant time.
+def _bearer(authorization: str | None) -> bytes | None:
+    """The key of ``Authorization: Bearer <key>``, else None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    try:
+        return token.strip().encode()
+    except UnicodeEncodeError:
+        return None
 
-    A key not given in the settings is loaded (or generated) on first use, so an app that
-    never serves the query API, as in the ingest tests, writes nothing to the data dir.
+
+class ApiKey:
+    """Checks ``Authorization: Bearer <key>``: the configured key, or a named key not revoked.
+
+    Keys are compared in constant time (named ones by their SHA-256, against every hash). A
+    key not given in the settings is loaded (or generated) on first use, so an app that never
+    serves the query API, as in the ingest tests, writes nothing to the data dir. Named keys
+    are re-read at most every ``ttl`` seconds, one read at a time; when a read fails or takes
+    longer than ``REFRESH_TIMEOUT`` the last good view stays (a key it does not hold is
+    refused) and the next read is tried ``ttl`` later.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ttl: float = TTL) -> None:
         self._data_dir = settings.data_dir
         self._key: bytes | None = None
         if settings.api_key:
             logs.add_secret(settings.api_key)
             self._key = settings.api_key.encode()
+        self._ttl = ttl
+        self._named: dict[bytes, str] = {}
+        self._fresh_until = 0.0
+        self._reading: asyncio.Future[None] | None = None
+        self._failing = False
 
     def value(self) -> bytes:
+        """The configured key: the server's secret (console sessions are signed under it)."""
         if self._key is None:
             key = load_or_create(self._data_dir)[0]
             logs.add_secret(key)
             self._key = key.encode()
         return self._key
 
-    def check(self, authorization: str | None) -> bool:
+    async def check(self, authorization: str | None, pool: asyncpg.Pool) -> str | None:
+        """The name of the key ``authorization`` carries (``CONFIGURED`` for the configured
+        one), or None: no key, or one that is wrong or revoked."""
         expected = self.value()  # first use creates the key, even for a refused request
-        if not authorization:
-            return False
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return False
+        named = await self._view(pool)
+        given = _bearer(authorization)
+        if given is None:
+            return None
+        found: str | None = None
+        digest = apikeys.key_hash(given)
+        for stored, name in named.items():  # every hash, whichever matches
+            if hmac.compare_digest(digest, stored):
+                found = name
+        if hmac.compare_digest(given, expected):
+            found = CONFIGURED
+        return found
+
+    async def active(self, name: str, pool: asyncpg.Pool) -> bool:
+        """The key named ``name`` (``CONFIGURED``: the configured one) is still valid."""
+        return name == CONFIGURED or name in (await self._view(pool)).values()
+
+    async def _view(self, pool: asyncpg.Pool) -> dict[bytes, str]:
+        if time.monotonic() >= self._fresh_until:
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.ensure_future(self._read(pool))
+            await asyncio.shield(self._reading)  # a request gone away does not cancel the read
+        return self._named
+
+    async def _read(self, pool: asyncpg.Pool) -> None:
         try:
-            given = token.strip().encode()
-        except UnicodeEncodeError:
-            return False
-        return hmac.compare_digest(given, expected)
+            async with asyncio.timeout(REFRESH_TIMEOUT):
+                self._named = await apikeys.active(pool)
+        except (StoreError, TimeoutError) as exc:
+            if not self._failing:
+                log.warning("API keys not re-read (%s); the last ones read stay", exc or "timeout")
+            self._failing = True
+        else:
+            if self._failing:
+                log.info("API keys re-read again")
+            self._failing = False
+        self._fresh_until = time.monotonic() + self._ttl
 
 
 API_KEY = web.AppKey("api_key", ApiKey)

@@ -223,8 +223,13 @@ def _signed_in_first(handler: Handler) -> Handler:
         if request.path.startswith(PUBLIC):  # the sign-in page and static files: no database
             request[SIGNED_IN] = False
             return await handler(request)
-        request[SIGNED_IN] = await session.valid(
-            request_pool(request), request_key(request), request.cookies.get(session.COOKIE)
+        pool = request_pool(request)
+        opened = await session.opened(
+            pool, request_key(request), request.cookies.get(session.COOKIE)
+        )
+        # a session dies with the key it was signed in with (within the checker's refresh)
+        request[SIGNED_IN] = opened is not None and await request.app[API_KEY].active(
+            opened.key_name, pool
         )
         if not request[SIGNED_IN]:
             if request.method != "GET" or request.path == "/ui/events/rows":

@@ -1,4 +1,4 @@
-"""Signing in and out: the API key, typed into a form, opens a server-side session."""
+"""Signing in and out: an API key, typed into a form, opens a server-side session."""
 
 from __future__ import annotations
 
@@ -56,7 +56,9 @@ async def login(request: web.Request) -> web.StreamResponse:
         return error_page(request, 429, "Too many attempts", "Wait a minute, then try again.")
     key = str(form.get("key", "")).strip()
     api_key: ApiKey = request.app[API_KEY]
-    if not key or not api_key.check(f"Bearer {key}"):
+    pool = request_pool(request)
+    key_name = await api_key.check(f"Bearer {key}", pool) if key else None
+    if key_name is None:
         limiter.failed(client)
         token = session.new_login_token()
         response = render(
@@ -74,7 +76,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         )
         return response
     response = redirect(_next(str(form.get("next", ""))))
-    cookie = await session.issue(request_pool(request), request_key(request))
+    cookie = await session.issue(pool, request_key(request), key_name)
     session.set_cookie(response, request, session.COOKIE, cookie, session.LIFETIME)
     session.clear_cookie(response, session.LOGIN_CSRF_COOKIE, path="/ui/login")
     return response

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
+from eventstore import apikeys
 from eventstore.pool import connect, create_pool
 from projections.runner import Projector
 from service.cli.simulate import simulate
@@ -231,18 +232,22 @@ async def test_a_session_is_checked_against_the_key_the_server_and_expires(dsn: 
     try:
         key = b"k1"
         cookie = await session.issue(pool, key)
-        assert await session.valid(pool, key, cookie)
-        assert not await session.valid(pool, b"k2", cookie)  # a rotated key signs everybody out
-        assert not await session.valid(pool, key, None)
-        assert not await session.valid(pool, key, "")
+        assert await session.opened(pool, key, cookie) == session.Opened("")  # the configured key
+        assert not await session.opened(pool, b"k2", cookie)  # a rotated key signs everybody out
+        assert not await session.opened(pool, key, None)
+        assert not await session.opened(pool, key, "")
         other = await session.issue(pool, key)
         await pool.execute("UPDATE console_sessions SET expires_at = now() - interval '1 s'")
-        assert not await session.valid(pool, key, cookie), "past its lifetime"
+        assert not await session.opened(pool, key, cookie), "past its lifetime"
         third = await session.issue(pool, key)  # a sign-in sweeps the expired rows
         assert await pool.fetchval("SELECT count(*) FROM console_sessions") == 1
         await session.end(pool, key, third)
-        assert not await session.valid(pool, key, third), "signed out on the server"
-        assert not await session.valid(pool, key, other)
+        assert not await session.opened(pool, key, third), "signed out on the server"
+        assert not await session.opened(pool, key, other)
+        async with pool.acquire() as conn:
+            await apikeys.add(conn, "b")
+        named = await session.issue(pool, key, "b")
+        assert await session.opened(pool, key, named) == session.Opened("b")
     finally:
         await pool.close()
 
