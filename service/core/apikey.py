@@ -42,9 +42,11 @@ PREFIX = apikeys.PREFIX
 #: what ``ApiKey.check`` answers for the configured (or generated) key: no named key has it
 CONFIGURED = ""
 
-#: named keys are re-read at most this often (seconds), and each read waits at most this long
+#: named keys are re-read at most this often (seconds); a request waits at most
+#: ``REFRESH_TIMEOUT`` for a read, and a read that takes ``READ_LIMIT`` is given up
 TTL = 2.0
 REFRESH_TIMEOUT = 2.0
+READ_LIMIT = 30.0
 
 
 class ApiKeyError(RuntimeError):
@@ -123,9 +125,9 @@ class ApiKey:
     Keys are compared in constant time (named ones by their SHA-256, against every hash). A
     key not given in the settings is loaded (or generated) on first use, so an app that never
     serves the query API, as in the ingest tests, writes nothing to the data dir. Named keys
-    are re-read at most every ``ttl`` seconds, one read at a time; when a read fails or takes
-    longer than ``REFRESH_TIMEOUT`` the last good view stays (a key it does not hold is
-    refused) and the next read is tried ``ttl`` later.
+    are re-read at most every ``ttl`` seconds, one read at a time; when a read fails, or has
+    not answered within ``REFRESH_TIMEOUT``, the last good view answers (a key it does not
+    hold is refused) and the next read is tried ``ttl`` later.
     """
 
     def __init__(self, settings: Settings, ttl: float = TTL) -> None:
@@ -173,22 +175,32 @@ class ApiKey:
         if time.monotonic() >= self._fresh_until:
             if self._reading is None or self._reading.done():
                 self._reading = asyncio.ensure_future(self._read(pool))
-            await asyncio.shield(self._reading)  # a request gone away does not cancel the read
+            try:
+                # one read at a time, awaited a bounded time; a request gone away or out of
+                # patience leaves it running, and the last good view answers meanwhile
+                await asyncio.wait_for(asyncio.shield(self._reading), REFRESH_TIMEOUT)
+            except TimeoutError:
+                self._failed("no answer in time")
+                self._fresh_until = time.monotonic() + self._ttl
         return self._named
 
     async def _read(self, pool: asyncpg.Pool) -> None:
         try:
-            async with asyncio.timeout(REFRESH_TIMEOUT):
-                self._named = await apikeys.active(pool)
+            async with asyncio.timeout(READ_LIMIT):
+                named = await apikeys.active(pool)
         except (StoreError, TimeoutError) as exc:
-            if not self._failing:
-                log.warning("API keys not re-read (%s); the last ones read stay", exc or "timeout")
-            self._failing = True
+            self._failed(str(exc) or "timed out")
         else:
+            self._named = named
             if self._failing:
                 log.info("API keys re-read again")
             self._failing = False
         self._fresh_until = time.monotonic() + self._ttl
+
+    def _failed(self, why: str) -> None:
+        if not self._failing:
+            log.warning("API keys not re-read (%s); the last ones read stay", why)
+        self._failing = True
 
 
 API_KEY = web.AppKey("api_key", ApiKey)
