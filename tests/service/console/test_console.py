@@ -120,6 +120,16 @@ async def test_every_answer_carries_a_policy_that_forbids_inline_scripts_and_oth
     assert not re.search(r"\son[a-z]+=", page), "an inline event handler"
 
 
+async def test_the_sign_in_page_says_where_the_keys_are(
+    server: TestServer, browser: aiohttp.ClientSession
+) -> None:
+    async with browser.get(f"{base_of(server)}/ui/login") as r:
+        text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", await r.text())).split())
+    assert "printed" not in text, "acklog serve prints where the key is, never the key"
+    assert "ACKLOG_API_KEY" in text and ".acklog/api_key" in text and "banner says where" in text
+    assert "acklog keys add" in text
+
+
 async def test_signing_in_sets_a_strict_http_only_cookie_that_is_not_the_key(
     server: TestServer, browser: aiohttp.ClientSession
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
@@ -69,7 +70,56 @@ async def test_channels_commands(dsn: str) -> None:
     assert code == 2 and "invalid channel name" in out
     code, out = await acklog(dsn, "channels", "list")
     assert code == 0 and re.match(rf"shop\twamm\ttokens=\[1@{UTC}\]\tsecrets=\[\]", out), out
+    # a rotation: each token shows when it was added, so the old one is told from the new one
+    conn = await connect(dsn)
+    try:
+        await conn.execute("UPDATE channel_tokens SET created_at = '2026-01-02 03:04:05+00'")
+    finally:
+        await conn.close()
+    code, out = await acklog(dsn, "channels", "add-token", "shop")
+    assert code == 0, out
+    code, out = await acklog(dsn, "channels", "add-secret", "shop", "s3cret")
+    assert code == 0, out
+    code, out = await acklog(dsn, "channels", "list")
+    assert code == 0, out
+    line = re.search(r"tokens=\[(.*?)\]\tsecrets=\[(.*?)\]", out)
+    assert line, out
+    old, new = line.group(1).split(", ")
+    assert old == "1@2026-01-02T03:04:05Z" and re.fullmatch(rf"2@{UTC}", new), out
+    assert re.fullmatch(rf"1@{UTC}", line.group(2)) and "s3cret" not in out, out
+    code, out = await acklog(dsn, "channels", "list", "--json")
+    [row] = json.loads(out)
+    assert row["tokens"] == [1, 2] and row["token_created_at"][0] == "2026-01-02T03:04:05Z"
+    assert len(row["secret_created_at"]) == 1
     code, out = await acklog(dsn, "channels", "remove", "shop")
     assert code == 0
     code, out = await acklog(dsn, "channels", "remove", "shop")
     assert code == 2 and "no channel 'shop'" in out
+
+
+async def test_help_says_what_each_command_does(dsn: str) -> None:
+    code, out = await acklog(dsn, "--help")
+    assert code == 0 and "The ``acklog`` command line" not in out, out
+    assert "append-only PostgreSQL log" in out and "keys" in out, out
+    for command, says in (
+        ("migrate", "Apply the pending SQL migrations"),
+        ("project", "Run only the projector"),
+        ("rebuild", "Replay the whole log into fresh read models"),
+        ("verify", "compare them with the live ones"),
+        ("keys", "To rotate: keys add NEW"),
+    ):
+        code, out = await acklog(dsn, command, "--help")
+        assert code == 0 and says in " ".join(out.split()), (command, out)
+    for action in ("add", "add-token"):
+        code, out = await acklog(dsn, "channels", action, "--help")
+        text = " ".join(out.split())
+        assert code == 0 and "listen" not in text, out
+        assert "host in the printed webhook URL" in text and "ACKLOG_PUBLIC_URL" in text, out
+    code, out = await acklog(dsn, "channels", "update", "--help")
+    assert code == 0 and "--host" not in out and "--port" not in out, out
+
+
+async def test_tail_of_a_channel_that_does_not_exist_fails(dsn: str) -> None:
+    async with asyncio.timeout(60):  # it used to tail nothing, forever
+        code, out = await acklog(dsn, "tail", "--channel", "nosuch")
+    assert code == 2 and out.strip() == "error: no channel named 'nosuch'", out
