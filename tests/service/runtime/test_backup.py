@@ -36,6 +36,7 @@ TRUTH = {
     "channel_secrets": "id",
     "feed.subscriptions": "id",
     "feed.secrets": "id",
+    "api_keys": "name",
 }
 #: derived, but restored as they were (subscribers know their ids and seqs)
 DERIVED = {"feed.events": "seq", "checkpoints": "name", "rm.messages": "channel, key"}
@@ -113,6 +114,8 @@ async def test_backup_then_restore_into_a_fresh_database(
     token = await add_channel(dsn, "shop", "wamm")
     await add_channel(dsn, "signed", "meta", secrets_=["meta-app-secret"])
     code, out = await acklog(dsn, "subscriptions", "add", "crm", "--url", "http://127.0.0.1:9/hook")
+    assert code == 0, out
+    code, out = await acklog(dsn, "keys", "add", "ci")
     assert code == 0, out
     port = free_port()
     server = await serve(dsn, port, ACKLOG_FEED_POLL="0.2").start()
