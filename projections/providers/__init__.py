@@ -20,6 +20,20 @@ from functools import cache
 from projections.facts import DecodeError, Fact
 from projections.providers.base import Decoder, Provider
 
+__all__ = [
+    "MAX_DECODED",
+    "PROVIDERS",
+    "SHARED",
+    "Decoder",
+    "Provider",
+    "UnknownProvider",
+    "decode",
+    "decoder",
+    "event_id",
+    "find",
+    "get",
+]
+
 #: modules of this package that are no provider: what the providers share
 SHARED = frozenset({"base", "simulation"})
 
