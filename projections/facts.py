@@ -72,6 +72,29 @@ RANK: dict[str, int] = {
 }
 
 
+#: What a failure means, the same for every provider (``projections.failures.classify``
+#: derives it from the provider's code, status or text; docs/failures.md).
+FailureClass = Literal[
+    "not_on_whatsapp",  # the number has no WhatsApp account (or cannot receive from a business)
+    "not_in_group",  # we are not (or no longer) a participant of the group we wrote to
+    "outside_window",  # the customer-care window is closed: a template / re-engagement is needed
+    "rate_limited",  # throughput, pair, spam or daily limits: retry later, slower
+    "frequency_capped",  # Meta chose not to deliver (per-user marketing limit, "ecosystem")
+    "opted_out",  # the recipient opted out, unsubscribed or blocked us
+    "content_rejected",  # template missing / paused / mismatched, policy, unsupported content
+    "media_error",  # media could not be downloaded, uploaded or processed
+    "account_restricted",  # our account or number is restricted, locked, banned or flagged
+    "payment",  # billing, eligibility payment or price limits
+    "configuration",  # credentials, permissions, registration, certificates: our setup
+    "invalid_request",  # a parameter is missing or invalid (including "to" = "from")
+    "expired",  # the message's time to live ran out before it could be delivered
+    "experiment",  # Meta excluded the recipient's number as part of an experiment
+    "provider_error",  # the provider (or WhatsApp) failed internally; a retry may succeed
+    "unknown",  # no rule knows this code or text (the raw values are kept)
+]
+FAILURE_CLASSES: tuple[FailureClass, ...] = FailureClass.__args__  # type: ignore[attr-defined]
+
+
 #: Why an event could not be decoded: a bounded set, used as the quarantine metric's label.
 DecodeKind = Literal[
     "invalid_json",  # the body is not JSON at all

@@ -1,39 +1,50 @@
-"""Decoder registry: provider name → module with ``decode`` (and optionally ``event_id``).
+"""The provider registry: every module (or package) here exports one ``PROVIDER``.
 
-Every provider module exposes::
-
-    def decode(body: bytes, content_type: str | None, headers: Mapping[str, str]) -> list[Fact]
-    def event_id(body: bytes) -> str | None      # optional; the provider's own event id
+``PROVIDERS`` is found, not written: the names of this package's modules and packages,
+sorted, but for the ``_private`` ones and :data:`SHARED` (what the providers share). So a
+provider is added by adding its module, and nothing else (docs/adding-a-provider.md). A
+module is imported on first use (:func:`get`), so ingest loads only the providers of its
+channels. What a ``PROVIDER`` carries is :class:`projections.providers.base.Provider`.
 
 ``decode`` is pure and raises nothing but :class:`projections.facts.DecodeError`.
-Modules are imported on first use so ingest, which needs only ``event_id``, stays light.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import cache
-from types import ModuleType
 
 from projections.facts import DecodeError, Fact
+from projections.providers.base import Decoder, Provider
 
-PROVIDERS: tuple[str, ...] = (
-    "wamm",
-    "whatsgate",
-    "chatapi",
-    "whatsable",
-    "qikchat",
-    "meta",
-    "waha",
-    "evolution",
-    "greenapi",
-    "twilio",
-    "zapi",
-)
+__all__ = [
+    "MAX_DECODED",
+    "PROVIDERS",
+    "SHARED",
+    "Decoder",
+    "Provider",
+    "UnknownProvider",
+    "decode",
+    "decoder",
+    "event_id",
+    "find",
+    "get",
+]
 
-Decoder = Callable[[bytes, str | None, Mapping[str, str]], list[Fact]]
+#: modules of this package that are no provider: what the providers share
+SHARED = frozenset({"base", "simulation"})
+
+
+def _discover() -> tuple[str, ...]:
+    names = (m.name for m in pkgutil.iter_modules(__path__))
+    return tuple(sorted(n for n in names if not n.startswith("_") and n not in SHARED))
+
+
+#: every provider acklog has a module for, by name (a channel's ``provider``)
+PROVIDERS: tuple[str, ...] = _discover()
 
 
 class UnknownProvider(KeyError):
@@ -41,15 +52,27 @@ class UnknownProvider(KeyError):
 
 
 @cache
-def _module(provider: str) -> ModuleType:
+def get(provider: str) -> Provider:
+    """The ``PROVIDER`` of module ``provider`` (imported now, the first time)."""
     if provider not in PROVIDERS:
         raise UnknownProvider(provider)
-    return importlib.import_module(f"projections.providers.{provider}")
+    module = importlib.import_module(f"{__name__}.{provider}")
+    found = getattr(module, "PROVIDER", None)
+    if not isinstance(found, Provider) or found.name != provider:
+        raise TypeError(f"{module.__name__} must export PROVIDER = Provider(name={provider!r}, …)")
+    return found
+
+
+def find(provider: str) -> Provider | None:
+    """:func:`get`, or None for a provider acklog does not know."""
+    try:
+        return get(provider)
+    except UnknownProvider:
+        return None
 
 
 def decoder(provider: str) -> Decoder:
-    fn: Decoder = _module(provider).decode
-    return fn
+    return get(provider).decode
 
 
 def decode(
@@ -98,7 +121,7 @@ def _decoded(body: bytes, headers: Mapping[str, str]) -> bytes:
 
 def event_id(provider: str, body: bytes) -> str | None:
     """The provider's own event id, used as the dedup key (None when it has none)."""
-    fn: Callable[[bytes], str | None] | None = getattr(_module(provider), "event_id", None)
+    fn = get(provider).event_id
     if fn is None:
         return None
     try:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 
@@ -54,6 +55,8 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers._common import Stamp, bounded_epoch, parse_json, text_id
+from projections.providers.base import FailureTable, Provider
+from projections.providers.simulation import Ack, Builder, Failure, Msg, Request, encode, now
 
 #: ``outgoingMessageStatus.status`` → canonical outgoing status.
 STATUS: dict[str, OutgoingStatus] = {
@@ -319,3 +322,133 @@ def _required(value: str | None, field: str) -> str:
 def _text(value: str | None) -> str | None:
     """Empty strings are absent values (Green-API sends ``"caption": ""``)."""
     return value if value else None
+
+
+# -- failure codes (projections.failures.classify) ---------------------------------------------
+
+FAILURES = FailureTable(
+    codes={
+        # the decoder reports the raw status as the code when the description has no SWE code
+        "noAccount": "not_on_whatsapp",
+        "notInGroup": "not_in_group",
+        "yellowCard": "account_restricted",
+        "noActiveSession": "outside_window",
+        "SWE004": "invalid_request",  # the group's participant limit is exceeded
+    },
+    statuses={
+        "noAccount": "not_on_whatsapp",
+        "notInGroup": "not_in_group",
+        "yellowCard": "account_restricted",
+        "noActiveSession": "outside_window",
+    },
+    ranges=(),
+    sources=(
+        "https://green-api.com/en/docs/api/receiving/notifications-format/outgoing-message/"
+        "OutgoingMessageStatus/ (statuses noAccount, notInGroup, yellowCard, noActiveSession)",
+        "https://apidog.com/apidoc/docs-site/746016/error-swe004-18916718e0 (SWE004)",
+    ),
+)
+
+
+# -- acklog simulate ---------------------------------------------------------------------------
+
+#: the terminal failure in shared/samples/green_api/outgoingMessageStatus_noAccount.json
+_SIM_FAILED = "noAccount"
+
+
+class Simulator(Builder):
+    """Green-API bodies (shapes: shared/samples/green_api/*): ``incomingMessageReceived``,
+    ``outgoingAPIMessageReceived``, ``outgoingMessageStatus`` and ``statusInstanceChanged``."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.instance_data = {
+            "idInstance": int("1101" + self.ids.digits(6)),
+            "wid": f"{self.me}@c.us",
+            "typeInstance": "whatsapp",
+        }
+
+    def _webhook(self, kind: str, **fields: Any) -> bytes:
+        return encode(
+            {
+                "typeWebhook": kind,
+                "instanceData": self.instance_data,
+                "timestamp": int(now()),
+                **fields,
+            }
+        )
+
+    def incoming(self) -> tuple[Msg, Request]:
+        msg = Msg(key=self.ids.phone_id(), contact=self.ids.phone(), text=self.texts()[0])
+        chat = f"{msg.contact}@c.us"
+        body = self._webhook(
+            "incomingMessageReceived",
+            idMessage=msg.key,
+            senderData={
+                "chatId": chat,
+                "chatName": "Simulated Contact",
+                "sender": chat,
+                "senderName": "Simulated Contact",
+                "senderContactName": "",
+            },
+            messageData={
+                "typeMessage": "textMessage",
+                "textMessageData": {"textMessage": msg.text},
+            },
+        )
+        return msg, Request(body=body, raw="incomingMessageReceived")
+
+    def new_outgoing(self) -> Msg:
+        # ids of messages sent through the API start BAE5 (Baileys style)
+        return Msg(key="BAE5" + self.ids.hex(12), contact=self.ids.phone(), text=self.texts()[1])
+
+    def outgoing(self, msg: Msg) -> Request:
+        body = self._webhook(
+            "outgoingAPIMessageReceived",
+            idMessage=msg.key,
+            senderData={
+                "chatId": f"{msg.contact}@c.us",
+                "chatName": "Simulated Contact",
+                "sender": f"{self.me}@c.us",
+                "senderName": "acklog",
+            },
+            messageData={
+                "typeMessage": "extendedTextMessage",
+                "extendedTextMessageData": {
+                    "text": msg.text,
+                    "description": "",
+                    "title": "",
+                    "previewType": "None",
+                    "jpegThumbnail": "",
+                    "forwardingScore": 0,
+                    "isForwarded": False,
+                },
+            },
+        )
+        return Request(body=body, raw="outgoingAPIMessageReceived")
+
+    def _status(self, msg: Msg, status: str) -> Request:
+        body = self._webhook(
+            "outgoingMessageStatus",
+            chatId=f"{msg.contact}@c.us",
+            idMessage=msg.key,
+            status=status,
+            sendByApi=True,
+        )
+        return Request(body=body, raw=f"outgoingMessageStatus {status}")
+
+    def ack(self, msg: Msg, status: Ack) -> Request:
+        return self._status(msg, status)
+
+    def failure(self, msg: Msg) -> Failure:
+        return Failure(request=self._status(msg, _SIM_FAILED), code=_SIM_FAILED)
+
+    def instance(self, up: bool) -> Request:
+        state = "online" if up else "offline"
+        body = self._webhook("statusInstanceChanged", statusInstance=state)
+        return Request(body=body, raw=f"statusInstanceChanged {state}")
+
+
+# -- the provider ------------------------------------------------------------------------------
+
+PROVIDER = Provider(name="greenapi", decode=decode, failures=FAILURES, simulator=Simulator)

@@ -34,7 +34,10 @@ Traps and assumptions:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -42,6 +45,7 @@ from projections.facts import (
     DecodeError,
     Direction,
     Fact,
+    FailureClass,
     Ignored,
     MessageDeleted,
     MessageObserved,
@@ -55,6 +59,17 @@ from projections.providers._common import (
     bounded_id,
     parse_json,
     parse_part,
+)
+from projections.providers.base import FailureTable, Provider, Signature
+from projections.providers.simulation import (
+    Ack,
+    Builder,
+    Failure,
+    Msg,
+    Request,
+    Step,
+    encode,
+    now,
 )
 
 #: ``statuses[].status`` → canonical outgoing status (``deleted`` is a deletion, see below).
@@ -389,3 +404,216 @@ def _error(error: _Error, where: str) -> tuple[str | None, str | None]:
         if part and part not in parts:
             parts.append(part)
     return code, ": ".join(parts) or None
+
+
+# -- signature ---------------------------------------------------------------------------------
+
+
+def signature(secret: str, body: bytes) -> str:
+    """``sha256=`` and the hex HMAC-SHA256 of the raw body under the app secret."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+SIGNATURE = Signature(
+    header="X-Hub-Signature-256",
+    sign=lambda secret, request: signature(secret, request.body),
+    hex=True,
+)
+
+
+# -- failure codes (projections.failures.classify) ---------------------------------------------
+
+#: Meta WhatsApp Cloud API codes (and the On-Premises API's older codes)
+FAILURE_CODES: dict[str, FailureClass] = {
+    # Authorization and permission (Graph API)
+    "0": "configuration",  # AuthException
+    "3": "configuration",  # API method: capability or permission
+    "10": "configuration",  # permission denied
+    "190": "configuration",  # access token expired
+    "4": "rate_limited",  # API too many calls
+    "80007": "rate_limited",  # rate limit issues (WABA)
+    "130429": "rate_limited",  # rate limit hit (Cloud API throughput)
+    "131048": "rate_limited",  # spam rate limit hit
+    "131056": "rate_limited",  # (business, consumer) pair rate limit hit
+    "133016": "rate_limited",  # account register/deregister rate limit exceeded
+    "368": "account_restricted",  # temporarily blocked for policies violations
+    "130497": "account_restricted",  # business account restricted from messaging this country
+    "131031": "account_restricted",  # account has been locked
+    "131037": "configuration",  # number needs display name approval
+    "130472": "experiment",  # user's number is part of an experiment
+    "131000": "provider_error",  # something went wrong
+    "131016": "provider_error",  # service unavailable
+    "131057": "provider_error",  # account in maintenance mode
+    "133004": "provider_error",  # server temporarily unavailable
+    "131005": "configuration",  # access denied
+    "131045": "configuration",  # incorrect certificate (number not registered)
+    "133000": "configuration",  # incomplete deregistration
+    "133005": "configuration",  # two-step verification PIN mismatch
+    "133006": "configuration",  # phone number re-verification needed
+    "133008": "rate_limited",  # too many two-step verification PIN guesses
+    "133009": "rate_limited",  # two-step verification PIN guessed too fast
+    "133010": "configuration",  # phone number not registered
+    "100": "invalid_request",  # invalid parameter
+    "131008": "invalid_request",  # required parameter is missing
+    "131009": "invalid_request",  # parameter value is not valid
+    "131021": "invalid_request",  # recipient cannot be sender
+    "131026": "not_on_whatsapp",  # message undeliverable (no WhatsApp, old app, terms)
+    "131042": "payment",  # business eligibility payment issue
+    "131047": "outside_window",  # re-engagement message: more than 24 h since the last reply
+    "131049": "frequency_capped",  # not delivered to maintain healthy ecosystem engagement
+    "131050": "opted_out",  # user stopped marketing messages
+    "131051": "content_rejected",  # unsupported message type
+    "131052": "media_error",  # media download error
+    "131053": "media_error",  # media upload error
+    "132000": "content_rejected",  # template parameter count mismatch
+    "132001": "content_rejected",  # template does not exist
+    "132005": "content_rejected",  # template hydrated text too long
+    "132007": "content_rejected",  # template format character policy violated
+    "132012": "content_rejected",  # template parameter format mismatch
+    "132015": "content_rejected",  # template is paused
+    "132016": "content_rejected",  # template is disabled
+    "132068": "content_rejected",  # flow is blocked
+    "132069": "content_rejected",  # flow is throttled
+    # On-Premises API codes (still relayed by some BSPs; Twilio maps them, see below)
+    "402": "payment",  # business eligibility payment issue
+    "408": "expired",  # message expired (time to live)
+    "410": "expired",  # message expired
+    "429": "rate_limited",  # too many requests
+    "430": "configuration",  # certificate error
+    "432": "configuration",  # certificate ID mismatch
+    "433": "configuration",  # certificate signature invalid
+    "470": "outside_window",  # re-engagement message (more than 24 h)
+    "471": "rate_limited",  # spam rate limit hit
+    "472": "experiment",  # user's number is part of an experiment
+    "500": "provider_error",  # generic internal error
+    "1000": "provider_error",  # generic error
+    "1001": "content_rejected",  # message too long
+    "1005": "configuration",  # access denied
+    "1006": "not_on_whatsapp",  # resource (contact) not found
+    "1008": "invalid_request",  # required parameter is missing
+    "1009": "invalid_request",  # parameter value is not valid
+    "1011": "provider_error",  # service not ready
+    "1013": "not_on_whatsapp",  # user is not valid
+    "1014": "provider_error",  # internal error
+    "1015": "rate_limited",  # too many requests
+    "1021": "invalid_request",  # bad user: message to yourself
+    "1026": "not_on_whatsapp",  # receiver incapable
+    "2000": "content_rejected",  # template parameter count mismatch
+    "2001": "content_rejected",  # template missing
+    "2002": "content_rejected",  # template hydration failed
+    "2003": "content_rejected",  # template missing for language
+}
+
+FAILURES = FailureTable(
+    codes=FAILURE_CODES,
+    statuses={},
+    ranges=(
+        (200, 299, "configuration"),  # API permission errors
+        (132000, 132099, "content_rejected"),  # template and flow errors
+    ),
+    sources=(
+        "https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/",
+        "https://www.twilio.com/docs/whatsapp/api/error-code-mapping (On-Premises codes)",
+    ),
+)
+
+
+# -- acklog simulate ---------------------------------------------------------------------------
+
+#: the failure in shared/samples/meta_cloud/status_failed_130472.json
+_SIM_ERROR: dict[str, Any] = {
+    "code": 130472,
+    "title": "User's number is part of an experiment",
+    "message": "User's number is part of an experiment",
+    "error_data": {
+        "details": "Failed to send message because this user's phone number is part of an"
+        " experiment"
+    },
+    "href": "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/",
+}
+
+
+class Simulator(Builder):
+    """Meta WhatsApp Cloud API bodies (shapes: shared/samples/meta_cloud/*): the
+    ``whatsapp_business_account`` envelope with ``messages[]`` or ``statuses[]``."""
+
+    cannot: ClassVar[dict[Step, str]] = {
+        "outgoing": "the Cloud API posts no webhook for messages sent through it; the first"
+        " status creates the message",
+        "instance": "the Cloud API sends no connection events for a phone number",
+    }
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.waba_id = self.ids.digits(15)
+        self.phone_number_id = self.ids.digits(15)
+        self.conversations: dict[str, str] = {}
+
+    def _envelope(self, value: dict[str, Any]) -> bytes:
+        metadata = {"display_phone_number": self.me, "phone_number_id": self.phone_number_id}
+        change = {
+            "value": {"messaging_product": "whatsapp", "metadata": metadata, **value},
+            "field": "messages",
+        }
+        return encode(
+            {
+                "object": "whatsapp_business_account",
+                "entry": [{"id": self.waba_id, "changes": [change]}],
+            }
+        )
+
+    def incoming(self) -> tuple[Msg, Request]:
+        contact = self.ids.phone()
+        msg = Msg(key=self.ids.wamid(contact), contact=contact, text=self.texts()[0])
+        value = {
+            "contacts": [{"profile": {"name": "Simulated Contact"}, "wa_id": contact}],
+            "messages": [
+                {
+                    "from": contact,
+                    "id": msg.key,
+                    "timestamp": str(int(now())),
+                    "type": "text",
+                    "text": {"body": msg.text},
+                }
+            ],
+        }
+        return msg, Request(body=self._envelope(value), raw="messages[] text")
+
+    def new_outgoing(self) -> Msg:
+        contact = self.ids.phone()
+        return Msg(key=self.ids.wamid(contact), contact=contact, text=self.texts()[1])
+
+    def _status(self, msg: Msg, status: str, **extra: Any) -> bytes:
+        entry: dict[str, Any] = {
+            "id": msg.key,
+            "status": status,
+            "timestamp": str(int(now())),
+            "recipient_id": msg.contact,
+            **extra,
+        }
+        return self._envelope({"statuses": [entry]})
+
+    def ack(self, msg: Msg, status: Ack) -> Request:
+        conversation = self.conversations.setdefault(msg.key, self.ids.hex(30, upper=False))
+        origin = {"id": conversation, "origin": {"type": "service"}}
+        if status == "sent":
+            origin["expiration_timestamp"] = str(int(now()) + 86400)
+        pricing = {"billable": True, "pricing_model": "CBP", "category": "service"}
+        body = self._status(msg, status, conversation=origin, pricing=pricing)
+        return Request(body=body, raw=f"statuses[] {status}")
+
+    def failure(self, msg: Msg) -> Failure:
+        body = self._status(msg, "failed", errors=[_SIM_ERROR])
+        request = Request(body=body, raw=f"statuses[] failed {_SIM_ERROR['code']}")
+        return Failure(request=request, code=str(_SIM_ERROR["code"]))
+
+
+# -- the provider ------------------------------------------------------------------------------
+
+PROVIDER = Provider(
+    name="meta",
+    decode=decode,
+    signature=SIGNATURE,
+    failures=FAILURES,
+    simulator=Simulator,
+)

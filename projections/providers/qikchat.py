@@ -25,10 +25,12 @@ Traps and assumptions:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 import msgspec
 
 from projections.facts import Fact, Ignored, MessageObserved, OutgoingStatus
+from projections.providers import meta
 from projections.providers._common import (
     Id,
     Stamp,
@@ -39,6 +41,8 @@ from projections.providers._common import (
     table_status,
     text_id,
 )
+from projections.providers.base import FailureTable, Provider
+from projections.providers.simulation import Ack, Builder, Msg, Request, Step, encode, iso, now
 
 #: ``payload.status`` → canonical outgoing status.
 STATUS: dict[str, OutgoingStatus] = {
@@ -194,3 +198,62 @@ def _status(payload: _StatusPayload) -> Fact:
         unknown="unknown Qikchat status",
         event="whatsapp:message:status",
     )
+
+
+# -- failure codes (projections.failures.classify) ---------------------------------------------
+
+#: Qikchat is a Meta business solution provider: any code it relays is a Cloud API code
+FAILURES = FailureTable(
+    meta.FAILURE_CODES, {}, meta.FAILURES.ranges, ("Meta's table (assumption)",)
+)
+
+
+# -- acklog simulate ---------------------------------------------------------------------------
+
+
+class Simulator(Builder):
+    """Qikchat bodies (shapes: shared/samples/qikchat/*): ``whatsapp:message:in`` and
+    ``whatsapp:message:status`` (the valid-JSON form of the published example)."""
+
+    cannot: ClassVar[dict[Step, str]] = {
+        "outgoing": "Qikchat posts no webhook for the messages you send; the first status"
+        " creates the message",
+        "failure": "Qikchat documents only sent, delivered and read statuses",
+        "instance": "Qikchat sends no instance (connection) events",
+    }
+
+    def incoming(self) -> tuple[Msg, Request]:
+        msg = Msg(key=self.ids.alnum(25), contact=self.ids.phone(), text=self.texts()[0])
+        payload = {
+            "id": msg.key,
+            "name": "whatsapp",
+            "contacts": [{"profile": {"name": "Simulated Contact"}, "to": f"+{self.me}"}],
+            "message": {
+                "from": msg.contact,
+                "timestamp": iso(now()),
+                "text": {"body": msg.text},
+                "type": "text",
+            },
+        }
+        body = encode({"event": "whatsapp:message:in", "payload": payload})
+        return msg, Request(body=body, raw="whatsapp:message:in")
+
+    def new_outgoing(self) -> Msg:
+        return Msg(key=self.ids.alnum(25), contact=self.ids.phone(), text=self.texts()[1])
+
+    def ack(self, msg: Msg, status: Ack) -> Request:
+        payload = {
+            "id": msg.key,
+            "name": "whatsapp",
+            "from": self.me,
+            "to": f"+{msg.contact}",
+            "status": status,
+            "timestamp": iso(now()),
+        }
+        body = encode({"event": "whatsapp:message:status", "payload": payload})
+        return Request(body=body, raw=f"whatsapp:message:status {status}")
+
+
+# -- the provider ------------------------------------------------------------------------------
+
+PROVIDER = Provider(name="qikchat", decode=decode, failures=FAILURES, simulator=Simulator)

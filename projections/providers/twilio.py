@@ -25,7 +25,12 @@ Traps and assumptions:
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import urllib.parse
 from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -38,6 +43,8 @@ from projections.facts import (
     StatusReported,
 )
 from projections.providers._common import parse_form, text_id
+from projections.providers.base import FailureTable, Provider, Signature
+from projections.providers.simulation import FORM, Ack, Builder, Failure, Msg, Request, Step
 
 #: ``MessageStatus`` → canonical outgoing status.
 STATUS: dict[str, OutgoingStatus] = {
@@ -158,3 +165,169 @@ def _kind(form: _Form) -> str:
         family = (form.media_content_type0 or "").split("/", 1)[0].lower()
         return MEDIA_KIND.get(family, "document")
     return "text"
+
+
+# -- signature ---------------------------------------------------------------------------------
+
+
+def signature(secret: str, url: str, body: bytes) -> str:
+    """Base64 HMAC-SHA1 over the full URL plus each form key and value, keys sorted."""
+    params = urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    data = url + "".join(k + v for k, v in sorted(params))
+    mac = hmac.new(secret.encode(), data.encode(), hashlib.sha1).digest()
+    return base64.b64encode(mac).decode()
+
+
+SIGNATURE = Signature(
+    header="X-Twilio-Signature",
+    sign=lambda secret, request: signature(secret, request.url, request.body),
+    covers_url=True,
+)
+
+
+# -- failure codes (projections.failures.classify) ---------------------------------------------
+
+#: Twilio (WhatsApp and Messaging) error codes
+FAILURES = FailureTable(
+    codes={
+        "30001": "rate_limited",  # queue overflow
+        "30002": "account_restricted",  # account suspended
+        "30003": "not_on_whatsapp",  # unreachable destination handset
+        "30004": "opted_out",  # message blocked (the recipient blocked you)
+        "30005": "not_on_whatsapp",  # unknown destination handset
+        "30006": "not_on_whatsapp",  # landline or unreachable carrier
+        "30007": "content_rejected",  # message filtered (carrier violation)
+        "30008": "unknown",  # unknown error
+        "30009": "provider_error",  # missing segment
+        "30010": "payment",  # message price exceeds max price
+        "21211": "invalid_request",  # invalid 'To' phone number
+        "21408": "configuration",  # permission to send to this region not enabled
+        "21610": "opted_out",  # attempt to send to an unsubscribed recipient (STOP)
+        "21614": "not_on_whatsapp",  # 'To' is not a valid mobile number
+        "63001": "configuration",  # channel could not authenticate the request
+        "63003": "not_on_whatsapp",  # channel could not find the To address
+        "63005": "content_rejected",  # channel did not accept the content
+        "63007": "configuration",  # no channel with the From address
+        "63010": "provider_error",  # channel internal error
+        "63012": "provider_error",  # channel provider returned an internal error
+        "63013": "content_rejected",  # channel policy violation
+        "63016": "outside_window",  # free-form message outside the allowed window
+        "63018": "rate_limited",  # rate limit exceeded for the channel
+        "63019": "media_error",  # media failed to download
+        "63020": "payment",  # Business Manager account / eligibility payment (WhatsApp 402)
+        "63021": "content_rejected",  # channel invalid content
+        "63022": "configuration",  # invalid vname certificate
+        "63024": "not_on_whatsapp",  # invalid message recipient
+        "63025": "invalid_request",  # resource already exists
+        "63027": "content_rejected",  # template does not exist for the language
+        "63028": "content_rejected",  # number of template parameters mismatch
+        "63029": "content_rejected",  # receiver failed to meet the template's requirements
+        "63030": "invalid_request",  # unsupported parameter for the type of channel message
+        "63031": "invalid_request",  # From and To are the same
+        "63032": "experiment",  # user's number is part of an experiment (WhatsApp 472)
+        "63038": "rate_limited",  # daily messaging limit reached
+        "63049": "frequency_capped",  # Meta chose not to deliver the marketing message
+        "63051": "account_restricted",  # WhatsApp Business Account locked
+    },
+    statuses={},
+    ranges=(),
+    sources=(
+        "https://www.twilio.com/docs/api/errors (each code's page, e.g. /docs/api/errors/63016)",
+        "https://www.twilio.com/docs/whatsapp/api/error-code-mapping",
+    ),
+)
+
+
+# -- acklog simulate ---------------------------------------------------------------------------
+
+#: the failure in shared/samples/twilio/status_failed_63018_rate_limit.json
+_SIM_ERROR_CODE = "63018"
+
+#: WhatsApp status callbacks name the event too (``EventType=DELIVERED`` in the samples)
+_SIM_EVENT: dict[str, str] = {"delivered": "DELIVERED", "read": "READ"}
+
+
+class Simulator(Builder):
+    """Twilio bodies (shapes: shared/samples/twilio/*): form-encoded status callbacks and the
+    incoming-message webhook of a WhatsApp sender."""
+
+    cannot: ClassVar[dict[Step, str]] = {
+        "instance": "Twilio sends no connection events for a WhatsApp sender",
+    }
+    notes = ("the outgoing message shows up as its first status callback (queued)",)
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.account = self.ids.twilio_sid("AC")
+        self.channel_install = self.ids.twilio_sid("XE")
+
+    def _form(self, fields: dict[str, str]) -> Request:
+        status = fields.get("MessageStatus")
+        raw = f"MessageStatus={status}" if status else f"SmsStatus={fields.get('SmsStatus')}"
+        return Request(body=urllib.parse.urlencode(fields).encode(), raw=raw, content_type=FORM)
+
+    def incoming(self) -> tuple[Msg, Request]:
+        msg = Msg(key=self.ids.twilio_sid(), contact=self.ids.phone(), text=self.texts()[0])
+        request = self._form(
+            {
+                "SmsMessageSid": msg.key,
+                "NumMedia": "0",
+                "ProfileName": "Simulated Contact",
+                "MessageType": "text",
+                "SmsSid": msg.key,
+                "WaId": msg.contact,
+                "SmsStatus": "received",
+                "Body": msg.text,
+                "To": f"whatsapp:+{self.me}",
+                "NumSegments": "1",
+                "ReferralNumMedia": "0",
+                "MessageSid": msg.key,
+                "AccountSid": self.account,
+                "From": f"whatsapp:+{msg.contact}",
+                "ApiVersion": "2010-04-01",
+            }
+        )
+        return msg, request
+
+    def new_outgoing(self) -> Msg:
+        return Msg(key=self.ids.twilio_sid(), contact=self.ids.phone(), text=self.texts()[1])
+
+    def _status(self, msg: Msg, status: str, **extra: str) -> Request:
+        fields = {"EventType": _SIM_EVENT[status]} if status in _SIM_EVENT else {}
+        fields |= {
+            "SmsSid": msg.key,
+            "SmsStatus": status,
+            "MessageStatus": status,
+            "ChannelToAddress": f"+{msg.contact}",
+            "To": f"whatsapp:+{msg.contact}",
+            "ChannelPrefix": "whatsapp",
+            "MessageSid": msg.key,
+            "AccountSid": self.account,
+            "From": f"whatsapp:+{self.me}",
+            "ApiVersion": "2010-04-01",
+            "ChannelInstallSid": self.channel_install,
+            **extra,
+        }
+        return self._form(fields)
+
+    def outgoing(self, msg: Msg) -> Request:
+        return self._status(msg, "queued")
+
+    def ack(self, msg: Msg, status: Ack) -> Request:
+        return self._status(msg, status)
+
+    def failure(self, msg: Msg) -> Failure:
+        return Failure(
+            request=self._status(msg, "failed", ErrorCode=_SIM_ERROR_CODE), code=_SIM_ERROR_CODE
+        )
+
+
+# -- the provider ------------------------------------------------------------------------------
+
+PROVIDER = Provider(
+    name="twilio",
+    decode=decode,
+    signature=SIGNATURE,
+    failures=FAILURES,
+    simulator=Simulator,
+)

@@ -41,6 +41,7 @@ Traps and assumptions:
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,6 +73,8 @@ from projections.providers._common import (
     parse_part,
     text_id,
 )
+from projections.providers.base import FailureTable, Provider, Signature, Signed
+from projections.providers.simulation import Ack, Builder, Failure, Msg, Request, encode, now
 
 #: ``ack`` (as text) and ``ackName`` → canonical outgoing status.
 STATUS: dict[str, OutgoingStatus] = {
@@ -467,3 +470,155 @@ def _direction(from_me: bool | None, key: str, *, default: Direction) -> Directi
     if key.startswith("false_"):
         return "incoming"
     return default
+
+
+# -- signature ---------------------------------------------------------------------------------
+
+#: the algorithms ``X-Webhook-Hmac-Algorithm`` may name (another never verifies)
+ALGORITHMS = ("sha512", "sha256")
+
+
+def signature(secret: str, body: bytes, algorithm: str = "sha512") -> str:
+    """The hex HMAC of the raw body, SHA-512 unless ``X-Webhook-Hmac-Algorithm`` says."""
+    return hmac.new(secret.encode(), body, algorithm).hexdigest()
+
+
+def _sign(secret: str, request: Signed) -> str | None:
+    algorithm = request.headers.get("X-Webhook-Hmac-Algorithm", "sha512").strip().lower()
+    if algorithm not in ALGORITHMS:
+        return None  # an algorithm we do not accept never verifies
+    return signature(secret, request.body, algorithm)
+
+
+SIGNATURE = Signature(
+    header="X-Webhook-Hmac",
+    sign=_sign,
+    hex=True,
+    companions={"X-Webhook-Hmac-Algorithm": "sha512"},
+)
+
+
+# -- failure codes (projections.failures.classify) ---------------------------------------------
+
+#: an ERROR ack names no reason: WAHA failures are classified by their text alone
+FAILURES = FailureTable(
+    {},
+    {},
+    (),
+    (
+        "devlikeapro/waha docs/site/content/en/docs/how-to/webhooks/index.md: ack -1 ERROR"
+        " carries no reason",
+    ),
+)
+
+
+# -- acklog simulate ---------------------------------------------------------------------------
+
+#: our canonical ack → WAHA ``ack`` and ``ackName``
+_SIM_ACK: dict[Ack, tuple[int, str]] = {
+    "sent": (1, "SERVER"),
+    "delivered": (2, "DEVICE"),
+    "read": (3, "READ"),
+}
+
+_SIM_ENVIRONMENT = {"version": "2024.11.11", "engine": "WEBJS", "tier": "CORE", "browser": None}
+
+
+class Simulator(Builder):
+    """WAHA bodies (shapes: shared/samples/waha/*): the newer envelope with its ``evt_…`` event
+    id, ``message``/``message.any``, ``message.ack`` and ``session.status`` (engine WEBJS)."""
+
+    notes = ("an ack of -1 (ERROR) carries no error detail",)
+
+    def _event(self, event: str, payload: dict[str, Any]) -> bytes:
+        return encode(
+            {
+                "id": "evt_" + self.ids.ulid(),  # WAHA's event id: the dedup key
+                "timestamp": int(now() * 1000),
+                "event": event,
+                "session": "default",
+                "me": {"id": f"{self.me}@c.us", "pushName": "acklog"},
+                "payload": payload,
+                "engine": "WEBJS",
+                "environment": _SIM_ENVIRONMENT,
+            }
+        )
+
+    def _message(self, msg: Msg, from_me: bool, ack: int, ack_name: str) -> dict[str, Any]:
+        me, them, at = f"{self.me}@c.us", f"{msg.contact}@c.us", int(now())
+        sender, to = (me, them) if from_me else (them, me)
+        bare = msg.key.rsplit("_", 1)[-1]
+        data = {
+            "id": {"fromMe": from_me, "remote": them, "id": bare, "_serialized": msg.key},
+            "body": msg.text,
+            "type": "chat",
+            "t": at,
+            "notifyName": "Simulated Contact",
+            "from": sender,
+            "to": to,
+            "ack": ack,
+            "isNewMsg": True,
+        }
+        return {
+            "id": msg.key,
+            "timestamp": at,
+            "from": sender,
+            "fromMe": from_me,
+            "to": to,
+            "body": msg.text,
+            "hasMedia": False,
+            "ack": ack,
+            "ackName": ack_name,
+            "vCards": [],
+            "_data": data,
+        }
+
+    def incoming(self) -> tuple[Msg, Request]:
+        contact = self.ids.phone()
+        key = self.ids.serialized(False, f"{contact}@c.us", self.ids.phone_id())
+        msg = Msg(key=key, contact=contact, text=self.texts()[0])
+        body = self._event("message", self._message(msg, False, 1, "SERVER"))
+        return msg, Request(body=body, raw="message")
+
+    def new_outgoing(self) -> Msg:
+        contact = self.ids.phone()
+        key = self.ids.serialized(True, f"{contact}@c.us", self.ids.web_id())
+        return Msg(key=key, contact=contact, text=self.texts()[1])
+
+    def outgoing(self, msg: Msg) -> Request:
+        body = self._event("message.any", self._message(msg, True, 0, "PENDING"))
+        return Request(body=body, raw="message.any ack=0 PENDING")
+
+    def _ack(self, msg: Msg, ack: int, name: str) -> Request:
+        payload = {
+            "id": msg.key,
+            "from": f"{msg.contact}@c.us",
+            "participant": None,
+            "fromMe": True,
+            "ack": ack,
+            "ackName": name,
+        }
+        return Request(body=self._event("message.ack", payload), raw=f"message.ack {ack} {name}")
+
+    def ack(self, msg: Msg, status: Ack) -> Request:
+        return self._ack(msg, *_SIM_ACK[status])
+
+    def failure(self, msg: Msg) -> Failure:
+        return Failure(request=self._ack(msg, -1, "ERROR"))
+
+    def instance(self, up: bool) -> Request:
+        status = "WORKING" if up else "FAILED"
+        body = self._event("session.status", {"status": status})
+        return Request(body=body, raw=f"session.status {status}")
+
+
+# -- the provider ------------------------------------------------------------------------------
+
+PROVIDER = Provider(
+    name="waha",
+    decode=decode,
+    event_id=event_id,
+    signature=SIGNATURE,
+    failures=FAILURES,
+    simulator=Simulator,
+)

@@ -31,6 +31,7 @@ Traps and assumptions:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -53,6 +54,18 @@ from projections.providers._common import (
     optional_text,
     parse_json,
     text_id,
+)
+from projections.providers.base import Provider
+from projections.providers.simulation import (
+    Ack,
+    Builder,
+    Failure,
+    Msg,
+    Request,
+    Step,
+    encode,
+    naive,
+    now,
 )
 
 #: ``msg_data.state`` → canonical outgoing status (``deleted``/``received`` handled apart).
@@ -185,3 +198,64 @@ def _state(data: _State) -> list[Fact]:
 
 def _unmapped(raw: str, event: str) -> Ignored:
     return Ignored(reason=f"unmapped WAMM state {raw[:40]!r}", event=event)
+
+
+# -- acklog simulate ---------------------------------------------------------------------------
+
+#: our canonical ack → WAMM's ``state`` wording
+_SIM_STATE: dict[Ack, str] = {"sent": "sent", "delivered": "delivered", "read": "viewed"}
+
+
+class Simulator(Builder):
+    """WAMM.chat bodies (shapes: shared/samples/wamm/*): ``tip=msg`` and ``tip=msg_state``."""
+
+    cannot: ClassVar[dict[Step, str]] = {
+        "instance": "WAMM.chat sends no instance (connection) events",
+    }
+
+    def _msg(self, msg_id: int, from_me: bool, contact: str, text: str, state: str) -> Request:
+        data: dict[str, Any] = {
+            "msg_id": msg_id,  # an int here, a string in msg_state (as in the doc)
+            "qoute_msg_id": None,
+            "from_api": int(from_me),
+            "from_me": int(from_me),
+            "phone_acc": self.me,
+            "phone": contact,
+            "chat_name": "Simulated Contact",
+            "tip_msg": "textMessage",
+            "msg_text": text,
+            "msg_link": None,
+            "date_ins": naive(now()),
+            "state": state,
+            "senderId": None,
+            "senderName": None,
+        }
+        return Request(body=encode({"tip": "msg", "msg_data": data}), raw=f"tip=msg {state}")
+
+    def incoming(self) -> tuple[Msg, Request]:
+        msg_id, text = self.ids.serial(), self.texts()[0]
+        msg = Msg(key=str(msg_id), contact=self.ids.phone(), text=text)
+        return msg, self._msg(msg_id, False, msg.contact, text, "received")
+
+    def new_outgoing(self) -> Msg:
+        return Msg(key=str(self.ids.serial()), contact=self.ids.phone(), text=self.texts()[1])
+
+    def outgoing(self, msg: Msg) -> Request:
+        return self._msg(int(msg.key), True, msg.contact, msg.text, "sending")
+
+    def _state(self, msg: Msg, state: str) -> Request:
+        data = {"msg_id": msg.key, "date_upd": naive(now()), "state": state}
+        return Request(
+            body=encode({"tip": "msg_state", "msg_data": data}), raw=f"msg_state {state}"
+        )
+
+    def ack(self, msg: Msg, status: Ack) -> Request:
+        return self._state(msg, _SIM_STATE[status])
+
+    def failure(self, msg: Msg) -> Failure:
+        return Failure(request=self._state(msg, "not sent"))
+
+
+# -- the provider ------------------------------------------------------------------------------
+
+PROVIDER = Provider(name="wamm", decode=decode, simulator=Simulator)

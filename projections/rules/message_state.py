@@ -13,8 +13,7 @@ from typing import Literal, get_args
 
 import msgspec
 
-from projections.facts import RANK, Origin, origin_of
-from projections.failures import FailureClass
+from projections.facts import RANK, FailureClass, Origin, origin_of
 
 INCOMING_STATES = {"received": 0, "deleted": 50}
 

@@ -1,7 +1,8 @@
 """``/hooks/{channel}``: authenticate, append the raw bytes, answer only after COMMIT.
 
-The hot path decodes nothing but what the answer needs (WhatsGate's event id, WAHA's for
-deduplication); decoding is the projector's job. It is kept lean on purpose (issue 11): no
+The hot path decodes nothing but the provider's event id (for deduplication, and for the
+answer of a provider that wants it echoed); decoding is the projector's job. What a provider
+needs (its signature, its answer) comes from its ``PROVIDER``: nothing here names one. It is kept lean on purpose (issue 11): no
 timer per request unless the body is still arriving (the appender bounds the commit wait
 once per batch), metric children looked up once, headers filtered by a cached rule per name,
 answers encoded by hand.
@@ -21,7 +22,6 @@ import time
 import zlib
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from eventstore.append import Appender
@@ -29,12 +29,13 @@ from eventstore.channels import NAME_RE, Channel
 from eventstore.errors import EventRejected, StoreUnavailable, store_boundary
 from eventstore.events import NewEvent, dedup_key
 from projections import providers
+from projections.providers.base import Receipt
 from service.core import logs
 from service.core.config import SETTINGS
 from service.http.clientaddr import client_address
 from service.http.limiter import LIMITER
 from service.http.responses import error
-from service.ingest.auth import authenticate, token_matches
+from service.ingest.auth import authenticate, covers_url, token_matches
 from service.ingest.channels import CHANNELS
 from service.ingest.headers import kept_headers
 from service.ingest.readiness import APPENDS
@@ -197,8 +198,7 @@ async def receive(request: web.Request) -> web.Response:
             authorization=headers.get("Authorization"),
             headers=headers,
             body=body,
-            # only Twilio signs the URL; building it costs ~4 µs per webhook otherwise
-            url=signed_url(request) if "X-Twilio-Signature" in headers else "",
+            url=signed_url(request) if covers_url(channel, headers) else "",
         )
 
     reason = check(channel)
@@ -214,7 +214,7 @@ async def receive(request: web.Request) -> web.Response:
         if reason is not None:
             return _refuse(request, channel, name, reason)
     if not body:
-        # no provider of the eleven posts an empty body: nothing to keep, and a clear answer
+        # no provider posts an empty body: nothing to keep, and a clear answer
         _count(provider, channel.name, "bad_request")
         return error(400, "empty_body", "the webhook has no body; nothing was stored")
 
@@ -248,8 +248,10 @@ async def receive(request: web.Request) -> web.Response:
     if latency is None:
         latency = _latency[provider] = metrics.ingest_latency.labels(provider)
     latency.observe(time.perf_counter() - started)
-    if provider == "whatsgate":
-        return _answer(_whatsgate(event_id))
+    answer = providers.get(provider).answer
+    if answer is not None:
+        reply = answer(Receipt(event_id, appended.position, first))
+        return web.Response(body=reply.body, status=reply.status, content_type=reply.content_type)
     if first is not None:
         return _answer(
             b'{"status":"duplicate","position":%d,"duplicate_of":%d}' % (appended.position, first)
@@ -261,16 +263,9 @@ def _answer(body: bytes) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
-def _whatsgate(event_id: str | None) -> bytes:
-    """WhatsGate retries until it sees its own event id echoed back (a number stays one)."""
-    echoed: int | str | None = event_id
-    if event_id is not None and event_id.isdigit():
-        echoed = int(event_id)
-    return msgspec.json.encode({"result": "OK", "id": echoed})
-
-
 async def verify(request: web.Request) -> web.Response:
-    """Meta's subscription handshake: echo ``hub.challenge`` when the verify token is ours."""
+    """The subscription handshake (``hub.mode=subscribe``): echo ``hub.challenge`` when the
+    verify token is one of the channel's."""
     name = request.match_info["channel"]
     try:
         channel = await _lookup(request, name) if NAME_RE.match(name) else None
@@ -285,8 +280,8 @@ async def verify(request: web.Request) -> web.Response:
         return error(
             400,
             "bad_request",
-            "GET is only for Meta's verification: hub.mode=subscribe, hub.verify_token and"
-            " hub.challenge are required; webhooks are POSTed",
+            "GET is only for the verification handshake: hub.mode=subscribe, hub.verify_token"
+            " and hub.challenge are required; webhooks are POSTed",
         )
     if not token_matches(channel, token):
         return _refuse(request, channel, name, "hub.verify_token is not a token of this channel")

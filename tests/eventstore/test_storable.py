@@ -32,8 +32,8 @@ from eventstore.events import NewEvent, dedup_key, header_bytes
 from eventstore.pool import connect
 from eventstore.read import read
 from projections import providers
+from projections.providers.meta import signature as meta_signature
 from service.core.database import wait_and_migrate
-from service.ingest.auth import meta_signature
 from service.ingest.headers import is_credential
 from service.runtime.app import make_app
 from tests.support.apps import add_channel, settings

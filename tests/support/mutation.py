@@ -268,7 +268,8 @@ def table_mutants() -> dict[str, Any]:
         ("facts.RANK", facts.RANK, rank_checks)
     ]
     for name in providers.PROVIDERS:
-        module = importlib.import_module(f"projections.providers.{name}")
+        # the decoder's own module (a provider package keeps it in decode.py)
+        module = importlib.import_module(providers.get(name).decode.__module__)
         for attr in ("STATUS", "SESSION", "STATE", "INSTANCE", "SOCKET", "DISCONNECT"):
             table = getattr(module, attr, None)
             if isinstance(table, dict):

@@ -17,7 +17,8 @@ ROOT = REPO
 SAMPLES = Path(os.environ.get("ACKLOG_SAMPLES", ROOT.parent / "shared" / "samples"))
 FIXTURES = ROOT / "tests" / "fixtures"
 
-#: provider name in acklog → folder name under shared/samples
+#: provider name in acklog → folder name under shared/samples, where the two differ (a provider
+#: absent here has its samples in a folder of its own name, or none: only in-repo fixtures)
 FOLDERS: dict[str, str] = {
     "wamm": "wamm",
     "whatsgate": "whatsgate",
@@ -36,6 +37,11 @@ FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 
 
+def folder(provider: str) -> str:
+    """The provider's folder under shared/samples."""
+    return FOLDERS.get(provider, provider)
+
+
 def sample(provider: str, name: str) -> tuple[bytes, str]:
     """(body bytes exactly as the provider would POST them, content type).
 
@@ -44,7 +50,7 @@ def sample(provider: str, name: str) -> tuple[bytes, str]:
     """
     path = FIXTURES / provider / name
     if not path.is_file():
-        path = SAMPLES / FOLDERS[provider] / name
+        path = SAMPLES / folder(provider) / name
     data = path.read_bytes()
     if provider == "twilio":
         wrapper = json.loads(data)
@@ -60,7 +66,7 @@ def _bodies(folder: Path) -> list[str]:
 
 def sample_names(provider: str) -> list[str]:
     """Every shared sample file of a provider (webhook bodies only)."""
-    return _bodies(SAMPLES / FOLDERS[provider])
+    return _bodies(SAMPLES / folder(provider))
 
 
 def fixture_names(provider: str) -> list[str]:

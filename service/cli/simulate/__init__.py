@@ -1,7 +1,8 @@
 """``acklog simulate``: realistic webhook sequences, in each provider's own format.
 
-``scenarios`` plans what to send and the state each message must end in, ``payloads`` builds
-the bodies per provider, ``send`` posts (and signs) them, ``command`` is the CLI around it.
+``scenarios`` plans what to send and the state each message must end in, each provider's
+module builds its bodies (``PROVIDER.simulator``, in ``projections.providers``), ``send``
+posts them (signed as the provider signs), ``command`` is the CLI around it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import aiohttp
 
 from eventstore import channels as registry
 from eventstore.pool import connect
+from projections import providers
 from service.cli.simulate.scenarios import ALL, SCENARIOS
 from service.cli.simulate.send import Sent, SimulationResult, simulate
 from service.core.config import from_env
@@ -53,7 +54,9 @@ async def main(args: argparse.Namespace) -> int:
             print(f"error: no channel {args.channel!r}; add one first:", file=sys.stderr)
             print(f"  acklog channels add {args.channel} --provider <provider>", file=sys.stderr)
             return 2
-        signed = " (signed)" if channel.secrets and channel.provider in _SIGNERS else ""
+        found = providers.find(channel.provider)
+        signs = found is not None and found.signature is not None
+        signed = " (signed)" if channel.secrets and signs else ""
         print(f"simulating {channel.provider} webhooks to {base}/hooks/{channel.name}{signed}")
         token_id, token = await registry.issue_token(conn, channel.name)
         try:
@@ -97,9 +100,6 @@ def _stuck_hint(channel: registry.Channel) -> None:
             f" messages already waiting keep theirs), then simulate again:"
             f"\n  acklog channels update {channel.name} --sent-deadline 20 --delivered-deadline 40"
         )
-
-
-_SIGNERS = ("meta", "waha", "twilio")
 
 
 def _summary(result: SimulationResult) -> None:

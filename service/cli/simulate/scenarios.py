@@ -1,6 +1,6 @@
 """Scenarios: which webhooks to send, in which order, and what acklog should make of them.
 
-Planning is pure (no I/O): a provider builder supplies the bodies, this module decides the
+Planning is pure (no I/O): the provider's builder (``PROVIDER.simulator``) supplies the bodies, this module decides the
 sequence and the final state each message must end in. The outgoing scenario sends its acks
 out of order and repeats one byte for byte, because that is what providers do (invariant 5)
 and what the fold must absorb; the expected state is therefore the highest rank reached.
@@ -13,10 +13,9 @@ from typing import Literal
 
 import msgspec
 
+from projections import providers
 from projections.facts import Direction
-from service.cli.simulate.ids import Ids
-from service.cli.simulate.payloads import BUILDERS
-from service.cli.simulate.payloads.base import Ack, Builder, Msg, Request
+from projections.providers.simulation import Ack, Builder, Ids, Msg, Request
 
 Scenario = Literal["incoming", "outgoing", "failure", "instance", "stuck"]
 #: what ``all`` runs: every scenario that ends with no ack outstanding
@@ -173,11 +172,12 @@ def plan(
     provider: str, scenario: str = ALL, count: int = 1, seed: int | None = None, url: str = ""
 ) -> Plan:
     """The requests of ``count`` rounds of ``scenario`` for ``provider``, with fresh ids."""
-    if provider not in BUILDERS:
-        raise ValueError(f"unknown provider {provider!r}; known: {', '.join(BUILDERS)}")
+    found = providers.find(provider)
+    if found is None:
+        raise ValueError(f"unknown provider {provider!r}; known: {', '.join(providers.PROVIDERS)}")
     chosen = scenarios(scenario)
     ids = Ids(seed)
-    planner = _Planner(BUILDERS[provider](ids, url), ids)
+    planner = _Planner(found.simulator(ids, url), ids)
     steps = {
         "incoming": planner.incoming,
         "outgoing": planner.outgoing,

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import aiohttp
 import msgspec
 
+from projections import providers
 from service.cli.simulate.scenarios import ALL, Expected, Planned, plan
-from service.ingest.auth import meta_signature, twilio_signature, waha_signature
 
 #: a freshly added token may be unknown to the server for as long as it caches the channel
 #: (service.ingest.channels.ChannelCache, 2 s): the first request retries a 401 for this long
@@ -59,16 +59,8 @@ class SimulationResult(msgspec.Struct, frozen=True, kw_only=True):
 
 def signature_headers(provider: str, secret: str, url: str, body: bytes) -> dict[str, str]:
     """The headers the provider itself would add; empty for providers that do not sign."""
-    if provider == "meta":
-        return {"X-Hub-Signature-256": meta_signature(secret, body)}
-    if provider == "waha":
-        return {
-            "X-Webhook-Hmac": waha_signature(secret, body),
-            "X-Webhook-Hmac-Algorithm": "sha512",
-        }
-    if provider == "twilio":
-        return {"X-Twilio-Signature": twilio_signature(secret, url, body)}
-    return {}
+    signature = providers.get(provider).signature
+    return {} if signature is None else signature.headers(secret, url, body)
 
 
 def _answer(status: int, text: str) -> str:
@@ -82,7 +74,7 @@ def _answer(status: int, text: str) -> str:
         return f"duplicate of #{data.get('duplicate_of')}"
     if data.get("status") == "stored":
         return f"stored #{data.get('position')}"
-    if "result" in data:  # WhatsGate's required answer
+    if "result" in data:  # a provider's own answer (PROVIDER.answer): {"result", "id"}
         return f"{data['result']} id={data.get('id')}"
     return str(data.get("detail") or data.get("error") or text)[:120]
 

@@ -1,6 +1,7 @@
 """Signatures from outside the project: known-answer vectors and the providers' own library.
 
-Every expected value here comes from a third party, never from ``service.ingest.auth``:
+Every expected value here comes from a third party, never from the providers' modules
+(``PROVIDER.signature``) nor from ``service.ingest.auth``:
 
 - Meta (``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>``) and WAHA
   (``X-Webhook-Hmac: <hex HMAC-SHA512(key, raw body)>``, ``X-Webhook-Hmac-Algorithm: sha512``)
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
 from eventstore import read as reader
+from projections import providers
 from service.runtime.app import make_app
 from tests.support.apps import add_channel
 from tests.support.apps import settings as app_settings
@@ -46,6 +48,16 @@ META_SDK_EXAMPLE = (
     b"test",
     "0329a06b62cd16b33eb6792be8c60b158d89a2ee3a876fce9a881ebb488c0914",
 )
+
+
+#: the providers whose signatures are pinned below by a third party's vectors
+VECTORS = {"meta", "waha", "twilio"}
+
+
+def test_every_signing_provider_has_third_party_vectors() -> None:
+    """A provider module that brings a signature is picked up here: pin it with vectors."""
+    signing = {p for p in providers.PROVIDERS if providers.get(p).signature is not None}
+    assert signing == VECTORS
 
 
 def flip(hexdigest: str) -> str:

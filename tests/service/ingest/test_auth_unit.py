@@ -207,7 +207,7 @@ def test_twilio_body_that_is_not_utf8_is_refused_not_raised() -> None:
 
 
 def test_waha_helper_defaults_to_sha512() -> None:
-    from service.ingest.auth import waha_signature
+    from projections.providers.waha import signature as waha_signature
 
     assert waha_signature(RFC4231_KEY, RFC4231_DATA) == RFC4231_SHA512
 

@@ -24,16 +24,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from eventstore.channels import Channel, token_hash
 from eventstore.pool import connect
+from projections.providers.meta import signature as meta_signature
+from projections.providers.twilio import signature as twilio_signature
+from projections.providers.waha import signature as waha_signature
 from service.core.config import from_env
 from service.http.clientaddr import forwarded_client, trusted_proxies
 from service.http.server import client_key
-from service.ingest.auth import (
-    authenticate,
-    meta_signature,
-    signature_verdict,
-    twilio_signature,
-    waha_signature,
-)
+from service.ingest.auth import authenticate, signature_verdict
 from service.ingest.readiness import RECHECK_AFTER, AppendHealth
 from tests.support.apps import add_channel
 from tests.support.procs import ROOT, free_port, serve

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from eventstore.pool import connect
 from eventstore.read import head
 from projections.providers import PROVIDERS
+from projections.providers.meta import signature as meta_signature
 from projections.runner import Projector
 from service.http import server
-from service.ingest.auth import meta_signature
 from service.runtime.app import make_app
 from tests.support.apps import add_channel
 from tests.support.apps import settings as app_settings

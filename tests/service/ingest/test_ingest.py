@@ -14,7 +14,9 @@ from aiohttp.test_utils import TestClient
 from eventstore import channels as registry
 from eventstore import read as reader
 from eventstore.pool import connect
-from service.ingest.auth import meta_signature, twilio_signature, waha_signature
+from projections.providers.meta import signature as meta_signature
+from projections.providers.twilio import signature as twilio_signature
+from projections.providers.waha import signature as waha_signature
 from service.ingest.channels import CHANNELS
 from service.runtime.app import make_app
 from tests.support.apps import add_channel, settings

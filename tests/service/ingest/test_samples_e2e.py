@@ -26,10 +26,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from eventstore.pool import connect
+from projections.providers import PROVIDERS
 from projections.runner import LIVE_CHECKPOINT, Projector
 from service.runtime.app import make_app
 from tests.support import apps
-from tests.support.samples import FOLDERS, FORM, JSON, all_names, sample
+from tests.support.samples import FORM, JSON, all_names, sample
 
 Client = Callable[..., Awaitable[TestClient]]
 
@@ -351,7 +352,7 @@ DISPUTED: dict[tuple[str, str], str] = {}
 
 def _cases() -> list[Any]:
     cases = []
-    for provider in FOLDERS:
+    for provider in PROVIDERS:
         for index, name in enumerate(all_names(provider)):
             marks = []
             if (provider, name) in DISPUTED:
@@ -420,7 +421,7 @@ def failure_ids(row: asyncpg.Record) -> list[tuple[str, str | None]]:
 
 
 def test_the_table_covers_every_webhook_sample() -> None:
-    on_disk = {(p, n) for p in FOLDERS for n in all_names(p)}
+    on_disk = {(p, n) for p in PROVIDERS for n in all_names(p)}
     assert on_disk == set(EXPECTED)
     assert set(DISPUTED) <= set(EXPECTED)
 

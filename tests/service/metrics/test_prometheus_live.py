@@ -30,8 +30,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.cli.simulate.ids import Ids
-from service.cli.simulate.payloads import BUILDERS
+from projections.providers import get as provider
+from projections.providers.simulation import Ids
 from tests.service.metrics.test_grafana import (
     ALERTS,
     dashboard_queries,
@@ -185,7 +185,7 @@ async def test_alerts_fire_and_dashboard_has_data_on_a_real_prometheus(
         assert len(await until("missed acks exported at 0", zero_exported)) == 2
 
         hook = f"{base}/hooks/shop?token={token}"
-        waha = BUILDERS["waha"](Ids(7), base)
+        waha = provider("waha").simulator(Ids(7), base)
         bodies = [
             waha_outgoing("STUCK"),  # never acked: misses its sent deadline
             waha_outgoing("HALF"),

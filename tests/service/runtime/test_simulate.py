@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from eventstore.pool import connect
-from projections.providers import PROVIDERS
+from projections.providers import PROVIDERS, get
 from projections.runner import Projector
 from service.cli.main import parser
 from service.cli.simulate import SimulationResult, plan, simulate
@@ -108,7 +108,11 @@ async def test_every_scenario_folds_to_the_state_it_implies(
     await assert_projected(dsn, result)
 
 
-@pytest.mark.parametrize("provider", ["meta", "waha", "twilio"])
+def test_every_provider_says_what_it_can_simulate() -> None:
+    assert set(COVERAGE) == set(PROVIDERS)
+
+
+@pytest.mark.parametrize("provider", [p for p in PROVIDERS if get(p).signature is not None])
 async def test_signing_providers_sign_every_request(
     provider: str, server: TestServer, dsn: str
 ) -> None:

@@ -1,12 +1,11 @@
-"""Evolution API bodies (shapes: shared/samples/evolution/*): the envelope around
-``messages.upsert``, ``messages.update`` (Baileys status names) and ``connection.update``."""
+"""Evolution API bodies for ``acklog simulate`` (shapes: shared/samples/evolution/*)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from service.cli.simulate.payloads.base import Ack, Builder, Failure, Msg, Request, encode, iso, now
+from projections.providers.simulation import Ack, Builder, Failure, Msg, Request, encode, iso, now
 
 #: our canonical ack → Evolution's ``status`` (Baileys names)
 STATUS: dict[Ack, str] = {"sent": "SERVER_ACK", "delivered": "DELIVERY_ACK", "read": "READ"}
@@ -15,8 +14,10 @@ STATUS: dict[Ack, str] = {"sent": "SERVER_ACK", "delivered": "DELIVERY_ACK", "re
 CONNECTION_CLOSED = 428
 
 
-class Evolution(Builder):
-    name = "evolution"
+class Simulator(Builder):
+    """Evolution API bodies (shapes: shared/samples/evolution/*): the envelope around
+    ``messages.upsert``, ``messages.update`` (Baileys status names) and ``connection.update``."""
+
     notes = ("status ERROR carries no error detail",)
 
     def __init__(self, *args: Any, **kw: Any) -> None:

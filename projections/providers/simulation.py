@@ -1,21 +1,83 @@
-"""What a provider's payload builder offers the scenarios, and how it says what it cannot do.
+"""What ``acklog simulate`` asks of a provider: a payload builder, and the ids it draws.
 
-Each provider module subclasses :class:`Builder`. The scenarios only ever ask for a handful
-of steps (an incoming message, our outgoing message, an ack, a failure, the instance going
-down or up); a provider that cannot report a step names it in ``cannot`` with the reason, and
-the scenario skips the step and prints the reason instead of inventing a payload.
+Each provider module defines a :class:`Builder` subclass and names it in its ``PROVIDER``
+(``simulator=``); ``service.cli.simulate`` plans the scenarios and posts the bodies. The
+scenarios only ever ask for a handful of steps (an incoming message, our outgoing message, an
+ack, a failure, the instance going down or up); a provider that cannot report a step names it
+in ``cannot`` with the reason, and the scenario skips the step and prints the reason instead
+of inventing a payload.
+
+Ids must be new on every run: the log deduplicates by the provider's event id or by the
+body's hash, so a reused id would turn a new simulation into "duplicates" of an old one. A
+seed makes a run repeatable on purpose (same ids, same bodies). Pure: no I/O but the clock.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import itertools
+import random
+import string
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import msgspec
 
-from service.cli.simulate.ids import Ids
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+_ALNUM = string.ascii_letters + string.digits
+
+
+class Ids:
+    """Fresh, WhatsApp-like ids for simulated webhooks, all drawn from one seeded generator."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.rng = random.Random(seed)  # None: seeded from the OS, a fresh run every time
+        self._serial = itertools.count(self.rng.randrange(10_000, 10_000_000))
+
+    def hex(self, n: int, *, upper: bool = True) -> str:
+        text = "".join(self.rng.choice("0123456789abcdef") for _ in range(n))
+        return text.upper() if upper else text
+
+    def digits(self, n: int) -> str:
+        return str(self.rng.randrange(10 ** (n - 1), 10**n))
+
+    def alnum(self, n: int, alphabet: str = _ALNUM) -> str:
+        return "".join(self.rng.choice(alphabet) for _ in range(n))
+
+    def serial(self) -> int:
+        """Increasing integers (WhatsGate event ids, Chat API message numbers, WAMM ids)."""
+        return next(self._serial)
+
+    def phone(self) -> str:
+        """A number in the fictional +1 555 range, digits only."""
+        return "1555" + self.digits(7)
+
+    def web_id(self) -> str:
+        """The hex id WhatsApp Web / multi-device clients give the messages they send."""
+        return "3EB0" + self.hex(18)
+
+    def phone_id(self) -> str:
+        """The 32-hex id a phone gives its messages (what incoming messages carry)."""
+        return self.hex(32)
+
+    def serialized(self, from_me: bool, chat: str, msg_id: str) -> str:
+        """whatsapp-web.js ``id._serialized``: ``{fromMe}_{chat}_{id}``."""
+        return f"{'true' if from_me else 'false'}_{chat}_{msg_id}"
+
+    def wamid(self, phone: str) -> str:
+        """A Cloud API message id: ``wamid.`` + base64 of a small protobuf naming the chat."""
+        raw = b"\x1c\x18" + bytes([len(phone)]) + phone.encode() + b"\x15\x02\x00\x11\x18\x12"
+        return "wamid." + base64.b64encode(raw + self.hex(18).encode() + b"\x00").decode()
+
+    def twilio_sid(self, prefix: str = "SM") -> str:
+        return prefix + self.hex(32, upper=False)
+
+    def ulid(self) -> str:
+        """26 Crockford base32 characters, lower case (WAHA's ``evt_…`` event ids)."""
+        return self.alnum(26, _CROCKFORD)
+
 
 Ack = Literal["sent", "delivered", "read"]
 Step = Literal["outgoing", "failure", "instance"]
@@ -52,7 +114,6 @@ class Failure(msgspec.Struct, frozen=True, kw_only=True):
 class Builder:
     """Base of the per-provider builders; ``ids`` draws every id, ``me`` is our own number."""
 
-    name: ClassVar[str]
     #: steps this provider cannot report, with the reason shown to the user
     cannot: ClassVar[Mapping[Step, str]] = {}
     #: assumptions worth showing next to the output (documented gaps we filled)
