@@ -156,6 +156,9 @@ class StatusReported(msgspec.Struct, frozen=True, kw_only=True, tag="status"):
     participant: str | None = None
     error_code: str | None = None
     error_text: str | None = None
+    #: the message's chat when the ack names it (Meta's ``recipient_id``): a message known
+    #: only from its statuses can then be found by the number it went to
+    chat: str | None = None
 
 
 class MessageDeleted(msgspec.Struct, frozen=True, kw_only=True, tag="deleted"):

@@ -232,6 +232,7 @@ class _Fold:
                 else "unknown"
             ),
         )
+        state.note_chat(fact.chat)
         advanced = state.report(report, own_ack=not fact.participant)
         if fact.participant:
             self.receipt(ev.channel, fact.key, fact.participant, ev.provider).report(report)

@@ -210,6 +210,9 @@ class _Status(_Struct, frozen=True):
     status: str | None = None
     timestamp: Stamp = None
     recipient_participant_id: str | None = None
+    #: the customer's wa_id (or the group's id): an outgoing message's chat, which a status
+    #: is often the only report of (messages we send are not echoed unless asked for)
+    recipient_id: str | None = None
     errors: list[_Error] | None = None
 
 
@@ -320,6 +323,7 @@ def _status(status: _Status, where: str) -> Fact:
         participant=status.recipient_participant_id or None,
         error_code=code,
         error_text=text,
+        chat=status.recipient_id or None,
     )
 
 

@@ -255,6 +255,12 @@ class MessageState(msgspec.Struct, kw_only=True):
         self.derived_key = self.derived_key or derived_key
         return self.state != before
 
+    def note_chat(self, chat: str | None) -> None:
+        """The chat an ack names, for a message no sighting has given one: like the content
+        fields, the first value in log order wins."""
+        if chat is not None and self.chat is None:
+            self.chat = chat
+
     def report(self, r: Report, *, own_ack: bool = True) -> bool:
         """An ack, failure or deletion; returns whether it advanced the state.
 

@@ -23,8 +23,12 @@ def hook(*values: dict[str, Any], field: str = "messages") -> dict[str, Any]:
     return {"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": changes}]}
 
 
+#: the customer every synthetic status goes to (Meta's recipient_id: the chat)
+TO = "15550001"
+
+
 def status(id_: str, status_: str, ts: str = "1700000000", **extra: Any) -> dict[str, Any]:
-    return {"id": id_, "status": status_, "timestamp": ts, "recipient_id": "15550001", **extra}
+    return {"id": id_, "status": status_, "timestamp": ts, "recipient_id": TO, **extra}
 
 
 # --- every sample file ------------------------------------------------------------------
@@ -59,11 +63,27 @@ def test_sample_set_is_the_one_these_tests_cover() -> None:
 def test_batch_of_three_statuses_keeps_every_element_in_payload_order() -> None:
     # read arrives first and carries an earlier timestamp than sent: no reordering here.
     assert decode_sample("CONSTRUCTED_batch_three_statuses_out_of_order.json") == [
-        StatusReported(key="wamid.xyzxyz", status="read", raw="read", provider_time=1689380458.0),
         StatusReported(
-            key="wamid.xyzxyz", status="delivered", raw="delivered", provider_time=1698266945.0
+            key="wamid.xyzxyz",
+            status="read",
+            raw="read",
+            provider_time=1689380458.0,
+            chat="972987654321",
         ),
-        StatusReported(key="wamid.xyzxyz", status="sent", raw="sent", provider_time=1698266945.0),
+        StatusReported(
+            key="wamid.xyzxyz",
+            status="delivered",
+            raw="delivered",
+            provider_time=1698266945.0,
+            chat="972987654321",
+        ),
+        StatusReported(
+            key="wamid.xyzxyz",
+            status="sent",
+            raw="sent",
+            provider_time=1698266945.0,
+            chat="972987654321",
+        ),
     ]
 
 
@@ -215,13 +235,17 @@ def test_legacy_deleted_status_is_a_deletion_of_our_message() -> None:
 )
 def test_pywa_status_samples(name: str, raw: str, canonical: str, when: float) -> None:
     assert decode_sample(name) == [
-        StatusReported(key="wamid.xyzxyz", status=canonical, raw=raw, provider_time=when)  # type: ignore[arg-type]
+        StatusReported(
+            key="wamid.xyzxyz", status=canonical, raw=raw, provider_time=when, chat="972987654321"
+        )  # type: ignore[arg-type]
     ]
 
 
 def test_courier_sent_status_with_numeric_expiration_timestamp() -> None:
     assert decode_sample("status_sent_courier.json") == [
-        StatusReported(key="external_id", status="sent", raw="sent", provider_time=1454119029.0)
+        StatusReported(
+            key="external_id", status="sent", raw="sent", provider_time=1454119029.0, chat="5678"
+        )
     ]
 
 
@@ -235,6 +259,7 @@ def test_failed_status_carries_code_title_message_and_details() -> None:
             error_code="130472",
             error_text="User's number is part of an experiment: Failed to send message because "
             "this user's phone number is part of an experiment",
+            chat="972987654321",
         )
     ]
 
@@ -248,6 +273,7 @@ def test_failed_status_with_title_only() -> None:
             provider_time=1454119029.0,
             error_code="131014",
             error_text="Request for url https://URL.jpg failed with error: 404 (Not Found)",
+            chat="5678",
         )
     ]
 
@@ -260,6 +286,7 @@ def test_group_receipt_names_the_participant() -> None:
             raw="read",
             provider_time=1698266945.0,
             participant="<GROUP_PARTICIPANT_USER_PHONE_NUMBER>",
+            chat="fowefinoewcnw",  # a group receipt names the group
         )
     ]
 
@@ -301,9 +328,11 @@ def test_every_entry_change_and_array_is_decoded() -> None:
         ],
     }
     assert decode_obj(payload) == [
-        StatusReported(key="m1", status="sent", raw="sent", provider_time=1700000000.0),
-        StatusReported(key="m2", status="delivered", raw="delivered", provider_time=1700000000.0),
-        StatusReported(key="m3", status="read", raw="read", provider_time=1700000000.0),
+        StatusReported(key="m1", status="sent", raw="sent", provider_time=1700000000.0, chat=TO),
+        StatusReported(
+            key="m2", status="delivered", raw="delivered", provider_time=1700000000.0, chat=TO
+        ),
+        StatusReported(key="m3", status="read", raw="read", provider_time=1700000000.0, chat=TO),
         MessageObserved(
             key="in1",
             direction="incoming",
@@ -320,7 +349,9 @@ def test_every_entry_change_and_array_is_decoded() -> None:
 
 def test_failed_without_errors_has_no_error_detail() -> None:
     assert decode_obj(hook({"statuses": [status("m1", "failed")]})) == [
-        StatusReported(key="m1", status="not_sent", raw="failed", provider_time=1700000000.0)
+        StatusReported(
+            key="m1", status="not_sent", raw="failed", provider_time=1700000000.0, chat=TO
+        )
     ]
 
 

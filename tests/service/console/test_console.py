@@ -33,6 +33,7 @@ from tests.support.console_helpers import (
     hostile_wamm,
     sign_in,
 )
+from tests.support.payloads import meta_status
 
 KEY = "acklog_console-test-key-0123456789"
 Server = Callable[..., Awaitable[TestServer]]
@@ -463,3 +464,31 @@ async def test_a_list_reads_no_big_body_but_the_event_page_shows_it(
     async with browser.get(f"{base}/ui/events/{position}") as r:
         page = await r.text()
     assert f"message in {HOSTILE_ID}" in page and "x" * 1000 in page
+
+
+async def test_a_meta_message_known_only_by_its_statuses_is_found_by_the_recipient(
+    server: TestServer, browser: aiohttp.ClientSession, dsn: str
+) -> None:
+    """Meta echoes no message we send: its statuses are all there is, and they name the
+    customer in ``recipient_id``. The chat is kept from them, so the number finds it."""
+    base = base_of(server)
+    token = await add_channel(dsn, "cloud", "meta")
+    async with aiohttp.ClientSession() as s:
+        for status in ("sent", "delivered"):
+            async with s.post(
+                f"{base}/hooks/cloud?token={token}",
+                data=meta_status("wamid.only-statuses", status),
+                headers={"Content-Type": "application/json"},
+            ) as r:
+                assert r.status == 200, await r.text()
+    conn = await connect(dsn)
+    try:
+        await Projector(dsn).catch_up(conn)
+        assert await conn.fetchval("SELECT chat FROM rm.messages") == "16505551234"
+    finally:
+        await conn.close()
+    await sign_in(browser, base, KEY)
+    for spelling in ("16505551234", "+1 650 555 1234", "5551234"):
+        async with browser.get(f"{base}/ui/channels/cloud", params={"q": spelling}) as r:
+            page = await r.text()
+        assert "wamid.only-statuses" in page, spelling
