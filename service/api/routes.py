@@ -79,7 +79,7 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         else request.config_dict[SETTINGS].api_query_timeout
     )
     try:
-        return await within(timeout, handler, request)
+        return await within(timeout, errors.at_store_boundary(handler), request)
     except errors.MAPPED as exc:
         if isinstance(exc, errors.UNAVAILABLE):
             log.warning("query API: database unavailable: %s", exc)

@@ -3,18 +3,32 @@ resource, 503 (never 500) when the database does not answer.
 
 Handlers and the reads below them raise these; the query API's guard answers them as JSON
 through :func:`answer`, the console's guard as pages with the same statuses, and ``/readyz``
-catches :data:`UNAVAILABLE` for its own 503.
+catches :data:`UNAVAILABLE` for its own 503. Driver errors never reach this module: every
+handler runs inside the store's boundary (:func:`at_store_boundary`), which translates them
+once into ``StoreUnavailable`` (``eventstore.errors``).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from eventstore.errors import DRIVER_ERRORS, StoreUnavailable
-from service.http.responses import error
+from eventstore.errors import StoreUnavailable, store_boundary
+from service.http.responses import Handler, error
 
-#: Exceptions that mean "the database did not answer": 503 with ``Retry-After``, never 500.
-UNAVAILABLE: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, StoreUnavailable)
+#: "the database did not answer" (translated at the store boundary), or did not in time:
+#: 503 with ``Retry-After``, never 500
+UNAVAILABLE: tuple[type[BaseException], ...] = (StoreUnavailable, TimeoutError)
+
+
+def at_store_boundary(handler: Handler) -> Handler:
+    """``handler`` with every driver error it lets out translated into the store's kinds."""
+
+    async def translated(request: web.Request) -> web.StreamResponse:
+        with store_boundary():
+            return await handler(request)
+
+    return translated
+
 
 #: seconds a client is asked to wait after a 503
 RETRY_AFTER = "5"

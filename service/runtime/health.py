@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from eventstore.errors import store_boundary
 from service.core.database import POOL
 from service.http.errors import UNAVAILABLE
 from service.http.responses import error, json_response
@@ -30,7 +31,8 @@ async def readyz(request: web.Request) -> web.Response:
         )
     try:
         async with asyncio.timeout(2.0):
-            await request.app[POOL].fetchval("SELECT 1")
+            with store_boundary():
+                await request.app[POOL].fetchval("SELECT 1")
     except UNAVAILABLE as exc:
         metrics.database_up.set(0)
         return error(503, "database_unavailable", f"database unreachable: {type(exc).__name__}")

@@ -17,12 +17,13 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from eventstore.errors import StoreUnavailable
 from projections.providers import PROVIDERS
 from service.console import session
 from service.core.apikey import API_KEY
 from service.core.config import CLOCK, SETTINGS
 from service.core.database import API_POOL
-from service.http.errors import UNAVAILABLE, BadParameter, NotFound
+from service.http.errors import BadParameter, NotFound, at_store_boundary
 from service.http.responses import within
 from service.reads import params as api_params
 
@@ -252,7 +253,9 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         )
     try:
         return await within(
-            request.config_dict[SETTINGS].api_query_timeout, _signed_in_first(handler), request
+            request.config_dict[SETTINGS].api_query_timeout,
+            at_store_boundary(_signed_in_first(handler)),
+            request,
         )
     except BadParameter as exc:
         return error_page(request, 400, "Bad request", exc.detail)
@@ -262,7 +265,7 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         return error_page(request, 404, "Not found", f"no page at {request.path[:200]}")
     except web.HTTPMethodNotAllowed:
         return error_page(request, 405, "Method not allowed", "this page is read-only")
-    except UNAVAILABLE as exc:
+    except StoreUnavailable as exc:
         log.warning("console: database unavailable: %s", exc)
         response = error_page(
             request, 503, "Database unavailable", "The database did not answer; retry shortly."
