@@ -129,5 +129,9 @@ async def wait_and_migrate(dsn: str, timeout: float | None = None) -> None:
 DSN = web.AppKey("dsn", str)
 #: the process's pool (ingest's appends and lookups; the API process's health checks)
 POOL = web.AppKey("pool", asyncpg.Pool)
-#: the query API's own pool: an API query never waits for, nor holds, an ingest connection
+#: the query API's own pool: an API query never waits for, nor holds, an ingest connection;
+#: on ``ACKLOG_API_DATABASE_URL`` (a read-only standby) when it is set
 API_POOL = web.AppKey("api_pool", asyncpg.Pool)
+#: what the API process writes or must see at once (console sessions, the projector's
+#: advisory lock): on the primary; the same pool as ``API_POOL`` without a standby
+API_PRIMARY = web.AppKey("api_primary", asyncpg.Pool)

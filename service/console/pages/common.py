@@ -21,7 +21,7 @@ from projections.providers import PROVIDERS
 from service.console import session
 from service.core.apikey import API_KEY
 from service.core.config import CLOCK, SETTINGS
-from service.core.database import API_POOL
+from service.core.database import API_POOL, API_PRIMARY
 from service.http.errors import UNAVAILABLE, BadParameter, NotFound
 from service.http.responses import within
 from service.reads import params as api_params
@@ -128,6 +128,12 @@ def request_pool(request: web.Request) -> Any:
     return request.config_dict[API_POOL]
 
 
+def primary_pool(request: web.Request) -> Any:
+    """The primary (``request_pool`` may be a standby): sessions are written and read there,
+    so one just opened is seen at once, and advisory locks live only there."""
+    return request.config_dict[API_PRIMARY]
+
+
 #: the guard's finding, kept on the request for the pages it renders
 SIGNED_IN = web.RequestKey("signed_in", bool)
 
@@ -224,7 +230,7 @@ def _signed_in_first(handler: Handler) -> Handler:
             request[SIGNED_IN] = False
             return await handler(request)
         request[SIGNED_IN] = await session.valid(
-            request_pool(request), request_key(request), request.cookies.get(session.COOKIE)
+            primary_pool(request), request_key(request), request.cookies.get(session.COOKIE)
         )
         if not request[SIGNED_IN]:
             if request.method != "GET" or request.path == "/ui/events/rows":

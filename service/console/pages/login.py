@@ -7,10 +7,10 @@ from aiohttp import web
 from service.console import session
 from service.console.pages.common import (
     error_page,
+    primary_pool,
     redirect,
     render,
     request_key,
-    request_pool,
 )
 from service.core.apikey import API_KEY, ApiKey
 from service.http.clientaddr import client_address
@@ -74,7 +74,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         )
         return response
     response = redirect(_next(str(form.get("next", ""))))
-    cookie = await session.issue(request_pool(request), request_key(request))
+    cookie = await session.issue(primary_pool(request), request_key(request))
     session.set_cookie(response, request, session.COOKIE, cookie, session.LIFETIME)
     session.clear_cookie(response, session.LOGIN_CSRF_COOKIE, path="/ui/login")
     return response
@@ -87,7 +87,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
         request_key(request), cookie, str(form.get("csrf", ""))
     ):
         return error_page(request, 403, "Refused", "This form is stale; reload the page.")
-    await session.end(request_pool(request), request_key(request), cookie)
+    await session.end(primary_pool(request), request_key(request), cookie)
     response = redirect("/ui/login")
     session.clear_cookie(response, session.COOKIE)
     return response
