@@ -138,6 +138,10 @@ class Appender:
             with store_boundary():
                 async with asyncio.timeout(timeout):
                     conn = self._conns[slot]
+                    if conn is not None and _released(conn):
+                        # the server closed it while it was held: asyncpg gave it back to
+                        # the pool already (using it would raise InterfaceError)
+                        conn = self._conns[slot] = None
                     if conn is None:
                         conn = self._conns[slot] = await self._pool.acquire()
                     results = await write_batch(conn, [w[0] for w in live])
@@ -164,10 +168,19 @@ class Appender:
         """Give a connection that failed back to the pool as closed (the next batch takes a
         fresh one: the pool reconnects once the database is back)."""
         conn, self._conns[slot] = self._conns[slot], None
-        if conn is not None:
+        if conn is not None and not _released(conn):
             conn.terminate()
             with contextlib.suppress(Exception):
                 await self._pool.release(conn)
+
+
+def _released(conn: asyncpg.Connection) -> bool:
+    """A pool connection that asyncpg released because its server connection closed."""
+    try:
+        closed: bool = conn.is_closed()
+    except asyncpg.InterfaceError:  # a released pool connection refuses every call
+        return True
+    return closed
 
 
 def _fail(waiters: list[Waiter], exc: BaseException) -> None:

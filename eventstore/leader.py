@@ -32,13 +32,18 @@ async def lead_forever(
     *,
     retry_delay: float = 0.5,
 ) -> None:
-    """``what`` names the leader in logs and in ``application_name`` (``acklog-<what>-<pid>``)."""
+    """``what`` names the leader in logs and in ``application_name`` (``acklog-<what>-<pid>``).
+
+    A lost database is logged once per outage: the attempts to reconnect that fail after it
+    log at DEBUG, until the leader connects again."""
+    lost = False
     while True:
         conn: asyncpg.Connection | None = None
         try:
             conn = await connect(
                 dsn, server_settings={"application_name": f"acklog-{what}-{os.getpid()}"}
             )
+            lost = False
             await conn.execute("SELECT pg_advisory_lock($1)", key)
             is_leader.set()
             log.info("%s is the leader", what)
@@ -46,7 +51,14 @@ async def lead_forever(
         except asyncio.CancelledError:
             raise
         except DRIVER_ERRORS as exc:
-            log.warning("%s lost the database (%s); retrying", what, exc)
+            log.log(
+                logging.DEBUG if lost else logging.WARNING,
+                "%s lost the database (%s); retrying every %gs",
+                what,
+                exc,
+                retry_delay,
+            )
+            lost = True
         except Exception:
             log.exception("%s failed; retrying", what)
         finally:

@@ -28,6 +28,7 @@ from service.core.config import SETTINGS
 from service.core.database import API_POOL, DSN
 from service.http.errors import BadParameter, NotFound
 from service.http.responses import json_response
+from service.http.server import shutting_down
 from service.reads import params
 from service.reads.models import DeadLetterPage, SubscriptionList, SubscriptionOut
 
@@ -104,23 +105,35 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if cursor is None:
         cursor = await store.last_seq(pool)
     hub = request.config_dict[HUB]
-    async with sse_response(
-        request,
-        ping_interval=request.config_dict[SETTINGS].stream.heartbeat,
-        send_timeout=request.config_dict[SETTINGS].stream.send_timeout,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    ) as resp:
-        while resp.is_connected():
-            waiting = asyncio.create_task(hub.wait())  # before the read: no wake-up is missed
-            try:
-                rows = await store.after(pool, cursor, channels=channels, types=types, limit=PAGE)
-                for row in rows:
-                    await resp.send(row.body.decode(), id=str(row.seq), event=row.type)
-                    cursor = row.seq
-                if len(rows) < PAGE:
-                    await waiting
-            finally:
-                waiting.cancel()
+    # a shutdown ends the stream, cleanly between events: the client resumes with
+    # Last-Event-ID (the drain never waits for an endless answer)
+    stop = asyncio.create_task(shutting_down(request).wait())
+    try:
+        async with sse_response(
+            request,
+            ping_interval=request.config_dict[SETTINGS].stream.heartbeat,
+            send_timeout=request.config_dict[SETTINGS].stream.send_timeout,
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        ) as resp:
+            while resp.is_connected() and not stop.done():
+                # before the read: no wake-up is missed
+                waiting = asyncio.create_task(hub.wait())
+                try:
+                    rows = await store.after(
+                        pool, cursor, channels=channels, types=types, limit=PAGE
+                    )
+                    for row in rows:
+                        try:
+                            await resp.send(row.body.decode(), id=str(row.seq), event=row.type)
+                        except ConnectionError:  # the client left: nothing to log
+                            return resp
+                        cursor = row.seq
+                    if len(rows) < PAGE:
+                        await asyncio.wait((waiting, stop), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiting.cancel()
+    finally:
+        stop.cancel()
     return resp
 
 

@@ -21,7 +21,7 @@ from service.api import feed as feed_api
 from service.api import openapi
 from service.core.apikey import API_KEY, ApiKey
 from service.core.config import CLOCK, SETTINGS
-from service.core.database import API_POOL
+from service.core.database import API_POOL, API_PRIMARY
 from service.http import errors
 from service.http.clientaddr import client_address
 from service.http.errors import BadParameter, NotFound
@@ -62,7 +62,8 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         )
     api_key = request.app[API_KEY]
     if (
-        await api_key.check(request.headers.get("Authorization"), request.config_dict[API_POOL])
+        # keys are read on the primary: a standby (ACKLOG_API_DATABASE_URL) may lag a revocation
+        await api_key.check(request.headers.get("Authorization"), request.config_dict[API_PRIMARY])
         is None
     ):
         limiter.failed(client)

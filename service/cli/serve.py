@@ -11,7 +11,7 @@ import msgspec
 from service.cli.common import net_arguments, settings_of
 from service.core import apikey, eventloop
 from service.core.config import Settings
-from service.core.database import database_url, wait_and_migrate
+from service.core.database import database_url, embedded_server, wait_and_migrate
 from service.runtime import roles
 
 
@@ -56,7 +56,13 @@ def run(args: argparse.Namespace) -> int:
             return _serve_role("ingest", settings, dsn, supervised=False)
         workers: list[roles.Role] = ["ingest"] * settings.workers
         ready = f"acklog {settings.workers} ingest workers listening on {settings.base_url}"
-        return roles.supervise(settings, dsn, workers, lambda: print(ready, flush=True))
+        return roles.supervise(
+            settings,
+            dsn,
+            workers,
+            lambda: print(ready, flush=True),
+            embedded=embedded_server(settings),
+        )
     _key, key_source = apikey.resolve(settings)
     # the key itself is never printed (the banner ends up in journald and container logs):
     # only where it is
@@ -87,7 +93,13 @@ def run(args: argparse.Namespace) -> int:
     )
     children = roles.child_roles(settings, projector=not args.no_projector, feed=not args.no_feed)
     # printed once every child serves: the banner means "ready to accept"
-    code = roles.supervise(settings, dsn, children, lambda: print(banner, flush=True))
+    code = roles.supervise(
+        settings,
+        dsn,
+        children,
+        lambda: print(banner, flush=True),
+        embedded=embedded_server(settings),
+    )
     logging.getLogger("acklog").info("acklog stopped (exit %d)", code)
     return code
 

@@ -67,6 +67,8 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
+    #: a read-only standby the API process reads from (None: the main database)
+    api_database_url: str | None = None
     data_dir: Path = Path(".acklog")
     host: str = "127.0.0.1"
     port: int = 8080
@@ -240,6 +242,12 @@ VARIABLES: tuple[Var, ...] = (
         "database_url",
         text,
         "PostgreSQL to use (else an embedded one in the data dir)",
+    ),
+    Var(
+        "ACKLOG_API_DATABASE_URL",
+        "api_database_url",
+        text,
+        "a read-only standby for the query API and console's reads (else DATABASE_URL)",
     ),
     Var(
         "ACKLOG_DATA_DIR",

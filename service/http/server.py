@@ -244,6 +244,17 @@ class ConnectionGuard:
 #: seconds a shutdown waits for requests in flight (within ``acklog serve``'s 30 s grace)
 DRAIN_SECONDS = 20.0
 
+#: set when the server begins to shut down, before the drain: endless answers (SSE streams,
+#: relayed or not) end then, so the drain never waits for them
+SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
+
+
+def shutting_down(request: web.Request) -> asyncio.Event:
+    """The event set when this request's server begins to shut down (one that is never set
+    for an app not served by :func:`start`, e.g. in tests)."""
+    event = request.config_dict.get(SHUTTING_DOWN)
+    return event if event is not None else asyncio.Event()
+
 
 class Serving(msgspec.Struct):
     """What ``start`` set up, so it can be closed in the right order."""
@@ -261,6 +272,7 @@ class Serving(msgspec.Struct):
         return port
 
     async def close(self, drain: float = DRAIN_SECONDS) -> None:
+        self.runner.app[SHUTTING_DOWN].set()
         self.guard.close()
         if self.server is not None:
             self.server.close()
@@ -311,6 +323,7 @@ async def start(
     )
     guard = ConnectionGuard(limits)
     app.middlewares.insert(0, guard.middleware)  # before setup: the app is frozen there
+    app[SHUTTING_DOWN] = asyncio.Event()
     await runner.setup()
     assert runner.server is not None
     guard.factory = runner.server

@@ -78,7 +78,10 @@ def signed_url(request: web.Request) -> str:
 
 def unavailable(provider: str, channel: str, exc: BaseException) -> web.Response:
     """503 with Retry-After: the database did not take it; the provider retries."""
-    log.warning("database unavailable, answering 503: %s", exc)
+    # once per outage (then DEBUG until a commit succeeds): a busy endpoint would log a
+    # line per webhook; acklog.refused still counts them, rate-limited
+    level = logging.DEBUG if _db_up[0] is False else logging.WARNING
+    log.log(level, "database unavailable, answering 503 until it is back: %s", exc)
     _count(provider, channel, "unavailable")
     _database_up(False)
     return error(

@@ -117,6 +117,12 @@ projection_lag_events = Gauge(
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
+api_replica_lag_seconds = Gauge(
+    "acklog_api_replica_lag_seconds",
+    "How far the API's standby (ACKLOG_API_DATABASE_URL) is behind in replay (0 in step).",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
 projection_lag_seconds = Gauge(
     "acklog_projection_lag_seconds",
     "Age of the oldest event not yet folded (0 when caught up).",

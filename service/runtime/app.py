@@ -15,9 +15,11 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 
+import asyncpg
 from aiohttp import web
 
 from eventstore.append import Appender
+from eventstore.errors import DRIVER_ERRORS
 from eventstore.pool import create_pool
 from projections.clock import Clock, utcnow
 from projections.rebuild import bulk_load
@@ -27,7 +29,7 @@ from service.api import feed as feed_api
 from service.api import openapi
 from service.api import routes as api
 from service.core.config import CLOCK, SETTINGS, Settings
-from service.core.database import API_POOL, DSN, POOL
+from service.core.database import API_POOL, API_PRIMARY, DSN, POOL
 from service.http import proxy
 from service.http.limiter import KEY_FAILURES, LIMITER, FailureLimiter
 from service.http.responses import json_errors
@@ -54,16 +56,72 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
+#: seconds a standby is behind in replay: 0 on a primary, and when it has replayed all it
+#: received (an idle primary sends nothing, and the last replay's age would grow for nothing)
+_REPLICA_LAG = """
+SELECT CASE
+    WHEN NOT pg_is_in_recovery() THEN 0
+    WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
+    ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
+END::float8
+"""
+
+
+class ReplicaLag:
+    """The API standby's last measured lag (None: no standby, or not measured yet)."""
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+
+    async def measure_forever(self, pool: asyncpg.Pool, interval: float) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(max(interval, 5.0)):
+                    self.seconds = float(await pool.fetchval(_REPLICA_LAG))
+                metrics.api_replica_lag_seconds.set(self.seconds)
+            except DRIVER_ERRORS as exc:
+                if self.seconds is not None:
+                    log.warning("API standby lag unknown: %s", exc)
+                self.seconds = None
+            await asyncio.sleep(interval)
+
+
+REPLICA_LAG = web.AppKey("replica_lag", ReplicaLag)
+
+
 async def _api_database(app: web.Application) -> AsyncIterator[None]:
-    pool = await create_pool(app[DSN], min_size=1, max_size=10, timeout=5.0)
+    """The API's pool, on the standby when ``ACKLOG_API_DATABASE_URL`` names one (and then
+    a small pool on the primary for what must be written or seen at once)."""
+    standby = app[SETTINGS].api_database_url
+    pool = await create_pool(standby or app[DSN], min_size=1, max_size=10, timeout=5.0)
     app[API_POOL] = pool
+    primary = pool
+    measuring = None
+    if standby:
+        primary = await create_pool(app[DSN], min_size=1, max_size=4, timeout=5.0)
+        measuring = asyncio.create_task(
+            app[REPLICA_LAG].measure_forever(pool, app[SETTINGS].snapshot_interval),
+            name="acklog-replica-lag",
+        )
+    app[API_PRIMARY] = primary
     yield
+    if measuring is not None:
+        await _cancel(measuring)
     await pool.close()
+    if primary is not pool:
+        await primary.close()
+
+
+async def _replica_lag_header(request: web.Request, response: web.StreamResponse) -> None:
+    """``X-Acklog-Replica-Lag`` (seconds) on API and console answers read from a standby."""
+    lag = request.config_dict[REPLICA_LAG].seconds
+    if lag is not None and request.path.startswith(("/v1", "/ui")):
+        response.headers["X-Acklog-Replica-Lag"] = f"{lag:.3f}"
 
 
 async def _api_only_database(app: web.Application) -> AsyncIterator[None]:
-    """The API process has no ingest: its health checks use the API pool."""
-    app[POOL] = app[API_POOL]
+    """The API process has no ingest: its health checks use its pool on the primary."""
+    app[POOL] = app[API_PRIMARY]
     yield
 
 
@@ -117,7 +175,8 @@ async def _projector(app: web.Application) -> AsyncIterator[None]:
 async def _snapshot(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     task = asyncio.create_task(
-        snapshot.refresh_forever(app[API_POOL], settings.snapshot_interval, app[CLOCK]),
+        # on the primary: the gauges say where the log and the projector are, not a standby
+        snapshot.refresh_forever(app[API_PRIMARY], settings.snapshot_interval, app[CLOCK]),
         name="acklog-metrics-snapshot",
     )
     yield
@@ -143,6 +202,8 @@ def _add_ingest(app: web.Application) -> None:
 def _add_api(app: web.Application) -> None:
     # wrong API keys per client address, counted once for /v1 and the console's sign-in
     app[KEY_FAILURES] = FailureLimiter(app[SETTINGS].auth_failures_per_minute)
+    app[REPLICA_LAG] = ReplicaLag()
+    app.on_response_prepare.append(_replica_lag_header)
     app.cleanup_ctx.append(_api_database)
     app.cleanup_ctx.append(_snapshot)
     app.cleanup_ctx.append(feed_api.hub_ctx)

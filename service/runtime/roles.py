@@ -39,6 +39,7 @@ from projections.rebuild import bulk_load
 from projections.runner import Projector
 from service.core import eventloop
 from service.core.config import Settings
+from service.core.embedded import Embedded, RestartFailed
 from service.http import server
 from service.metrics.observe import observe_batch
 from service.runtime import sdnotify
@@ -232,10 +233,14 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, dsn: str, roles: list[Role]) -> None:
+    def __init__(
+        self, settings: Settings, dsn: str, roles: list[Role], embedded: Embedded | None = None
+    ) -> None:
         self.settings = settings
         self.dsn = dsn
         self.roles = roles
+        #: the embedded PostgreSQL this supervisor started (watched and restarted like a child)
+        self.embedded = embedded
         self.stopping = asyncio.Event()
         self.children: list[Child] = []
         self.by_pid: dict[int, Child] = {}
@@ -303,6 +308,40 @@ class Supervisor:
             self.restarts += 1
             await self._spawn(child, env, wfd)
 
+    async def _watch_database(self, embedded: Embedded) -> None:
+        """Restart the embedded PostgreSQL whenever it dies, until the supervisor stops. The
+        children keep their DSN (same data directory, same socket): their pools reconnect by
+        themselves, and ingest answers 503 meanwhile."""
+        loop = asyncio.get_running_loop()
+        delay = 0.0
+        while True:
+            pid = embedded.pid
+            await embedded.exited()
+            if self.stopping.is_set():
+                return
+            log.warning("embedded PostgreSQL exited (postmaster pid %d gone); restarting", pid)
+            down = loop.time()
+            while True:
+                try:
+                    await asyncio.to_thread(embedded.restart)
+                    break
+                except RestartFailed as exc:
+                    delay = min(max(delay * 2, 0.5), 30.0)
+                    log.warning(
+                        "embedded PostgreSQL did not start (%s); retrying in %.1fs", exc, delay
+                    )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self.stopping.wait()
+                if self.stopping.is_set():
+                    return
+            delay = 0.0
+            log.info(
+                "embedded PostgreSQL is back (pid %d, after %.1fs)",
+                embedded.pid,
+                loop.time() - down,
+            )
+
     async def run(self, on_ready: Callable[[], None]) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -332,6 +371,8 @@ class Supervisor:
             started = await self._started()
             if started:
                 watchers = [asyncio.create_task(self._watch(c, env, wfd)) for c in self.children]
+                if self.embedded is not None:
+                    watchers.append(asyncio.create_task(self._watch_database(self.embedded)))
                 on_ready()
                 sdnotify.notify("READY=1")  # for a Type=notify systemd unit
                 await self.stopping.wait()
@@ -398,8 +439,17 @@ class Supervisor:
             return -signal.SIGKILL
 
 
-def supervise(settings: Settings, dsn: str, roles: list[Role], on_ready: Callable[[], None]) -> int:
-    return asyncio.run(Supervisor(settings, dsn, roles).run(on_ready))
+def supervise(
+    settings: Settings,
+    dsn: str,
+    roles: list[Role],
+    on_ready: Callable[[], None],
+    *,
+    embedded: Embedded | None = None,
+) -> int:
+    """Run ``roles`` as children until SIGTERM/SIGINT; ``embedded``: the embedded PostgreSQL
+    they use, restarted when it dies."""
+    return asyncio.run(Supervisor(settings, dsn, roles, embedded).run(on_ready))
 
 
 def child_roles(settings: Settings, *, projector: bool, feed: bool = True) -> list[Role]:

@@ -14,6 +14,7 @@ from projections.readmodel import console as rmc
 from service.console.pages.common import (
     PAGE,
     form_value,
+    primary_pool,
     query_url,
     render,
     request_now,
@@ -52,7 +53,7 @@ async def projector_page(request: web.Request) -> web.Response:
     live = next((p for p in points if p[0] == LIVE_CHECKPOINT), None)
     position = live[1] if live else 0
     waiting_since = await reader.oldest_after(pool, position)
-    leader = await locks.holder(pool, locks.PROJECTOR_LEADER)
+    leader = await locks.holder(primary_pool(request), locks.PROJECTOR_LEADER)
     last = await rebuild.last_rebuild(pool)
     building = [p for p in points if p[0].startswith("rebuild:")]
     return render(

@@ -22,7 +22,7 @@ from projections.providers import PROVIDERS
 from service.console import session
 from service.core.apikey import API_KEY
 from service.core.config import CLOCK, SETTINGS
-from service.core.database import API_POOL
+from service.core.database import API_POOL, API_PRIMARY
 from service.http.errors import BadParameter, NotFound, at_store_boundary
 from service.http.responses import within
 from service.reads import params as api_params
@@ -129,6 +129,12 @@ def request_pool(request: web.Request) -> Any:
     return request.config_dict[API_POOL]
 
 
+def primary_pool(request: web.Request) -> Any:
+    """The primary (``request_pool`` may be a standby): sessions are written and read there,
+    so one just opened is seen at once, and advisory locks live only there."""
+    return request.config_dict[API_PRIMARY]
+
+
 #: the guard's finding, kept on the request for the pages it renders
 SIGNED_IN = web.RequestKey("signed_in", bool)
 
@@ -224,7 +230,8 @@ def _signed_in_first(handler: Handler) -> Handler:
         if request.path.startswith(PUBLIC):  # the sign-in page and static files: no database
             request[SIGNED_IN] = False
             return await handler(request)
-        pool = request_pool(request)
+        # sessions and keys are read on the primary: a standby may not have replayed them yet
+        pool = primary_pool(request)
         opened = await session.opened(
             pool, request_key(request), request.cookies.get(session.COOKIE)
         )

@@ -7,10 +7,10 @@ from aiohttp import web
 from service.console import session
 from service.console.pages.common import (
     error_page,
+    primary_pool,
     redirect,
     render,
     request_key,
-    request_pool,
 )
 from service.core.apikey import API_KEY, ApiKey
 from service.http.clientaddr import client_address
@@ -56,7 +56,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         return error_page(request, 429, "Too many attempts", "Wait a minute, then try again.")
     key = str(form.get("key", "")).strip()
     api_key: ApiKey = request.app[API_KEY]
-    pool = request_pool(request)
+    pool = primary_pool(request)  # keys are read on the primary (a standby may lag)
     key_name = await api_key.check(f"Bearer {key}", pool) if key else None
     if key_name is None:
         limiter.failed(client)
@@ -76,7 +76,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         )
         return response
     response = redirect(_next(str(form.get("next", ""))))
-    cookie = await session.issue(pool, request_key(request), key_name)
+    cookie = await session.issue(primary_pool(request), request_key(request), key_name)
     session.set_cookie(response, request, session.COOKIE, cookie, session.LIFETIME)
     session.clear_cookie(response, session.LOGIN_CSRF_COOKIE, path="/ui/login")
     return response
@@ -89,7 +89,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
         request_key(request), cookie, str(form.get("csrf", ""))
     ):
         return error_page(request, 403, "Refused", "This form is stale; reload the page.")
-    await session.end(request_pool(request), request_key(request), cookie)
+    await session.end(primary_pool(request), request_key(request), cookie)
     response = redirect("/ui/login")
     session.clear_cookie(response, session.COOKIE)
     return response

@@ -46,6 +46,7 @@ EXPOSED_METRICS = frozenset(
         "acklog_projection_position",
         "acklog_projection_lag_events",
         "acklog_projection_lag_seconds",
+        "acklog_api_replica_lag_seconds",
         "acklog_events_projected_total",
         "acklog_quarantined_events_total",
         "acklog_message_transitions_total",
