@@ -18,7 +18,6 @@ from projections.feed.outbox import rewind
 from service.core.config import from_env
 from service.core.database import database_url, wait_and_migrate
 from service.feed import outbound
-from service.feed.delivery import DeliverySettings
 
 
 def _line(s: subs.Subscription) -> str:
@@ -38,7 +37,7 @@ def _when(text: str) -> dt.datetime:
 
 
 async def _run(args: argparse.Namespace, conn: Any) -> int:
-    policy = DeliverySettings.of(from_env().feed).policy
+    policy = outbound.Policy.of(from_env().feed)
     a = args.action
     if a == "add":
         await outbound.check_url(args.url, policy)

@@ -52,47 +52,6 @@ from service.metrics import registry as metrics
 log = logging.getLogger(__name__)
 
 
-class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True):
-    #: attempts per event before it is a dead letter
-    attempts: int = 8
-    #: backoff between attempts: initial seconds, doubling, capped, plus up to ``jitter``
-    backoff_initial: float = 1.0
-    backoff_max: float = 300.0
-    jitter: float = 1.0
-    #: dead letters in a row that pause a subscription (circuit breaker)
-    breaker: int = 5
-    connect_timeout: float = 5.0
-    total_timeout: float = 15.0
-    #: bytes of an endpoint's answer read (the rest is dropped)
-    max_answer: int = 64 * 1024
-    poll_interval: float = 1.0
-    #: seconds between refreshes of the backlog gauges and of the subscription list
-    refresh_interval: float = 5.0
-    #: delivery attempts kept per subscription (older ones are pruned at each refresh)
-    keep_attempts: int = 10_000
-    policy: outbound.Policy = outbound.Policy()
-
-    @classmethod
-    def of(cls, section: FeedSettings) -> DeliverySettings:
-        """The delivery's settings from the feed's section of ``Settings``."""
-        return cls(
-            attempts=section.attempts,
-            backoff_initial=section.backoff_initial,
-            backoff_max=section.backoff_max,
-            jitter=section.jitter,
-            breaker=section.breaker,
-            connect_timeout=section.connect_timeout,
-            total_timeout=section.total_timeout,
-            max_answer=section.max_answer,
-            poll_interval=section.poll_interval,
-            refresh_interval=section.refresh_interval,
-            keep_attempts=section.keep_attempts,
-            policy=outbound.Policy(
-                deny_private=section.deny_private, allow_cidrs=section.allow_cidrs
-            ),
-        )
-
-
 #: backlog events read per query by a sender
 PAGE = 50
 
@@ -131,7 +90,7 @@ class Sender:
         pool: asyncpg.Pool,
         http: aiohttp.ClientSession,
         sub_id: int,
-        settings: DeliverySettings,
+        settings: FeedSettings,
         progress: asyncio.Event | None = None,
     ) -> None:
         self.pool = pool
@@ -386,11 +345,11 @@ class Delivery:
     def __init__(
         self,
         dsn: str,
-        settings: DeliverySettings | None = None,
+        settings: FeedSettings | None = None,
         resolver: AbstractResolver | None = None,
     ) -> None:
         self.dsn = dsn
-        self.settings = settings or DeliverySettings()
+        self.settings = settings or FeedSettings()
         #: the DNS resolver beneath the policy's guard (the system's unless given)
         self.resolver = resolver
         self.is_leader = asyncio.Event()
@@ -409,7 +368,7 @@ class Delivery:
     def http(self) -> aiohttp.ClientSession:
         s = self.settings
         connector = outbound.connector(
-            s.policy, self.resolver, limit=0, limit_per_host=0, ttl_dns_cache=10
+            outbound.Policy.of(s), self.resolver, limit=0, limit_per_host=0, ttl_dns_cache=10
         )
         return aiohttp.ClientSession(
             connector=connector,

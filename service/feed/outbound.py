@@ -42,6 +42,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
+from service.core.config import FeedSettings
+
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 WHY = "a private, loopback, link-local or reserved address (allow it with ACKLOG_FEED_ALLOW_CIDRS)"
@@ -93,6 +95,11 @@ class Refused(OSError):
 class Policy(msgspec.Struct, frozen=True, kw_only=True):
     deny_private: bool = True
     allow_cidrs: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, feed: FeedSettings) -> Policy:
+        """The operator's rule, from the feed's settings."""
+        return cls(deny_private=feed.deny_private, allow_cidrs=feed.allow_cidrs)
 
     def networks(self) -> list[Net]:
         return [ipaddress.ip_network(c, strict=False) for c in self.allow_cidrs]

@@ -14,7 +14,7 @@ from projections.feed import events as fe
 from projections.feed import store
 from projections.feed.outbox import Outbox
 from service.core.config import FeedSettings
-from service.feed.delivery import Delivery, DeliverySettings
+from service.feed.delivery import Delivery
 from service.metrics import registry as metrics
 
 
@@ -25,4 +25,4 @@ def count_events(events: list[fe.FeedEvent]) -> None:
 
 async def run(dsn: str, feed: FeedSettings) -> None:
     outbox = Outbox(dsn, on_batch=count_events)
-    await asyncio.gather(outbox.run(), Delivery(dsn, DeliverySettings.of(feed)).run())
+    await asyncio.gather(outbox.run(), Delivery(dsn, feed).run())

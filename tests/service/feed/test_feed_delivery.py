@@ -27,8 +27,9 @@ from projections.feed import events as fe
 from projections.feed import store
 from projections.feed import subscriptions as subs
 from projections.feed.outbox import Outbox
+from service.core.config import FeedSettings
 from service.feed import outbound
-from service.feed.delivery import Delivery, DeliverySettings
+from service.feed.delivery import Delivery
 from tests.support.payloads import event, meta_status
 from tests.support.procs import Process, free_port
 
@@ -36,7 +37,7 @@ from tests.support.procs import Process, free_port
 #: the tests that count deliveries subscribe to state changes only
 CHANGES = ["message.state_changed"]
 
-FAST = DeliverySettings(
+FAST = FeedSettings(
     attempts=4,
     backoff_initial=0.05,
     backoff_max=0.2,
@@ -113,7 +114,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @contextlib.asynccontextmanager
 async def feed_running(
-    dsn: str, settings: DeliverySettings = FAST, resolver: AbstractResolver | None = None
+    dsn: str, settings: FeedSettings = FAST, resolver: AbstractResolver | None = None
 ) -> AsyncIterator[Delivery]:
     outbox = Outbox(dsn, poll_interval=0.1, sweep_interval=0.2)
     delivery = Delivery(dsn, settings, resolver)
