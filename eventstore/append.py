@@ -132,16 +132,16 @@ class Appender:
             raise
         except Exception as exc:  # a bug: every waiter learns its batch did not commit
             _fail(live, exc)
+            await self._drop(slot)  # and the connection it left in an unknown state goes
 
     async def _write(self, live: list[Waiter], timeout: float, slot: int) -> None:
         try:
             with store_boundary():
                 async with asyncio.timeout(timeout):
                     conn = self._conns[slot]
-                    if conn is not None and _released(conn):
-                        # the server closed it while it was held: asyncpg gave it back to
-                        # the pool already (using it would raise InterfaceError)
-                        conn = self._conns[slot] = None
+                    if conn is not None and _closed(conn):  # the server closed it while held
+                        await self._drop(slot)
+                        conn = None
                     if conn is None:
                         conn = self._conns[slot] = await self._pool.acquire()
                     results = await write_batch(conn, [w[0] for w in live])
@@ -165,17 +165,24 @@ class Appender:
                 waiter[1].set_result(result)
 
     async def _drop(self, slot: int) -> None:
-        """Give a connection that failed back to the pool as closed (the next batch takes a
-        fresh one: the pool reconnects once the database is back)."""
+        """Give a connection that failed back to the pool, closed (the next batch takes a
+        fresh one: the pool reconnects once the database is back).
+
+        Given back even when the server closed it already: after a protocol abort (e.g.
+        "cannot switch to state 12" mid-outage) asyncpg frees the pool's slot only when the
+        connection is terminated or released, and a slot never freed makes ``Pool.close()``
+        wait for ever, so the process never exits after a SIGTERM."""
         conn, self._conns[slot] = self._conns[slot], None
-        if conn is not None and not _released(conn):
-            conn.terminate()
-            with contextlib.suppress(Exception):
-                await self._pool.release(conn)
+        if conn is None:
+            return
+        with contextlib.suppress(asyncpg.InterfaceError):  # asyncpg released it already
+            conn.terminate()  # frees the pool's slot, aborted or not
+        with contextlib.suppress(asyncpg.InterfaceError):  # the pool is closing
+            await self._pool.release(conn)  # a no-op once terminate freed the slot
 
 
-def _released(conn: asyncpg.Connection) -> bool:
-    """A pool connection that asyncpg released because its server connection closed."""
+def _closed(conn: asyncpg.Connection) -> bool:
+    """A held pool connection whose server connection is gone (or that asyncpg released)."""
     try:
         closed: bool = conn.is_closed()
     except asyncpg.InterfaceError:  # a released pool connection refuses every call

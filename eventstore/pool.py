@@ -11,6 +11,7 @@ asyncpg as it is.
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from typing import Any
 
@@ -90,6 +91,23 @@ async def create_pool(
         **kw,
     )
     return pool
+
+
+#: seconds a pool gets to close gracefully before its connections are cut
+CLOSE_SECONDS = 5.0
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float = CLOSE_SECONDS) -> None:
+    """Close ``pool`` gracefully, or cut its connections after ``timeout`` seconds.
+
+    ``Pool.close()`` waits, without a bound, for every connection to be given back and for
+    the server to answer each Terminate: with the database hung it never returns, and the
+    process that closes it on its way out never exits."""
+    try:
+        async with asyncio.timeout(timeout):
+            await pool.close()
+    except TimeoutError:
+        pool.terminate()
 
 
 async def connect(dsn: str, **kw: Any) -> asyncpg.Connection:

@@ -87,6 +87,6 @@ class Wakeup:
                 log.warning("LISTEN connection failed: %s", exc)
             finally:
                 self.connected.clear()
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
+                if conn is not None:
+                    conn.terminate()  # also after an abort, whose cleanup never ran
             await asyncio.sleep(0.2)

@@ -41,7 +41,7 @@ from tenacity import (
 from eventstore import locks
 from eventstore.errors import DRIVER_ERRORS
 from eventstore.leader import lead_forever
-from eventstore.pool import create_pool
+from eventstore.pool import close_pool, create_pool
 from eventstore.subscribe import Wakeup
 from projections.feed import store
 from projections.feed import subscriptions as subs
@@ -446,7 +446,7 @@ class Delivery:
                     raise manager.exception()  # type: ignore[misc]
         finally:
             await self._stop_senders()
-            await pool.close()
+            await close_pool(pool)
 
     async def _stop_senders(self) -> None:
         tasks = [t for _, t in self.senders.values()]

@@ -30,7 +30,7 @@ from typing import Any, cast
 import msgspec
 from aiohttp import web
 
-from service.core import logs
+from service.core import lifetime, logs
 from service.core.config import SETTINGS, Settings
 from service.http.clientaddr import trusted_proxies
 from service.metrics import registry as metrics
@@ -243,6 +243,8 @@ class ConnectionGuard:
 
 #: seconds a shutdown waits for requests in flight (within ``acklog serve``'s 30 s grace)
 DRAIN_SECONDS = 20.0
+#: seconds after the drain for closing (connections, the pool) before the process exits anyway
+STOP_MARGIN = 5.0
 
 #: set when the server begins to shut down, before the drain: endless answers (SSE streams,
 #: relayed or not) end then, so the drain never waits for them
@@ -367,6 +369,8 @@ async def serve_forever(
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
+        if not received:  # the drain's bound, then exit even if closing hangs (core.lifetime)
+            lifetime.leave_after(DRAIN_SECONDS + STOP_MARGIN, "the server")
         received.append(sig.name)
         stop.set()
 

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from eventstore.append import Appender
 from eventstore.errors import DRIVER_ERRORS
-from eventstore.pool import create_pool
+from eventstore.pool import close_pool, create_pool
 from projections.clock import Clock, utcnow
 from projections.rebuild import bulk_load
 from projections.runner import Projector
@@ -53,7 +53,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[POOL] = pool
     app[CHANNELS] = ChannelCache(pool)
     yield
-    await pool.close()
+    await close_pool(pool)
 
 
 #: seconds a standby is behind in replay: 0 on a primary, and when it has replayed all it
@@ -107,9 +107,9 @@ async def _api_database(app: web.Application) -> AsyncIterator[None]:
     yield
     if measuring is not None:
         await _cancel(measuring)
-    await pool.close()
+    await close_pool(pool)
     if primary is not pool:
-        await primary.close()
+        await close_pool(primary)
 
 
 async def _replica_lag_header(request: web.Request, response: web.StreamResponse) -> None:

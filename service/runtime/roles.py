@@ -31,13 +31,12 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 from projections.rebuild import bulk_load
 from projections.runner import Projector
-from service.core import eventloop
+from service.core import eventloop, lifetime
 from service.core.config import Settings
 from service.core.embedded import Embedded, RestartFailed
 from service.http import server
@@ -139,19 +138,13 @@ def _lead_until_signal(role: Role, work: Callable[[], Coroutine[Any, Any, None]]
     child whose supervisor died cannot linger as an orphan.
     """
 
-    def leave() -> None:
-        log.warning("%s did not stop within %.0f s of the signal; exiting", role, SHUTDOWN_GRACE)
-        os._exit(1)
-
     async def main() -> None:
         task = asyncio.create_task(work())
         loop = asyncio.get_running_loop()
 
         def stop() -> None:
             task.cancel()
-            timer = threading.Timer(SHUTDOWN_GRACE, leave)
-            timer.daemon = True
-            timer.start()
+            lifetime.leave_after(SHUTDOWN_GRACE, role)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)

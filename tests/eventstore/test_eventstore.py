@@ -14,6 +14,7 @@ from eventstore import read as reader
 from eventstore.append import Appender, write_batch
 from eventstore.events import NewEvent
 from eventstore.migrate import load, migrate
+from eventstore.pool import create_pool
 from tests.support import REPO
 
 
@@ -98,6 +99,29 @@ async def test_group_commit_batches_concurrent_appends(pool: asyncpg.Pool) -> No
     assert sorted(r.position for r in results) == [e.position for e in await reader.read(pool)]
     assert sum(sizes) == 200
     assert len(sizes) < 200, "concurrent appends must share transactions"
+
+
+async def test_a_writer_connection_aborted_mid_outage_never_keeps_the_pool_open(
+    dsn: str,
+) -> None:
+    """asyncpg aborts a connection on a protocol error (seen mid-outage: "cannot switch to
+    state 12; another operation is in progress") without freeing its pool slot; the slot is
+    freed only when the holder terminates or releases it. A writer that dropped such a
+    connection without either left ``Pool.close()`` waiting for ever: ``acklog serve``'s
+    ingest worker never exited after SIGTERM once the database had restarted under load."""
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    appender = Appender(pool)
+    await appender.start()
+    try:
+        await appender.append(event(b"before the abort"))
+        [held] = [c for c in appender._conns if c is not None]  # the writer's own connection
+        held._con._protocol.abort()  # what asyncpg's _coreproto_error does: a fault, no mock
+        after = await appender.append(event(b"after the abort"))  # on a fresh connection
+    finally:
+        await appender.stop()
+    async with asyncio.timeout(10):  # before the fix: TimeoutError, the slot never freed
+        await pool.close()
+    assert after.position > 0 and not after.duplicate_of
 
 
 async def test_racing_writers_never_make_a_tailing_reader_skip(pool: asyncpg.Pool) -> None:

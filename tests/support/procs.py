@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -13,6 +14,10 @@ from tests.support import REPO
 from tests.support.apps import DATA_DIR
 
 ROOT = str(REPO)
+
+#: seconds the children of a stopped ``acklog serve`` may take to follow it: the kernel's
+#: SIGTERM (PR_SET_PDEATHSIG), then at most their bounded shutdown (25 s for a server)
+ORPHAN_SECONDS = 40.0
 
 
 def free_port() -> int:
@@ -54,6 +59,7 @@ class Process:
             env=self.env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its process group holds its children, for _orphans_gone
         )
         self._reader = asyncio.create_task(self._read(self.proc))
         if self.marker is None:
@@ -87,11 +93,10 @@ class Process:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
-        if self._reader is not None:
-            with contextlib.suppress(Exception):
-                await self._reader
+        await self._orphans_gone()
 
     async def stop(self) -> None:
+        """SIGTERM, and SIGKILL if still running 15 s later."""
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             try:
@@ -100,9 +105,27 @@ class Process:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
-        if self._reader is not None:
-            with contextlib.suppress(Exception):
-                await self._reader
+        await self._orphans_gone()
+
+    async def _orphans_gone(self) -> None:
+        """Wait for the end of the output, which the children of ``acklog serve`` share: they
+        must exit once their supervisor has (a SIGTERM from the kernel, then their bounded
+        shutdown, within ``ORPHAN_SECONDS``). Children still there are killed, and the test
+        fails: an orphan keeps its port and, before, hung this wait for ever."""
+        if self._reader is None:
+            return
+        try:
+            async with asyncio.timeout(ORPHAN_SECONDS):
+                with contextlib.suppress(Exception):
+                    await self._reader
+        except TimeoutError:
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: the group is its own
+            raise AssertionError(
+                f"processes of acklog (pid {self.proc.pid}) outlived it by {ORPHAN_SECONDS:.0f} s;"
+                " last lines:\n" + "\n".join(self.lines[-40:])
+            ) from None
 
 
 def serve(dsn: str, port: int, **env: str) -> Process:
