@@ -138,15 +138,28 @@ async def _appender(app: web.Application) -> AsyncIterator[None]:
     await appender.stop()
 
 
+#: seconds a cancelled background task gets to unwind at shutdown
+CANCEL_SECONDS = 2.0
+
+
 async def _cancel(task: asyncio.Task[None]) -> None:
     """Cancel a background task at shutdown; an error it raises while unwinding is logged.
 
     Cancelling mid-query can surface as a driver error (e.g. a connection reset interrupted
     on its way back to the pool) rather than CancelledError; shutdown must go on regardless.
+    It goes on after ``CANCEL_SECONDS`` too: with the database hung, asyncpg's cancel request
+    and the connection's release wait on the server without a bound (then ``close_pool``
+    cuts the connection).
     """
     task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=CANCEL_SECONDS)
+    if not done:
+        log.warning(
+            "background task %s did not stop within %.0f s", task.get_name(), CANCEL_SECONDS
+        )
+        return
     try:
-        await task
+        task.result()
     except asyncio.CancelledError:
         pass
     except Exception:

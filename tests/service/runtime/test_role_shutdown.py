@@ -70,8 +70,9 @@ async def test_sigterm_ends_a_server_whose_database_hangs(dsn: str, role: str, m
                 await proc.proc.wait()
             took = loop.time() - began
             print(f"{role}: SIGTERM with the database hung → exited in {took:.2f} s")
-            # before: Pool.close() waited for ever (the 25 s backstop of core.lifetime aside)
-            assert took < 12
+            # before: Pool.close() and the metrics task's cancel waited for ever (then the 25 s
+            # backstop of core.lifetime); now at most 2 s for the cancel and 5 s for the pool
+            assert took < 15
             assert proc.proc.returncode == 0, proc.lines[-20:]
         finally:
             await proc.kill()
