@@ -99,6 +99,15 @@ async def ensure(conn: asyncpg.Connection, size: int, ahead: int = AHEAD) -> lis
     return [r["name"] for r in made]
 
 
+async def ensure_upto(conn: asyncpg.Connection, position: int) -> list[str]:
+    """Make partitions (of the stored size) until ``position`` has one: for a bulk load that
+    writes positions itself (COPY) instead of going through ``append_events``."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.APPEND)
+        made = await conn.fetch("SELECT events_ensure_partitions($1) AS name", position)
+    return [r["name"] for r in made]
+
+
 async def detach_partition(
     conn: asyncpg.Connection, name: str, *, lock_timeout: float = 2.0
 ) -> None:
