@@ -49,7 +49,7 @@ async def next_position(conn: asyncpg.Connection | asyncpg.Pool) -> int:
     return int(await conn.fetchval(_NEXT))
 
 
-async def list_partitions(conn: asyncpg.Connection) -> list[Partition]:
+async def list_partitions(conn: asyncpg.Connection | asyncpg.Pool) -> list[Partition]:
     """Every partition of the log not yet dropped, attached or detached, in position order."""
     rows = await conn.fetch(
         "SELECT p.name, p.low, p.high, p.detached_at IS NULL AS attached, c.reltuples,"

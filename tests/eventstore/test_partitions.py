@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from eventstore.append import Appender, write_batch
 from eventstore.events import NewEvent
 from eventstore.migrate import SQL_DIR, migrate
 from eventstore.pool import connect, create_pool
+from tests.eventstore import test_eventstore as base
 from tests.support.logs import new_database, partitioned_log, sql_before
 
 
@@ -143,6 +146,20 @@ async def test_a_direct_insert_into_a_partition_takes_the_append_lock(
                 )
     finally:
         await other.close()
+
+
+async def test_racing_writers_across_partitions_never_make_a_tailing_reader_skip(
+    server_dsn: str,
+) -> None:
+    """Invariant 3 while batches cross partition bounds and make partitions: the racing test
+    of test_eventstore.py on a log of partitions of 50 (2,400 events: 48 partitions)."""
+    async with partitioned_log(server_dsn, 50) as dsn:
+        pool = await create_pool(dsn, min_size=1, max_size=8)
+        try:
+            await base.test_racing_writers_never_make_a_tailing_reader_skip(pool)
+            assert len(await partitions.list_partitions(pool)) >= 48
+        finally:
+            await pool.close()
 
 
 # --- the guard: only retention detaches or drops ------------------------------------------
@@ -298,3 +315,40 @@ async def test_a_long_reader_delays_the_change_but_never_stops_appends(
     finally:
         for c in (conn, reader_conn, migrator):
             await c.close()
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("DATABASE_URL")), reason="needs the embedded server's trust login"
+)
+async def test_without_a_superuser_the_guard_is_skipped_with_a_notice(server_dsn: str) -> None:
+    """Event triggers need a superuser: a role that only owns its database migrates (with a
+    NOTICE saying so), gets its partitions, and nothing refuses a DROP by hand."""
+    role = f"acklog_plain_{os.getpid()}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        async with new_database(server_dsn) as dsn:
+            name = urllib.parse.urlsplit(dsn).path.lstrip("/")
+            await admin.execute(f'ALTER DATABASE "{name}" OWNER TO "{role}"')
+            parts = urllib.parse.urlsplit(dsn)
+            as_role = urllib.parse.urlunsplit(
+                parts._replace(netloc=f"{role}@" + parts.netloc.rpartition("@")[2])
+            )
+            conn = await connect(as_role)
+            notices: list[str] = []
+            conn.add_log_listener(lambda _c, m: notices.append(m.message))
+            try:
+                assert (
+                    await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = $1", role)
+                    is False
+                )
+                await migrate(conn)
+                assert any("not a superuser" in n for n in notices)
+                await write_batch(conn, [event(b"e%d" % i) for i in range(3)])
+                assert (await partitions.list_partitions(conn))[0].name == "events_p0"
+                await conn.execute("DROP TABLE events_p1000001")  # unguarded
+            finally:
+                await conn.close()
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
