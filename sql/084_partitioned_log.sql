@@ -160,6 +160,8 @@ BEGIN
         PERFORM events_partition_log(v_bound);
         RETURN;
     END IF;
+    -- past every row, even one written with a position of its own beyond the sequence
+    v_next := greatest(v_next, (SELECT max(position) + 1 FROM events));
     v_bound := ((v_next + 1000000) / 1000000 + 1) * 1000000;
     PERFORM set_config('lock_timeout', '500ms', true);
     LOOP

@@ -149,8 +149,8 @@ async def _partitions_ahead(pool: asyncpg.Pool, size: int) -> None:
     """Make the log's partitions ahead of the next position (``partitions.AHEAD`` of
     ``ACKLOG_PARTITION_EVENTS`` positions). append_events makes one itself if these run out,
     so a failure here is only logged."""
-    try:
-        async with pool.acquire() as conn:
+    try:  # bounded: a database that hangs must not keep ingest from starting
+        async with asyncio.timeout(5.0), pool.acquire() as conn:
             made = await partitions.ensure(conn, size)
     except DRIVER_ERRORS as exc:
         log.warning("could not make log partitions ahead: %s", exc)
