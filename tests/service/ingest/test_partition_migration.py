@@ -28,6 +28,8 @@ from tests.support.payloads import waha_outgoing
 from tests.support.procs import Process, free_port
 
 ROWS = int(os.environ.get("ACKLOG_PARTITION_TEST_ROWS", "1000000"))
+#: bytes of padding in each old event's body (real webhooks are 0.5 to 2 KB)
+PAD = int(os.environ.get("ACKLOG_PARTITION_TEST_PAD", "0"))
 
 
 class Load:
@@ -94,9 +96,10 @@ async def test_a_million_event_log_is_partitioned_in_place_while_ingest_answers(
         started = time.monotonic()
         await conn.execute(
             "INSERT INTO events (received_at, channel, provider, headers, body, dedup_key)"
-            " SELECT now(), 'old', 'waha', '{}', convert_to('{\"old\":' || i || '}', 'UTF8'),"
+            " SELECT now(), 'old', 'waha', '{}', convert_to('{\"old\":' || i || ',\"pad\":\"' || repeat('x', $2) || '\"}', 'UTF8'),"
             " 'sha256:' || md5(i::text) FROM generate_series(1, $1) i",
             ROWS,
+            PAD,
         )
         filled = time.monotonic() - started
         token = await add_channel(dsn, "w", "waha")
@@ -147,7 +150,8 @@ async def test_a_million_event_log_is_partitioned_in_place_while_ingest_answers(
         )
         parts = await partitions.list_partitions(conn)
         print(
-            f"partitioning a log of {ROWS:,} events in place (filled in {filled:.1f}s):"
+            f"partitioning a log of {ROWS:,} events ({PAD} bytes of padding each) in place"
+            f" (filled in {filled:.1f}s):"
             f" migration {ended - began:.2f}s, {len(during)} webhooks answered meanwhile,"
             f" longest answer {longest * 1000:.0f} ms (median {statistics.median(during) * 1000:.0f}"
             f" ms), statuses {load.statuses},"
