@@ -29,6 +29,7 @@ import msgspec
 import psutil
 
 from bench import db
+from eventstore import partitions
 from eventstore.append import write_batch
 from eventstore.events import NewEvent
 from eventstore.pool import init_connection
@@ -57,6 +58,7 @@ def events(n: int, base: int) -> list[NewEvent]:
 
 
 async def fill(conn: asyncpg.Connection, rows: int) -> None:
+    await partitions.ensure_upto(conn, rows + 1)  # a plain INSERT makes no partition itself
     await conn.execute(
         "INSERT INTO events (received_at, channel, provider, content_type, headers, body,"
         " dedup_key) SELECT now(), 'bench-' || (i % 11), 'wamm', 'application/json',"
@@ -82,6 +84,8 @@ async def main(args: argparse.Namespace) -> None:
             )
             started = time.perf_counter()
             await fill(conn, args.rows)
+            # the COPY variant writes past the partitions append_events would make for itself
+            await partitions.ensure_upto(conn, args.rows + 2 * args.rounds * 3 * args.events)
             print(f"log of {args.rows:,} rows filled in {time.perf_counter() - started:.1f} s")
             reset = conn.get_reset_query()
             base = 10**9

@@ -17,6 +17,7 @@ import msgspec
 
 from bench.db import channel_name
 from bench.mix import Mix
+from eventstore import partitions
 from eventstore.events import body_key
 from projections import providers
 
@@ -98,6 +99,7 @@ class Filler:
         started = time.perf_counter()
         try:
             head = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+            await partitions.ensure_upto(conn, head + count)  # COPY names its positions
             done = 0
             while done < count:
                 n = min(chunk, count - done)

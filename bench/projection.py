@@ -31,6 +31,7 @@ from bench import procs, profile
 from bench.dataset import COLUMNS, Filler
 from bench.progress import log
 from bench.stats import median_of, percentiles
+from eventstore import partitions
 from projections.runner import Projector
 
 #: the child's own timing, printed as one JSON line on stdout
@@ -236,6 +237,8 @@ async def _paced_appends(filler: Filler, rate: float, seconds: float, every: flo
     )
     try:
         head = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM events"))
+        # COPY names its positions: the partitions they need are made first
+        await partitions.ensure_upto(conn, head + int(rate * seconds) + 1)
         sent, started = 0, time.perf_counter()
         while (now := time.perf_counter() - started) < seconds:
             due = int(rate * now) - sent
