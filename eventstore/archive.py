@@ -313,12 +313,14 @@ async def manifest_of(store: ArchiveStore, name: str) -> Manifest:
     return decode_manifest(data, key)
 
 
+#: files are read column chunk by column chunk (pyarrow's pre-buffering held whole row
+#: groups: 85 MiB of Arrow memory instead of 16 reading 1M small events)
 def _read_batches(path: Path, manifest: Manifest) -> Iterator[pa.RecordBatch]:
     """The file's rows in batches, checked against the manifest as they go (``ArchiveCorrupt``
     at the first difference)."""
     file = manifest.key
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, pre_buffer=False)
         if not parquet.schema_arrow.remove_metadata().equals(SCHEMA.remove_metadata()):
             raise ArchiveCorrupt(file, f"columns differ from format v{VERSION}")
         if parquet.metadata.num_rows != manifest.rows:
@@ -419,7 +421,7 @@ async def restore(conn: asyncpg.Connection, store: ArchiveStore, manifest: Manif
                     content_type text, headers text, body bytea, dedup_key text,
                     duplicate_of bigint) ON COMMIT DROP"""
             )
-            parquet = pq.ParquetFile(path)
+            parquet = pq.ParquetFile(path, pre_buffer=False)
             for batch in parquet.iter_batches(batch_size=RESTORE_ROWS):
                 await conn.copy_records_to_table("acklog_restore", records=_records(batch))
             differ = await conn.fetchval(

@@ -2,7 +2,7 @@
 (``s3://bucket/prefix``), behind one small interface (put, get, list, delete).
 
 Both go through obstore (the Python binding of Rust's ``object_store``, the crate behind
-DataFusion, Polars and delta-rs): async, one dependency for every kind of store, and a write
+DataFusion, Polars and delta-rs): one dependency for every kind of store, and a write
 is atomic on both (a directory: a staging file renamed into place; S3: a single PUT, or a
 multipart upload that is invisible until completed). S3 credentials, region and endpoint come
 from the usual ``AWS_*`` variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
@@ -14,12 +14,11 @@ address and what went wrong, never the client's multi-line report.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import urllib.parse
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import obstore
 from obstore.exceptions import BaseError, NotFoundError
@@ -67,47 +66,61 @@ class ArchiveStore:
             return kind(f"{self.url}: no {key}")
         return ArchiveStoreError(f"archive store {self.url}: {what} {key} failed: {_one_line(exc)}")
 
+    # obstore's blocking calls, each in a worker thread: its async API completes futures
+    # from its own runtime's threads, and a process exiting right after one (a CLI command)
+    # aborted at interpreter shutdown in about 1 run of 5 (SIGABRT, exit 134); a blocking
+    # call made from a Python thread never calls back into a closing interpreter
+
     async def put(self, key: str, data: bytes | Path) -> None:
         """Write ``data`` (bytes, or a file's content, streamed) to ``key``, atomically."""
         try:
-            await obstore.put_async(self._store, key, data)
+            await asyncio.to_thread(obstore.put, self._store, key, data)
         except (BaseError, OSError) as exc:
             raise self._error("writing", key, exc) from exc
 
     async def get(self, key: str) -> bytes:
+        def get() -> bytes:
+            return bytes(obstore.get(self._store, key).bytes())
+
         try:
-            result = await obstore.get_async(self._store, key)
-            return bytes(await result.bytes_async())
+            return await asyncio.to_thread(get)
         except (BaseError, OSError) as exc:
             raise self._error("reading", key, exc) from exc
 
     async def get_file(self, key: str, target: Path) -> int:
         """Stream ``key`` into the file ``target``; the bytes written."""
-        written = 0
-        try:
-            result = await obstore.get_async(self._store, key)
+
+        def get_file() -> int:
+            written = 0
+            result = obstore.get(self._store, key)
             with target.open("wb") as out:
-                async for chunk in result.stream(min_chunk_size=4 * 1024 * 1024):
+                for chunk in result.stream(min_chunk_size=4 * 1024 * 1024):
                     out.write(memoryview(chunk))
                     written += len(chunk)
+            return written
+
+        try:
+            return await asyncio.to_thread(get_file)
         except (BaseError, OSError) as exc:
             raise self._error("reading", key, exc) from exc
-        return written
 
     async def list(self, prefix: str = "") -> list[tuple[str, int]]:
         """(key, size) of every object under ``prefix``, sorted by key."""
-        found: list[tuple[str, int]] = []
-        try:
-            stream: AsyncIterator[Any] = obstore.list(self._store, prefix or None).__aiter__()
-            async for metas in stream:
+
+        def listed() -> list[tuple[str, int]]:
+            found: list[tuple[str, int]] = []
+            for metas in obstore.list(self._store, prefix or None):
                 found += [(m["path"], int(m["size"])) for m in metas]
+            return sorted(found)
+
+        try:
+            return await asyncio.to_thread(listed)
         except (BaseError, OSError) as exc:
             raise self._error("listing", prefix or "/", exc) from exc
-        return sorted(found)
 
     async def delete(self, key: str) -> None:
         try:
-            await obstore.delete_async(self._store, key)
+            await asyncio.to_thread(obstore.delete, self._store, key)
         except (BaseError, OSError) as exc:
             raise self._error("deleting", key, exc) from exc
 

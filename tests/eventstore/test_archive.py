@@ -462,3 +462,19 @@ async def test_measure_100k_webhooks(
         f" (pg_total_relation_size {pg_bytes:,}, indexes included)"
     )
     assert manifest.bytes < pg_bytes
+
+
+async def test_a_file_without_its_manifest_is_no_archive(
+    conn: asyncpg.Connection, file_store: ArchiveStore, s3_endpoint: str
+) -> None:
+    """What a write stopped between the file and the manifest leaves (a kill, a store that
+    filled up on the manifest): listed as unclaimed, never as an archive, never verified."""
+    await append(conn, [webhook(n) for n in range(5)])
+    for store in (file_store, ArchiveStore(f"s3://{BUCKET}/stopped")):
+        manifest = await archive_range(conn, store, 1, 5)
+        await store.delete(f"{manifest.name}/{MANIFEST}")
+        found = await listing(store)
+        assert found.archives == []
+        assert found.unclaimed == ["events-1-5/events-1-5.parquet"]
+        with pytest.raises(ArchiveError, match="no archive events-1-5"):
+            await manifest_of(store, "events-1-5")
