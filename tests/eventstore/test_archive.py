@@ -210,6 +210,24 @@ async def test_s3_round_trip_into_a_fresh_database(
     assert (await digest(target))[0] == 2000
 
 
+async def test_a_large_archive_goes_up_in_parts(
+    conn: asyncpg.Connection, dsn: str, target: str, s3_endpoint: str
+) -> None:
+    """A file over obstore's 5 MiB chunk is a multipart upload: invisible until complete."""
+    await append(conn, [webhook(n, body=os.urandom(1500)) for n in range(6000)])  # ~9 MB
+    store = ArchiveStore(f"s3://{BUCKET}/large")
+    manifest = await archive_range(conn, store, 1, 6000)
+    assert manifest.bytes > 8 * 1024 * 1024
+    assert (manifest.key, manifest.bytes) in await store.list()
+    await verify(store, manifest)
+    tconn = await connect(target)
+    try:
+        await restore(tconn, store, manifest)
+    finally:
+        await tconn.close()
+    assert await digest(target) == await digest(dsn)
+
+
 async def test_a_name_taken_an_empty_range_and_an_open_range_are_refused(
     conn: asyncpg.Connection, file_store: ArchiveStore
 ) -> None:

@@ -182,3 +182,49 @@ async def test_errors_are_one_line_and_exit_non_zero(
     assert "1 of 1 archives corrupt" in one_line_error(err)
     code, out, err = await acklog(dsn, "archive", "restore", "events-1-20", **url)
     assert code == 1 and "events-1-20.parquet" in one_line_error(err)
+
+
+async def test_a_create_killed_at_any_moment_claims_nothing_and_can_be_run_again(
+    dsn: str, tmp_path: Path
+) -> None:
+    """SIGKILL at several moments of ``archive create`` (connecting, streaming rows, storing
+    the file): every archive ``list`` then shows verifies, and the same create then works."""
+    conn = await connect(dsn)
+    try:
+        for i in range(0, 100_000, 10_000):
+            await write_batch(conn, [webhook(n) for n in range(i, i + 10_000)])
+    finally:
+        await conn.close()
+    url = f"file://{tmp_path}/arch"
+    env = {**os.environ, "DATABASE_URL": dsn, "ACKLOG_DATA_DIR": str(DATA_DIR)}
+    env["ACKLOG_ARCHIVE_URL"] = url
+    args = ["-m", "service.cli", "archive", "create", "--from", "1", "--to", "100000"]
+    outcomes = []
+    for delay in [0.5 + 0.15 * i for i in range(30)]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *args,
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await asyncio.wait_for(proc.wait(), delay)  # the moment to kill it at
+        except TimeoutError:
+            proc.kill()
+        outcomes.append(await proc.wait())
+        code, out, err = await acklog(dsn, "archive", "verify", ACKLOG_ARCHIVE_URL=url)
+        assert code == 0, out + err
+        if proc.returncode == 0:
+            break
+    print("exit codes of the killed creates:", outcomes)
+    code, out, err = await acklog(dsn, "archive", "list", ACKLOG_ARCHIVE_URL=url)
+    assert code == 0, err
+    print(out.strip())
+    if outcomes[-1] != 0:
+        assert "0 archives" in out, out
+        code, out, err = await acklog(dsn, "archive", "create", *args[4:], ACKLOG_ARCHIVE_URL=url)
+        assert code == 0, out + err
+    code, out, err = await acklog(dsn, "archive", "verify", ACKLOG_ARCHIVE_URL=url)
+    assert code == 0 and "1 archives verified" in out, out + err
