@@ -210,6 +210,24 @@ async def test_s3_round_trip_into_a_fresh_database(
     assert (await digest(target))[0] == 2000
 
 
+async def test_restore_refuses_a_log_with_another_event_at_a_position(
+    conn: asyncpg.Connection, dsn: str, target: str, file_store: ArchiveStore
+) -> None:
+    await append(conn, [webhook(n) for n in range(20)])
+    manifest = await archive_range(conn, file_store, 1, 20)
+    same = await restore(conn, file_store, manifest)  # into the log it came from
+    assert (same.inserted, same.present) == (0, 20)
+    tconn = await connect(target)
+    try:
+        await write_batch(tconn, [webhook(n, body=b"another") for n in range(3)])
+        before = await digest(target)
+        with pytest.raises(ArchiveError, match="position 1 of the log holds another event"):
+            await restore(tconn, file_store, manifest)
+        assert await digest(target) == before  # nothing changed
+    finally:
+        await tconn.close()
+
+
 async def test_a_large_archive_goes_up_in_parts(
     conn: asyncpg.Connection, dsn: str, target: str, s3_endpoint: str
 ) -> None:
