@@ -42,6 +42,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from eventstore import partitions
 from eventstore.archive_store import ArchiveNotFound, ArchiveStore
 
 FORMAT = "acklog-events-archive"
@@ -424,6 +425,8 @@ async def restore(conn: asyncpg.Connection, store: ArchiveStore, manifest: Manif
             parquet = pq.ParquetFile(path, pre_buffer=False)
             for batch in parquet.iter_batches(batch_size=RESTORE_ROWS):
                 await conn.copy_records_to_table("acklog_restore", records=_records(batch))
+            # a range retention dropped has no partition any more: one is made for it
+            await partitions.cover(conn, manifest.first_position, manifest.last_position)
             differ = await conn.fetchval(
                 """SELECT min(a.position) FROM acklog_restore a JOIN events e USING (position)
                    WHERE (e.received_at, e.channel, e.provider, e.content_type, e.headers,

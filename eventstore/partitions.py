@@ -108,6 +108,52 @@ async def ensure_upto(conn: asyncpg.Connection, position: int) -> list[str]:
     return [r["name"] for r in made]
 
 
+async def cover(conn: asyncpg.Connection, first: int, last: int) -> list[str]:
+    """Make partitions so that every position from ``first`` to ``last`` has one: those above
+    the newest partition as :func:`ensure_upto` makes them, and each range below or between
+    partitions that retention dropped as one partition of its own (``events_r<low>``), so
+    archived events can be restored with their positions. Returns the ones made."""
+    made: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.APPEND)
+        top = await conn.fetchval("SELECT max(high) FROM events_partitions")
+        if top is None or last >= top:
+            made += [
+                r["name"]
+                for r in await conn.fetch("SELECT events_ensure_partitions($1) AS name", last)
+            ]
+            top = await conn.fetchval("SELECT max(high) FROM events_partitions")
+        # the gaps below ``top``: attached partitions are disjoint, ordered by their high bound
+        bounds = await conn.fetch(
+            "SELECT low, high FROM events_partitions WHERE detached_at IS NULL ORDER BY high"
+        )
+        cursor, end = first, min(last + 1, top)
+        for b in bounds:
+            if cursor >= end:
+                break
+            low = b["low"]
+            if low is not None and cursor < low:  # [cursor, low) has no partition
+                high = min(low, end)
+                name = f"events_r{cursor}"
+                held = await conn.fetchval(
+                    "SELECT name FROM events_partitions WHERE detached_at IS NOT NULL"
+                    " AND coalesce(low, $1) < $2 AND high > $1",
+                    cursor,
+                    high,
+                )
+                if held is not None:
+                    raise PartitionInUse(
+                        f"{held} is detached and not yet dropped: let retention finish it"
+                        " before restoring its positions"
+                    )
+                await conn.execute("SELECT events_attach_partition($1, $2, $3)", name, cursor, high)
+                made.append(name)
+            cursor = max(cursor, b["high"])
+        if cursor < end:  # below ``top`` with no partition above it: cannot happen
+            raise AssertionError(f"positions {cursor}..{end - 1} have no partition")
+    return made
+
+
 async def detach_partition(
     conn: asyncpg.Connection, name: str, *, lock_timeout: float = 2.0
 ) -> None:

@@ -34,6 +34,25 @@ CREATE TABLE events_partitions (
     detached_at timestamptz
 );
 
+-- One partition [p_low, p_high) (p_low NULL: from MINVALUE), made and attached as the comment
+-- on events_add_partition below says, and registered. That function makes the next one; a restore of archived
+-- positions whose partition retention dropped makes one for them (eventstore.partitions.cover).
+CREATE FUNCTION events_attach_partition(p_name text, p_low bigint, p_high bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('CREATE TABLE %I (LIKE events)', p_name);
+    EXECUTE format('CREATE INDEX %I ON %I (channel, dedup_key) WHERE duplicate_of IS NULL',
+                   p_name || '_dedup_first', p_name);
+    EXECUTE format('CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON %I'
+                   ' FOR EACH STATEMENT EXECUTE FUNCTION events_reject_change()', p_name);
+    EXECUTE format('CREATE TRIGGER events_serialize BEFORE INSERT ON %I'
+                   ' FOR EACH STATEMENT EXECUTE FUNCTION events_serialize_appends()', p_name);
+    EXECUTE format('ALTER TABLE events ATTACH PARTITION %I FOR VALUES FROM (%s) TO (%s)',
+                   p_name, coalesce(p_low::text, 'MINVALUE'), p_high);
+    INSERT INTO events_partitions (name, low, high) VALUES (p_name, p_low, p_high);
+END
+$$;
+
 -- The next partition after the highest: [highest bound, + size), or, when there is none,
 -- [MINVALUE, next position + size). Only under the append lock (7312004711): appends are
 -- serialized, so no row can need the partition before it is attached. CREATE TABLE, then
@@ -60,16 +79,7 @@ BEGIN
         v_high := v_low + v_size;
         v_name := 'events_p' || v_low;
     END IF;
-    EXECUTE format('CREATE TABLE %I (LIKE events)', v_name);
-    EXECUTE format('CREATE INDEX %I ON %I (channel, dedup_key) WHERE duplicate_of IS NULL',
-                   v_name || '_dedup_first', v_name);
-    EXECUTE format('CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON %I'
-                   ' FOR EACH STATEMENT EXECUTE FUNCTION events_reject_change()', v_name);
-    EXECUTE format('CREATE TRIGGER events_serialize BEFORE INSERT ON %I'
-                   ' FOR EACH STATEMENT EXECUTE FUNCTION events_serialize_appends()', v_name);
-    EXECUTE format('ALTER TABLE events ATTACH PARTITION %I FOR VALUES FROM (%s) TO (%s)',
-                   v_name, coalesce(v_low::text, 'MINVALUE'), v_high);
-    INSERT INTO events_partitions (name, low, high) VALUES (v_name, v_low, v_high);
+    PERFORM events_attach_partition(v_name, v_low, v_high);
     RETURN v_name;
 END
 $$;

@@ -14,9 +14,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from eventstore import locks, partitions
+from eventstore import archive, locks, partitions
 from eventstore import read as reader
 from eventstore.append import Appender, write_batch
+from eventstore.archive_store import ArchiveStore
 from eventstore.events import NewEvent
 from eventstore.migrate import SQL_DIR, migrate
 from eventstore.pool import connect, create_pool
@@ -352,3 +353,27 @@ async def test_without_a_superuser_the_guard_is_skipped_with_a_notice(server_dsn
     finally:
         await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
         await admin.close()
+
+
+async def test_archived_partitions_that_retention_dropped_restore_into_their_own_partition(
+    small: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """An archive restores with its positions even once retention dropped their partition:
+    ``partitions.cover`` makes one for the range (below or between the partitions left)."""
+    await write_batch(small, [event(b"e%d" % i, key=f"k{i}") for i in range(35)])
+    before = [(e.position, e.body) for e in await reader.read(small)]
+    store = ArchiveStore(f"file://{tmp_path}/archives")
+    low = await archive.archive_range(small, store, 1, 10)  # events_p0: [MINVALUE, 11)
+    middle = await archive.archive_range(small, store, 21, 30)  # events_p21
+    await partitions.drop_partition(small, "events_p0")
+    await partitions.drop_partition(small, "events_p21")
+    assert [e.position for e in await reader.read(small)][:1] == [11]
+    for manifest in (middle, low):  # in any order
+        restored = await archive.restore(small, store, manifest)
+        assert restored.inserted == 10
+    assert [(e.position, e.body) for e in await reader.read(small)] == before
+    names = {p.name for p in await partitions.list_partitions(small)}
+    assert {"events_r1", "events_r21"} <= names
+    assert await partitions.cover(small, 1, 35) == []  # covered now: nothing more to make
+    again = await write_batch(small, [event(b"new")])  # the log goes on after the restore
+    assert again[0].position == 36
