@@ -13,8 +13,8 @@ formatted: that form (digits separated by spaces, dots, dashes or parentheses, a
 ``+``) matches too when nothing but a separator-free edge surrounds it.
 
 :func:`Spellings.mask` replaces each digit of every match by ``0``: the bytes keep their
-length and JSON stays JSON (the number is always inside a string in every provider's
-payloads), so an erased event still decodes and the fold still runs.
+length and JSON stays JSON (the number is inside a string in every provider's payloads; a bare JSON number becomes ``1000…`` instead), so an erased event still decodes
+and the fold still runs.
 """
 
 from __future__ import annotations
@@ -71,7 +71,11 @@ class Spellings:
 
 
 def _zeros(m: re.Match[bytes]) -> bytes:
-    return bytes(0x30 if 0x30 <= c <= 0x39 else c for c in m.group(0))
+    masked = bytes(0x30 if 0x30 <= c <= 0x39 else c for c in m.group(0))
+    before = m.string[: m.start()].rstrip()[-1:]
+    if before in (b":", b"[", b",") and masked[:1] == b"0":
+        return b"1" + masked[1:]  # a bare JSON number cannot start with 0: 1000… stays JSON
+    return masked
 
 
 def parse(typed: str) -> Spellings:

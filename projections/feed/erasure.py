@@ -41,8 +41,8 @@ async def scrub(
     conn: asyncpg.Connection, mask: Mask, seqs: list[int], *, after: int
 ) -> tuple[int, int]:
     """Mask the feed (in the erasure's transaction, ``locks.ERASURE`` held so no outbox batch
-    is in flight): the events ``seqs`` and any after ``after``, then every message, attempt,
-    dead letter and paused reason that names the person. Returns (events, other rows) changed."""
+    is in flight): the events ``seqs`` and any after ``after``, then every message, instance
+    status, attempt, dead letter and paused reason that names the person. Returns (events, other rows) changed."""
     later, _ = await find_events(conn, mask, after=after)
     events = 0
     todo = sorted(set(seqs) | set(later))
@@ -56,6 +56,13 @@ async def scrub(
             await conn.executemany("UPDATE feed.events SET body = $2 WHERE seq = $1", updates)
             events += len(updates)
     rows_changed = await _messages(conn, mask)
+    for r in await conn.fetch("SELECT channel, raw FROM feed.instances"):  # one per channel
+        raw = mask(r["raw"].encode()).decode()
+        if raw != r["raw"]:
+            await conn.execute(
+                "UPDATE feed.instances SET raw = $2 WHERE channel = $1", r["channel"], raw
+            )
+            rows_changed += 1
     for table, column in (
         ("feed.attempts", "error"),
         ("feed.dead_letters", "error"),

@@ -111,6 +111,10 @@ def test_brazilian_mobiles_match_with_and_without_the_ninth_digit() -> None:
     s = parse("+55 11 98888-7777")
     assert s.mask(b'{"chatId":"551188887777@c.us"}') == b'{"chatId":"000000000000@c.us"}'
     assert s.mask(b'"5511988887777-1612345678@g.us"') == b'"0000000000000-1612345678@g.us"'
+    # a bare JSON number stays a JSON number
+    assert s.mask(b'{"phone": 5511988887777, "to":[551188887777]}') == (
+        b'{"phone": 1000000000000, "to":[100000000000]}'
+    )
     # a longer run of digits is another thing (an id, a timestamp): untouched
     assert s.mask(b"155119888877771") == b"155119888877771"
     assert "5511" not in repr(s)
