@@ -5,7 +5,8 @@ What a user types (``+55 11 98888-7777``, ``5511988887777``, ``whatsapp:+55…``
 the number's international digits. Providers spell it as those digits inside something else
 (``+E164``, ``whatsapp:+…``, ``…@c.us``, ``…@s.whatsapp.net``, Meta ``wa_id`` and
 ``recipient_id``, Z-API ``phone``, Green-API ``chatId``, WAHA message ids
-``true_…@c.us_…``, old group ids ``creator-time@g.us``), so a match is those digits bounded by
+``true_…@c.us_…``, old group ids ``creator-time@g.us``; Meta's message ids ``wamid.…`` hold
+them in base64, decoded and re-encoded here), so a match is those digits bounded by
 no other digit. WhatsApp drops or adds a digit in some countries (Brazil's ninth mobile digit:
 ``5511988887777`` is also ``551188887777@c.us``; Mexico's ``521``; Argentina's ``549``), so
 each number has its variants. A person may also have written it in a message's text,
@@ -19,6 +20,7 @@ and the fold still runs.
 
 from __future__ import annotations
 
+import base64
 import re
 
 import phonenumbers
@@ -30,6 +32,8 @@ _PREFIX = re.compile(r"^\s*(?:whatsapp:|tel:)?", re.IGNORECASE)
 _SUFFIX = re.compile(r"(?:@c\.us|@s\.whatsapp\.net)\s*$", re.IGNORECASE)
 _TYPED = re.compile(r"^\+?[0-9][0-9 .()\-/]*$")
 _SEPARATORS = rb"[ .()\-]{0,2}"
+#: a Meta message id: ``wamid.`` and base64 of a record that holds the recipient's number
+_WAMID = re.compile(rb"(wamid\.)([A-Za-z0-9+/_-]{8,}={0,2})")
 
 
 class InvalidPhone(ValueError):
@@ -60,8 +64,28 @@ class Spellings:
         return (self.e164, *self.variants)
 
     def mask(self, data: bytes) -> bytes:
-        """``data`` with every digit of every spelling of the number replaced by ``0``."""
-        return self._formatted.sub(_zeros, self._plain.sub(_zeros, data))
+        """``data`` with every digit of every spelling of the number replaced by ``0``,
+        inside Meta's message ids too."""
+        data = self._formatted.sub(_zeros, self._plain.sub(_zeros, data))
+        return _WAMID.sub(self._wamid, data) if b"wamid." in data else data
+
+    def _wamid(self, m: re.Match[bytes]) -> bytes:
+        """A ``wamid.`` whose decoded record names the number, re-encoded with it masked (same
+        length and alphabet): Meta's ids embed the recipient's digits in base64."""
+        token = m.group(2)
+        urlsafe = b"-" in token or b"_" in token
+        bare = token.rstrip(b"=")
+        try:
+            record = base64.b64decode(
+                bare + b"=" * (-len(bare) % 4), altchars=b"-_" if urlsafe else None
+            )
+        except ValueError:
+            return m.group(0)
+        masked = self._plain.sub(_zeros, record)
+        if masked == record:
+            return m.group(0)
+        encoded = base64.b64encode(masked, altchars=b"-_" if urlsafe else None)
+        return m.group(1) + encoded.rstrip(b"=") + token[len(bare) :]
 
     def mask_text(self, text: str) -> str:
         return self.mask(text.encode()).decode()

@@ -8,7 +8,8 @@ quotes a malformed request line or header whole, at ERROR), every line leaves th
 ``redact``: credentials in headers, query strings, cookies and acklog's own keys are
 replaced by ``[redacted]`` before a handler writes them (issue 26). Phone numbers, which
 acklog's own lines never carry, are replaced by ``[phone]`` all the same, in every spelling a
-provider uses (``+55…``, ``whatsapp:+…``, ``…@c.us``, ``…@s.whatsapp.net``, bare digits), so
+provider uses (``+55…``, ``whatsapp:+…``, ``…@c.us``, ``…@s.whatsapp.net``, bare digits, and
+Meta's ``wamid.…``, which holds one in base64), so
 a library quoting a payload cannot write one (docs/erasure.md).
 """
 
@@ -67,6 +68,8 @@ _PHONE_PATTERNS = (
     re.compile(r"(?<![\w+])\+[0-9](?:[ .()-]{0,2}[0-9]){6,16}(?![0-9])"),
     re.compile(r"(?<![0-9])[0-9]{6,20}(?:-[0-9]{6,12})?(?=@(?:c\.us|s\.whatsapp\.net|g\.us)\b)"),
     re.compile(r"(?<![0-9])[0-9]{11,15}(?![0-9])"),
+    # Meta's message ids hold the recipient's number in base64
+    re.compile(r"(?<=wamid\.)[A-Za-z0-9+/=_%-]{8,}"),
 )
 #: exact values never to be written (the configured API key, whatever its form)
 _SECRETS: set[str] = set()
