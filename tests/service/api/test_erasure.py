@@ -31,7 +31,7 @@ from aiohttp.test_utils import TestClient
 from eventstore.append import write_batch
 from eventstore.events import NewEvent
 from eventstore.pool import connect
-from projections import rebuild
+from projections import erasure, rebuild
 from projections.feed import subscriptions as subs
 from projections.feed.outbox import Outbox
 from projections.runner import Projector
@@ -43,6 +43,7 @@ from service.runtime.app import make_app
 from tests.service.runtime.test_cli import acklog
 from tests.support import console_helpers
 from tests.support.apps import add_channel, settings
+from tests.support.payloads import meta_status
 from tests.support.procs import free_port
 from tests.support.samples import sample
 
@@ -482,3 +483,50 @@ async def test_the_log_refuses_every_change_outside_the_audited_path(
         await conn.execute("TRUNCATE erasures CASCADE")
     assert await conn.fetchval("SELECT count(*) FROM events") == 1
     assert await conn.fetchval("SELECT count(*) FROM erasure_events") == 0
+
+
+def meta_traffic(digits: str, n: int, first: int) -> list[NewEvent]:
+    """``n`` outgoing Meta messages to ``digits``, each sent then delivered."""
+    now = dt.datetime.now(dt.UTC)
+    out = []
+    for i in range(first, first + n):
+        wid = wamid(digits, str(i).encode()).decode()
+        for status in ("sent", "delivered"):
+            body = meta_status(wid, status).replace(b"16505551234", digits.encode())
+            event = NewEvent(
+                channel="meta-x",
+                provider="meta",
+                body=body,
+                received_at=now,
+                content_type="application/json",
+            )
+            out.append(event.with_dedup_key(f"{wid}:{status}"))
+    return out
+
+
+async def test_an_erasure_while_the_projector_and_the_outbox_run(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    """The live projector and the feed's outbox fold and derive the log while it is masked:
+    no batch that read a body before the masking leaves the number behind it."""
+    traffic = meta_traffic(A9, 400, 0) + meta_traffic(B9, 400, 1000)
+    await write_batch(conn, traffic)
+    head = await conn.fetchval("SELECT max(position) FROM events")
+    projector, outbox = Projector(dsn, batch_size=50), Outbox(dsn, batch_size=50)
+    tasks = [asyncio.create_task(projector.run()), asyncio.create_task(outbox.run())]
+    try:
+        await outbox.is_leader.wait()
+        done = await erasure.erase(dsn, A_TYPED, "test")
+        assert done.events == 800
+        async with asyncio.timeout(60):
+            await outbox.wait_for(head)
+            await projector.wait_for(head)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    dump = await pg_dump(dsn)
+    assert leaks(dump) == []
+    assert found(dump, B9)
+    assert await conn.fetchval("SELECT count(*) FROM feed.events") >= 800
+    assert await rebuild.verify(dsn) == []
