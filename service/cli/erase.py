@@ -42,6 +42,13 @@ def add_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     e.set_defaults(fn=run)
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return "unknown"
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         number = erasure.parse(args.phone)
@@ -50,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = settings_of(args)
     dsn = database_url(settings)
-    by = args.by or f"cli:{getpass.getuser()}"
+    by = args.by or f"cli:{_user()}"
 
     async def body() -> erasure.Erased:
         await wait_and_migrate(dsn)
