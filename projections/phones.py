@@ -109,6 +109,8 @@ def parse(typed: str) -> Spellings:
         raise InvalidPhone(
             "not a phone number: type it with its country code, e.g. +55 11 98888-7777"
         )
+    if text.startswith("00"):
+        text = text[2:]  # the international call prefix of most countries
     if not text.startswith("+"):
         text = "+" + text
     try:

@@ -4,7 +4,8 @@ The body is ``{"phone": "+55 11 98888-7777"}``, the number in any spelling with 
 code. The answer is the audit record (``projections.erasure.Erased``): 200 with ``matched``
 true when something was masked, 200 with ``matched`` false when the number was found nowhere
 (the request is recorded all the same), 400 naming ``phone`` when it is not a phone number.
-The audit names who asked: ``api:`` and the name of the API key the request carried.
+The audit names who asked: ``api:`` and the name of the API key the request carried
+(``api:configured`` for the configured key).
 The erasure rebuilds the read models, so it takes as long as ``acklog rebuild``: the route
 has no query timeout.
 """
@@ -17,6 +18,7 @@ import msgspec
 from aiohttp import web
 
 from projections import erasure
+from service.core.apikey import CONFIGURED
 from service.core.config import SETTINGS
 from service.core.database import DSN
 from service.http.errors import BadParameter
@@ -55,7 +57,8 @@ async def create(request: web.Request) -> web.Response:
         number = erasure.parse(wanted.phone)
     except erasure.InvalidPhone as exc:
         raise BadParameter("phone", str(exc)) from None
-    by = f"api:{request.get(KEY_NAME) or 'unknown'}"
+    name = request.get(KEY_NAME)
+    by = "api:configured" if name == CONFIGURED else f"api:{name}"
     workers = request.config_dict[SETTINGS].rebuild_workers or None
     done = await erasure.erase(request.config_dict[DSN], number, by, workers=workers)
     return json_response(done)

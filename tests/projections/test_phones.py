@@ -47,6 +47,7 @@ def typed(number: phonenumbers.PhoneNumber, style: int) -> str:
         f"{e164[1:]}@c.us",
         f"{e164[1:]}@s.whatsapp.net",
         " " + phonenumbers.format_number(number, f.INTERNATIONAL).replace(" ", ".") + " ",
+        "00 " + phonenumbers.format_number(number, f.INTERNATIONAL)[1:],
     ][style]
 
 
@@ -86,7 +87,7 @@ def e164(number: phonenumbers.PhoneNumber) -> str:
 
 
 @settings(max_examples=300, deadline=None)
-@given(numbers(), st.integers(0, 7), st.integers(0, 7))
+@given(numbers(), st.integers(0, 8), st.integers(0, 7))
 def test_any_spelling_typed_masks_every_spelling_sent(
     number: phonenumbers.PhoneNumber, style: int, shown: int
 ) -> None:
@@ -105,7 +106,7 @@ def test_any_spelling_typed_masks_every_spelling_sent(
 
 
 @settings(max_examples=300, deadline=None)
-@given(numbers(), numbers(), st.integers(0, 7))
+@given(numbers(), numbers(), st.integers(0, 8))
 def test_another_number_never_matches(
     one: phonenumbers.PhoneNumber, other: phonenumbers.PhoneNumber, style: int
 ) -> None:
