@@ -15,14 +15,16 @@ from collections.abc import Callable
 import asyncpg
 import msgspec
 
-__all__ = ["Audit", "begin", "find", "finish", "get", "pending", "rebuilt", "redact"]
+__all__ = ["Audit", "Changed", "begin", "find", "finish", "get", "pending", "rebuilt", "redact"]
 
 Mask = Callable[[bytes], bytes]
 
 #: events per page of a scan
 PAGE = 1000
 
-_SELECT = "SELECT position, headers::text AS headers, body, dedup_key FROM events"
+_SELECT = (
+    "SELECT position, channel, provider, headers::text AS headers, body, dedup_key FROM events"
+)
 
 
 class Audit(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,9 +78,15 @@ async def begin(conn: asyncpg.Connection, requested_by: str) -> int:
     return erasure
 
 
-async def redact(conn: asyncpg.Connection, mask: Mask, positions: list[int]) -> list[int]:
+class Changed(msgspec.Struct, frozen=True):
+    position: int
+    channel: str
+    provider: str
+
+
+async def redact(conn: asyncpg.Connection, mask: Mask, positions: list[int]) -> list[Changed]:
     """Mask these events (inside :func:`begin`'s transaction); returns those it changed."""
-    changed: list[int] = []
+    changed: list[Changed] = []
     for start in range(0, len(positions), PAGE):
         rows = await conn.fetch(
             f"{_SELECT} WHERE position = ANY($1::bigint[]) ORDER BY position FOR UPDATE",
@@ -100,7 +108,12 @@ async def redact(conn: asyncpg.Connection, mask: Mask, positions: list[int]) -> 
                 " WHERE position = $1",
                 updates,
             )
-            changed += [u[0] for u in updates]
+            masked = {u[0] for u in updates}
+            changed += [
+                Changed(r["position"], r["channel"], r["provider"])
+                for r in rows
+                if r["position"] in masked
+            ]
     return changed
 
 

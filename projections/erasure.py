@@ -6,7 +6,9 @@ docs/erasure.md).
 2. In one transaction holding ``locks.ERASURE`` (so no feed batch derived from an old body
    is in flight): open the audit record (``eventstore.erasure.begin``), mask those events and
    any appended since the scan (the trigger allows it and records position and SHA-256),
-   mask the feed's rows (``projections.feed.erasure``), count.
+   mask the feed's rows (``projections.feed.erasure``), write one ``subject.erased`` feed
+   event per channel touched (no personal data: which positions and feed events were masked,
+   so subscribers erase it too), count.
 3. Rebuild the read models from the masked log (``projections.rebuild``): every ``rm`` row
    is a function of the log, so folding the masked bodies is the one complete way to mask
    them, including message keys that embed the number, and ``verify`` holds by construction.
@@ -26,6 +28,7 @@ from eventstore import erasure as log_erasure
 from eventstore import locks
 from eventstore.pool import connect
 from projections import rebuild as rebuilding
+from projections.clock import utcnow
 from projections.feed import erasure as feed_erasure
 from projections.phones import InvalidPhone, Spellings, parse
 
@@ -46,6 +49,8 @@ class Erased(msgspec.Struct, frozen=True, kw_only=True):
     events: int
     feed_events: int
     feed_rows: int
+    #: ``subject.erased`` feed events written (one per channel touched), for subscribers
+    notices: int
     positions: list[int]
     body_sha256: list[str]
     #: the read models were rebuilt from the masked log up to this position (None: no need)
@@ -67,7 +72,12 @@ async def erase(
             erasure = await log_erasure.begin(conn, requested_by)
             later, _ = await log_erasure.find(conn, mask, after=scanned)
             changed = await log_erasure.redact(conn, mask, positions + later)
-            feed_events, feed_rows = await feed_erasure.scrub(conn, mask, seqs, after=seq_scanned)
+            masked, feed_rows = await feed_erasure.scrub(conn, mask, seqs, after=seq_scanned)
+            by_channel: dict[str, tuple[str, list[int]]] = {}
+            for c in changed:
+                by_channel.setdefault(c.channel, (c.provider, []))[1].append(c.position)
+            notices = await feed_erasure.announce(conn, erasure, by_channel, masked, utcnow())
+            feed_events = len(masked)
             await log_erasure.finish(
                 conn, erasure, events=len(changed), feed_events=feed_events, feed_rows=feed_rows
             )
@@ -89,6 +99,7 @@ async def erase(
         events=audit.events,
         feed_events=audit.feed_events,
         feed_rows=audit.feed_rows,
+        notices=notices,
         positions=audit.positions,
         body_sha256=audit.body_sha256,
         rebuilt_to=rebuilt_to,

@@ -10,9 +10,14 @@ erase; the masked bytes keep their length and stay JSON, so every event still de
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 
 import asyncpg
+import msgspec
+
+from projections.feed import events as fe
+from projections.feed import store
 
 Mask = Callable[[bytes], bytes]
 
@@ -37,24 +42,40 @@ async def find_events(
         last = rows[-1]["seq"]
 
 
+class Masked(msgspec.Struct, frozen=True):
+    """A feed event the scrub masked."""
+
+    id: str
+    channel: str
+    provider: str
+    positions: list[int]
+
+
 async def scrub(
     conn: asyncpg.Connection, mask: Mask, seqs: list[int], *, after: int
-) -> tuple[int, int]:
+) -> tuple[list[Masked], int]:
     """Mask the feed (in the erasure's transaction, ``locks.ERASURE`` held so no outbox batch
     is in flight): the events ``seqs`` and any after ``after``, then every message, instance
-    status, attempt, dead letter and paused reason that names the person. Returns (events, other rows) changed."""
+    status, attempt, dead letter and paused reason that names the person. Returns the events
+    masked and how many other rows changed."""
     later, _ = await find_events(conn, mask, after=after)
-    events = 0
+    events: list[Masked] = []
     todo = sorted(set(seqs) | set(later))
     for start in range(0, len(todo), PAGE):
         rows = await conn.fetch(
-            "SELECT seq, body FROM feed.events WHERE seq = ANY($1::bigint[])",
+            "SELECT seq, id::text AS id, channel, body FROM feed.events"
+            " WHERE seq = ANY($1::bigint[]) ORDER BY seq",
             todo[start : start + PAGE],
         )
-        updates = [(r["seq"], mask(r["body"])) for r in rows if mask(r["body"]) != r["body"]]
-        if updates:
-            await conn.executemany("UPDATE feed.events SET body = $2 WHERE seq = $1", updates)
-            events += len(updates)
+        changed = [(r, mask(r["body"])) for r in rows if mask(r["body"]) != r["body"]]
+        if changed:
+            await conn.executemany(
+                "UPDATE feed.events SET body = $2 WHERE seq = $1",
+                [(r["seq"], body) for r, body in changed],
+            )
+            for r, body in changed:
+                event = fe.decode(body)
+                events.append(Masked(r["id"], r["channel"], event.provider, event.positions))
     rows_changed = await _messages(conn, mask)
     for r in await conn.fetch("SELECT channel, raw FROM feed.instances"):  # one per channel
         raw = mask(r["raw"].encode()).decode()
@@ -120,3 +141,39 @@ async def _texts(conn: asyncpg.Connection, mask: Mask, table: str, column: str) 
             await conn.executemany(f"UPDATE {table} SET {column} = $2 WHERE id = $1", updates)
             changed += len(updates)
         last = rows[-1]["id"]
+
+
+async def announce(
+    conn: asyncpg.Connection,
+    erasure: int,
+    log: dict[str, tuple[str, list[int]]],
+    masked: list[Masked],
+    now: dt.datetime,
+) -> int:
+    """One ``subject.erased`` feed event per channel the erasure touched (``log``: channel →
+    its provider and the log positions masked; ``masked``: the feed events), so subscribers
+    erase it too; returns how many. Written in the erasure's transaction, ``locks.ERASURE``
+    held: no outbox batch draws a seq meanwhile."""
+    channels: dict[str, tuple[str, set[int], list[str]]] = {
+        c: (provider, set(positions), []) for c, (provider, positions) in log.items()
+    }
+    for m in masked:
+        _, positions, ids = channels.setdefault(m.channel, (m.provider, set(), []))
+        positions.update(m.positions)
+        ids.append(m.id)
+    notices: list[fe.FeedEvent] = [
+        fe.SubjectErased(
+            id=fe.event_id("subject.erased", erasure, channel),
+            timestamp=now,
+            channel=channel,
+            provider=provider,
+            positions=sorted(positions),
+            erasure=erasure,
+            masked=ids,
+        )
+        for channel, (provider, positions, ids) in sorted(channels.items())
+        if positions
+    ]
+    if notices:
+        await store.write(conn, notices, {}, {}, {})
+    return len(notices)

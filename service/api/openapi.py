@@ -366,6 +366,7 @@ def document() -> dict[str, Any]:
         feed_events.AckMissed,
         feed_events.MessageAnomaly,
         feed_events.InstanceStatusChanged,
+        feed_events.SubjectErased,
     ]
     erasure_types = [ErasureRequest, Erased]
     types: list[Any] = [op.response for op in OPERATIONS] + feed_types + erasure_types + [Error]

@@ -358,6 +358,8 @@ async def test_erasure_leaves_no_spelling_anywhere_and_keeps_the_other_person(
     assert all(re.fullmatch("[0-9a-f]{64}", h) for h in erased["body_sha256"])
     assert erased["requested_by"] == "api:configured"
     assert erased["rebuilt_to"] is not None
+    channels = {f"{p}-a" for p, *_ in CASES} | {"wamm-x"}
+    assert erased["notices"] == len(channels)  # one subject.erased per channel touched
 
     await app.fold()  # the live projector and the outbox go on over the masked log
     after = await pg_dump(dsn)
@@ -370,8 +372,14 @@ async def test_erasure_leaves_no_spelling_anywhere_and_keeps_the_other_person(
     pages = await console_pages(app)
     assert leaks(pages) == []
     assert B9 in pages
+    await subs.remove(conn, "crm")  # its URL resolves nowhere; its attempt was checked above
     delivered = await delivered_feed(dsn)
     assert delivered and leaks(delivered) == []
+    notices = [json.loads(line) for line in delivered.splitlines() if "subject.erased" in line]
+    assert {n["channel"] for n in notices} == channels
+    assert all(n["erasure"] == erased["id"] and n["positions"] for n in notices)
+    assert {p for n in notices for p in n["positions"]} >= set(erased["positions"])
+    assert sum(len(n["masked"]) for n in notices) == erased["feed_events"]
 
     # the read models equal a fold of the masked log, and a rebuild brings nothing back
     assert await rebuild.verify(dsn) == []
@@ -384,6 +392,7 @@ async def test_erasure_leaves_no_spelling_anywhere_and_keeps_the_other_person(
     assert again.status == 200
     nothing = await again.json()
     assert nothing["matched"] is False and nothing["events"] == 0 and nothing["positions"] == []
+    assert nothing["notices"] == 0
     audit = await conn.fetch("SELECT * FROM erasures ORDER BY id")
     assert [r["events"] for r in audit] == [erased["events"], 0]
     assert leaks(str([dict(r) for r in audit])) == []
@@ -517,7 +526,7 @@ async def test_an_erasure_while_the_projector_and_the_outbox_run(
     try:
         await outbox.is_leader.wait()
         done = await erasure.erase(dsn, A_TYPED, "test")
-        assert done.events == 800
+        assert done.events == 800 and done.notices == 1
         async with asyncio.timeout(60):
             await outbox.wait_for(head)
             await projector.wait_for(head)
