@@ -31,6 +31,7 @@ from projections import rebuild as rebuilding
 from projections.clock import utcnow
 from projections.feed import erasure as feed_erasure
 from projections.phones import InvalidPhone, Spellings, parse
+from projections.readmodel import schema
 
 __all__ = ["Erased", "InvalidPhone", "erase", "parse"]
 
@@ -107,7 +108,18 @@ async def erase(
 
 
 async def _rebuild(dsn: str, workers: int | None) -> int:
-    """Rebuild, waiting for another rebuild or verify (it holds ``locks.REBUILD``) to end."""
+    """Rebuild, waiting for another rebuild or verify (it holds ``locks.REBUILD``) to end;
+    first drop the copies a dead rebuild left behind: they hold the bodies as they were."""
+    conn = await connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", locks.REBUILD)
+        try:
+            for name in await schema.leftovers(conn):
+                await schema.drop(conn, name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", locks.REBUILD)
+    finally:
+        await conn.close()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + REBUILD_WAIT
     while True:
