@@ -542,3 +542,30 @@ async def test_an_erasure_while_the_projector_and_the_outbox_run(
     assert found(dump, B9)
     assert await conn.fetchval("SELECT count(*) FROM feed.events") >= 800
     assert await rebuild.verify(dsn) == []
+
+
+async def test_an_erasure_whose_rebuild_died_is_rebuilt_by_the_next(
+    dsn: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log is masked and committed before the rebuild: if the process dies there, the read
+    models still hold the number until the next erasure, of any number, rebuilds them."""
+    await write_batch(conn, meta_traffic(A9, 5, 0) + meta_traffic(B9, 5, 100))
+    await Projector(dsn).catch_up(conn)
+    rebuild_for_real = erasure._rebuild
+
+    async def dies(dsn: str, workers: int | None) -> int:
+        raise RuntimeError("killed during the rebuild")
+
+    monkeypatch.setattr(erasure, "_rebuild", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        await erasure.erase(dsn, A_TYPED, "test")
+    assert leaks(await pg_dump(dsn))  # the log is masked, the read models not yet
+    assert await conn.fetchval("SELECT rebuilt_at FROM erasures") is None
+
+    monkeypatch.setattr(erasure, "_rebuild", rebuild_for_real)
+    other = await erasure.erase(dsn, "+44 7700 900123", "test")
+    assert other.matched is False and other.rebuilt_to is not None
+    assert leaks(await pg_dump(dsn)) == []
+    rebuilt = await conn.fetch("SELECT rebuilt_to FROM erasures ORDER BY id")
+    assert [r["rebuilt_to"] for r in rebuilt] == [other.rebuilt_to, None]  # the one pending
+    assert await rebuild.verify(dsn) == []
