@@ -109,7 +109,7 @@ async def erase(
 
 async def _rebuild(dsn: str, workers: int | None) -> int:
     """Rebuild, waiting for another rebuild or verify (it holds ``locks.REBUILD``) to end;
-    first drop the copies a dead rebuild left behind: they hold the bodies as they were."""
+    first drop the copies a dead rebuild left behind: they hold the rows as they were."""
     conn = await connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", locks.REBUILD)
