@@ -27,6 +27,9 @@ REBUILD = 7312004723
 FEED_OUTBOX = 7312004781
 #: Session lock of the feed's delivery leader (``service.feed.delivery``): one sender.
 FEED_DELIVERY = 7312004782
+#: Transaction lock of an erasure (exclusive) against the feed's outbox batches and sweeps
+#: (shared): no batch derived from a body before its redaction commits after the feed's scrub.
+ERASURE = 7312004791
 
 
 async def holder(conn: asyncpg.Connection | asyncpg.Pool, key: int) -> Holder | None:

@@ -25,6 +25,7 @@ EventType = Literal[
     "message.ack_missed",
     "message.anomaly",
     "instance.status_changed",
+    "subject.erased",
 ]
 EVENT_TYPES: tuple[EventType, ...] = EventType.__args__  # type: ignore[attr-defined]
 
@@ -114,7 +115,18 @@ class InstanceStatusChanged(_Event, frozen=True, kw_only=True, tag="instance.sta
     reason: str | None = None
 
 
-FeedEvent = MessageStateChanged | AckMissed | MessageAnomaly | InstanceStatusChanged
+class SubjectErased(_Event, frozen=True, kw_only=True, tag="subject.erased"):
+    """One person's phone number was erased (docs/erasure.md): the log events of this channel
+    that named it (``positions``) and the feed events sent from them (``masked``, by id) now
+    hold zeros in its place. Erase it from what you received too. Carries no personal data."""
+
+    #: the erasure's id in acklog's audit (``erasures``)
+    erasure: int
+    #: ids of this channel's feed events that were masked
+    masked: list[str]
+
+
+FeedEvent = MessageStateChanged | AckMissed | MessageAnomaly | InstanceStatusChanged | SubjectErased
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(FeedEvent)

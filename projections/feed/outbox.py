@@ -62,6 +62,8 @@ class Outbox:
     async def step(self, conn: asyncpg.Connection, *, upto: int | None = None) -> int:
         """Derive one batch's events in one transaction; returns how many log events it read."""
         async with conn.transaction():
+            # an erasure scrubs the feed with this lock exclusive (projections.erasure)
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", locks.ERASURE)
             position = await checkpoint.load(conn, FEED_CHECKPOINT)
             events = await read(conn, after=position, limit=self.batch_size, upto=upto)
             if not events:
@@ -87,6 +89,7 @@ class Outbox:
         now = self.clock()
         found: list[fe.FeedEvent] = []
         async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", locks.ERASURE)
             for stage in WAITS:
                 overdue = await store.overdue(conn, stage, now, limit)
                 if not overdue:

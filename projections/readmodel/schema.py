@@ -35,6 +35,15 @@ async def drop(conn: asyncpg.Connection, schema: str) -> None:
     await conn.execute(f"DROP SCHEMA IF EXISTS {schema_name(schema)} CASCADE")
 
 
+async def leftovers(conn: asyncpg.Connection) -> list[str]:
+    """Copies a rebuild or verify that died left behind (``rm_build_*``, ``rm_old_*``): only
+    call this while holding ``locks.REBUILD``, when no rebuild is running."""
+    rows = await conn.fetch(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'rm\\_%' ORDER BY nspname"
+    )
+    return [r["nspname"] for r in rows]
+
+
 async def swap_in(conn: asyncpg.Connection, schema: str) -> None:
     """Make ``schema`` the live read model and drop the old one (caller's transaction)."""
     old = fresh_name("old")

@@ -14,7 +14,9 @@ from typing import Any, NamedTuple
 import msgspec
 from aiohttp import web
 
+from projections.erasure import Erased
 from projections.feed import events as feed_events
+from service.api.erasures import ErasureRequest
 from service.http.responses import json_response
 from service.reads import params
 from service.reads.models import (
@@ -305,6 +307,31 @@ def _feed_documents(
     return stream, webhooks
 
 
+def _erasure_document(
+    request: dict[str, Any], answer: dict[str, Any], error: dict[str, Any]
+) -> dict[str, Any]:
+    """``POST /v1/erasures`` (docs/erasure.md): no query parameters, a JSON body."""
+    return {
+        "post": {
+            "operationId": "erase",
+            "summary": "Erase one person's phone number everywhere (GDPR art. 17): the raw"
+            " webhooks naming it in any spelling, the feed, delivery records, the read models;"
+            " answers the audit record (matched false: found nowhere, nothing changed)",
+            "parameters": [],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": request}},
+            },
+            "responses": {
+                "200": _json(answer, "erased, or found nowhere (matched false)"),
+                "400": _json(error, "not a JSON object with a phone number; `parameter` is phone"),
+                "401": _json(error, "missing or wrong API key"),
+                "503": _json(error, "the database is unavailable; retry later"),
+            },
+        }
+    }
+
+
 def query_parameters(path: str) -> frozenset[str]:
     """The query parameters an operation declares: the only ones ``service.api.routes`` accepts."""
     (op,) = [op for op in OPERATIONS if op.path == path]
@@ -339,15 +366,19 @@ def document() -> dict[str, Any]:
         feed_events.AckMissed,
         feed_events.MessageAnomaly,
         feed_events.InstanceStatusChanged,
+        feed_events.SubjectErased,
     ]
-    types: list[Any] = [op.response for op in OPERATIONS] + feed_types + [Error]
+    erasure_types = [ErasureRequest, Erased]
+    types: list[Any] = [op.response for op in OPERATIONS] + feed_types + erasure_types + [Error]
     refs, components = msgspec.json.schema_components(types, ref_template=_REF)
     error = refs[-1]
     paths: dict[str, Any] = {
         op.path: {"get": _operation(op, ref, error)}
         for op, ref in zip(OPERATIONS, refs[: len(OPERATIONS)], strict=True)
     }
-    paths["/v1/stream"], webhooks = _feed_documents(refs[len(OPERATIONS) : -1], error)
+    feed_refs = refs[len(OPERATIONS) : len(OPERATIONS) + len(feed_types)]
+    paths["/v1/stream"], webhooks = _feed_documents(feed_refs, error)
+    paths["/v1/erasures"] = _erasure_document(refs[-3], refs[-2], error)
     paths["/openapi.json"] = {
         "get": {
             "operationId": "openapi",

@@ -17,8 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from eventstore import read as reader
+from service.api import erasures, openapi
 from service.api import feed as feed_api
-from service.api import openapi
 from service.core.apikey import API_KEY, ApiKey
 from service.core.config import CLOCK, SETTINGS
 from service.core.database import API_POOL, API_PRIMARY
@@ -61,11 +61,11 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
             headers={"Retry-After": str(math.ceil(wait))},
         )
     api_key = request.app[API_KEY]
-    if (
-        # keys are read on the primary: a standby (ACKLOG_API_DATABASE_URL) may lag a revocation
-        await api_key.check(request.headers.get("Authorization"), request.config_dict[API_PRIMARY])
-        is None
-    ):
+    # keys are read on the primary: a standby (ACKLOG_API_DATABASE_URL) may lag a revocation
+    key_name = await api_key.check(
+        request.headers.get("Authorization"), request.config_dict[API_PRIMARY]
+    )
+    if key_name is None:
         limiter.failed(client)
         return error(
             401,
@@ -73,10 +73,12 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
             "send the API key as 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": 'Bearer realm="acklog"'},
         )
-    # a stream lives as long as its client; each of its queries is short
+    request[erasures.KEY_NAME] = key_name
+    # a stream lives as long as its client; each of its queries is short; an erasure
+    # rebuilds the read models
     timeout = (
         None
-        if request.path == feed_api.STREAM_PATH
+        if request.path in (feed_api.STREAM_PATH, "/v1" + erasures.PATH)
         else request.config_dict[SETTINGS].api_query_timeout
     )
     try:
@@ -235,4 +237,5 @@ def make_api(app: web.Application) -> web.Application:
     # the stream is documented by hand (text/event-stream, see service.api.openapi)
     stream_params = frozenset(p.name for p in openapi.STREAM_PARAMETERS)
     api.router.add_get("/stream", _strict(feed_api.stream, stream_params), allow_head=False)
+    api.router.add_post(erasures.PATH, _strict(erasures.create, frozenset()))
     return api

@@ -6,7 +6,11 @@ string (``?token=`` lives there), never a header; refused-webhook lines name the
 the provider and the outcome only. And whatever another library logs (aiohttp's parser
 quotes a malformed request line or header whole, at ERROR), every line leaves through
 ``redact``: credentials in headers, query strings, cookies and acklog's own keys are
-replaced by ``[redacted]`` before a handler writes them (issue 26).
+replaced by ``[redacted]`` before a handler writes them (issue 26). Phone numbers, which
+acklog's own lines never carry, are replaced by ``[phone]`` all the same, in every spelling a
+provider uses (``+55…``, ``whatsapp:+…``, ``…@c.us``, ``…@s.whatsapp.net``, bare digits, and
+Meta's ``wamid.…``, which holds one in base64), so
+a library quoting a payload cannot write one (docs/erasure.md).
 """
 
 from __future__ import annotations
@@ -56,6 +60,17 @@ _SECRET_PATTERNS = (
     re.compile(r"(acklog_console(?:_login)?=)()[^;\s'\"\\]+"),
     re.compile(r"(acklog_)()[A-Za-z0-9_-]{20,}"),
 )
+_PHONE = "[phone]"
+#: phone numbers as providers and people spell them: ``+`` and digits (with separators),
+#: WhatsApp ids (``…@c.us``, ``…@s.whatsapp.net``, ``…@g.us``), and any bare run of 11 to 15
+#: digits (an international number: longer than a Unix time, as long as E.164 allows)
+_PHONE_PATTERNS = (
+    re.compile(r"(?<![\w+])\+[0-9](?:[ .()-]{0,2}[0-9]){6,16}(?![0-9])"),
+    re.compile(r"(?<![0-9])[0-9]{6,20}(?:-[0-9]{6,12})?(?=@(?:c\.us|s\.whatsapp\.net|g\.us)\b)"),
+    re.compile(r"(?<![0-9])[0-9]{11,15}(?![0-9])"),
+    # Meta's message ids hold the recipient's number in base64
+    re.compile(r"(?<=wamid\.)[A-Za-z0-9+/=_%-]{8,}"),
+)
 #: exact values never to be written (the configured API key, whatever its form)
 _SECRETS: set[str] = set()
 
@@ -67,11 +82,14 @@ def add_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    """``text`` with every credential it shows replaced by ``[redacted]``."""
+    """``text`` with every credential it shows replaced by ``[redacted]``, every phone number
+    by ``[phone]``."""
     for secret in _SECRETS:
         text = text.replace(secret, _REDACTED)
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(rf"\1\2{_REDACTED}", text)
+    for phone in _PHONE_PATTERNS:
+        text = phone.sub(_PHONE, text)
     return text
 
 

@@ -204,7 +204,10 @@ async def test_openapi_is_public_and_covers_every_route(client: TestClient) -> N
     }
     assert doc["security"] == [{"bearerAuth": []}]
     routes = {"/v1" + path.replace("{message_id:.+}", "{message_id}") for path, _ in api.ROUTES}
-    assert set(doc["paths"]) == routes | {"/openapi.json", "/v1/stream"}
+    assert set(doc["paths"]) == routes | {"/openapi.json", "/v1/stream", "/v1/erasures"}
+    erase = doc["paths"]["/v1/erasures"]["post"]  # the one POST (docs/erasure.md)
+    assert {"200", "400", "401", "503"} == set(erase["responses"])
+    assert erase["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert doc["paths"]["/openapi.json"]["get"]["security"] == []
     assert set(doc["webhooks"]) >= {"message.state_changed", "instance.status_changed"}
     for path in routes:
