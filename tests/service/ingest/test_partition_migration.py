@@ -135,7 +135,7 @@ async def test_a_million_event_log_is_partitioned_in_place_while_ingest_answers(
         await server.stop()
         server = None
 
-        assert applied == [84, 85]
+        assert applied[:2] == [84, 85]  # and any later ones
         during = [s for sent, s in load.answers if began - 1 <= sent <= ended]
         longest = max(during)
         bad = {status: n for status, n in load.statuses.items() if status != 200}
