@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
+from eventstore import partitions
 from eventstore.append import Appender
 from eventstore.errors import DRIVER_ERRORS
 from eventstore.pool import close_pool, create_pool
@@ -134,8 +135,27 @@ async def _appender(app: web.Application) -> AsyncIterator[None]:
     )
     await appender.start()
     app[APPENDER] = appender
+    ahead = asyncio.create_task(
+        _partitions_ahead(app[POOL], app[SETTINGS].partition_events), name="acklog-partitions"
+    )
     yield
+    await _cancel(ahead)
     await appender.stop()
+
+
+async def _partitions_ahead(pool: asyncpg.Pool, size: int, every: float = 60.0) -> None:
+    """Keep ``partitions.AHEAD`` partitions of the log made ahead of the next position, at
+    start and every minute (append_events makes one itself if these run out, so a failure
+    here is only logged)."""
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                made = await partitions.ensure(conn, size)
+            if made:
+                log.info("log partitions made ahead: %s", ", ".join(made))
+        except DRIVER_ERRORS as exc:
+            log.warning("could not make log partitions ahead: %s", exc)
+        await asyncio.sleep(every)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -56,9 +56,7 @@ async def test_sigterm_ends_a_leader_whose_database_hangs(
     ("role", "marker"),
     [("ingest", "acklog ingest worker listening"), ("api", "acklog API listening")],
 )
-async def test_sigterm_ends_a_server_whose_database_hangs(
-    dsn: str, role: str, marker: str
-) -> None:
+async def test_sigterm_ends_a_server_whose_database_hangs(dsn: str, role: str, marker: str) -> None:
     async with hanging_proxy(dsn) as proxy:
         args = ["serve", "--role", role, "--port", str(free_port())]
         proc = await Process(args, proxy.dsn, marker=marker).start()
