@@ -70,25 +70,25 @@ $$;
 -- DETACH ... CONCURRENTLY, whose first transaction commits before any end trigger runs.
 -- Creating an event trigger needs a superuser: without one this part is skipped with a
 -- NOTICE (docs/data.md) and the registry still lists the partitions.
-CREATE FUNCTION events_guard_drop() RETURNS event_trigger LANGUAGE plpgsql AS $$
+-- Both run with the search path of this migration, so they name the log's schema whatever
+-- the session's path (pg_restore runs with an empty one).
+CREATE FUNCTION events_guard_drop() RETURNS event_trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 DECLARE
     r record;
-    v_schema text;
 BEGIN
     IF current_setting('acklog.retention', true) = 'on' THEN
         RETURN;
     END IF;
     FOR r IN SELECT * FROM pg_event_trigger_dropped_objects()
-             WHERE object_type IN ('table', 'partitioned table') LOOP
+             WHERE object_type IN ('table', 'partitioned table')
+               AND schema_name = current_schema() LOOP
         IF r.object_name IN ('events', 'events_partitions') THEN
             RAISE EXCEPTION 'the events log cannot be dropped (% %.%)', r.object_type,
                 r.schema_name, r.object_name
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
-        SELECT n.nspname INTO v_schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.oid = to_regclass('events_partitions');
-        IF r.schema_name = v_schema
-           AND EXISTS (SELECT 1 FROM events_partitions WHERE name = r.object_name) THEN
+        IF EXISTS (SELECT 1 FROM events_partitions WHERE name = r.object_name) THEN
             RAISE EXCEPTION 'log partition % is dropped only by retention', r.object_name
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'eventstore.partitions.drop_partition sets acklog.retention';
@@ -97,7 +97,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION events_guard_detach() RETURNS event_trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION events_guard_detach() RETURNS event_trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 DECLARE
     v_name text;
 BEGIN

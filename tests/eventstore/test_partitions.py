@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,9 +18,7 @@ from eventstore.append import Appender, write_batch
 from eventstore.events import NewEvent
 from eventstore.migrate import SQL_DIR, migrate
 from eventstore.pool import connect, create_pool
-from tests.conftest import with_database
-
-_counter = itertools.count()
+from tests.support.logs import new_database, partitioned_log, sql_before
 
 
 def event(body: bytes, channel: str = "c1", key: str | None = None) -> NewEvent:
@@ -38,36 +33,11 @@ def event(body: bytes, channel: str = "c1", key: str | None = None) -> NewEvent:
     )
 
 
-async def _fresh_database(server_dsn: str) -> str:
-    name = f"acklog_parts_{os.getpid()}_{next(_counter)}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return with_database(server_dsn, name)
-
-
-async def _drop_database(server_dsn: str, dsn: str) -> None:
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 @pytest.fixture
 async def small_dsn(server_dsn: str) -> AsyncIterator[str]:
     """A new log migrated with partitions of 10 positions (ACKLOG_PARTITION_EVENTS=10)."""
-    dsn = await _fresh_database(server_dsn)
-    conn = await connect(dsn)
-    try:
-        await conn.execute("SET acklog.partition_events = '10'")
-        await migrate(conn)
-    finally:
-        await conn.close()
-    yield dsn
-    await _drop_database(server_dsn, dsn)
+    async with partitioned_log(server_dsn, 10) as dsn:
+        yield dsn
 
 
 @pytest.fixture
@@ -201,6 +171,20 @@ async def test_a_drop_or_detach_by_hand_is_refused(
     assert await small.fetchval("SELECT count(*) FROM events") == 15
 
 
+async def test_tables_of_other_schemas_named_like_the_log_drop_freely(
+    small: asyncpg.Connection,
+) -> None:
+    await small.execute(
+        "CREATE SCHEMA other; CREATE TABLE other.events (); CREATE TABLE other.events_p0 ();"
+        " CREATE TABLE other.events_partitions ()"
+    )
+    await small.execute("DROP TABLE other.events, other.events_p0")
+    await small.execute("DROP SCHEMA other CASCADE")
+    await small.execute("SET search_path = ''")  # as pg_restore runs
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="retention"):
+        await small.execute("DROP TABLE public.events_p11")
+
+
 async def test_a_concurrent_detach_by_hand_is_refused(small: asyncpg.Connection) -> None:
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="CONCURRENTLY"):
         await small.execute("ALTER TABLE events DETACH PARTITION events_p0 CONCURRENTLY")
@@ -242,20 +226,18 @@ async def test_retention_detaches_and_drops_old_partitions_only(
 # --- the conversion of an existing log ----------------------------------------------------
 
 
-def _sql_before(tmp_path: Path, version: int) -> Path:
-    old = tmp_path / "sql"
-    old.mkdir()
-    for path in SQL_DIR.glob("*.sql"):
-        if int(path.name[:3]) < version:
-            shutil.copy(path, old / path.name)
-    return old
+@pytest.fixture
+async def fresh_dsn(server_dsn: str) -> AsyncIterator[str]:
+    """A database with no migration applied yet."""
+    async with new_database(server_dsn) as dsn:
+        yield dsn
 
 
-async def test_an_existing_log_is_converted_in_place(server_dsn: str, tmp_path: Path) -> None:
-    dsn = await _fresh_database(server_dsn)
+async def test_an_existing_log_is_converted_in_place(fresh_dsn: str, tmp_path: Path) -> None:
+    dsn = fresh_dsn
     conn = await connect(dsn)
     try:
-        await migrate(conn, _sql_before(tmp_path, 84))
+        await migrate(conn, sql_before(tmp_path, 84))
         await write_batch(conn, [event(b"old%d" % i) for i in range(50)])
         await write_batch(conn, [event(b"old7")])  # a duplicate, marked before the change
         index = await conn.fetchval("SELECT 'events_channel_position'::regclass::oid")
@@ -279,20 +261,19 @@ async def test_an_existing_log_is_converted_in_place(server_dsn: str, tmp_path: 
             await conn.execute("DELETE FROM events_p0")
     finally:
         await conn.close()
-        await _drop_database(server_dsn, dsn)
 
 
 @pytest.mark.parametrize("pending", [[84, 85], [85]])
 async def test_a_long_reader_delays_the_change_but_never_stops_appends(
-    server_dsn: str, tmp_path: Path, pending: list[int]
+    fresh_dsn: str, tmp_path: Path, pending: list[int]
 ) -> None:
     """Both steps wait for the log's exclusive lock at most 0.5 s at a time, then let go (of
     the append lock too) and try again: appends go on while a long transaction reads the log.
     With [85] pending, 084's CHECK is in place and the swap itself is what waits."""
-    dsn = await _fresh_database(server_dsn)
+    dsn = fresh_dsn
     conn, reader_conn, migrator = [await connect(dsn) for _ in range(3)]
     try:
-        await migrate(conn, _sql_before(tmp_path, 84))
+        await migrate(conn, sql_before(tmp_path, 84))
         await write_batch(conn, [event(b"old%d" % i) for i in range(20)])
         if pending == [85]:
             (tmp_path / "sql" / "084_partitioned_log.sql").write_text(
@@ -317,4 +298,3 @@ async def test_a_long_reader_delays_the_change_but_never_stops_appends(
     finally:
         for c in (conn, reader_conn, migrator):
             await c.close()
-        await _drop_database(server_dsn, dsn)

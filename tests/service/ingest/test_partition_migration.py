@@ -11,15 +11,19 @@ import asyncio
 import os
 import statistics
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
 
 from eventstore import partitions
 from eventstore.migrate import migrate
 from eventstore.pool import connect
-from tests.eventstore.test_partitions import _drop_database, _fresh_database, _sql_before
-from tests.support.apps import add_channel
+from service.runtime.app import make_app
+from tests.support.apps import add_channel, settings
+from tests.support.logs import new_database, partitioned_log, sql_before
 from tests.support.payloads import waha_outgoing
 from tests.support.procs import Process, free_port
 
@@ -67,14 +71,26 @@ class Load:
                     self._progress.notify_all()
 
 
+@pytest.fixture
+async def fresh_dsn(server_dsn: str) -> AsyncIterator[str]:
+    async with new_database(server_dsn) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def small_dsn(server_dsn: str) -> AsyncIterator[str]:
+    async with partitioned_log(server_dsn, 10) as dsn:
+        yield dsn
+
+
 async def test_a_million_event_log_is_partitioned_in_place_while_ingest_answers(
-    server_dsn: str, tmp_path: Path
+    fresh_dsn: str, tmp_path: Path
 ) -> None:
-    dsn = await _fresh_database(server_dsn)
+    dsn = fresh_dsn
     conn = await connect(dsn)
     server: Process | None = None
     try:
-        await migrate(conn, _sql_before(tmp_path, 84))
+        await migrate(conn, sql_before(tmp_path, 84))
         started = time.monotonic()
         await conn.execute(
             "INSERT INTO events (received_at, channel, provider, headers, body, dedup_key)"
@@ -150,4 +166,28 @@ async def test_a_million_event_log_is_partitioned_in_place_while_ingest_answers(
         if server is not None:
             await server.stop()
         await conn.close()
-        await _drop_database(server_dsn, dsn)
+
+
+async def test_the_ingest_app_makes_partitions_ahead_of_the_setting_at_start(
+    aiohttp_client: Any, small_dsn: str
+) -> None:
+    client = await aiohttp_client(make_app(settings(partition_events=100), small_dsn))
+    conn = await connect(small_dsn)
+    try:
+        assert await conn.fetchval("SELECT size FROM events_partitioning") == 100
+        parts = await partitions.list_partitions(conn)
+        # the log's partitions of 10 (sql/084 with acklog.partition_events = 10), then two of
+        # 100: the next position's partition and two more
+        assert [(p.name, p.high) for p in parts] == [
+            ("events_p0", 11),
+            ("events_p11", 21),
+            ("events_p21", 121),
+            ("events_p121", 221),
+        ]
+        token = await add_channel(small_dsn, "w", "waha")
+        for i in range(30):
+            resp = await client.post(f"/hooks/w?token={token}", data=waha_outgoing(f"A{i}"))
+            assert resp.status == 200
+        assert await conn.fetchval("SELECT max(position) FROM events_p21") == 30
+    finally:
+        await conn.close()
