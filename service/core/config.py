@@ -86,6 +86,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: group-commit batches in flight; 2 lets the next batch form while one commits, but on a
     #: 2-core machine one in flight measured faster (bigger batches, less PostgreSQL per event)
     append_writers: int = 1
+    #: positions per partition of the log (sql/084; new partitions are made ahead of need)
+    partition_events: int = 1_000_000
     #: seconds allowed to send the body once the head has arrived
     read_timeout: float = 30.0
     #: seconds a connection has to send each request head, from its first byte
@@ -292,6 +294,12 @@ VARIABLES: tuple[Var, ...] = (
         "seconds a webhook waits for its batch to commit before 503",
     ),
     Var("ACKLOG_APPEND_WRITERS", "append_writers", integer(1, 4), "group-commit batches in flight"),
+    Var(
+        "ACKLOG_PARTITION_EVENTS",
+        "partition_events",
+        integer(1),
+        "positions (events) per partition of the log; new partitions take it",
+    ),
     Var(
         "ACKLOG_READ_TIMEOUT",
         "read_timeout",

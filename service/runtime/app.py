@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
+from eventstore import partitions
 from eventstore.append import Appender
 from eventstore.errors import DRIVER_ERRORS
 from eventstore.pool import close_pool, create_pool
@@ -134,8 +135,34 @@ async def _appender(app: web.Application) -> AsyncIterator[None]:
     )
     await appender.start()
     app[APPENDER] = appender
+    await _partitions_ahead(app[POOL], app[SETTINGS].partition_events)
+    ahead = asyncio.create_task(
+        _partitions_ahead_forever(app[POOL], app[SETTINGS].partition_events),
+        name="acklog-partitions",
+    )
     yield
+    await _cancel(ahead)
     await appender.stop()
+
+
+async def _partitions_ahead(pool: asyncpg.Pool, size: int) -> None:
+    """Make the log's partitions ahead of the next position (``partitions.AHEAD`` of
+    ``ACKLOG_PARTITION_EVENTS`` positions). append_events makes one itself if these run out,
+    so a failure here is only logged."""
+    try:
+        async with pool.acquire() as conn:
+            made = await partitions.ensure(conn, size)
+    except DRIVER_ERRORS as exc:
+        log.warning("could not make log partitions ahead: %s", exc)
+        return
+    if made:
+        log.info("log partitions made ahead: %s", ", ".join(made))
+
+
+async def _partitions_ahead_forever(pool: asyncpg.Pool, size: int, every: float = 60.0) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await _partitions_ahead(pool, size)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
