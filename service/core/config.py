@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import msgspec
 from aiohttp import web
 
+from eventstore.archive_store import check_url
 from projections.clock import Clock
 
 
@@ -70,6 +71,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: a read-only standby the API process reads from (None: the main database)
     api_database_url: str | None = None
     data_dir: Path = Path(".acklog")
+    #: where ``acklog archive`` keeps archives: ``file:///path`` or ``s3://bucket/prefix``
+    archive_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str | None = None
@@ -238,6 +241,10 @@ def nice(text: str) -> str:
     return value
 
 
+def archive_url(text: str) -> str:
+    return check_url(text.strip())
+
+
 VARIABLES: tuple[Var, ...] = (
     Var(
         "DATABASE_URL",
@@ -256,6 +263,12 @@ VARIABLES: tuple[Var, ...] = (
         "data_dir",
         Path,
         "where the embedded PostgreSQL and the generated API key live",
+    ),
+    Var(
+        "ACKLOG_ARCHIVE_URL",
+        "archive_url",
+        archive_url,
+        "where acklog archive keeps archives: file:///path or s3://bucket/prefix",
     ),
     Var("ACKLOG_HOST", "host", text, "listen address"),
     Var("ACKLOG_PORT", "port", integer(0, 65535), "listen port (webhooks, query API, console)"),

@@ -1,0 +1,170 @@
+"""``acklog archive create | list | verify | restore`` as operators run them: real ``acklog``
+processes, a real PostgreSQL, a real S3-speaking server (moto_server, tests/support/s3.py) and
+a directory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from eventstore.append import write_batch
+from eventstore.pool import connect
+from tests.conftest import with_database
+from tests.eventstore.test_archive import digest, webhook
+from tests.projections.fold.test_projector import traffic
+from tests.support.apps import DATA_DIR
+from tests.support.procs import ROOT, free_port
+from tests.support.s3 import BUCKET, s3_server
+
+
+async def acklog(dsn: str, *args: str, **env: str) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of one ``acklog`` command."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": dsn, "ACKLOG_DATA_DIR": str(DATA_DIR), **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return await proc.wait(), out.decode(), err.decode()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+async def new_db(server_dsn: str) -> AsyncIterator[str]:
+    """A new database with nothing in it (``acklog migrate`` is the test's to run)."""
+    name = f"acklog_arcli_{os.getpid()}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield with_database(server_dsn, name)
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+async def test_create_list_verify_restore_through_s3_then_rebuild(
+    dsn: str, new_db: str, s3_endpoint: str
+) -> None:
+    conn = await connect(dsn)
+    try:
+        await write_batch(conn, traffic(200, seed=7))
+        head = int(await conn.fetchval("SELECT max(position) FROM events"))
+    finally:
+        await conn.close()
+    url = {"ACKLOG_ARCHIVE_URL": f"s3://{BUCKET}/cli"}
+    half = head // 2
+    for first, last in ((1, half), (half + 1, head)):
+        code, out, err = await acklog(
+            dsn, "archive", "create", "--from", str(first), "--to", str(last), **url
+        )
+        assert code == 0 and f"positions {first}..{last}" in out, out + err
+        print(out.strip())
+    code, out, err = await acklog(dsn, "archive", "list", **url)
+    assert code == 0, err
+    print(out.strip())
+    assert f"events-1-{half}  positions 1..{half}" in out
+    assert f"2 archives, {head:,} events in s3://{BUCKET}/cli" in out
+    code, out, err = await acklog(dsn, "archive", "verify", **url)
+    assert code == 0 and "2 archives verified" in out, out + err
+    print(out.strip())
+
+    code, out, err = await acklog(new_db, "migrate")
+    assert code == 0, out + err
+    code, out, err = await acklog(new_db, "archive", "restore", "--all", **url)
+    assert code == 0 and f"{head:,} events restored" in out, out + err
+    print(out.strip())
+    assert await digest(new_db) == await digest(dsn)
+    code, out, err = await acklog(new_db, "archive", "restore", f"events-1-{half}", **url)
+    assert code == 0 and f"0 events inserted, {half:,} already in the log" in out, out + err
+    # the restored log folds into the same read models
+    for db in (dsn, new_db):
+        code, out, err = await acklog(db, "rebuild")
+        assert code == 0, out + err
+    assert await digest_models(new_db) == await digest_models(dsn)
+
+
+async def digest_models(dsn: str) -> list[tuple[object, ...]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT channel, key, state FROM rm.messages ORDER BY channel, key")
+    finally:
+        await conn.close()
+    assert rows
+    return [tuple(r) for r in rows]
+
+
+async def test_errors_are_one_line_and_exit_non_zero(
+    dsn: str, tmp_path: Path, s3_endpoint: str
+) -> None:
+    conn = await connect(dsn)
+    try:
+        await write_batch(conn, [webhook(n) for n in range(20)])
+    finally:
+        await conn.close()
+    create = ("archive", "create", "--from", "1", "--to", "20")
+
+    code, out, err = await acklog(dsn, *create)
+    assert code == 2 and "ACKLOG_ARCHIVE_URL is not set" in one_line_error(err)
+
+    code, out, err = await acklog(dsn, *create, ACKLOG_ARCHIVE_URL="ftp://host/x")
+    assert code != 0 and "ACKLOG_ARCHIVE_URL must be" in err and "Traceback" not in err
+
+    closed = free_port()
+    code, out, err = await acklog(
+        dsn,
+        *create,
+        ACKLOG_ARCHIVE_URL=f"s3://{BUCKET}/x",
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{closed}",
+    )
+    line = one_line_error(err)
+    assert code == 3 and f"127.0.0.1:{closed}" in line and "nothing was archived" in line, err
+    print(line)
+
+    url = {"ACKLOG_ARCHIVE_URL": f"file://{tmp_path}/arch"}
+    code, out, err = await acklog(dsn, "archive", "create", "--from", "30", "--to", "20", **url)
+    assert code == 2 and "no range 30..20" in one_line_error(err)
+    code, out, err = await acklog(dsn, "archive", "create", "--from", "1", "--to", "25", **url)
+    assert code == 2 and "past the log's head (20)" in one_line_error(err)
+    code, out, err = await acklog(dsn, "archive", "verify", "events-1-5", **url)
+    assert code == 2 and "no archive events-1-5" in one_line_error(err)
+    code, out, err = await acklog(dsn, "archive", "restore", "nonsense", **url)
+    assert code == 2 and "not an archive name" in one_line_error(err)
+
+    code, out, err = await acklog(dsn, *create, **url)
+    assert code == 0, err
+    parquet = tmp_path / "arch" / "events-1-20" / "events-1-20.parquet"
+    data = parquet.read_bytes()
+    parquet.write_bytes(data[:-100])
+    code, out, err = await acklog(dsn, "archive", "verify", **url)
+    assert code == 1 and "CORRUPT events-1-20/events-1-20.parquet:" in out and "truncated" in out
+    assert "1 of 1 archives corrupt" in one_line_error(err)
+    code, out, err = await acklog(dsn, "archive", "restore", "events-1-20", **url)
+    assert code == 1 and "events-1-20.parquet" in one_line_error(err)
