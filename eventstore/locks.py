@@ -27,6 +27,8 @@ REBUILD = 7312004723
 FEED_OUTBOX = 7312004781
 #: Session lock of the feed's delivery leader (``service.feed.delivery``): one sender.
 FEED_DELIVERY = 7312004782
+#: Session lock of a retention run (``projections.retention``): one at a time, others wait.
+RETENTION = 7312004791
 
 
 async def holder(conn: asyncpg.Connection | asyncpg.Pool, key: int) -> Holder | None:

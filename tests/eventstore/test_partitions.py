@@ -241,7 +241,7 @@ async def test_an_existing_log_is_converted_in_place(fresh_dsn: str, tmp_path: P
         await write_batch(conn, [event(b"old%d" % i) for i in range(50)])
         await write_batch(conn, [event(b"old7")])  # a duplicate, marked before the change
         index = await conn.fetchval("SELECT 'events_channel_position'::regclass::oid")
-        assert await migrate(conn) == [84, 85]
+        assert [v for v in await migrate(conn) if v <= 85] == [84, 85]  # later ones too
         parts = await partitions.list_partitions(conn)
         assert [(p.name, p.low, p.high, p.rows) for p in parts] == [
             ("events_p0", None, 2_000_000, 51),
@@ -290,7 +290,7 @@ async def test_a_long_reader_delays_the_change_but_never_stops_appends(
             await asyncio.sleep(0.1)
         assert not migrating.done(), "the swap did not wait for the reader"
         await reader_conn.execute("COMMIT")
-        assert await migrating == pending
+        assert [v for v in await migrating if v <= 85] == pending  # later ones too
         assert slowest < 0.8, f"an append waited {slowest:.2f}s behind the swap"
         await write_batch(conn, [event(b"after")])
         assert [e.position for e in await reader.read(conn)] == list(range(1, 37))

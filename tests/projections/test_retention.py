@@ -1,0 +1,186 @@
+"""Retention (projections/retention.py, eventstore/retention.py, sql/087) on a real
+PostgreSQL with partitions of 10 positions: what a run archives and drops, that the archives
+restore byte for byte, and that each part of the horizon keeps a partition in the log."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from eventstore import partitions
+from eventstore import retention as records
+from eventstore.append import write_batch
+from eventstore.archive import listing, restore
+from eventstore.archive_store import ArchiveStore
+from eventstore.pool import connect
+from projections import retention
+from projections.readmodel import LIVE, write
+from projections.runner import Projector
+from tests.eventstore.test_archive import digest
+from tests.projections.fold.test_projector import traffic
+from tests.support.logs import partitioned_log
+
+ZERO = dt.timedelta(0)
+
+
+@pytest.fixture
+async def small_dsn(server_dsn: str) -> AsyncIterator[str]:
+    async with partitioned_log(server_dsn, 10) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def small(small_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(small_dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def fill(conn: asyncpg.Connection, n_messages: int = 60) -> int:
+    events = traffic(n_messages)
+    for i in range(0, len(events), 7):  # several batches, so partitions are made as it goes
+        await write_batch(conn, events[i : i + 7])
+    return await partitions.next_position(conn) - 1
+
+
+async def fold(dsn: str, conn: asyncpg.Connection) -> None:
+    """Fold the log, then let every ack deadline pass (the sweep with a clock a year on)."""
+    await Projector(dsn).catch_up(conn)
+    await write.sweep(conn, LIVE, dt.datetime.now(dt.UTC) + dt.timedelta(days=365))
+
+
+def store_at(tmp_path: Path) -> ArchiveStore:
+    return ArchiveStore(f"file://{tmp_path / 'archives'}")
+
+
+async def test_a_run_archives_and_drops_every_safe_closed_partition(
+    small: asyncpg.Connection, small_dsn: str, server_dsn: str, tmp_path: Path
+) -> None:
+    last = await fill(small)
+    await fold(small_dsn, small)
+    closed = [p for p in await partitions.list_partitions(small) if p.high <= last + 1]
+    top = closed[-1].high - 1
+    before = await digest(small_dsn, 1, top)
+    store = store_at(tmp_path)
+
+    done = await retention.run(small, store, ZERO)
+
+    assert done.outcome == "ok" and done.partitions == len(closed) and done.rows == before[0]
+    left = await partitions.list_partitions(small)
+    assert [p.name for p in left if p.high <= last + 1] == []
+    assert await retention.oldest_kept(small) == top + 1
+    assert await small.fetchval("SELECT min(position) FROM events") == top + 1
+    # every dropped position is in a verified archive, and they restore byte for byte
+    found = await listing(store)
+    assert sum(m.rows for m in found.archives) == before[0] and found.unclaimed == []
+    async with partitioned_log(server_dsn, 1_000_000) as other:
+        conn = await connect(other)
+        try:
+            for m in found.archives:
+                await restore(conn, store, m)
+        finally:
+            await conn.close()
+        assert await digest(other, 1, top) == before
+    # the 410's lookup names the archive of a dropped position
+    held = await records.holding(small, 5)
+    assert held is not None and held.archive is not None and held.archive_url == store.url
+    assert held.dropped_at is not None and held.verified_at is not None
+    # a second run has nothing to do
+    again = await retention.run(small, store, ZERO)
+    assert again.outcome == "nothing" and again.partitions == 0
+
+
+async def test_a_partition_with_recent_events_stays(
+    small: asyncpg.Connection, small_dsn: str, tmp_path: Path
+) -> None:
+    await fill(small)
+    await fold(small_dsn, small)
+    done = await retention.run(small, store_at(tmp_path), dt.timedelta(days=1))
+    assert done.outcome == "nothing"
+    assert (await partitions.list_partitions(small))[0].name == "events_p0"
+
+
+async def test_events_not_yet_folded_stay(
+    small: asyncpg.Connection, small_dsn: str, tmp_path: Path
+) -> None:
+    await fill(small)
+    await Projector(small_dsn).catch_up(small, upto=25)
+    await write.sweep(small, LIVE, dt.datetime.now(dt.UTC) + dt.timedelta(days=365))
+    await retention.run(small, store_at(tmp_path), ZERO)
+    h = await retention.horizon(small)
+    assert h.position == 26 and "checkpoint messages" in h.reason
+    left = await partitions.list_partitions(small)
+    assert left[0].low is not None and left[0].low <= 26 < left[0].high
+
+
+async def test_events_the_feed_still_owes_stay(
+    small: asyncpg.Connection, small_dsn: str, tmp_path: Path
+) -> None:
+    await fill(small)
+    await fold(small_dsn, small)
+    await small.execute(
+        "INSERT INTO feed.events (seq, id, type, channel, position, body)"
+        " VALUES (1, gen_random_uuid(), 'message.sent', 'c1', 33, ''), "
+        "        (2, gen_random_uuid(), 'message.sent', 'c1', 44, '')"
+    )
+    await small.execute("INSERT INTO feed.subscriptions (name, url, cursor) VALUES ('a', 'x', 1)")
+    await small.execute(
+        "INSERT INTO feed.subscriptions (name, url, cursor, status) VALUES ('b', 'x', 2, 'paused')"
+    )
+    h = await retention.horizon(small)
+    assert h.position == 44 and "feed" in h.reason
+    await retention.run(small, store_at(tmp_path), ZERO)
+    left = await partitions.list_partitions(small)
+    assert left[0].low is not None and left[0].low <= 44 < left[0].high
+    # delivered (the cursor past it): no longer owed
+    await small.execute("UPDATE feed.subscriptions SET cursor = 2")
+    assert (await retention.horizon(small)).position > 44
+
+
+async def test_a_message_inside_its_ack_deadline_keeps_its_events(
+    small: asyncpg.Connection, small_dsn: str, tmp_path: Path
+) -> None:
+    await fill(small)
+    await fold(small_dsn, small)
+    key = await small.fetchval(
+        "SELECT key FROM rm.messages ORDER BY first_position LIMIT 1 OFFSET 5"
+    )
+    first = await small.fetchval("SELECT first_position FROM rm.messages WHERE key = $1", key)
+    await small.execute(
+        "UPDATE rm.messages SET state = 'sending', sent_due_at = now() + interval '1 hour',"
+        " missed_sent = false WHERE key = $1",
+        key,
+    )
+    h = await retention.horizon(small)
+    assert h.position == first and "ack deadline" in h.reason
+    await retention.run(small, store_at(tmp_path), ZERO)
+    assert await retention.oldest_kept(small) <= first
+
+
+async def test_no_archive_store_fails_the_run_and_drops_nothing(
+    small: asyncpg.Connection, small_dsn: str
+) -> None:
+    await fill(small)
+    await fold(small_dsn, small)
+    with pytest.raises(retention.RetentionError, match="ACKLOG_ARCHIVE_URL"):
+        await retention.run(small, None, ZERO)
+    runs = await records.last_runs(small)
+    assert runs[0].outcome == "failed" and "ACKLOG_ARCHIVE_URL" in (runs[0].error or "")
+    assert (await partitions.list_partitions(small))[0].name == "events_p0"
+
+
+async def test_the_read_model_forgets_old_messages(
+    small: asyncpg.Connection, small_dsn: str
+) -> None:
+    await fill(small)
+    await fold(small_dsn, small)
+    n = await small.fetchval("SELECT count(*) FROM rm.messages")
+    assert await retention.forget_messages(small, dt.timedelta(days=1)) == 0
+    assert await retention.forget_messages(small, ZERO) == n
+    assert await small.fetchval("SELECT count(*) FROM rm.timeline") == 0
