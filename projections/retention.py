@@ -35,7 +35,7 @@ import msgspec
 
 from eventstore import archive, checkpoint, locks, partitions
 from eventstore import retention as records
-from eventstore.archive_store import ArchiveNotFound, ArchiveStore
+from eventstore.archive_store import ArchiveStore, ArchiveStoreError
 from projections.feed import horizon as feed_horizon
 from projections.readmodel import LIVE_CHECKPOINT
 from projections.readmodel import retention as rm_retention
@@ -103,7 +103,8 @@ async def plan(
     nxt = await partitions.next_position(conn)
     parts = await partitions.list_partitions(conn)
     unfinished = {p.name for p in await records.unfinished(conn)}
-    take: list[str] = []
+    # dropped by a run killed before it recorded the drop: only the record is left to do
+    take: list[str] = sorted(unfinished - {p.name for p in parts})
     kept: list[tuple[str, str]] = []
     for part in parts:
         if part.name in unfinished or not part.attached:
@@ -124,14 +125,15 @@ async def plan(
 
 async def run(
     conn: asyncpg.Connection,
-    store: ArchiveStore | None,
+    store: ArchiveStore | str | None,
     older_than: dt.timedelta,
     *,
     now: dt.datetime | None = None,
     on_step: StepFn | None = None,
 ) -> records.Run:
-    """One retention run (waits for the lock); its record. ``RetentionError`` (the run is
-    recorded failed) when a step fails: the store unreachable or full, an archive corrupt."""
+    """One retention run (waits for the lock); its record. ``store``: the archive store or
+    its URL. ``RetentionError`` (the run is recorded failed) when a step fails: the store
+    unreachable or full, an archive corrupt."""
     step = on_step or (lambda _s, _p: None)
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", locks.RETENTION):
         holder = await locks.holder(conn, locks.RETENTION)
@@ -146,10 +148,12 @@ async def run(
                     "ACKLOG_ARCHIVE_URL is not set: retention archives every partition before"
                     " it drops it"
                 )
+            if isinstance(store, str):
+                store = ArchiveStore(store)
             todo = await plan(conn, older_than, now=now)
             for name in todo.take:
                 await _take(conn, store, run_id, name, step)
-        except (RetentionError, archive.ArchiveError, ArchiveNotFound) as exc:
+        except (RetentionError, archive.ArchiveError, ArchiveStoreError) as exc:
             await records.finish_run(conn, run_id, "failed", error=str(exc))
             raise RetentionError(str(exc)) from exc
         except Exception as exc:

@@ -17,7 +17,6 @@ import sys
 
 import asyncpg
 
-from eventstore.archive_store import ArchiveStore, ArchiveStoreError
 from eventstore.errors import DRIVER_ERRORS
 from service.cli.common import settings_of
 from service.core.config import Settings, duration
@@ -96,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     async def work() -> int:
         conn = await _connect(settings)
         try:
-            store = ArchiveStore(settings.archive_url) if settings.archive_url else None
-            done = await retention.run(conn, store, older_than, on_step=_step)
+            done = await retention.run(conn, settings.archive_url, older_than, on_step=_step)
             if settings.readmodel_retention is not None:
                 gone = await retention.forget_messages(
                     conn, dt.timedelta(seconds=settings.readmodel_retention)
@@ -118,9 +116,6 @@ def run(args: argparse.Namespace) -> int:
     except retention.RetentionError as exc:
         print(f"error: retention failed: {exc}; nothing unverified was dropped", file=sys.stderr)
         return 3
-    except ArchiveStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 2
     except DRIVER_ERRORS as exc:
         print(f"error: the database failed: {exc}", file=sys.stderr, flush=True)
         return 3

@@ -1,0 +1,159 @@
+"""``acklog retention run`` as operators run it, in real processes on a real PostgreSQL:
+killed -9 at every step and resumed by the next run, an unreachable object store (nothing
+dropped, a clear error, exit 3), and two runs at once (one works, the other waits)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from eventstore import locks, partitions
+from eventstore.archive import listing, verify
+from eventstore.archive_store import ArchiveStore
+from eventstore.pool import connect
+from tests.projections.test_retention import fill, fold
+from tests.service.runtime.test_archive_cli import acklog
+from tests.support.logs import partitioned_log
+from tests.support.procs import Process, free_port
+from tests.support.s3 import AWS
+
+RUN = ("retention", "run", "--older-than", "0s")
+
+
+@pytest.fixture
+async def log(server_dsn: str) -> AsyncIterator[str]:
+    """A folded log of ~150 events in partitions of 10, every ack deadline past."""
+    async with partitioned_log(server_dsn, 10) as dsn:
+        conn = await connect(dsn)
+        try:
+            await fill(conn)
+            await fold(dsn, conn)
+        finally:
+            await conn.close()
+        yield dsn
+
+
+async def where_every_position_is(dsn: str, store: ArchiveStore) -> tuple[set[int], set[int]]:
+    """The positions in the log, and those in archives that verify."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        in_log = {r[0] for r in await conn.fetch("SELECT position FROM events")}
+    finally:
+        await conn.close()
+    archived: set[int] = set()
+    for m in (await listing(store)).archives:
+        await verify(store, m)
+        archived |= set(range(m.first_position, m.last_position + 1))
+    return in_log, archived
+
+
+async def closed_attached(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        nxt = await partitions.next_position(conn)
+        return [p.name for p in await partitions.list_partitions(conn) if p.high <= nxt]
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("step", ["archive", "verify", "detach", "drop"])
+async def test_killed_at_a_step_the_next_run_resumes_and_no_event_is_lost(
+    log: str, tmp_path: Path, step: str
+) -> None:
+    url = {"ACKLOG_ARCHIVE_URL": f"file://{tmp_path}/archives"}
+    store = ArchiveStore(url["ACKLOG_ARCHIVE_URL"])
+    conn = await asyncpg.connect(log)
+    try:
+        every = set(range(1, await partitions.next_position(conn)))
+    finally:
+        await conn.close()
+
+    code, out, _ = await acklog(log, *RUN, **url, ACKLOG_TEST_RETENTION_KILL_AT=step)
+    assert code == -9, out
+    assert out.splitlines()[-1].startswith(f"{step} events_p0")
+    in_log, archived = await where_every_position_is(log, store)
+    assert in_log | archived == every
+
+    code, out, err = await acklog(log, *RUN, **url)
+    assert code == 0, err
+    assert "retention run 2: ok" in out, out
+    in_log, archived = await where_every_position_is(log, store)
+    assert in_log | archived == every
+    assert await closed_attached(log) == []
+    conn = await asyncpg.connect(log)
+    try:
+        runs = await conn.fetch("SELECT outcome, error FROM retention_runs ORDER BY id")
+        dropped = await conn.fetchval(
+            "SELECT count(*) FROM retention_partitions WHERE dropped_at IS NOT NULL"
+        )
+    finally:
+        await conn.close()
+    assert [r["outcome"] for r in runs] == ["failed", "ok"]
+    assert "interrupted" in runs[0]["error"]
+    assert dropped == len(every) // 10
+
+
+async def test_an_unreachable_store_drops_nothing_and_says_so(log: str) -> None:
+    before = await closed_attached(log)
+    port = free_port()  # nothing listens there
+    code, out, err = await acklog(
+        log,
+        *RUN,
+        ACKLOG_ARCHIVE_URL="s3://acklog-archives/log",
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        **AWS,
+    )
+    assert code == 3, out + err
+    assert f"127.0.0.1:{port}" in err and "nothing unverified was dropped" in err
+    assert await closed_attached(log) == before
+    conn = await asyncpg.connect(log)
+    try:
+        run = await conn.fetchrow("SELECT outcome, error FROM retention_runs")
+    finally:
+        await conn.close()
+    assert run["outcome"] == "failed" and "archive store" in run["error"]
+
+
+async def test_a_store_that_cannot_be_written_drops_nothing(log: str, tmp_path: Path) -> None:
+    target = tmp_path / "ro"
+    target.mkdir()
+    (target / "archives").write_text("a file where the directory should be")
+    before = await closed_attached(log)
+    code, _, err = await acklog(log, *RUN, ACKLOG_ARCHIVE_URL=f"file://{target}/archives")
+    assert code == 3 and "File exists" in err and "nothing unverified was dropped" in err
+    assert await closed_attached(log) == before
+    conn = await asyncpg.connect(log)
+    try:
+        assert await conn.fetchval("SELECT outcome FROM retention_runs") == "failed"
+    finally:
+        await conn.close()
+
+
+async def test_two_runs_at_once_one_works_the_other_waits(log: str, tmp_path: Path) -> None:
+    url = {"ACKLOG_ARCHIVE_URL": f"file://{tmp_path}/archives"}
+    holder = await asyncpg.connect(log)
+    try:
+        # both start while the lock is taken, so both must wait for it
+        await holder.execute("SELECT pg_advisory_lock($1)", locks.RETENTION)
+        a = await Process(list(RUN), log, marker="waiting:", **url).start()
+        b = await Process(list(RUN), log, marker="waiting:", **url).start()
+        await holder.execute("SELECT pg_advisory_unlock($1)", locks.RETENTION)
+        assert a.proc is not None and b.proc is not None
+        async with asyncio.timeout(60):
+            codes = await asyncio.gather(a.proc.wait(), b.proc.wait())
+        await a.kill()
+        await b.kill()
+        assert codes == [0, 0], a.lines + b.lines
+        outcomes = await holder.fetch("SELECT outcome FROM retention_runs ORDER BY id")
+        drops = await holder.fetchval(
+            "SELECT count(*) FROM retention_partitions WHERE dropped_at IS NOT NULL"
+        )
+    finally:
+        await holder.close()
+    assert sorted(r["outcome"] for r in outcomes) == ["nothing", "ok"]
+    assert drops > 10
+    assert await closed_attached(log) == []
