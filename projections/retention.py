@@ -26,8 +26,10 @@ a second one, on any machine, waits for it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import Callable
 
 import asyncpg
@@ -36,9 +38,15 @@ import msgspec
 from eventstore import archive, checkpoint, locks, partitions
 from eventstore import retention as records
 from eventstore.archive_store import ArchiveStore, ArchiveStoreError
+from eventstore.errors import DRIVER_ERRORS
+from eventstore.pool import connect
 from projections.feed import horizon as feed_horizon
 from projections.readmodel import LIVE_CHECKPOINT
 from projections.readmodel import retention as rm_retention
+
+log = logging.getLogger(__name__)
+#: the database lost or refused: the role waits for the next run
+_LOST: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, OSError)
 
 #: ``on_step(step, partition)``: after each step is done and before it is recorded (steps:
 #: archive, verify, detach, drop), and ("waiting", holder) while another run holds the lock
@@ -232,3 +240,51 @@ async def forget_messages(conn: asyncpg.Connection, keep: dt.timedelta) -> int:
     """The read model's own retention: messages last active more than ``keep`` ago go, with
     their timelines and receipts; how many."""
     return await rm_retention.forget_older_than(conn, dt.datetime.now(dt.UTC) - keep)
+
+
+class Schedule(msgspec.Struct, frozen=True, kw_only=True):
+    """What the retention role does every ``interval``."""
+
+    older_than: dt.timedelta
+    interval: dt.timedelta
+    archive_url: str | None
+    #: the read model's own retention (None: keep every message)
+    readmodel_keep: dt.timedelta | None = None
+
+
+async def scheduled(dsn: str, schedule: Schedule) -> None:
+    """The retention role: a run every ``schedule.interval``, forever. A failed run is
+    recorded and logged, and the next one tries again; a lost database is waited for."""
+
+    def step(what: str, name: str) -> None:
+        if what == "waiting":
+            log.info("retention: waiting, another run holds the lock (%s)", name)
+        else:
+            log.info("retention: %s %s", what, name)
+
+    while True:
+        try:
+            conn = await connect(dsn)
+            try:
+                done = await run(conn, schedule.archive_url, schedule.older_than, on_step=step)
+                log.info(
+                    "retention: run %d %s, dropped %d partitions, %d events, %d bytes",
+                    done.id,
+                    done.outcome,
+                    done.partitions,
+                    done.rows,
+                    done.bytes,
+                )
+                if schedule.readmodel_keep is not None:
+                    gone = await forget_messages(conn, schedule.readmodel_keep)
+                    if gone:
+                        log.info("retention: %d messages left the read model", gone)
+            finally:
+                await conn.close()
+        except RetentionError as exc:
+            log.error("retention failed: %s (nothing unverified was dropped)", exc)
+        except _LOST as exc:
+            log.warning(
+                "retention: the database failed (%s); next run in %s", exc, schedule.interval
+            )
+        await asyncio.sleep(schedule.interval.total_seconds())

@@ -157,3 +157,32 @@ async def test_two_runs_at_once_one_works_the_other_waits(log: str, tmp_path: Pa
     assert sorted(r["outcome"] for r in outcomes) == ["nothing", "ok"]
     assert drops > 10
     assert await closed_attached(log) == []
+
+
+def test_serve_runs_the_retention_role_only_when_it_is_set() -> None:
+    from service.core.config import from_env
+    from service.runtime.roles import child_roles
+
+    assert "retention" not in child_roles(from_env({}), projector=True)
+    on = from_env({"ACKLOG_RETENTION": "90d"})
+    assert on.retention == 90 * 86400 and on.retention_interval == 3600
+    assert child_roles(on, projector=True)[-1] == "retention"
+
+
+async def test_the_retention_role_runs_on_its_schedule(log: str, tmp_path: Path) -> None:
+    role = Process(
+        ["serve", "--role", "retention"],
+        log,
+        ACKLOG_RETENTION="0s",
+        ACKLOG_RETENTION_INTERVAL="1s",
+        ACKLOG_ARCHIVE_URL=f"file://{tmp_path}/archives",
+    )
+    await role.start()
+    try:
+        await role.wait_lines(lambda lines: any("dropped 16 partitions" in x for x in lines))
+        # and again a second later, with nothing left to do
+        await role.wait_lines(lambda lines: any("nothing, dropped 0" in x for x in lines))
+    finally:
+        await role.stop()
+    assert role.proc is not None and role.proc.returncode == 0, role.lines
+    assert await closed_attached(log) == []
