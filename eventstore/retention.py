@@ -101,6 +101,14 @@ async def last_finished(conn: Conn) -> list[Run]:
     return [_run(r) for r in rows]
 
 
+async def latest(conn: Conn) -> Run | None:
+    """The latest finished run."""
+    row = await conn.fetchrow(
+        "SELECT * FROM retention_runs WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1"
+    )
+    return _run(row) if row else None
+
+
 async def failures(conn: Conn) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM retention_runs WHERE outcome = 'failed'"))
 

@@ -87,7 +87,12 @@ async def oldest_kept(conn: asyncpg.Connection | asyncpg.Pool) -> int:
     if isinstance(conn, asyncpg.Pool):
         async with conn.acquire() as c:
             return await oldest_kept(c)
-    attached = [p for p in await partitions.list_partitions(conn) if p.attached]
+    return oldest_of(await partitions.list_partitions(conn, count=False))
+
+
+def oldest_of(parts: list[partitions.Partition]) -> int:
+    """The oldest position kept, from the log's partitions (:func:`oldest_kept`)."""
+    attached = [p for p in parts if p.attached]
     if not attached or attached[0].low is None:
         return 1
     return attached[0].low

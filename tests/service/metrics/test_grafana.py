@@ -71,6 +71,13 @@ EXPOSED_METRICS = frozenset(
         "acklog_feed_backlog_events",
         "acklog_feed_oldest_pending_seconds",
         "acklog_feed_subscription_paused",
+        "acklog_log_oldest_position",
+        "acklog_log_partition_rows",
+        "acklog_log_partition_bytes",
+        "acklog_retention_last_run_timestamp_seconds",
+        "acklog_retention_last_run_failed",
+        "acklog_retention_archive_unreachable",
+        "acklog_retention_failures_total",
         "acklog_instance_health",
         "acklog_instance_status_changes",
     }
