@@ -78,3 +78,26 @@ def test_the_410_is_documented() -> None:
     assert "410" in paths["/v1/events/{position}"]["get"]["responses"]
     assert "410" in paths["/v1/events"]["get"]["responses"]
     assert "/v1/log" in paths
+
+
+async def test_the_console_shows_the_oldest_position_kept_and_the_last_run(
+    aiohttp_server: Any, small_dsn: str, tmp_path: Path
+) -> None:
+    import aiohttp
+
+    from tests.support.console_helpers import sign_in
+
+    server = await aiohttp_server(make_app(settings(api_key=API_KEY), small_dsn))
+    base = f"http://{server.host}:{server.port}"
+    conn = await connect(small_dsn)
+    try:
+        await retention.run(conn, f"file://{tmp_path}/archives", dt.timedelta(0))
+        kept = await retention.oldest_kept(conn)
+    finally:
+        await conn.close()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        assert (await sign_in(browser, base, API_KEY)).status == 303
+        async with browser.get(f"{base}/ui/projector") as r:
+            page = await r.text()
+    assert f"Oldest kept</dt><dd>#{kept} " in page
+    assert "Last retention run</dt><dd><span>ok</span>" in page
