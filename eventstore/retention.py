@@ -11,6 +11,8 @@ from typing import TypeAlias
 import asyncpg
 import msgspec
 
+from eventstore import partitions
+
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
@@ -209,3 +211,19 @@ async def span(conn: Conn, first: int, last: int) -> Span:
         last,
     )
     return Span(rows=row["rows"], first=row["first"], last=row["last"], newest=row["newest"])
+
+
+async def oldest_kept(conn: Conn) -> int:
+    """The oldest position the log still holds a partition for (1 when nothing was dropped)."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as c:
+            return await oldest_kept(c)
+    return oldest_of(await partitions.list_partitions(conn, count=False))
+
+
+def oldest_of(parts: list[partitions.Partition]) -> int:
+    """The oldest position kept, from the log's partitions (:func:`oldest_kept`)."""
+    attached = [p for p in parts if p.attached]
+    if not attached or attached[0].low is None:
+        return 1
+    return attached[0].low

@@ -82,20 +82,8 @@ async def horizon(conn: asyncpg.Connection) -> Horizon:
     return Horizon(position=position, reason=reason)
 
 
-async def oldest_kept(conn: asyncpg.Connection | asyncpg.Pool) -> int:
-    """The oldest position the log still holds a partition for (1 when nothing was dropped)."""
-    if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as c:
-            return await oldest_kept(c)
-    return oldest_of(await partitions.list_partitions(conn, count=False))
-
-
-def oldest_of(parts: list[partitions.Partition]) -> int:
-    """The oldest position kept, from the log's partitions (:func:`oldest_kept`)."""
-    attached = [p for p in parts if p.attached]
-    if not attached or attached[0].low is None:
-        return 1
-    return attached[0].low
+oldest_kept = records.oldest_kept
+oldest_of = records.oldest_of
 
 
 class Plan(msgspec.Struct, frozen=True, kw_only=True):

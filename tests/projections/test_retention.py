@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -184,3 +185,28 @@ async def test_the_read_model_forgets_old_messages(
     assert await retention.forget_messages(small, dt.timedelta(days=1)) == 0
     assert await retention.forget_messages(small, ZERO) == n
     assert await small.fetchval("SELECT count(*) FROM rm.timeline") == 0
+
+
+async def test_verify_passes_after_a_retention_run(
+    small: asyncpg.Connection, small_dsn: str, tmp_path: Path
+) -> None:
+    from projections.rebuild import verify as verify_now
+
+    def later() -> dt.datetime:  # fold's sweep: every deadline past
+        return dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
+
+    async def verify(dsn: str) -> list[Any]:
+        return await verify_now(dsn, clock=later)
+
+    await fill(small)
+    await fold(small_dsn, small)
+    assert await verify(small_dsn) == []
+    await retention.run(small, store_at(tmp_path), ZERO)
+    assert await retention.oldest_kept(small) > 100
+    assert await verify(small_dsn) == []
+    # new messages after the drop, then a change to one of them: found
+    await write_batch(small, traffic(10, seed=1))
+    await fold(small_dsn, small)
+    assert await verify(small_dsn) == []
+    await small.execute("UPDATE rm.messages SET text = 'changed' WHERE key = 'wamid.1.3'")
+    assert [d.table for d in await verify(small_dsn)] == ["messages"]
