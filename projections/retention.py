@@ -21,7 +21,9 @@ smallest position something still needs, which is the lowest of
   (projections.readmodel.retention).
 
 One run at a time per database: a run holds the session advisory lock ``locks.RETENTION``;
-a second one, on any machine, waits for it.
+a second one, on any machine, waits for it. A partition is detached and dropped only while
+the run holds ``locks.REBUILD`` shared: a rebuild or verify (which hold it exclusively while
+they fold the log in bulk, before they have a checkpoint) keeps every partition in place.
 """
 
 from __future__ import annotations
@@ -217,16 +219,24 @@ async def _take(
                 )
         step("verify", name)
         await records.verified(conn, name)
-    if part.attached:
-        h = await horizon(conn)
-        if part.high > h.position:
-            return  # archived and verified, kept in the log until it is safe
-        await partitions.detach_partition(conn, name)
-        step("detach", name)
-        await records.detached(conn, name)
-    await partitions.drop_partition(conn, name)
-    step("drop", name)
-    await records.dropped(conn, name)
+    # a rebuild or verify folding the log in bulk has no checkpoint yet: it holds the
+    # REBUILD lock, and a partition it has yet to read must not leave under it
+    if not await conn.fetchval("SELECT pg_try_advisory_lock_shared($1)", locks.REBUILD):
+        step("kept", f"{name} (a rebuild or verify is reading the log)")
+        return
+    try:
+        if part.attached:
+            h = await horizon(conn)
+            if part.high > h.position:
+                return  # archived and verified, kept in the log until it is safe
+            await partitions.detach_partition(conn, name)
+            step("detach", name)
+            await records.detached(conn, name)
+        await partitions.drop_partition(conn, name)
+        step("drop", name)
+        await records.dropped(conn, name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock_shared($1)", locks.REBUILD)
 
 
 async def forget_messages(conn: asyncpg.Connection, keep: dt.timedelta) -> int:

@@ -210,3 +210,27 @@ async def test_verify_passes_after_a_retention_run(
     assert await verify(small_dsn) == []
     await small.execute("UPDATE rm.messages SET text = 'changed' WHERE key = 'wamid.1.3'")
     assert [d.table for d in await verify(small_dsn)] == ["messages"]
+
+
+async def test_a_rebuild_in_progress_keeps_every_partition(
+    small: asyncpg.Connection, small_dsn: str, tmp_path: Path
+) -> None:
+    from eventstore import locks
+
+    await fill(small)
+    await fold(small_dsn, small)
+    rebuilding = await connect(small_dsn)
+    try:
+        assert await rebuilding.fetchval("SELECT pg_try_advisory_lock($1)", locks.REBUILD)
+        steps: list[tuple[str, str]] = []
+        await retention.run(
+            small, store_at(tmp_path), ZERO, on_step=lambda s, p: steps.append((s, p))
+        )
+        assert ("detach", "events_p0") not in steps and steps[-1][0] == "kept"
+        assert (await partitions.list_partitions(small))[0].name == "events_p0"
+    finally:
+        await rebuilding.close()
+    # archived and verified already: the next run only detaches and drops
+    steps = []
+    await retention.run(small, store_at(tmp_path), ZERO, on_step=lambda s, p: steps.append((s, p)))
+    assert steps[:2] == [("detach", "events_p0"), ("drop", "events_p0")]
