@@ -234,3 +234,29 @@ async def test_a_rebuild_in_progress_keeps_every_partition(
     steps = []
     await retention.run(small, store_at(tmp_path), ZERO, on_step=lambda s, p: steps.append((s, p)))
     assert steps[:2] == [("detach", "events_p0"), ("drop", "events_p0")]
+
+
+async def test_an_empty_partition_is_dropped_without_an_archive(
+    small: asyncpg.Connection, small_dsn: str, tmp_path: Path
+) -> None:
+    await fill(small, 3)  # a few events in events_p0
+    tx = small.transaction()
+    await tx.start()
+    await write_batch(small, traffic(8, seed=2))  # positions drawn, then rolled back: a gap
+    await tx.rollback()
+    await write_batch(small, traffic(20, seed=3))
+    await fold(small_dsn, small)
+    empty = [
+        p
+        for p in await partitions.list_partitions(small)
+        if (await records.span(small, p.low or 1, p.high - 1)).rows == 0
+        and p.high <= await partitions.next_position(small)
+    ]
+    assert empty, "the rolled-back positions left an empty closed partition"
+    store = store_at(tmp_path)
+    await retention.run(small, store, ZERO)
+    held = await records.progress(small, empty[0].name)
+    assert held is not None and held.archive is None and held.dropped_at is not None
+    assert len((await listing(store)).archives) == (
+        await small.fetchval("SELECT count(*) FROM retention_partitions WHERE archive IS NOT NULL")
+    )

@@ -186,3 +186,19 @@ async def test_the_retention_role_runs_on_its_schedule(log: str, tmp_path: Path)
         await role.stop()
     assert role.proc is not None and role.proc.returncode == 0, role.lines
     assert await closed_attached(log) == []
+
+
+async def test_status_and_a_run_without_a_duration(log: str, tmp_path: Path) -> None:
+    code, _, err = await acklog(log, "retention", "run")
+    assert code == 2 and "--older-than" in err and "ACKLOG_RETENTION" in err
+    code, _, err = await acklog(log, "retention", "run", "--older-than", "ninety days")
+    assert code == 2 and "90d" in err
+    url = {"ACKLOG_ARCHIVE_URL": f"file://{tmp_path}/archives"}
+    code, out, err = await acklog(log, "retention", "run", **url, ACKLOG_RETENTION="0s")
+    assert code == 0, err
+    code, out, err = await acklog(log, "retention", "status", **url)
+    assert code == 0, err
+    assert "oldest position kept: 161" in out
+    assert "horizon: 166 (checkpoint messages at 165)" in out
+    assert "events_p161  positions 161..170  5 rows" in out
+    assert "ok  16 partitions  160 events" in out
