@@ -202,6 +202,18 @@ class Span(msgspec.Struct, frozen=True, kw_only=True):
     newest: dt.datetime | None
 
 
+async def last_received(conn: Conn, first: int, last: int) -> dt.datetime | None:
+    """When the event with the highest position in ``first..last`` arrived (one index probe;
+    positions follow arrival, so this is the range's newest event to within a batch)."""
+    value: dt.datetime | None = await conn.fetchval(
+        "SELECT received_at FROM events WHERE position BETWEEN $1 AND $2"
+        " ORDER BY position DESC LIMIT 1",
+        first,
+        last,
+    )
+    return value
+
+
 async def span(conn: Conn, first: int, last: int) -> Span:
     """What the log holds with ``first <= position <= last``."""
     row = await conn.fetchrow(

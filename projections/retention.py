@@ -118,9 +118,9 @@ async def plan(
         if part.high > h.position:
             kept.append((part.name, f"not safe yet: {h.reason}"))
             continue
-        got = await records.span(conn, part.low or 1, part.high - 1)
-        if got.newest is not None and got.newest >= cutoff:
-            kept.append((part.name, f"its newest event arrived {got.newest.isoformat()}"))
+        newest = await records.last_received(conn, part.low or 1, part.high - 1)
+        if newest is not None and newest >= cutoff:
+            kept.append((part.name, f"its newest event arrived {newest.isoformat()}"))
             continue
         take.append(part.name)
     return Plan(horizon=h, next_position=nxt, take=take, kept=kept)
