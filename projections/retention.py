@@ -14,7 +14,8 @@ event arrived before ``now - older_than``, and it lies wholly below the **horizo
 smallest position something still needs, which is the lowest of
 
 - every checkpoint in ``checkpoints`` + 1 (the live projector, the feed's outbox, a rebuild
-  folding aside): events not yet folded;
+  folding aside): events not yet folded or derived (the live projector's and the outbox's
+  count from 0 until they first run);
 - the oldest position whose feed events a subscription, active or paused, still owes
   (projections.feed.horizon; dead-lettered ones are done);
 - the first position of a message still waiting inside an ack deadline
@@ -43,6 +44,7 @@ from eventstore.archive_store import ArchiveStore, ArchiveStoreError
 from eventstore.errors import DRIVER_ERRORS
 from eventstore.pool import connect
 from projections.feed import horizon as feed_horizon
+from projections.feed.outbox import FEED_CHECKPOINT
 from projections.readmodel import LIVE_CHECKPOINT
 from projections.readmodel import retention as rm_retention
 
@@ -71,7 +73,10 @@ async def horizon(conn: asyncpg.Connection) -> Horizon:
     nxt = await partitions.next_position(conn)
     found: list[tuple[int, str]] = [(nxt, "the log's next position")]
     names = {name: position for name, position, _ in await checkpoint.all_checkpoints(conn)}
+    # the live projector and the feed's outbox fold every event: until one has run, it
+    # still needs them all
     names.setdefault(LIVE_CHECKPOINT, 0)
+    names.setdefault(FEED_CHECKPOINT, 0)
     for name, position in names.items():
         found.append((position + 1, f"checkpoint {name} at {position}"))
     owed = await feed_horizon.owed_floor(conn)

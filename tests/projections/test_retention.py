@@ -19,6 +19,7 @@ from eventstore.archive import listing, restore
 from eventstore.archive_store import ArchiveStore
 from eventstore.pool import connect
 from projections import retention
+from projections.feed.outbox import Outbox
 from projections.readmodel import LIVE, write
 from projections.runner import Projector
 from tests.eventstore.test_archive import digest
@@ -51,7 +52,9 @@ async def fill(conn: asyncpg.Connection, n_messages: int = 60) -> int:
 
 
 async def fold(dsn: str, conn: asyncpg.Connection) -> None:
-    """Fold the log, then let every ack deadline pass (the sweep with a clock a year on)."""
+    """Fold the log and derive the feed, then let every ack deadline pass (the sweep with a
+    clock a year on)."""
+    await Outbox(dsn).catch_up(conn)
     await Projector(dsn).catch_up(conn)
     await write.sweep(conn, LIVE, dt.datetime.now(dt.UTC) + dt.timedelta(days=365))
 
@@ -111,6 +114,7 @@ async def test_events_not_yet_folded_stay(
     small: asyncpg.Connection, small_dsn: str, tmp_path: Path
 ) -> None:
     await fill(small)
+    await Outbox(small_dsn).catch_up(small)
     await Projector(small_dsn).catch_up(small, upto=25)
     await write.sweep(small, LIVE, dt.datetime.now(dt.UTC) + dt.timedelta(days=365))
     await retention.run(small, store_at(tmp_path), ZERO)
@@ -125,14 +129,20 @@ async def test_events_the_feed_still_owes_stay(
 ) -> None:
     await fill(small)
     await fold(small_dsn, small)
+    s0 = await small.fetchval("SELECT coalesce(max(seq), 0) FROM feed.events")
     await small.execute(
         "INSERT INTO feed.events (seq, id, type, channel, position, body)"
-        " VALUES (1, gen_random_uuid(), 'message.sent', 'c1', 33, ''), "
-        "        (2, gen_random_uuid(), 'message.sent', 'c1', 44, '')"
+        " VALUES ($1 + 1, gen_random_uuid(), 'message.sent', 'c1', 33, ''), "
+        "        ($1 + 2, gen_random_uuid(), 'message.sent', 'c1', 44, '')",
+        s0,
     )
-    await small.execute("INSERT INTO feed.subscriptions (name, url, cursor) VALUES ('a', 'x', 1)")
     await small.execute(
-        "INSERT INTO feed.subscriptions (name, url, cursor, status) VALUES ('b', 'x', 2, 'paused')"
+        "INSERT INTO feed.subscriptions (name, url, cursor) VALUES ('a', 'x', $1 + 1)", s0
+    )
+    await small.execute(
+        "INSERT INTO feed.subscriptions (name, url, cursor, status)"
+        " VALUES ('b', 'x', $1 + 2, 'paused')",
+        s0,
     )
     h = await retention.horizon(small)
     assert h.position == 44 and "feed" in h.reason
@@ -140,7 +150,7 @@ async def test_events_the_feed_still_owes_stay(
     left = await partitions.list_partitions(small)
     assert left[0].low is not None and left[0].low <= 44 < left[0].high
     # delivered (the cursor past it): no longer owed
-    await small.execute("UPDATE feed.subscriptions SET cursor = 2")
+    await small.execute("UPDATE feed.subscriptions SET cursor = $1 + 2", s0)
     assert (await retention.horizon(small)).position > 44
 
 
@@ -260,3 +270,15 @@ async def test_an_empty_partition_is_dropped_without_an_archive(
     assert len((await listing(store)).archives) == (
         await small.fetchval("SELECT count(*) FROM retention_partitions WHERE archive IS NOT NULL")
     )
+
+
+async def test_the_feed_not_yet_derived_keeps_everything(
+    small: asyncpg.Connection, small_dsn: str, tmp_path: Path
+) -> None:
+    await fill(small)
+    await Projector(small_dsn).catch_up(small)
+    await write.sweep(small, LIVE, dt.datetime.now(dt.UTC) + dt.timedelta(days=365))
+    h = await retention.horizon(small)
+    assert h.position == 1 and "checkpoint feed at 0" in h.reason
+    await Outbox(small_dsn).catch_up(small, upto=30)
+    assert (await retention.horizon(small)).position == 31

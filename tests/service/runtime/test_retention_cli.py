@@ -199,6 +199,26 @@ async def test_status_and_a_run_without_a_duration(log: str, tmp_path: Path) -> 
     code, out, err = await acklog(log, "retention", "status", **url)
     assert code == 0, err
     assert "oldest position kept: 161" in out
-    assert "horizon: 166 (checkpoint messages at 165)" in out
+    assert "horizon: 166 (checkpoint feed at 165)" in out
     assert "events_p161  positions 161..170  5 rows" in out
     assert "ok  16 partitions  160 events" in out
+
+
+async def test_acklog_serve_supervises_the_retention_role(log: str, tmp_path: Path) -> None:
+    from tests.support.procs import serve
+
+    proc = serve(
+        log,
+        free_port(),
+        ACKLOG_RETENTION="0s",
+        ACKLOG_RETENTION_INTERVAL="1h",
+        ACKLOG_ARCHIVE_URL=f"file://{tmp_path}/archives",
+    )
+    await proc.start()
+    try:
+        assert any("feed, retention;" in line for line in proc.lines), proc.lines
+        await proc.wait_lines(lambda lines: any("dropped 16 partitions" in x for x in lines))
+    finally:
+        await proc.stop()
+    assert proc.proc is not None and proc.proc.returncode == 0, proc.lines[-20:]
+    assert await closed_attached(log) == []
