@@ -5,7 +5,7 @@ dropped, a clear error, exit 3), and two runs at once (one works, the other wait
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -222,3 +222,40 @@ async def test_acklog_serve_supervises_the_retention_role(log: str, tmp_path: Pa
         await proc.stop()
     assert proc.proc is not None and proc.proc.returncode == 0, proc.lines[-20:]
     assert await closed_attached(log) == []
+
+
+@pytest.fixture
+def full_store(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a 32 KiB tmpfs (needs mount rights: root, as in CI's container)."""
+    import subprocess
+
+    target = tmp_path / "small"
+    target.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(target)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+async def test_a_full_store_fails_the_run_and_drops_only_what_it_verified(
+    log: str, full_store: Path
+) -> None:
+    url = f"file://{full_store}"
+    conn = await asyncpg.connect(log)
+    try:
+        every = set(range(1, await partitions.next_position(conn)))
+    finally:
+        await conn.close()
+    code, out, err = await acklog(log, *RUN, ACKLOG_ARCHIVE_URL=url)
+    assert code == 3, out + err
+    assert "No space left on device" in err and "nothing unverified was dropped" in err
+    in_log, archived = await where_every_position_is(log, ArchiveStore(url))
+    assert in_log | archived == every
+    assert 0 < len(archived) < 160 and min(in_log) == max(archived) + 1
