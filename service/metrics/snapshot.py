@@ -63,6 +63,8 @@ class Snapshot(msgspec.Struct, frozen=True):
     #: 1 when the latest retention run failed, and 1 when it failed on the archive store
     retention_failed: int = 0
     archive_unreachable: int = 0
+    #: what the latest finished retention run freed: (partitions, events, bytes)
+    retention_freed: tuple[int, int, int] = (0, 0, 0)
 
 
 def zero_filled(
@@ -198,6 +200,14 @@ def _retention_metrics(snap: Snapshot) -> Iterator[Metric]:
     for outcome, at in snap.retention_runs:
         last.add_metric([outcome], at)
     yield last
+    freed = GaugeMetricFamily(
+        "acklog_retention_last_run_freed",
+        "What the latest finished retention run dropped from the log: partitions, events, bytes.",
+        labels=["what"],
+    )
+    for what, n in zip(("partitions", "events", "bytes"), snap.retention_freed, strict=True):
+        freed.add_metric([what], n)
+    yield freed
     yield GaugeMetricFamily(
         "acklog_retention_last_run_failed",
         "1 when the latest retention run failed (see acklog retention status), else 0.",
@@ -260,6 +270,7 @@ async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
         ],
         retention_failures=failed_runs,
         retention_failed=int(failed),
+        retention_freed=(latest.partitions, latest.rows, latest.bytes) if latest else (0, 0, 0),
         archive_unreachable=int(
             failed and latest is not None and "archive store" in (latest.error or "")
         ),

@@ -76,6 +76,7 @@ EXPOSED_METRICS = frozenset(
         "acklog_log_partition_bytes",
         "acklog_retention_last_run_timestamp_seconds",
         "acklog_retention_last_run_failed",
+        "acklog_retention_last_run_freed",
         "acklog_retention_archive_unreachable",
         "acklog_retention_failures_total",
         "acklog_instance_health",

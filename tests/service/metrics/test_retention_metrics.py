@@ -58,6 +58,9 @@ async def test_retention_series(small: asyncpg.Connection, tmp_path: Path) -> No
     assert done.finished_at is not None
     ok = value(text, "acklog_retention_last_run_timestamp_seconds", outcome="ok")
     assert ok == pytest.approx(done.finished_at.timestamp())
+    assert value(text, "acklog_retention_last_run_freed", what="partitions") == done.partitions
+    assert value(text, "acklog_retention_last_run_freed", what="events") == done.rows > 100
+    assert value(text, "acklog_retention_last_run_freed", what="bytes") == done.bytes > 0
 
     (tmp_path / "blocked").write_text("a file where the store's directory should be")
     with pytest.raises(retention.RetentionError):
