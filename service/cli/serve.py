@@ -44,6 +44,11 @@ def run(args: argparse.Namespace) -> int:
         settings = msgspec.structs.replace(settings, workers=args.workers)
     if settings.workers < 1:
         raise SystemExit("--workers (ACKLOG_WORKERS) must be at least 1")
+    if settings.retention is not None and not settings.archive_url:
+        raise SystemExit(
+            "ACKLOG_RETENTION needs ACKLOG_ARCHIVE_URL (file:///path or s3://bucket/prefix):"
+            " retention archives every partition before it drops it"
+        )
     if args.child:  # started by the supervisor: migrations are applied, the DSN is set
         roles.die_with_supervisor()
         return _serve_role(args.role, settings, database_url(settings), supervised=True)

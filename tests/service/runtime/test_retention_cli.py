@@ -259,3 +259,8 @@ async def test_a_full_store_fails_the_run_and_drops_only_what_it_verified(
     in_log, archived = await where_every_position_is(log, ArchiveStore(url))
     assert in_log | archived == every
     assert 0 < len(archived) < 160 and min(in_log) == max(archived) + 1
+
+
+async def test_serve_refuses_retention_without_an_archive_store(log: str) -> None:
+    code, out, err = await acklog(log, "serve", ACKLOG_RETENTION="90d")
+    assert code == 1 and "ACKLOG_RETENTION needs ACKLOG_ARCHIVE_URL" in err, out + err
