@@ -109,7 +109,7 @@ async def plan(
     cutoff = now - older_than
     h = await horizon(conn)
     nxt = await partitions.next_position(conn)
-    parts = await partitions.list_partitions(conn)
+    parts = await partitions.list_partitions(conn, count=False)
     unfinished = {p.name for p in await records.unfinished(conn)}
     # dropped by a run killed before it recorded the drop: only the record is left to do
     take: list[str] = sorted(unfinished - {p.name for p in parts})
@@ -159,8 +159,9 @@ async def run(
             if isinstance(store, str):
                 store = ArchiveStore(store)
             todo = await plan(conn, older_than, now=now)
+            dropped = 0
             for name in todo.take:
-                await _take(conn, store, run_id, name, step)
+                dropped += await _take(conn, store, run_id, name, step)
         except (RetentionError, archive.ArchiveError, ArchiveStoreError) as exc:
             await records.finish_run(conn, run_id, "failed", error=str(exc))
             raise RetentionError(str(exc)) from exc
@@ -169,7 +170,7 @@ async def run(
             with contextlib.suppress(Exception):
                 await records.finish_run(conn, run_id, "failed", error=text)
             raise RetentionError(text) from exc
-        done = await records.finish_run(conn, run_id, "ok" if todo.take else "nothing")
+        done = await records.finish_run(conn, run_id, "ok" if dropped else "nothing")
         return done
     finally:
         with contextlib.suppress(Exception):
@@ -178,14 +179,15 @@ async def run(
 
 async def _take(
     conn: asyncpg.Connection, store: ArchiveStore, run_id: int, name: str, step: StepFn
-) -> None:
-    parts = {p.name: p for p in await partitions.list_partitions(conn)}
+) -> bool:
+    """Take partition ``name`` through the steps it has yet to do; whether it was dropped."""
+    parts = {p.name: p for p in await partitions.list_partitions(conn, count=False)}
     part = parts.get(name)
     rec = await records.progress(conn, name)
     if part is None:  # dropped by a run killed before it recorded the drop
         if rec is not None:
             await records.dropped(conn, name)
-        return
+        return rec is not None
     first, last = part.low or 1, part.high - 1
     if rec is None or rec.detached_at is None:
         got = await records.span(conn, first, last) if part.attached else None
@@ -228,18 +230,19 @@ async def _take(
     # REBUILD lock, and a partition it has yet to read must not leave under it
     if not await conn.fetchval("SELECT pg_try_advisory_lock_shared($1)", locks.REBUILD):
         step("kept", f"{name} (a rebuild or verify is reading the log)")
-        return
+        return False
     try:
         if part.attached:
             h = await horizon(conn)
             if part.high > h.position:
-                return  # archived and verified, kept in the log until it is safe
+                return False  # archived and verified, kept in the log until it is safe
             await partitions.detach_partition(conn, name)
             step("detach", name)
             await records.detached(conn, name)
         await partitions.drop_partition(conn, name)
         step("drop", name)
         await records.dropped(conn, name)
+        return True
     finally:
         await conn.execute("SELECT pg_advisory_unlock_shared($1)", locks.REBUILD)
 
