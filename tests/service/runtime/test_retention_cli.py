@@ -10,6 +10,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eventstore import locks, partitions
 from eventstore.archive import listing, verify
@@ -264,3 +266,40 @@ async def test_a_full_store_fails_the_run_and_drops_only_what_it_verified(
 async def test_serve_refuses_retention_without_an_archive_store(log: str) -> None:
     code, out, err = await acklog(log, "serve", ACKLOG_RETENTION="90d")
     assert code == 1 and "ACKLOG_RETENTION needs ACKLOG_ARCHIVE_URL" in err, out + err
+
+
+@given(st.text(max_size=12))
+def test_a_duration_is_a_number_of_seconds_or_one_clear_error(text: str) -> None:
+    from service.core.config import duration
+
+    try:
+        seconds = duration(text)
+    except ValueError as exc:
+        assert "duration" in str(exc)
+    else:
+        assert 0 <= seconds < float("inf")
+
+
+@given(st.integers(0, 10**6), st.sampled_from([("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]))
+def test_durations_read_as_written(n: int, unit: tuple[str, int]) -> None:
+    from service.core.config import duration
+
+    assert duration(f"{n}{unit[0]}") == n * unit[1] == duration(f" {n}{unit[0].upper()} ")
+
+
+async def test_a_run_forgets_old_messages_when_the_read_model_has_a_retention(
+    log: str, tmp_path: Path
+) -> None:
+    code, out, err = await acklog(
+        log,
+        *RUN,
+        ACKLOG_ARCHIVE_URL=f"file://{tmp_path}/archives",
+        ACKLOG_READMODEL_RETENTION="0s",
+    )
+    assert code == 0, err
+    assert "read model: 72 messages forgotten" in out, out  # 60 sent, 12 received
+    conn = await asyncpg.connect(log)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM rm.messages") == 0
+    finally:
+        await conn.close()
