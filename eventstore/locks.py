@@ -30,6 +30,8 @@ FEED_DELIVERY = 7312004782
 #: Transaction lock of an erasure (exclusive) against the feed's outbox batches and sweeps
 #: (shared): no batch derived from a body before its redaction commits after the feed's scrub.
 ERASURE = 7312004791
+#: Session lock of a retention run (``projections.retention``): one at a time, others wait.
+RETENTION = 7312004792
 
 
 async def holder(conn: asyncpg.Connection | asyncpg.Pool, key: int) -> Holder | None:

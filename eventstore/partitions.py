@@ -49,8 +49,12 @@ async def next_position(conn: asyncpg.Connection | asyncpg.Pool) -> int:
     return int(await conn.fetchval(_NEXT))
 
 
-async def list_partitions(conn: asyncpg.Connection | asyncpg.Pool) -> list[Partition]:
-    """Every partition of the log not yet dropped, attached or detached, in position order."""
+async def list_partitions(
+    conn: asyncpg.Connection | asyncpg.Pool, *, count: bool = True
+) -> list[Partition]:
+    """Every partition of the log not yet dropped, attached or detached, in position order
+    (``count=False``: a partition never analyzed shows 0 rows instead of being counted, for
+    the metrics snapshot, which must stay cheap)."""
     rows = await conn.fetch(
         "SELECT p.name, p.low, p.high, p.detached_at IS NULL AS attached, c.reltuples,"
         " coalesce(pg_total_relation_size(c.oid), 0) AS bytes"
@@ -60,7 +64,9 @@ async def list_partitions(conn: asyncpg.Connection | asyncpg.Pool) -> list[Parti
     found = []
     for r in rows:
         rows_ = int(r["reltuples"] if r["reltuples"] is not None else 0)
-        if rows_ < 0:  # never vacuumed nor analyzed
+        if rows_ < 0 and not count:
+            rows_ = 0
+        elif rows_ < 0:  # never vacuumed nor analyzed
             name = await conn.fetchval("SELECT quote_ident($1)", r["name"])
             rows_ = int(await conn.fetchval(f"SELECT count(*) FROM {name}"))
         found.append(

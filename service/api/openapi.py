@@ -26,6 +26,7 @@ from service.reads.models import (
     Error,
     EventOut,
     EventPage,
+    LogStatus,
     MessageDetail,
     MessagePage,
     QuarantinePage,
@@ -84,6 +85,8 @@ class Operation(NamedTuple):
     parameters: tuple[Param, ...]
     #: whether a 404 is possible (an unknown channel, message or event)
     not_found: bool
+    #: whether a 410 is possible (a position retention took out of the log)
+    gone: bool = False
 
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -177,11 +180,20 @@ OPERATIONS: tuple[Operation, ...] = (
         True,
     ),
     Operation(
+        "/v1/log",
+        "logStatus",
+        "The log's extent (the oldest position kept after retention) and the last retention run",
+        LogStatus,
+        (),
+        False,
+    ),
+    Operation(
         "/v1/events",
         "listEvents",
         "Raw webhooks in log order, each with what its decoder makes of it",
         EventPage,
         (CHANNEL_FILTER, AFTER, _limit(params.MAX_EVENT_LIMIT)),
+        True,
         True,
     ),
     Operation(
@@ -197,6 +209,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "log position",
             ),
         ),
+        True,
         True,
     ),
     Operation(
@@ -349,6 +362,12 @@ def _operation(op: Operation, ref: dict[str, Any], error: dict[str, Any]) -> dic
     responses["401"] = _json(error, "missing or wrong API key")
     if op.not_found:
         responses["404"] = _json(error, "no such channel, message or event")
+    if op.gone:
+        responses["410"] = _json(
+            error,
+            "the position was archived and dropped by retention; `archive` and `archive_url`"
+            " name the archive that holds it, `oldest_position` the oldest kept",
+        )
     responses["503"] = _json(error, "the database is unavailable; retry later")
     return {
         "operationId": op.operation_id,

@@ -24,7 +24,7 @@ from service.core.config import CLOCK, SETTINGS
 from service.core.database import API_POOL, API_PRIMARY
 from service.http import errors
 from service.http.clientaddr import client_address
-from service.http.errors import BadParameter, NotFound
+from service.http.errors import BadParameter, Gone, NotFound
 from service.http.limiter import KEY_FAILURES
 from service.http.responses import error, json_response, within
 from service.reads import params
@@ -168,6 +168,8 @@ async def list_events(request: web.Request) -> web.Response:
     pool = _pool(request)
     if channel is not None and await q.channel(pool, channel) is None:
         raise NotFound(f"no channel named {channel!r}", code="unknown_channel")
+    if after:  # the event after the last one read: gone when retention dropped it
+        await _not_dropped(pool, after + 1)
     events, more = await reader.read_page(
         pool, after=after, limit=limit, max_bytes=PAGE_BODY_BYTES, channel=channel
     )
@@ -180,8 +182,21 @@ async def event_detail(request: web.Request) -> web.Response:
     position = params.parse_int(request.match_info["position"], "position", minimum=1)
     event = await reader.get(_pool(request), position)
     if event is None:
+        await _not_dropped(_pool(request), position)
         raise NotFound(f"no event at position {position}", code="unknown_event")
     return json_response((await q.events_out([event]))[0])
+
+
+async def _not_dropped(pool: Any, position: int) -> None:
+    """410 naming the archive when retention took ``position`` out of the log."""
+    gone = await q.dropped(pool, position)
+    if gone is not None:
+        oldest, archive, url = gone
+        raise Gone(position, oldest, archive, url)
+
+
+async def log_status(request: web.Request) -> web.Response:
+    return json_response(await q.log_status(_pool(request)))
 
 
 async def list_quarantine(request: web.Request) -> web.Response:
@@ -219,6 +234,7 @@ ROUTES: tuple[tuple[str, Handler], ...] = (
     ("/channels/{channel}/status", channel_status),
     ("/channels/{channel}/messages", list_messages),
     ("/channels/{channel}/messages/{message_id:.+}", message_detail),
+    ("/log", log_status),
     ("/events", list_events),
     ("/events/{position}", event_detail),
     ("/quarantine", list_quarantine),

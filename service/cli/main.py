@@ -1,7 +1,7 @@
 """The ``acklog`` command line: the parser of every command, and the entry point.
 
 Each command lives in a module of its own (``serve``, ``channels``, ``keys``, ``rebuild``,
-``tail``, ``subscriptions``, ``simulate``, ``backup``, ``archive``, ``erase``) with ``add_arguments`` and the function
+``tail``, ``subscriptions``, ``simulate``, ``backup``, ``archive``, ``erase``, ``retention``) with ``add_arguments`` and the function
 that runs it.
 """
 
@@ -13,7 +13,7 @@ import importlib.metadata
 import os
 import sys
 
-from service.cli import archive, backup, channels, erase, keys, rebuild, serve
+from service.cli import archive, backup, channels, erase, keys, rebuild, retention, serve
 from service.cli import subscriptions as feed_cli
 from service.cli import tail as tail_command
 from service.cli.simulate import command as simulate_command
@@ -49,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     backup.add_arguments(sub)
     archive.add_arguments(sub)
     erase.add_arguments(sub)
+    retention.add_arguments(sub)
     channels.add_arguments(sub.add_parser("channels", help="manage channels (provider instances)"))
     keys.add_arguments(
         sub.add_parser(

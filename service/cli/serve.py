@@ -31,7 +31,7 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
         choices=roles.ROLES,
         help="run one role alone: ingest (webhooks; non-webhook paths relayed to"
         " ACKLOG_API_UPSTREAM), api (query API, metrics; ACKLOG_API_PORT or --port), projector,"
-        " feed (outbox projector and subscription delivery)",
+        " feed (outbox projector and subscription delivery), retention (ACKLOG_RETENTION)",
     )
     serve.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(fn=run)
@@ -44,12 +44,17 @@ def run(args: argparse.Namespace) -> int:
         settings = msgspec.structs.replace(settings, workers=args.workers)
     if settings.workers < 1:
         raise SystemExit("--workers (ACKLOG_WORKERS) must be at least 1")
+    if settings.retention is not None and not settings.archive_url:
+        raise SystemExit(
+            "ACKLOG_RETENTION needs ACKLOG_ARCHIVE_URL (file:///path or s3://bucket/prefix):"
+            " retention archives every partition before it drops it"
+        )
     if args.child:  # started by the supervisor: migrations are applied, the DSN is set
         roles.die_with_supervisor()
         return _serve_role(args.role, settings, database_url(settings), supervised=True)
     dsn = database_url(settings)
     asyncio.run(wait_and_migrate(dsn))
-    if args.role in ("api", "projector", "feed"):
+    if args.role in ("api", "projector", "feed", "retention"):
         return _serve_role(args.role, settings, dsn, supervised=False)
     if args.role == "ingest":
         if settings.workers <= 1:
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         f"{settings.workers} ingest worker(s), query API"
         + ("" if args.no_projector else ", projector")
         + ("" if args.no_feed else ", feed")
+        + ("" if settings.retention is None else ", retention")
     )
     metrics_url = (
         f"{settings.base_url}/metrics"
@@ -114,6 +120,8 @@ def _serve_role(role: str, settings: Settings, dsn: str, *, supervised: bool) ->
             roles.run_projector(settings, dsn)
         case "feed":
             roles.run_feed(settings, dsn)
+        case "retention":
+            roles.run_retention(settings, dsn)
         case _:
             raise SystemExit(f"unknown role {role!r}")
     return 0

@@ -91,6 +91,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     append_writers: int = 1
     #: positions per partition of the log (sql/084; new partitions are made ahead of need)
     partition_events: int = 1_000_000
+    #: seconds: partitions whose newest event is older leave the log (None: no retention role)
+    retention: float | None = None
+    #: seconds between the retention role's runs
+    retention_interval: float = 3600.0
+    #: seconds: messages last active longer ago leave the read model (None: kept)
+    readmodel_retention: float | None = None
     #: seconds allowed to send the body once the head has arrived
     read_timeout: float = 30.0
     #: seconds a connection has to send each request head, from its first byte
@@ -241,6 +247,30 @@ def nice(text: str) -> str:
     return value
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration(text: str) -> float:
+    """``90d``, ``12h``, ``30m``, ``45s``, ``2w`` (or a number of seconds) as seconds."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:]) if value else None
+    number_ = value[:-1] if unit else value
+    try:
+        amount = float(number_)
+    except ValueError:
+        raise ValueError("must be a duration such as 90d, 12h, 30m or 0s") from None
+    if not amount >= 0 or amount == float("inf"):
+        raise ValueError("must be a duration of 0s or more, such as 90d")
+    return amount * (unit or 1)
+
+
+def duration_or_off(text: str) -> float | None:
+    """A :func:`duration`; empty, ``off`` or ``keep``: None."""
+    if text.strip().lower() in ("", "off", "keep", "none"):
+        return None
+    return duration(text)
+
+
 def archive_url(text: str) -> str:
     return check_url(text.strip())
 
@@ -312,6 +342,24 @@ VARIABLES: tuple[Var, ...] = (
         "partition_events",
         integer(1),
         "positions (events) per partition of the log; new partitions take it",
+    ),
+    Var(
+        "ACKLOG_RETENTION",
+        "retention",
+        duration_or_off,
+        "archive and drop log partitions older than this (90d, 12h; off: none)",
+    ),
+    Var(
+        "ACKLOG_RETENTION_INTERVAL",
+        "retention_interval",
+        duration,
+        "seconds between the retention role's runs (1h, 10m)",
+    ),
+    Var(
+        "ACKLOG_READMODEL_RETENTION",
+        "readmodel_retention",
+        duration_or_off,
+        "forget read-model messages last active longer ago (keep: all)",
     ),
     Var(
         "ACKLOG_READ_TIMEOUT",

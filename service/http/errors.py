@@ -52,8 +52,27 @@ class NotFound(Exception):
         self.detail = detail
 
 
+class Gone(Exception):
+    """A position retention took out of the log: 410 naming the archive that holds it."""
+
+    def __init__(
+        self, position: int, oldest: int, archive: str | None, archive_url: str | None
+    ) -> None:
+        where = (
+            f"archive {archive} in {archive_url} holds it (acklog archive restore {archive})"
+            if archive
+            else "it held no event"
+        )
+        super().__init__(f"position {position} left the log with retention; {where}")
+        self.detail = str(self)
+        self.position = position
+        self.oldest = oldest
+        self.archive = archive
+        self.archive_url = archive_url
+
+
 #: what :func:`answer` maps
-MAPPED: tuple[type[BaseException], ...] = (BadParameter, NotFound, *UNAVAILABLE)
+MAPPED: tuple[type[BaseException], ...] = (BadParameter, NotFound, Gone, *UNAVAILABLE)
 
 
 def answer(exc: BaseException) -> web.Response:
@@ -62,6 +81,16 @@ def answer(exc: BaseException) -> web.Response:
         return error(400, "bad_request", exc.detail, parameter=exc.parameter)
     if isinstance(exc, NotFound):
         return error(404, exc.code, exc.detail)
+    if isinstance(exc, Gone):
+        return error(
+            410,
+            "gone",
+            exc.detail,
+            position=exc.position,
+            oldest_position=exc.oldest,
+            archive=exc.archive,
+            archive_url=exc.archive_url,
+        )
     return error(
         503,
         "unavailable",

@@ -19,9 +19,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from eventstore import channels as registry
-from eventstore import checkpoint
+from eventstore import checkpoint, partitions
+from eventstore import retention as retention_records
 from eventstore.errors import DRIVER_ERRORS
 from eventstore.read import head, oldest_after
+from projections import retention
 from projections.facts import INSTANCE_STATUSES
 from projections.failures import FAILURE_CLASSES
 from projections.readmodel import LIVE_CHECKPOINT, health, query
@@ -51,6 +53,18 @@ class Snapshot(msgspec.Struct, frozen=True):
     health: list[tuple[str, str, str, int]] = []
     #: every configured channel and its provider: their series are exported from start-up
     channels: list[tuple[str, str]] = []
+    #: the oldest position the log still holds (retention drops partitions below it)
+    oldest_position: int = 1
+    #: (partition, rows, bytes) of every attached partition of the log
+    partitions: list[tuple[str, int, int]] = []
+    #: (outcome, finished at, epoch seconds) of the latest retention run of each outcome
+    retention_runs: list[tuple[str, float]] = []
+    retention_failures: int = 0
+    #: 1 when the latest retention run failed, and 1 when it failed on the archive store
+    retention_failed: int = 0
+    archive_unreachable: int = 0
+    #: what the latest finished retention run freed: (partitions, events, bytes)
+    retention_freed: tuple[int, int, int] = (0, 0, 0)
 
 
 def zero_filled(
@@ -154,6 +168,62 @@ class SnapshotCollector(Collector):
             changes.add_metric([channel, provider], n)
         yield health_gauge
         yield changes
+        yield from _retention_metrics(snap)
+
+
+def _retention_metrics(snap: Snapshot) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "acklog_log_oldest_position",
+        "The oldest position the log still holds; retention archived and dropped those below.",
+        value=snap.oldest_position,
+    )
+    rows = GaugeMetricFamily(
+        "acklog_log_partition_rows",
+        "Events in each partition of the log (the planner's count: exact after ANALYZE).",
+        labels=["partition"],
+    )
+    size = GaugeMetricFamily(
+        "acklog_log_partition_bytes",
+        "Bytes on disk of each partition of the log (table, indexes, TOAST).",
+        labels=["partition"],
+    )
+    for name, n, nbytes in snap.partitions:
+        rows.add_metric([name], n)
+        size.add_metric([name], nbytes)
+    yield rows
+    yield size
+    last = GaugeMetricFamily(
+        "acklog_retention_last_run_timestamp_seconds",
+        "When the latest retention run of each outcome (ok, nothing, failed) finished.",
+        labels=["outcome"],
+    )
+    for outcome, at in snap.retention_runs:
+        last.add_metric([outcome], at)
+    yield last
+    freed = GaugeMetricFamily(
+        "acklog_retention_last_run_freed",
+        "What the latest finished retention run dropped from the log: partitions, events, bytes.",
+        labels=["what"],
+    )
+    for what, n in zip(("partitions", "events", "bytes"), snap.retention_freed, strict=True):
+        freed.add_metric([what], n)
+    yield freed
+    yield GaugeMetricFamily(
+        "acklog_retention_last_run_failed",
+        "1 when the latest retention run failed (see acklog retention status), else 0.",
+        value=snap.retention_failed,
+    )
+    yield GaugeMetricFamily(
+        "acklog_retention_archive_unreachable",
+        "1 when the latest retention run failed on the archive store (unreachable, refused,"
+        " full), else 0.",
+        value=snap.archive_unreachable,
+    )
+    yield CounterMetricFamily(
+        "acklog_retention_failures",
+        "Retention runs that failed (nothing unverified was dropped).",
+        value=snap.retention_failures,
+    )
 
 
 COLLECTOR = SnapshotCollector()
@@ -173,6 +243,11 @@ async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
         figures = await query.figures(conn, now)
         known = await registry.providers(conn)
         healths = await health.channel_health(conn, now)
+        parts = await partitions.list_partitions(conn, count=False)
+        runs = await retention_records.last_finished(conn)
+        latest = await retention_records.latest(conn)
+        failed_runs = await retention_records.failures(conn)
+    failed = latest is not None and latest.outcome == "failed"
     return Snapshot(
         taken_at=now,
         head=log_head,
@@ -188,6 +263,17 @@ async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
             for h in healths.values()
         ],
         channels=list(known.items()),
+        oldest_position=retention.oldest_of(parts),
+        partitions=[(p.name, p.rows, p.bytes) for p in parts if p.attached],
+        retention_runs=[
+            (r.outcome, r.finished_at.timestamp()) for r in runs if r.finished_at is not None
+        ],
+        retention_failures=failed_runs,
+        retention_failed=int(failed),
+        retention_freed=(latest.partitions, latest.rows, latest.bytes) if latest else (0, 0, 0),
+        archive_unreachable=int(
+            failed and latest is not None and "archive store" in (latest.error or "")
+        ),
     )
 
 

@@ -30,6 +30,12 @@ class Error(msgspec.Struct, frozen=True, kw_only=True):
     error: str
     detail: str
     parameter: str | None = None
+    #: 410 (a position retention took out of the log): it, the oldest position kept, and the
+    #: archive that holds it (``acklog archive restore ARCHIVE``)
+    position: int | None = None
+    oldest_position: int | None = None
+    archive: str | None = None
+    archive_url: str | None = None
 
 
 class InstanceState(msgspec.Struct, frozen=True, kw_only=True):
@@ -294,6 +300,29 @@ class EventOut(msgspec.Struct, frozen=True, kw_only=True):
     dedup_key: str
     duplicate_of: int | None
     decoded: Decoding
+
+
+class RetentionRun(msgspec.Struct, frozen=True, kw_only=True):
+    """One retention run: when, what it freed, how it ended (ok, nothing, failed, running)."""
+
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    outcome: str
+    error: str | None
+    partitions: int
+    events: int
+    bytes: int
+
+
+class LogStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The log's extent: positions below ``oldest_position`` were archived and dropped by
+    retention (reading them answers 410 naming their archive)."""
+
+    oldest_position: int
+    next_position: int
+    partitions: int
+    #: the latest retention run (null: none yet)
+    last_retention_run: RetentionRun | None
 
 
 class EventPage(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,7 +17,8 @@ from typing import TypeAlias
 import asyncpg
 
 from eventstore import channels as registry
-from eventstore import read
+from eventstore import partitions, read
+from eventstore import retention as retention_records
 from eventstore.events import StoredEvent
 from projections.facts import RANK
 from projections.fold import decode_event
@@ -25,6 +26,7 @@ from projections.readmodel import health as health_rm
 from projections.readmodel import query as readmodel
 from projections.readmodel.query import TIMELINE_LIMIT as TIMELINE_LIMIT
 from projections.readmodel.query import MessageFilter as MessageFilter
+from projections.retention import oldest_of
 from projections.rules.health import DEFAULT_SETTINGS
 from projections.rules.message_state import ANOMALIES, Anomaly, Milestone
 from service.reads.models import (
@@ -38,6 +40,7 @@ from service.reads.models import (
     HistoryEntry,
     InstanceHealth,
     InstanceState,
+    LogStatus,
     MessageDetail,
     MessageSummary,
     MilestoneOut,
@@ -45,6 +48,7 @@ from service.reads.models import (
     QuarantineEntry,
     Receipt,
     ReceiptCounts,
+    RetentionRun,
     TimelineEntry,
 )
 
@@ -395,3 +399,40 @@ async def events_out(events: list[StoredEvent]) -> list[EventOut]:
     if sum(len(e.body) for e in events) <= INLINE_DECODE_BYTES:
         return [event_out(e) for e in events]
     return await asyncio.to_thread(lambda: [event_out(e) for e in events])
+
+
+async def log_status(pool: asyncpg.Pool) -> LogStatus:
+    """The oldest position kept, the next one, and the latest retention run."""
+    async with pool.acquire() as conn:
+        parts = await partitions.list_partitions(conn, count=False)
+        nxt = await partitions.next_position(conn)
+        runs = await retention_records.last_runs(conn, 1)
+    last = None
+    if runs:
+        r = runs[0]
+        last = RetentionRun(
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            outcome=r.outcome,
+            error=r.error,
+            partitions=r.partitions,
+            events=r.rows,
+            bytes=r.bytes,
+        )
+    return LogStatus(
+        oldest_position=oldest_of(parts),
+        next_position=nxt,
+        partitions=sum(1 for p in parts if p.attached),
+        last_retention_run=last,
+    )
+
+
+async def dropped(pool: asyncpg.Pool, position: int) -> tuple[int, str | None, str | None] | None:
+    """When retention took ``position`` out of the log: the oldest position kept, and the
+    archive holding it with its store's URL; else None."""
+    held = await retention_records.holding(pool, position)
+    if held is None:
+        return None
+    async with pool.acquire() as conn:
+        oldest = oldest_of(await partitions.list_partitions(conn, count=False))
+    return oldest, held.archive, held.archive_url

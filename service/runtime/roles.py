@@ -12,6 +12,9 @@ Roles (docs/design.md, "Process roles" and "Beyond one machine"; invariant 12):
 - ``feed``: the canonical feed (``service.feed.role``): the outbox projector and the
   delivery of subscriptions, each leading on its own advisory lock; restarted like the
   projector. A slow receiver costs this process only.
+- ``retention``: with ``ACKLOG_RETENTION`` only, a retention run every
+  ``ACKLOG_RETENTION_INTERVAL`` (``projections.retention.scheduled``); runs on several
+  machines take turns on their advisory lock.
 
 ``acklog serve`` starts the API, ``--workers N`` ingest workers and the projector as child
 processes, prints the banner once all are ready, restarts a child that dies (with backoff)
@@ -45,8 +48,8 @@ from service.runtime import sdnotify
 
 log = logging.getLogger(__name__)
 
-Role = Literal["ingest", "api", "projector", "feed"]
-ROLES: tuple[Role, ...] = ("ingest", "api", "projector", "feed")
+Role = Literal["ingest", "api", "projector", "feed", "retention"]
+ROLES: tuple[Role, ...] = ("ingest", "api", "projector", "feed", "retention")
 
 #: the pipe a supervised child writes "<role> <pid>" to once it serves
 READY_FD = "ACKLOG_READY_FD"
@@ -153,6 +156,25 @@ def _lead_until_signal(role: Role, work: Callable[[], Coroutine[Any, Any, None]]
             await task
 
     asyncio.run(main())
+
+
+def run_retention(settings: Settings, dsn: str) -> None:
+    """Retention every ``retention_interval`` until SIGTERM/SIGINT (a run cut short is
+    resumed by the next; docs/retention.md)."""
+    import datetime as dt
+
+    from projections import retention
+
+    if settings.retention is None:
+        raise SystemExit("the retention role needs ACKLOG_RETENTION (such as 90d)")
+    keep = settings.readmodel_retention
+    schedule = retention.Schedule(
+        older_than=dt.timedelta(seconds=settings.retention),
+        interval=dt.timedelta(seconds=settings.retention_interval),
+        archive_url=settings.archive_url,
+        readmodel_keep=dt.timedelta(seconds=keep) if keep is not None else None,
+    )
+    _lead_until_signal("retention", lambda: retention.scheduled(dsn, schedule))
 
 
 def run_projector(settings: Settings, dsn: str) -> None:
@@ -405,7 +427,7 @@ class Supervisor:
         then to the others; SIGKILL to a child still there after ``STOP_GRACE``. 0 when every
         child exited cleanly."""
         codes: dict[int, int] = {}
-        for wave in (("ingest",), ("api", "projector", "feed")):
+        for wave in (("ingest",), ("api", "projector", "feed", "retention")):
             children = [c for c in self.children if c.role in wave and c.proc is not None]
             for child in children:
                 assert child.proc is not None
@@ -446,11 +468,13 @@ def supervise(
 
 
 def child_roles(settings: Settings, *, projector: bool, feed: bool = True) -> list[Role]:
-    """What ``acklog serve`` runs: the API, ``workers`` ingest workers, the projector and
-    the feed."""
+    """What ``acklog serve`` runs: the API, ``workers`` ingest workers, the projector, the
+    feed, and retention when ``ACKLOG_RETENTION`` is set."""
     roles: list[Role] = ["api", *(["ingest"] * max(settings.workers, 1))]  # type: ignore[list-item]
     if projector:
         roles.append("projector")
     if feed:
         roles.append("feed")
+    if settings.retention is not None:
+        roles.append("retention")
     return roles

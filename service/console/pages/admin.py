@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from eventstore import checkpoint, locks
+from eventstore import checkpoint, locks, partitions
 from eventstore import read as reader
-from projections import rebuild
+from eventstore import retention as retention_records
+from projections import rebuild, retention
 from projections.feed import store as feed_store
 from projections.feed import subscriptions as feed_subs
 from projections.readmodel import LIVE_CHECKPOINT
@@ -56,6 +57,9 @@ async def projector_page(request: web.Request) -> web.Response:
     leader = await locks.holder(primary_pool(request), locks.PROJECTOR_LEADER)
     last = await rebuild.last_rebuild(pool)
     building = [p for p in points if p[0].startswith("rebuild:")]
+    async with pool.acquire() as conn:
+        oldest = retention.oldest_of(await partitions.list_partitions(conn, count=False))
+    runs = await retention_records.last_runs(pool, 1)
     return render(
         request,
         "projector.html",
@@ -69,6 +73,8 @@ async def projector_page(request: web.Request) -> web.Response:
             "last_rebuild": last,
             "building": building,
             "others": [p for p in points if p[0] != LIVE_CHECKPOINT and p not in building],
+            "oldest": oldest,
+            "retention_run": runs[0] if runs else None,
         },
     )
 

@@ -398,7 +398,9 @@ async def test_search_filters_and_pages_stay_on_their_index(
         page = await r.text()
     assert "body is not valid JSON" in page or "JSON" in page
     async with browser.get(f"{base}/ui/projector") as r:
-        assert "Folded up to" in await r.text()
+        page = await r.text()
+    assert "Folded up to" in page
+    assert "Oldest kept</dt><dd>#1</dd>" in page and "Last retention run</dt><dd>never" in page
 
 
 async def test_a_missed_deadline_and_a_failure_are_drawn_and_explained(
