@@ -30,6 +30,9 @@ FEED_DELIVERY = 7312004782
 #: Transaction lock of an erasure (exclusive) against the feed's outbox batches and sweeps
 #: (shared): no batch derived from a body before its redaction commits after the feed's scrub.
 ERASURE = 7312004791
+#: Session lock of an erasure's pass over the archive store: one rewriter at a time (two
+#: rewrites of one archive would each remove the file the other is about to claim).
+ARCHIVE_REWRITE = 7312004792
 
 
 async def holder(conn: asyncpg.Connection | asyncpg.Pool, key: int) -> Holder | None:
