@@ -564,11 +564,11 @@ async def rewrite(
                 rewritten_at=dt.datetime.now(dt.UTC),
             )
             await store.put(new.key, path)
-    say(f"rewriting {manifest.name}: stored {file}, verifying it")
+    say(f"rewriting {manifest.name}: verifying {file} as stored")
     await verify(store, new)
-    say(f"rewriting {manifest.name}: switching its manifest to {file}")
+    say(f"rewriting {manifest.name}: switching {MANIFEST} to {file}")
     await store.put(f"{new.name}/{MANIFEST}", msgspec.json.format(msgspec.json.encode(new)))
-    say(f"rewriting {manifest.name}: deleting {manifest.file}")
+    say(f"rewriting {manifest.name}: deleting the old {manifest.file}")
     if manifest.key != new.key:
         await store.delete(manifest.key)
     return new

@@ -79,10 +79,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(msgspec.json.encode(done).decode())
     elif done.matched:
+        rebuilt = (
+            f"read models rebuilt to position {done.rebuilt_to}"
+            if done.rebuilt_to is not None
+            else "read models unchanged"
+        )
         print(
             f"erasure {done.id}: masked {done.events} events of the log, {done.feed_events} feed"
-            f" events and {done.feed_rows} other feed rows; read models rebuilt to position"
-            f" {done.rebuilt_to}"
+            f" events and {done.feed_rows} other feed rows; {rebuilt}"
         )
     else:
         print(f"erasure {done.id}: the number was found nowhere; nothing was changed")
