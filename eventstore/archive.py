@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eventstore import partitions
-from eventstore.archive_store import ArchiveNotFound, ArchiveStore
+from eventstore.archive_store import ArchiveNotFound, ArchiveStore, ArchiveStoreError
 
 FORMAT = "acklog-events-archive"
 VERSION = 1
@@ -478,6 +478,8 @@ class Rewritten(msgspec.Struct, frozen=True, kw_only=True):
     rewritten: list[str]
     #: files no manifest claims any more, left by an earlier rewrite that was cut, removed
     removed: list[str]
+    #: why the pass stopped before the end (the store failed, an archive is corrupt)
+    error: str | None = None
 
 
 def _masked_batch(batch: pa.RecordBatch, mask: Mask) -> tuple[pa.RecordBatch, bool]:
@@ -543,9 +545,10 @@ async def rewrite(
     The old file is downloaded and verified, the masked rows written to a new file under a
     new name (``<name>.e<erasure>.parquet``) with new body hashes, stored and read back whole
     against its new manifest; then the manifest is replaced (the commit point: one PUT, atomic
-    on a directory and on S3), then the old file deleted. A kill at any moment leaves the old
+    on a directory and on S3). A kill at any moment leaves the old
     archive or the new one complete and verifiable; what is left behind is a file no manifest
-    claims, which :func:`erase_archives` removes next time. The caller serializes rewrites."""
+    claims, which :func:`erase_archives` removes next time. The caller deletes the old file
+    (``manifest.key``) once this returns, and serializes rewrites."""
     say = progress or (lambda _: None)
     async with _fetched(store, manifest) as old:
         if not _matches(old, manifest, mask):
@@ -568,9 +571,6 @@ async def rewrite(
     await verify(store, new)
     say(f"rewriting {manifest.name}: switching {MANIFEST} to {file}")
     await store.put(f"{new.name}/{MANIFEST}", msgspec.json.format(msgspec.json.encode(new)))
-    say(f"rewriting {manifest.name}: deleting the old {manifest.file}")
-    if manifest.key != new.key:
-        await store.delete(manifest.key)
     return new
 
 
@@ -583,16 +583,27 @@ async def erase_archives(
     new file stored before it). Files of a ``create`` that never wrote its manifest are left
     alone: no rewrite of them can be claimed, and a ``create`` may still be writing them.
     The caller serializes erasures (two rewrites of one archive would each remove the other's
-    new file)."""
-    found = await listing(store)
-    have = {m.name for m in found.archives}
-    removed = []
-    for key in found.unclaimed:
-        if key.partition("/")[0] in have:
-            await store.delete(key)
-            removed.append(key)
-    rewritten = []
-    for manifest in found.archives:
-        if await rewrite(store, manifest, mask, erasure, progress) is not None:
-            rewritten.append(manifest.name)
-    return Rewritten(scanned=len(found.archives), rewritten=rewritten, removed=removed)
+    new file). A store that fails, or an archive found corrupt, stops the pass: ``error``
+    says why, and what was rewritten before stays rewritten (each archive switches whole)."""
+    scanned = 0
+    rewritten: list[str] = []
+    removed: list[str] = []
+    try:
+        found = await listing(store)
+        have = {m.name for m in found.archives}
+        for key in found.unclaimed:
+            if key.partition("/")[0] in have:
+                await store.delete(key)
+                removed.append(key)
+        for manifest in found.archives:
+            new = await rewrite(store, manifest, mask, erasure, progress)
+            scanned += 1
+            if new is not None:
+                rewritten.append(manifest.name)
+                if progress is not None:
+                    progress(f"rewriting {manifest.name}: deleting the old {manifest.file}")
+                await store.delete(manifest.key)  # the old file: it names what was erased
+    except (ArchiveStoreError, ArchiveError) as exc:
+        error = f"corrupt archive {exc}" if isinstance(exc, ArchiveCorrupt) else str(exc)
+        return Rewritten(scanned=scanned, rewritten=rewritten, removed=removed, error=error)
+    return Rewritten(scanned=scanned, rewritten=rewritten, removed=removed)

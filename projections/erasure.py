@@ -150,14 +150,19 @@ async def _archives(
     await conn.execute("SELECT pg_advisory_lock($1)", locks.ARCHIVE_REWRITE)
     try:
         try:
-            done = await archive.erase_archives(ArchiveStore(url), mask, erasure, progress)
-        except (ArchiveStoreError, archive.ArchiveError) as exc:
-            await log_erasure.archived(conn, erasure, scanned=None, rewritten=0, pending=True)
-            return "pending", str(exc)
+            store = ArchiveStore(url)
+        except ArchiveStoreError as exc:
+            done = archive.Rewritten(scanned=0, rewritten=[], removed=[], error=str(exc))
+        else:
+            done = await archive.erase_archives(store, mask, erasure, progress)
         await log_erasure.archived(
-            conn, erasure, scanned=done.scanned, rewritten=len(done.rewritten), pending=False
+            conn,
+            erasure,
+            scanned=done.scanned,
+            rewritten=len(done.rewritten),
+            pending=done.error is not None,
         )
-        return "done", None
+        return ("done", None) if done.error is None else ("pending", done.error)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", locks.ARCHIVE_REWRITE)
 
