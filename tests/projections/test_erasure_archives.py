@@ -342,3 +342,44 @@ async def test_an_unreachable_store_leaves_archives_pending_until_a_rerun(
     )
     for key, text in (await archived_text(store, tmp_path)).items():
         assert not leaks(text), key
+
+
+async def test_measure_the_pass_over_100k_archived_webhooks(dsn: str, file_url: str) -> None:
+    """The figures of docs/archives.md#erasure: 100k WAMM webhooks in two archives of 50k,
+    one naming A in 1 of 1,000 events, the other not at all; the erasure's pass over them."""
+    import time
+
+    conn = await connect(dsn)
+    try:
+        for i in range(0, 100_000, 10_000):
+            await write_batch(
+                conn,
+                [
+                    _event(
+                        n,
+                        "wamm",
+                        wamm_text(n, A9 if n < 50_000 and n % 1000 == 7 else B9, f"text {n}"),
+                        None,
+                    )
+                    for n in range(i, i + 10_000)
+                ],
+            )
+        store = ArchiveStore(file_url)
+        for first in (1, 50_001):
+            await arch.archive_range(conn, store, first, first + 49_999)
+    finally:
+        await conn.close()
+    mask = erasure.parse(A_TYPED).mask
+    start = time.perf_counter()
+    done = await arch.erase_archives(store, mask, 1)
+    took = time.perf_counter() - start
+    assert (done.scanned, done.rewritten, done.error) == (2, ["events-1-50000"], None)
+    start = time.perf_counter()
+    again = await arch.erase_archives(store, mask, 2)
+    scan = time.perf_counter() - start
+    assert again.rewritten == []
+    print(
+        f"\npass over 100k archived events: {100_000 / took:,.0f} events/s with one archive"
+        f" of two rewritten ({took:.2f} s); {100_000 / scan:,.0f} events/s when nothing"
+        f" matches ({scan:.2f} s)"
+    )
