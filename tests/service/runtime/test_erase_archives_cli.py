@@ -106,6 +106,8 @@ async def test_erase_killed_mid_rewrite_leaves_complete_archives_and_a_rerun_fin
     assert (await listing(store)).unclaimed == []
     texts = await archived_text(store, tmp_path)
     assert len(texts) == len(RANGES)
+    code, out, err = await acklog(dsn, "archive", "list", ACKLOG_ARCHIVE_URL=url)
+    assert out.count("rewritten by erasure") == len(RANGES), out + err
     for key, text in texts.items():
         assert not leaks(text), key
         assert found(text, B9), key
