@@ -33,7 +33,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eventstore import partitions
-from eventstore.archive_store import ArchiveNotFound, ArchiveStore
+from eventstore.archive_store import ArchiveNotFound, ArchiveStore, ArchiveStoreError
 
 FORMAT = "acklog-events-archive"
 VERSION = 1
@@ -112,6 +112,10 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     created_at: dt.datetime
     #: the body SHA-256 of every row is the file's ``body_sha256`` column
     columns: tuple[str, ...] = tuple(SCHEMA.names)
+    #: the erasures that rewrote this archive (masked bodies, a new file), oldest first
+    erasure_ids: tuple[int, ...] = ()
+    #: when the last of them rewrote it (None: as created)
+    rewritten_at: dt.datetime | None = None
 
     @property
     def key(self) -> str:
@@ -457,3 +461,149 @@ async def restore(conn: asyncpg.Connection, store: ArchiveStore, manifest: Manif
                 manifest.last_position,
             )
     return Restored(inserted=inserted, present=manifest.rows - inserted)
+
+
+# --- erasure: rewriting archives with masked bodies (docs/archives.md#erasure) ---------------
+
+#: a function of bytes that returns its argument unchanged when there is nothing to erase
+Mask = Callable[[bytes], bytes]
+
+
+class Rewritten(msgspec.Struct, frozen=True, kw_only=True):
+    """What one erasure did to a store's archives (no personal data)."""
+
+    #: archives read and checked
+    scanned: int
+    #: archives that held a match and now hold a rewritten file and manifest
+    rewritten: list[str]
+    #: files no manifest claims any more, left by an earlier rewrite that was cut, removed
+    removed: list[str]
+    #: why the pass stopped before the end (the store failed, an archive is corrupt)
+    error: str | None = None
+
+
+def _masked_batch(batch: pa.RecordBatch, mask: Mask) -> tuple[pa.RecordBatch, bool]:
+    """``batch`` with ``headers``, ``body`` and ``dedup_key`` masked and ``body_sha256``
+    recomputed; and whether anything changed."""
+    headers = batch.column(5).to_pylist()
+    bodies = batch.column(6).to_pylist()
+    keys = batch.column(7).to_pylist()
+    new_headers = [mask(h.encode()).decode() for h in headers]
+    new_bodies = [mask(b) for b in bodies]
+    new_keys = [mask(k.encode()).decode() for k in keys]
+    changed = new_headers != headers or new_bodies != bodies or new_keys != keys
+    if not changed:
+        return batch, False
+    columns = list(batch.columns)
+    columns[5] = pa.array(new_headers, pa.string())
+    columns[6] = pa.array(new_bodies, pa.large_binary())
+    columns[7] = pa.array(new_keys, pa.string())
+    columns[9] = pa.array([hashlib.sha256(b).digest() for b in new_bodies], pa.binary(32))
+    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA), True
+
+
+def _matches(path: Path, manifest: Manifest, mask: Mask) -> bool:
+    """Whether ``mask`` changes any row of the (downloaded) file; the file is verified whole
+    against its manifest on the way (``ArchiveCorrupt``)."""
+    hit = False
+    for batch in _read_batches(path, manifest):
+        hit = hit or _masked_batch(batch, mask)[1]
+    return hit
+
+
+def _write_masked(source: Path, target: Path, manifest: Manifest, mask: Mask) -> _Digest:
+    digest = _Digest()
+    parquet = pq.ParquetFile(source, pre_buffer=False)
+    writer = pq.ParquetWriter(
+        target, SCHEMA, compression="zstd", write_statistics=True, store_schema=True
+    )
+    try:
+        for batch in parquet.iter_batches(batch_size=RESTORE_ROWS):
+            masked, _ = _masked_batch(batch, mask)
+            for position, sha in zip(
+                masked.column(0).to_pylist(), masked.column(9).to_pylist(), strict=True
+            ):
+                digest.add(position, sha)
+            writer.write_batch(masked)
+    finally:
+        writer.close()
+    with target.open("rb") as f:
+        os.fsync(f.fileno())
+    return digest
+
+
+async def rewrite(
+    store: ArchiveStore,
+    manifest: Manifest,
+    mask: Mask,
+    erasure: int,
+    progress: Callable[[str], None] | None = None,
+) -> Manifest | None:
+    """Rewrite one archive with ``mask`` applied to every row's body, headers and dedup key,
+    in erasure ``erasure``'s name; None (and nothing written) when no row changes.
+
+    The old file is downloaded and verified, the masked rows written to a new file under a
+    new name (``<name>.e<erasure>.parquet``) with new body hashes, stored and read back whole
+    against its new manifest; then the manifest is replaced (the commit point: one PUT, atomic
+    on a directory and on S3). A kill at any moment leaves the old
+    archive or the new one complete and verifiable; what is left behind is a file no manifest
+    claims, which :func:`erase_archives` removes next time. The caller deletes the old file
+    (``manifest.key``) once this returns, and serializes rewrites."""
+    say = progress or (lambda _: None)
+    async with _fetched(store, manifest) as old:
+        if not _matches(old, manifest, mask):
+            return None
+        file = f"{manifest.name}.e{erasure}.parquet"
+        say(f"rewriting {manifest.name}: writing {file}")
+        with _scratch(f"{manifest.name}-e{erasure}") as path:
+            digest = _write_masked(old, path, manifest, mask)
+            new = msgspec.structs.replace(
+                manifest,
+                file=file,
+                bytes=path.stat().st_size,
+                file_sha256=_sha256_file(path),
+                bodies_sha256=digest.sha.hexdigest(),
+                erasure_ids=(*manifest.erasure_ids, erasure),
+                rewritten_at=dt.datetime.now(dt.UTC),
+            )
+            await store.put(new.key, path)
+    say(f"rewriting {manifest.name}: verifying {file} as stored")
+    await verify(store, new)
+    say(f"rewriting {manifest.name}: switching {MANIFEST} to {file}")
+    await store.put(f"{new.name}/{MANIFEST}", msgspec.json.format(msgspec.json.encode(new)))
+    return new
+
+
+async def erase_archives(
+    store: ArchiveStore, mask: Mask, erasure: int, progress: Callable[[str], None] | None = None
+) -> Rewritten:
+    """Rewrite every archive of ``store`` that ``mask`` changes (:func:`rewrite`), and first
+    remove the files an earlier rewrite left unclaimed in an archive's directory (the old
+    file when a kill came after the manifest's switch: it still holds what was erased; or a
+    new file stored before it). Files of a ``create`` that never wrote its manifest are left
+    alone: no rewrite of them can be claimed, and a ``create`` may still be writing them.
+    The caller serializes erasures (two rewrites of one archive would each remove the other's
+    new file). A store that fails, or an archive found corrupt, stops the pass: ``error``
+    says why, and what was rewritten before stays rewritten (each archive switches whole)."""
+    scanned = 0
+    rewritten: list[str] = []
+    removed: list[str] = []
+    try:
+        found = await listing(store)
+        have = {m.name for m in found.archives}
+        for key in found.unclaimed:
+            if key.partition("/")[0] in have:
+                await store.delete(key)
+                removed.append(key)
+        for manifest in found.archives:
+            new = await rewrite(store, manifest, mask, erasure, progress)
+            scanned += 1
+            if new is not None:
+                rewritten.append(manifest.name)
+                if progress is not None:
+                    progress(f"rewriting {manifest.name}: deleting the old {manifest.file}")
+                await store.delete(manifest.key)  # the old file: it names what was erased
+    except (ArchiveStoreError, ArchiveError) as exc:
+        error = f"corrupt archive {exc}" if isinstance(exc, ArchiveCorrupt) else str(exc)
+        return Rewritten(scanned=scanned, rewritten=rewritten, removed=removed, error=error)
+    return Rewritten(scanned=scanned, rewritten=rewritten, removed=removed)

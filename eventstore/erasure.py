@@ -15,7 +15,18 @@ from collections.abc import Callable
 import asyncpg
 import msgspec
 
-__all__ = ["Audit", "Changed", "begin", "find", "finish", "get", "pending", "rebuilt", "redact"]
+__all__ = [
+    "Audit",
+    "Changed",
+    "archived",
+    "begin",
+    "find",
+    "finish",
+    "get",
+    "pending",
+    "rebuilt",
+    "redact",
+]
 
 Mask = Callable[[bytes], bytes]
 
@@ -41,6 +52,11 @@ class Audit(msgspec.Struct, frozen=True, kw_only=True):
     body_sha256: list[str]
     rebuilt_at: dt.datetime | None
     rebuilt_to: int | None
+    #: archives read (None: not done: no archive store, or it failed), and rewritten
+    archives_scanned: int | None = None
+    archives_rewritten: int = 0
+    #: the archive store failed: archives may still hold the number until a rerun
+    archives_pending: bool = False
 
 
 def _touched(row: asyncpg.Record, mask: Mask) -> bool:
@@ -136,6 +152,20 @@ async def rebuilt(conn: asyncpg.Connection, erasure: int, position: int) -> None
     )
 
 
+async def archived(
+    conn: asyncpg.Connection, erasure: int, *, scanned: int | None, rewritten: int, pending: bool
+) -> None:
+    """Record the erasure's pass over the archive store (counts only)."""
+    await conn.execute(
+        "UPDATE erasures SET archives_scanned = $2, archives_rewritten = $3,"
+        " archives_pending = $4 WHERE id = $1",
+        erasure,
+        scanned,
+        rewritten,
+        pending,
+    )
+
+
 async def pending(conn: asyncpg.Connection) -> list[int]:
     """Erasures that changed the log and whose read-model rebuild has not finished."""
     rows = await conn.fetch(
@@ -147,7 +177,8 @@ async def pending(conn: asyncpg.Connection) -> list[int]:
 async def get(conn: asyncpg.Connection | asyncpg.Pool, erasure: int) -> Audit | None:
     row = await conn.fetchrow(
         "SELECT e.id, e.requested_at, e.requested_by, e.events, e.feed_events, e.feed_rows,"
-        " e.rebuilt_at, e.rebuilt_to, coalesce(array_agg(x.position ORDER BY x.position)"
+        " e.rebuilt_at, e.rebuilt_to, e.archives_scanned, e.archives_rewritten,"
+        " e.archives_pending, coalesce(array_agg(x.position ORDER BY x.position)"
         " FILTER (WHERE x.position IS NOT NULL), '{}') AS positions,"
         " coalesce(array_agg(encode(x.body_sha256, 'hex') ORDER BY x.position)"
         " FILTER (WHERE x.position IS NOT NULL), '{}') AS hashes"
@@ -168,4 +199,7 @@ async def get(conn: asyncpg.Connection | asyncpg.Pool, erasure: int) -> Audit | 
         body_sha256=list(row["hashes"]),
         rebuilt_at=row["rebuilt_at"],
         rebuilt_to=row["rebuilt_to"],
+        archives_scanned=row["archives_scanned"],
+        archives_rewritten=row["archives_rewritten"],
+        archives_pending=row["archives_pending"],
     )

@@ -30,7 +30,11 @@ FEED_DELIVERY = 7312004782
 #: Transaction lock of an erasure (exclusive) against the feed's outbox batches and sweeps
 #: (shared): no batch derived from a body before its redaction commits after the feed's scrub.
 ERASURE = 7312004791
-#: Session lock of a retention run (``projections.retention``): one at a time, others wait.
+#: Session lock of whatever writes the archive store: a retention run
+#: (``projections.retention``) and an erasure's rewrite of the archives
+#: (``projections.erasure``): one at a time, the others wait. One lock for both, so an
+#: archive a retention run writes from bodies read before an erasure masked them is
+#: always seen by that erasure's pass, which waits for the run to finish.
 RETENTION = 7312004792
 
 

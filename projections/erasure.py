@@ -14,6 +14,11 @@ docs/erasure.md).
    them, including message keys that embed the number, and ``verify`` holds by construction.
    Later rebuilds fold the same masked bodies, so nothing comes back. An erasure whose
    rebuild did not finish (a crash) is rebuilt by the next erasure, whatever it matches.
+4. With an archive store (``ACKLOG_ARCHIVE_URL``), rewrite every archive that holds the
+   number (``eventstore.archive.erase_archives``: new file, verified, then the manifest
+   switched), one erasure at a time (``locks.RETENTION``). A store that fails does
+   not undo steps 1-3: the record says ``archives_pending`` and an erasure of the same
+   number run again finishes it (the log then matches nothing, the archives still do).
 
 An erasure that matches nothing is recorded too (who asked, when) and says so.
 """
@@ -21,11 +26,14 @@ An erasure that matches nothing is recorded too (who asked, when) and says so.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+import asyncpg
 import msgspec
 
+from eventstore import archive, locks
 from eventstore import erasure as log_erasure
-from eventstore import locks
+from eventstore.archive_store import ArchiveStore, ArchiveStoreError
 from eventstore.pool import connect
 from projections import rebuild as rebuilding
 from projections.clock import utcnow
@@ -56,12 +64,27 @@ class Erased(msgspec.Struct, frozen=True, kw_only=True):
     body_sha256: list[str]
     #: the read models were rebuilt from the masked log up to this position (None: no need)
     rebuilt_to: int | None
+    #: ``done``: every archive was read and those holding the number rewritten; ``pending``:
+    #: the archive store failed, archives may still hold it (run the erasure again);
+    #: ``none``: no archive store is configured
+    archives: str = "none"
+    archives_scanned: int | None = None
+    archives_rewritten: int = 0
+    #: why the archives are pending (one line naming the store, never the number)
+    archives_error: str | None = None
 
 
 async def erase(
-    dsn: str, number: Spellings | str, requested_by: str, *, workers: int | None = None
+    dsn: str,
+    number: Spellings | str,
+    requested_by: str,
+    *,
+    workers: int | None = None,
+    archive_url: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Erased:
-    """Erase ``number`` (a :class:`Spellings`, or what a user typed: :class:`InvalidPhone`)."""
+    """Erase ``number`` (a :class:`Spellings`, or what a user typed: :class:`InvalidPhone`),
+    from the archives at ``archive_url`` too; ``progress`` is told each archive's steps."""
     spellings = parse(number) if isinstance(number, str) else number
     mask = spellings.mask
     conn = await connect(dsn)
@@ -89,6 +112,9 @@ async def erase(
             rebuilt_to = await _rebuild(dsn, workers)
             for done in pending:
                 await log_erasure.rebuilt(conn, done, rebuilt_to)
+        archives, error = "none", None
+        if archive_url:
+            archives, error = await _archives(conn, archive_url, mask, erasure, progress)
         audit = await log_erasure.get(conn, erasure)
         assert audit is not None
     finally:
@@ -96,7 +122,7 @@ async def erase(
     return Erased(
         id=audit.id,
         requested_by=audit.requested_by,
-        matched=bool(changed or feed_events or feed_rows),
+        matched=bool(changed or feed_events or feed_rows or audit.archives_rewritten),
         events=audit.events,
         feed_events=audit.feed_events,
         feed_rows=audit.feed_rows,
@@ -104,7 +130,41 @@ async def erase(
         positions=audit.positions,
         body_sha256=audit.body_sha256,
         rebuilt_to=rebuilt_to,
+        archives=archives,
+        archives_scanned=audit.archives_scanned,
+        archives_rewritten=audit.archives_rewritten,
+        archives_error=error,
     )
+
+
+async def _archives(
+    conn: asyncpg.Connection,
+    url: str,
+    mask: archive.Mask,
+    erasure: int,
+    progress: Callable[[str], None] | None,
+) -> tuple[str, str | None]:
+    """Rewrite the archives that hold the number, one erasure at a time; record the counts.
+    ``("done", None)``, or ``("pending", why)`` when the store failed or an archive is
+    corrupt (what was rewritten before stays rewritten: each archive switches whole)."""
+    await conn.execute("SELECT pg_advisory_lock($1)", locks.RETENTION)
+    try:
+        try:
+            store = ArchiveStore(url)
+        except ArchiveStoreError as exc:
+            done = archive.Rewritten(scanned=0, rewritten=[], removed=[], error=str(exc))
+        else:
+            done = await archive.erase_archives(store, mask, erasure, progress)
+        await log_erasure.archived(
+            conn,
+            erasure,
+            scanned=done.scanned,
+            rewritten=len(done.rewritten),
+            pending=done.error is not None,
+        )
+        return ("done", None) if done.error is None else ("pending", done.error)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", locks.RETENTION)
 
 
 async def _rebuild(dsn: str, workers: int | None) -> int:

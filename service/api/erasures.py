@@ -6,6 +6,10 @@ true when something was masked, 200 with ``matched`` false when the number was f
 (the request is recorded all the same), 400 naming ``phone`` when it is not a phone number.
 The audit names who asked: ``api:`` and the name of the API key the request carried
 (``api:configured`` for the configured key).
+With an archive store (``ACKLOG_ARCHIVE_URL``) the archives holding the number are rewritten
+too; when the store fails, the database is erased all the same and the answer is 503 (with
+``Retry-After``) carrying the same record with ``"archives": "pending"``: the erasure is not
+complete until the request is sent again and answers 200.
 The erasure rebuilds the read models, so it takes as long as ``acklog rebuild``: the route
 has no query timeout.
 """
@@ -60,5 +64,14 @@ async def create(request: web.Request) -> web.Response:
     name = request.get(KEY_NAME)
     by = "api:configured" if name == CONFIGURED else f"api:{name}"
     workers = request.config_dict[SETTINGS].rebuild_workers or None
-    done = await erasure.erase(request.config_dict[DSN], number, by, workers=workers)
+    done = await erasure.erase(
+        request.config_dict[DSN],
+        number,
+        by,
+        workers=workers,
+        archive_url=request.config_dict[SETTINGS].archive_url,
+    )
+    if done.archives == "pending":
+        # a client that checks only the status must not take the archives as erased
+        return json_response(done, status=503, headers={"Retry-After": "60"})
     return json_response(done)

@@ -339,7 +339,12 @@ def _erasure_document(
                 "200": _json(answer, "erased, or found nowhere (matched false)"),
                 "400": _json(error, "not a JSON object with a phone number; `parameter` is phone"),
                 "401": _json(error, "missing or wrong API key"),
-                "503": _json(error, "the database is unavailable; retry later"),
+                "503": _json(
+                    {"oneOf": [answer, error]},
+                    "the database is unavailable (an error), or the database was erased but"
+                    " the archive store failed (the audit record with archives `pending`):"
+                    " the archives still hold the number; send the request again",
+                ),
             },
         }
     }

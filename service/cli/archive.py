@@ -110,6 +110,7 @@ def _describe(m: Manifest) -> str:
     return (
         f"{m.name}  positions {m.first_position}..{m.last_position}  {m.rows:,} events"
         f"  {first} .. {last}  {m.bytes:,} bytes"
+        + (f"  rewritten by erasure {', '.join(map(str, m.erasure_ids))}" if m.erasure_ids else "")
     )
 
 
