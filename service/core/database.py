@@ -119,6 +119,9 @@ async def wait_and_migrate(dsn: str, timeout: float | None = None) -> None:
     apply pending migrations; ``DatabaseUnreachable`` when it does not come."""
     conn = await connect_waiting(dsn, timeout)
     try:
+        # a new log's first partitions are sized by the setting too (sql/084 reads it)
+        size = from_env().partition_events
+        await conn.execute("SELECT set_config('acklog.partition_events', $1, false)", str(size))
         applied = await migrate(conn)
         if applied:
             log.info("applied migrations %s", applied)

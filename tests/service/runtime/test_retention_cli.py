@@ -19,7 +19,7 @@ from eventstore.archive_store import ArchiveStore
 from eventstore.pool import connect
 from tests.projections.test_retention import fill, fold
 from tests.service.runtime.test_archive_cli import acklog
-from tests.support.logs import partitioned_log
+from tests.support.logs import new_database, partitioned_log
 from tests.support.procs import Process, free_port
 from tests.support.s3 import AWS
 
@@ -303,3 +303,19 @@ async def test_a_run_forgets_old_messages_when_the_read_model_has_a_retention(
         assert await conn.fetchval("SELECT count(*) FROM rm.messages") == 0
     finally:
         await conn.close()
+
+
+async def test_the_setting_sizes_a_new_logs_first_partitions_too(server_dsn: str) -> None:
+    """``acklog migrate`` on a new database with ``ACKLOG_PARTITION_EVENTS=10``: the first
+    partition ends at position 10 (before, sql/084 gave it the default million positions,
+    and a first retention run on a small deployment found nothing closed to drop)."""
+
+    async with new_database(server_dsn) as dsn:
+        code, _, err = await acklog(dsn, "migrate", ACKLOG_PARTITION_EVENTS="10")
+        assert code == 0, err
+        conn = await connect(dsn)
+        try:
+            parts = await partitions.list_partitions(conn)
+        finally:
+            await conn.close()
+        assert [(p.low, p.high) for p in parts][:2] == [(None, 11), (11, 21)]
