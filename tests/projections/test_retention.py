@@ -4,6 +4,7 @@ restore byte for byte, and that each part of the horizon keeps a partition in th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -57,6 +58,19 @@ async def fold(dsn: str, conn: asyncpg.Connection) -> None:
     await Outbox(dsn).catch_up(conn)
     await Projector(dsn).catch_up(conn)
     await write.sweep(conn, LIVE, dt.datetime.now(dt.UTC) + dt.timedelta(days=365))
+
+
+@contextlib.asynccontextmanager
+async def folded_log(server_dsn: str) -> AsyncIterator[str]:
+    """A new log in partitions of 10, filled (:func:`fill`) and folded (:func:`fold`)."""
+    async with partitioned_log(server_dsn, 10) as dsn:
+        conn = await connect(dsn)
+        try:
+            await fill(conn)
+            await fold(dsn, conn)
+        finally:
+            await conn.close()
+        yield dsn
 
 
 def store_at(tmp_path: Path) -> ArchiveStore:

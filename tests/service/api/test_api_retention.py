@@ -15,20 +15,13 @@ from projections import retention
 from service.api.openapi import document
 from service.runtime.app import make_app
 from tests.conftest import API_AUTH, API_KEY
-from tests.projections.test_retention import fill, fold
+from tests.projections.test_retention import folded_log
 from tests.support.apps import settings
-from tests.support.logs import partitioned_log
 
 
 @pytest.fixture
 async def small_dsn(server_dsn: str) -> AsyncIterator[str]:
-    async with partitioned_log(server_dsn, 10) as dsn:
-        conn = await connect(dsn)
-        try:
-            await fill(conn)
-            await fold(dsn, conn)
-        finally:
-            await conn.close()
+    async with folded_log(server_dsn) as dsn:
         yield dsn
 
 

@@ -17,18 +17,15 @@ from eventstore.pool import connect
 from projections import retention
 from service.metrics import snapshot
 from service.metrics.registry import REGISTRY
-from tests.projections.test_retention import fill, fold
+from tests.projections.test_retention import folded_log
 from tests.service.metrics.test_metrics import value
-from tests.support.logs import partitioned_log
 
 
 @pytest.fixture
 async def small(server_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    async with partitioned_log(server_dsn, 10) as dsn:
+    async with folded_log(server_dsn) as dsn:
         conn = await connect(dsn)
         try:
-            await fill(conn)
-            await fold(dsn, conn)
             yield conn
         finally:
             await conn.close()

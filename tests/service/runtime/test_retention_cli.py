@@ -17,9 +17,9 @@ from eventstore import locks, partitions
 from eventstore.archive import listing, verify
 from eventstore.archive_store import ArchiveStore
 from eventstore.pool import connect
-from tests.projections.test_retention import fill, fold
+from tests.projections.test_retention import folded_log
 from tests.service.runtime.test_archive_cli import acklog
-from tests.support.logs import new_database, partitioned_log
+from tests.support.logs import new_database
 from tests.support.procs import Process, free_port
 from tests.support.s3 import AWS
 
@@ -29,13 +29,7 @@ RUN = ("retention", "run", "--older-than", "0s")
 @pytest.fixture
 async def log(server_dsn: str) -> AsyncIterator[str]:
     """A folded log of ~150 events in partitions of 10, every ack deadline past."""
-    async with partitioned_log(server_dsn, 10) as dsn:
-        conn = await connect(dsn)
-        try:
-            await fill(conn)
-            await fold(dsn, conn)
-        finally:
-            await conn.close()
+    async with folded_log(server_dsn) as dsn:
         yield dsn
 
 
