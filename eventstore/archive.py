@@ -402,6 +402,69 @@ async def verify(store: ArchiveStore, manifest: Manifest) -> None:
             pass
 
 
+async def load_below(
+    conn: asyncpg.Connection, store: ArchiveStore, schema: str, table: str, below: int
+) -> int:
+    """Copy every archived event with a position under ``below`` (the log's oldest position
+    kept) into ``schema.table`` (the log's columns), each file verified on the way: what a
+    rebuild folds before the live log once retention dropped those positions. Returns the
+    number of events copied."""
+    copied = 0
+    for manifest in (await listing(store)).archives:
+        if manifest.first_position >= below:
+            continue
+        async with _fetched(store, manifest) as path:
+            for batch in _read_batches(path, manifest):
+                rows = [r for r in _records(batch) if r[0] < below]
+                await conn.copy_records_to_table(table, schema_name=schema, records=rows)
+                copied += len(rows)
+    return copied
+
+
+#: the schema of an archived source (``archived_source``): the archived events and a view
+#: named ``events`` over them and the log, which a rebuild puts first on its search path
+SOURCE_PREFIX = "acklog_src_"
+
+
+async def archived_source(conn: asyncpg.Connection, store: ArchiveStore, below: int) -> str:
+    """A schema holding every archived event under ``below`` (``load_below``) and a view
+    ``events`` over them and the log: with that schema first on a connection's search path,
+    every read of the log (``eventstore.read``) reads the archived positions too. For a
+    rebuild once retention dropped them; drop it with :func:`drop_archived_source`."""
+    schema = f"{SOURCE_PREFIX}{os.getpid()}"
+    log_schema = await conn.fetchval(
+        "SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n"
+        " ON n.oid = c.relnamespace WHERE c.oid = 'events'::regclass"
+    )
+    await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    await conn.execute(f'CREATE SCHEMA "{schema}"')
+    await conn.execute(
+        f"""CREATE UNLOGGED TABLE "{schema}".archived (
+                position bigint PRIMARY KEY, received_at timestamptz NOT NULL,
+                channel text NOT NULL, provider text NOT NULL, content_type text,
+                headers text NOT NULL, body bytea NOT NULL, dedup_key text NOT NULL,
+                duplicate_of bigint)"""
+    )
+    await load_below(conn, store, schema, "archived", below)
+    await conn.execute(f'CREATE INDEX ON "{schema}".archived (channel, position)')
+    await conn.execute(f'ANALYZE "{schema}".archived')
+    columns = "position, received_at, channel, provider, content_type, {h}, body, dedup_key,"
+    columns += " duplicate_of"
+    await conn.execute(
+        f"""CREATE VIEW "{schema}".events AS
+                SELECT {columns.format(h="headers::jsonb AS headers")} FROM "{schema}".archived
+                UNION ALL
+                SELECT {columns.format(h="headers")} FROM {log_schema}.events"""
+    )
+    return schema
+
+
+async def drop_archived_source(conn: asyncpg.Connection, schema: str) -> None:
+    if not schema.startswith(SOURCE_PREFIX) or not schema[len(SOURCE_PREFIX) :].isdigit():
+        raise ValueError(f"{schema!r} is not an archived source")
+    await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 class Restored(msgspec.Struct, frozen=True):
     inserted: int
     present: int

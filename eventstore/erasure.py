@@ -167,9 +167,11 @@ async def archived(
 
 
 async def pending(conn: asyncpg.Connection) -> list[int]:
-    """Erasures that changed the log and whose read-model rebuild has not finished."""
+    """Erasures that changed the log or an archive (what retention dropped from the log is
+    folded from the archives) and whose read-model rebuild has not finished."""
     rows = await conn.fetch(
-        "SELECT id FROM erasures WHERE events > 0 AND rebuilt_at IS NULL ORDER BY id"
+        "SELECT id FROM erasures WHERE (events > 0 OR archives_rewritten > 0)"
+        " AND rebuilt_at IS NULL ORDER BY id"
     )
     return [r["id"] for r in rows]
 

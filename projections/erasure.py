@@ -9,16 +9,17 @@ docs/erasure.md).
    mask the feed's rows (``projections.feed.erasure``), write one ``subject.erased`` feed
    event per channel touched (no personal data: which positions and feed events were masked,
    so subscribers erase it too), count.
-3. Rebuild the read models from the masked log (``projections.rebuild``): every ``rm`` row
-   is a function of the log, so folding the masked bodies is the one complete way to mask
-   them, including message keys that embed the number, and ``verify`` holds by construction.
-   Later rebuilds fold the same masked bodies, so nothing comes back. An erasure whose
-   rebuild did not finish (a crash) is rebuilt by the next erasure, whatever it matches.
-4. With an archive store (``ACKLOG_ARCHIVE_URL``), rewrite every archive that holds the
+3. With an archive store (``ACKLOG_ARCHIVE_URL``), rewrite every archive that holds the
    number (``eventstore.archive.erase_archives``: new file, verified, then the manifest
    switched), one erasure at a time (``locks.RETENTION``). A store that fails does
-   not undo steps 1-3: the record says ``archives_pending`` and an erasure of the same
+   not undo steps 1-2: the record says ``archives_pending`` and an erasure of the same
    number run again finishes it (the log then matches nothing, the archives still do).
+4. Rebuild the read models from the masked log (``projections.rebuild``), and from the
+   masked archives (what retention dropped from the log) once step 3 is done: every ``rm``
+   row is a function of the log, so folding the masked bodies is the one complete way to
+   mask them, including message keys that embed the number, and ``verify`` holds by
+   construction. Later rebuilds fold the same masked bodies, so nothing comes back. An
+   erasure whose rebuild did not finish (a crash) is rebuilt by the next erasure.
 
 An erasure that matches nothing is recorded too (who asked, when) and says so.
 """
@@ -105,16 +106,19 @@ async def erase(
             await log_erasure.finish(
                 conn, erasure, events=len(changed), feed_events=feed_events, feed_rows=feed_rows
             )
-        rebuilt_to = None
-        # this erasure's, and any earlier one's whose rebuild did not finish (a crash)
-        pending = await log_erasure.pending(conn)
-        if pending:
-            rebuilt_to = await _rebuild(dsn, workers)
-            for done in pending:
-                await log_erasure.rebuilt(conn, done, rebuilt_to)
         archives, error = "none", None
         if archive_url:
             archives, error = await _archives(conn, archive_url, mask, erasure, progress)
+        rebuilt_to = None
+        # this erasure's, and any earlier one's whose rebuild did not finish (a crash); after
+        # the archives, so the rebuild folds what retention archived too, once it is masked
+        # (while the archives are pending it folds the log alone: the retry rebuilds again)
+        pending = await log_erasure.pending(conn)
+        if pending:
+            masked_archives = ArchiveStore(archive_url) if archive_url and not error else None
+            rebuilt_to = await _rebuild(dsn, workers, masked_archives)
+            for done in pending:
+                await log_erasure.rebuilt(conn, done, rebuilt_to)
         audit = await log_erasure.get(conn, erasure)
         assert audit is not None
     finally:
@@ -167,7 +171,7 @@ async def _archives(
         await conn.execute("SELECT pg_advisory_unlock($1)", locks.RETENTION)
 
 
-async def _rebuild(dsn: str, workers: int | None) -> int:
+async def _rebuild(dsn: str, workers: int | None, archives: ArchiveStore | None) -> int:
     """Rebuild, waiting for another rebuild or verify (it holds ``locks.REBUILD``) to end;
     first drop the copies a dead rebuild left behind: they hold the rows as they were."""
     conn = await connect(dsn)
@@ -184,7 +188,7 @@ async def _rebuild(dsn: str, workers: int | None) -> int:
     deadline = loop.time() + REBUILD_WAIT
     while True:
         try:
-            return await rebuilding.rebuild(dsn, workers=workers)
+            return await rebuilding.rebuild(dsn, workers=workers, archives=archives)
         except rebuilding.RebuildBusy:
             if loop.time() > deadline:
                 raise

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import urllib.parse
 from collections.abc import Callable
 
 import asyncpg
 import msgspec
 
-from eventstore import checkpoint, locks
+from eventstore import archive, checkpoint, locks
+from eventstore.archive_store import ArchiveStore
 from eventstore.pool import connect
 from eventstore.read import head
 from eventstore.retention import oldest_kept
@@ -97,12 +99,24 @@ async def rebuild(
     progress: ProgressFn | None = None,
     stages: Stages | None = None,
     workers: int | None = None,
+    archives: ArchiveStore | None = None,
 ) -> int:
     """Replay the log into fresh tables and swap them in; returns the log's head. ``workers``:
-    the bulk load's processes (None: ``bulk.default_workers``)."""
+    the bulk load's processes (None: ``bulk.default_workers``). ``archives``: the store that
+    holds what retention dropped from the log; those events are folded first (archived +
+    live), so a rebuild after retention keeps the messages it archived."""
     conn = await connect(dsn)
     builder: Projector | None = None
+    source: str | None = None
     try:
+        if archives is not None and (below := await oldest_kept(conn)) > 1:
+            source = await archive.archived_source(conn, archives, below)
+            path = await conn.fetchval(
+                "SELECT set_config('search_path', $1 || ', ' || current_setting('search_path'),"
+                " false)",
+                f'"{source}"',
+            )
+            dsn = _with_search_path(dsn, path)
         builder = await _build_aside(conn, dsn, clock, progress, stages=stages, workers=workers)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
@@ -118,7 +132,15 @@ async def rebuild(
     finally:
         if builder is not None:
             await _drop(conn, builder)
+        if source is not None:
+            await archive.drop_archived_source(conn, source)
         await conn.close()
+
+
+def _with_search_path(dsn: str, path: str) -> str:
+    """``dsn`` whose connections (the bulk load's worker processes) use ``path``: asyncpg
+    sends a DSN's unknown query parameters as server settings."""
+    return f"{dsn}{'&' if '?' in dsn else '?'}search_path={urllib.parse.quote(path, safe='')}"
 
 
 async def bulk_load(dsn: str, clock: Clock, stages: Stages, *, workers: int | None = None) -> bool:

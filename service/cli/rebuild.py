@@ -8,6 +8,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+from eventstore.archive import ArchiveError
+from eventstore.archive_store import ArchiveStore, ArchiveStoreError
 from projections import rebuild as rebuilding
 from service.cli.common import settings_of
 from service.core.database import database_url, wait_and_migrate
@@ -54,6 +56,9 @@ def _db_command(args: argparse.Namespace, body: Callable[[str], Awaitable[int]])
     except rebuilding.RebuildBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (ArchiveError, ArchiveStoreError) as exc:  # ACKLOG_ARCHIVE_URL: nothing swapped in
+        print(f"error: the archives could not be read, nothing rebuilt: {exc}", file=sys.stderr)
+        return 3
 
 
 def project(args: argparse.Namespace) -> int:
@@ -69,11 +74,16 @@ def project(args: argparse.Namespace) -> int:
 
 
 def rebuild(args: argparse.Namespace) -> int:
-    workers = settings_of(args).rebuild_workers or None
+    settings = settings_of(args)
+    workers = settings.rebuild_workers or None
+    # what retention archived is folded too (archived + live) when the store is set
+    archives = ArchiveStore(settings.archive_url) if settings.archive_url else None
 
     async def body(dsn: str) -> int:
         started = time.monotonic()
-        position = await rebuilding.rebuild(dsn, progress=_progress("rebuild"), workers=workers)
+        position = await rebuilding.rebuild(
+            dsn, progress=_progress("rebuild"), workers=workers, archives=archives
+        )
         took = time.monotonic() - started
         print(f"\nrebuilt the read models up to position {position} in {took:.1f}s; swapped in")
         return 0

@@ -477,3 +477,42 @@ def test_any_archive_is_rewritten_to_exactly_the_masked_rows_or_left_alone(
         assert sorted(await objects(store)) == sorted([new.key, f"{new.name}/{arch.MANIFEST}"])
 
     asyncio.run(run())
+
+
+async def test_an_erasure_after_retention_keeps_the_archived_messages_of_others(
+    server_dsn: str, tmp_path: Path
+) -> None:
+    """Retention dropped the partitions naming both people; erasing A rewrites the archives,
+    then rebuilds the read models from the masked archives and the log (archived + live):
+    B's messages from the dropped partitions stay, and nothing of A is left anywhere."""
+    from eventstore import retention as records
+    from projections import retention
+    from tests.projections.test_retention import fold
+    from tests.service.api.test_erasure import pg_dump
+    from tests.support.logs import partitioned_log
+
+    async with partitioned_log(server_dsn, 10) as dsn:
+        conn = await connect(dsn)
+        try:
+            events = person_events(1, A9, A8) + person_events(10, B9, B8)
+            events += person_events(20, B9, B8)
+            await write_batch(conn, events)
+            await fold(dsn, conn)
+            store = ArchiveStore(f"file://{tmp_path}/archives")
+            done = await retention.run(conn, store, dt.timedelta(0))
+            assert done.partitions >= 1 and await records.oldest_kept(conn) > 1
+            before = await conn.fetchval("SELECT count(*) FROM rm.messages")
+            b_before = await conn.fetchval(
+                "SELECT count(*) FROM rm.messages WHERE chat LIKE $1", f"%{B9[-8:]}%"
+            )
+            erased = await erasure.erase(dsn, A_TYPED, "test", archive_url=store.url)
+            # the log no longer holds A: only the archives and the read models did
+            assert erased.events == 0 and erased.archives_rewritten >= 1
+            assert erased.archives == "done" and erased.rebuilt_to is not None
+            assert await conn.fetchval("SELECT count(*) FROM rm.messages") == before
+            assert b_before > 0 and b_before == await conn.fetchval(
+                "SELECT count(*) FROM rm.messages WHERE chat LIKE $1", f"%{B9[-8:]}%"
+            )
+        finally:
+            await conn.close()
+        assert leaks(await pg_dump(dsn)) == []

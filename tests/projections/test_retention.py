@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from eventstore import partitions
@@ -234,6 +236,57 @@ async def test_verify_passes_after_a_retention_run(
     assert await verify(small_dsn) == []
     await small.execute("UPDATE rm.messages SET text = 'changed' WHERE key = 'wamid.1.3'")
     assert [d.table for d in await verify(small_dsn)] == ["messages"]
+
+
+async def test_a_rebuild_folds_archived_and_live_events(
+    small: asyncpg.Connection, small_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After retention, ``rebuild(archives=store)`` folds what the archives hold before the
+    log (an archived source put first on the search path, its worker processes included), so
+    the read models equal those of the whole log; without the store they lose those
+    messages (what ``acklog rebuild`` without ``ACKLOG_ARCHIVE_URL`` does)."""
+    from projections import bulk
+    from projections import rebuild as rebuilding
+    from projections.rebuild import rebuild
+
+    # two channels, one shard each, so the bulk load runs in worker processes even on a
+    # small log (they connect by the DSN, which carries the archived source's search path)
+    monkeypatch.setattr(
+        rebuilding, "load_log", functools.partial(bulk.load_log, min_events_per_shard=1)
+    )
+    tables = ("messages", "timeline", "receipts")
+
+    async def read_models() -> dict[str, list[str]]:
+        return {
+            t: [
+                r["r"]
+                for r in await small.fetch(f"SELECT t::text AS r FROM rm.{t} t ORDER BY t::text")
+            ]
+            for t in tables
+        }
+
+    await fill(small, n_messages=300)
+    other = [msgspec.structs.replace(e, channel="c2") for e in traffic(100, seed=7)]
+    for i in range(0, len(other), 7):
+        await write_batch(small, other[i : i + 7])
+    await fold(small_dsn, small)
+    await rebuild(small_dsn, workers=2)  # the models as a rebuild of the whole log makes them
+    await fold(small_dsn, small)  # every ack deadline past again (a rebuild sweeps with now)
+    whole = await read_models()
+    store = store_at(tmp_path)
+    await retention.run(small, store, ZERO)
+    assert await retention.oldest_kept(small) > 100
+    await rebuild(small_dsn, workers=2)  # the log alone: the archived messages are gone
+    assert len((await read_models())["messages"]) < len(whole["messages"])
+    await rebuild(small_dsn, workers=2, archives=store)  # archived + live
+    await fold(small_dsn, small)  # the same sweep as before ``whole``
+    assert await read_models() == whole
+    assert (
+        await small.fetchval(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'acklog\\_src\\_%'"
+        )
+        == 0
+    ), "the archived source is dropped after the rebuild"
 
 
 async def test_a_rebuild_in_progress_keeps_every_partition(

@@ -553,7 +553,7 @@ async def test_an_erasure_whose_rebuild_died_is_rebuilt_by_the_next(
     await Projector(dsn).catch_up(conn)
     rebuild_for_real = erasure._rebuild
 
-    async def dies(dsn: str, workers: int | None) -> int:
+    async def dies(dsn: str, workers: int | None, archives: object) -> int:
         raise RuntimeError("killed during the rebuild")
 
     monkeypatch.setattr(erasure, "_rebuild", dies)
