@@ -154,3 +154,22 @@ async def project(dsn: str) -> AsyncIterator[Any]:
 
     yield run
     await conn.close()
+
+
+@pytest.fixture
+async def small_dsn(server_dsn: str) -> AsyncIterator[str]:
+    """A new log migrated with partitions of 10 positions (ACKLOG_PARTITION_EVENTS=10)."""
+    from tests.support.logs import partitioned_log  # late: tests.support.logs imports us
+
+    async with partitioned_log(server_dsn, 10) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def small(small_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to :func:`small_dsn`'s log."""
+    c = await connect(small_dsn)
+    try:
+        yield c
+    finally:
+        await c.close()

@@ -37,22 +37,6 @@ def event(body: bytes, channel: str = "c1", key: str | None = None) -> NewEvent:
     )
 
 
-@pytest.fixture
-async def small_dsn(server_dsn: str) -> AsyncIterator[str]:
-    """A new log migrated with partitions of 10 positions (ACKLOG_PARTITION_EVENTS=10)."""
-    async with partitioned_log(server_dsn, 10) as dsn:
-        yield dsn
-
-
-@pytest.fixture
-async def small(small_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await connect(small_dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
 async def _append_all(dsn: str, n: int, max_batch: int = 512) -> list[int]:
     pool = await create_pool(dsn, min_size=1, max_size=4)
     appender = Appender(pool, max_batch=max_batch, writers=2)

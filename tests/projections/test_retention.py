@@ -32,21 +32,6 @@ from tests.support.logs import partitioned_log
 ZERO = dt.timedelta(0)
 
 
-@pytest.fixture
-async def small_dsn(server_dsn: str) -> AsyncIterator[str]:
-    async with partitioned_log(server_dsn, 10) as dsn:
-        yield dsn
-
-
-@pytest.fixture
-async def small(small_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await connect(small_dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
 async def fill(conn: asyncpg.Connection, n_messages: int = 60) -> int:
     events = traffic(n_messages)
     for i in range(0, len(events), 7):  # several batches, so partitions are made as it goes
