@@ -79,6 +79,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--small-events", type=int, default=300_000, help="the smaller log, for memory growth"
     )
     p.add_argument("--big-runs", type=int, default=1, help="runs at --events (1: time budget)")
+    p.add_argument(
+        "--retention-seconds",
+        type=float,
+        default=15.0,
+        help="seconds per ingest round of the retention-under-ingest figure (lifecycle)",
+    )
     p.add_argument("--messages", type=int, default=1_000_000, help="messages for the query phase")
     p.add_argument("--step-seconds", type=float, default=6.0, help="seconds per e2e rate step")
     p.add_argument("--no-wrk", action="store_true", help="use bench.loadgen even if wrk exists")
@@ -220,7 +226,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     storage_events=args.storage_events,
                     events=args.events,
                     partition_events=args.partition_events,
-                    duration=max(args.duration, 5.0) if not args.quick else args.duration,
+                    duration=args.retention_seconds if not args.quick else args.duration,
                     use_wrk=use_wrk,
                 ),
             )
