@@ -273,7 +273,8 @@ def carry_over(results: dict[str, Any], previous: dict[str, Any]) -> None:
         if phase in ran:
             continue
         keys = [k for k in PHASE_KEYS.get(phase, (phase,)) if k in previous]
-        if not keys:
+        failed = phase in previous.get("errors", {})
+        if not keys and not failed:
             continue
         for k in keys:
             results[k] = previous[k]
@@ -282,7 +283,7 @@ def carry_over(results: dict[str, Any], previous: dict[str, Any]) -> None:
             "commit": previous.get("machine", {}).get("commit", "?"),
         }
         results.setdefault("carried", {})[phase] = origin
-        if phase in previous.get("errors", {}):
+        if failed:
             results.setdefault("errors", {})[phase] = previous["errors"][phase]
 
 

@@ -1281,8 +1281,9 @@ def _carried(r: dict[str, Any], phase: str) -> list[str]:
         return []
     return [
         f"> Carried over from the run of {c['started_at']} (commit {c.get('commit', '?')}):"
-        f" this run (`--only {','.join(r.get('phases', []))}`) did not measure it; the"
-        " machine described above is this run's.",
+        f" this run (`--only {','.join(r.get('phases', []))}`) did not measure it. Its figures"
+        " are that run's, made on that run's machine and PostgreSQL (the machine above is"
+        " this run's); its ratios are between rounds of that run.",
         "",
     ]
 
@@ -1312,8 +1313,8 @@ def render(r: dict[str, Any]) -> str:
         *_summary(r),
         *(
             [
-                "Rows of phases carried over from earlier runs (their sections say which):"
-                + ", ".join(f" {p} ({c['started_at']})" for p, c in r["carried"].items())
+                "Rows of phases carried over from earlier runs (their sections say which): "
+                + ", ".join(f"{p} ({c['started_at']})" for p, c in r["carried"].items())
                 + ".",
                 "",
             ]
@@ -1335,7 +1336,15 @@ def render(r: dict[str, Any]) -> str:
         out += _with_label(r, "feed", _feed(r))
     if "lifecycle" in r:
         out += _with_label(r, "lifecycle", _lifecycle(r))
-    out += _where(r)
+    where = _where(r)
+    if r.get("carried") and where:
+        note = [
+            "> Built from the figures on this page, some carried over from earlier runs"
+            " (their sections say which).",
+            "",
+        ]
+        where = where[:2] + note + where[2:]
+    out += where
     for phase, trace in r.get("errors", {}).items():
         out += [f"## Phase {phase} failed", "", "```", trace.strip(), "```", ""]
     out += _gaps(r)
