@@ -1245,7 +1245,11 @@ def _lifecycle(r: dict[str, Any]) -> list[str]:
                     str(t["partitions_dropped"]),
                     _n(t["positions_taken"]),
                     _n(t["events_per_s"]),
-                    "yes" if t["covered_round"] else "no",
+                    (
+                        f"{min(t['seconds'] / t['ingest_window_s'], 1.0):.0%}"
+                        if t.get("ingest_window_s")
+                        else ("100%" if t["covered_round"] else "?")
+                    ),
                 ]
             )
         out += _table(
@@ -1258,7 +1262,7 @@ def _lifecycle(r: dict[str, Any]) -> list[str]:
                 "partitions dropped",
                 "events archived + dropped",
                 "events/s",
-                "run outlasted the ingest window",
+                "share of the ingest window under retention",
             ],
             rows,
         )
