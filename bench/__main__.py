@@ -1,10 +1,12 @@
 """``make bench`` / ``python -m bench``: every acklog benchmark, then docs/benchmarks.md.
 
-Phases (``--only`` picks some): decode, ingest, e2e, projection, query, feed. Each runs against a
+Phases (``--only`` picks some): decode, ingest, e2e, projection, query, feed, lifecycle. Each runs against a
 database of its own on a fresh embedded PostgreSQL (or ``DATABASE_URL``); load comes from
 separate processes on loopback; every figure is a median of ``--runs`` runs, and every ratio
 is taken between runs made back to back in the same bench. Raw results go to
 ``bench/results/<time>.json`` and ``docs/benchmarks.json``; the report to ``docs/benchmarks.md``.
+With ``--only``, the phases not run are carried over from the previous docs/benchmarks.json,
+each labelled on the page with the run it came from.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bench import (
     feed,
     hotpath,
     ingest,
+    lifecycle,
     machine,
     procs,
     projection,
@@ -39,7 +42,9 @@ from bench.mix import Mix, check
 from bench.progress import elapsed, log
 
 ROOT = Path(__file__).resolve().parents[1]
-PHASES = ("decode", "ingest", "e2e", "projection", "query", "feed")
+PHASES = ("decode", "ingest", "e2e", "projection", "query", "feed", "lifecycle")
+#: the keys of the results each phase writes
+PHASE_KEYS = {"decode": ("decode", "hotpath")}
 MIN_RUNS = 3
 T = TypeVar("T")
 
@@ -52,11 +57,34 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--duration", type=float, default=5.0, help="seconds per ingest run")
     p.add_argument("--connections", default="32,256", help="ingest connection counts")
-    p.add_argument("--events", type=int, default=1_000_000, help="the big log (projection)")
+    p.add_argument(
+        "--events",
+        type=int,
+        default=1_000_000,
+        help="the big log (projection); the events loaded per retention round (lifecycle)",
+    )
+    p.add_argument(
+        "--storage-events",
+        type=int,
+        default=200_000,
+        help="the log measured and archived (lifecycle)",
+    )
+    p.add_argument(
+        "--partition-events",
+        type=int,
+        default=100_000,
+        help="positions per partition of the retention log (lifecycle)",
+    )
     p.add_argument(
         "--small-events", type=int, default=300_000, help="the smaller log, for memory growth"
     )
     p.add_argument("--big-runs", type=int, default=1, help="runs at --events (1: time budget)")
+    p.add_argument(
+        "--retention-seconds",
+        type=float,
+        default=15.0,
+        help="seconds per ingest round of the retention-under-ingest figure (lifecycle)",
+    )
     p.add_argument("--messages", type=int, default=1_000_000, help="messages for the query phase")
     p.add_argument("--step-seconds", type=float, default=6.0, help="seconds per e2e rate step")
     p.add_argument("--no-wrk", action="store_true", help="use bench.loadgen even if wrk exists")
@@ -71,6 +99,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.events, args.small_events = 2.0, 40_000, 15_000
+        args.storage_events, args.partition_events = 10_000, 5_000
         args.messages, args.step_seconds = 60_000, 3.0
     elif args.runs < MIN_RUNS:
         p.error(f"--runs {args.runs}: a median needs at least {MIN_RUNS} runs (or --quick)")
@@ -185,6 +214,22 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     use_wrk=use_wrk,
                 ),
             )
+        if "lifecycle" in phases:
+            log("lifecycle: bytes per webhook, archives, retention under ingest")
+            await guarded(
+                "lifecycle",
+                results,
+                lifecycle.run(
+                    server_dsn,
+                    workdir,
+                    runs=args.runs,
+                    storage_events=args.storage_events,
+                    events=args.events,
+                    partition_events=args.partition_events,
+                    duration=args.retention_seconds if not args.quick else args.duration,
+                    use_wrk=use_wrk,
+                ),
+            )
     results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     results["bench_seconds"] = elapsed()
     return results
@@ -218,7 +263,34 @@ async def query_phase(
     return q
 
 
+def carry_over(results: dict[str, Any], previous: dict[str, Any]) -> None:
+    """The phases this run did not run, from the previous results, each labelled (under
+    ``carried``) with the run it came from: a figure is never taken for this run's. Every
+    ratio of a phase is between rounds of that one run, so a carried phase stays whole."""
+    ran = set(results.get("phases", PHASES))
+    before = previous.get("carried", {})
+    for phase in PHASES:
+        if phase in ran:
+            continue
+        keys = [k for k in PHASE_KEYS.get(phase, (phase,)) if k in previous]
+        failed = phase in previous.get("errors", {})
+        if not keys and not failed:
+            continue
+        for k in keys:
+            results[k] = previous[k]
+        origin = before.get(phase) or {
+            "started_at": previous.get("started_at", "?"),
+            "commit": previous.get("machine", {}).get("commit", "?"),
+        }
+        results.setdefault("carried", {})[phase] = origin
+        if failed:
+            results.setdefault("errors", {})[phase] = previous["errors"][phase]
+
+
 def write(results: dict[str, Any], output: Path) -> None:
+    previous_path = output.with_suffix(".json")
+    if set(results.get("phases", PHASES)) != set(PHASES) and previous_path.exists():
+        carry_over(results, json.loads(previous_path.read_text()))
     raw = json.dumps(results, indent=1, default=str)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)

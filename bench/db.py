@@ -62,12 +62,17 @@ def server() -> Iterator[tuple[str, str]]:
 
 
 @contextlib.asynccontextmanager
-async def database(server_dsn: str, name: str) -> AsyncIterator[str]:
-    """A fresh, migrated database ``name``; dropped afterwards."""
+async def database(
+    server_dsn: str, name: str, settings: dict[str, str] | None = None
+) -> AsyncIterator[str]:
+    """A fresh, migrated database ``name``; dropped afterwards. ``settings``: set on the
+    database before it is migrated (``acklog.partition_events``: the first partition's size)."""
     admin = await asyncpg.connect(server_dsn)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.execute(f'CREATE DATABASE "{name}"')
+        for key, value in (settings or {}).items():
+            await admin.execute(f"ALTER DATABASE \"{name}\" SET {key} = '{int(value)}'")
     finally:
         await admin.close()
     dsn = with_database(server_dsn, name)

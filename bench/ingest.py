@@ -112,7 +112,7 @@ def _group(
 
 @contextlib.contextmanager
 def acklog_ingest(
-    dsn: str, workdir: Path, processes: int, writers: int | None = None
+    dsn: str, workdir: Path, processes: int, writers: int | None = None, **extra_env: str
 ) -> Iterator[Group]:
     """acklog's ingest role alone: ``acklog serve --role ingest --workers N`` (N > 1: a
     supervisor and N worker processes sharing the port by SO_REUSEPORT)."""
@@ -124,6 +124,7 @@ def acklog_ingest(
     }
     if writers is not None:
         env["ACKLOG_APPEND_WRITERS"] = str(writers)
+    env.update(extra_env)
     argv = [procs.ACKLOG, "serve", "--role", "ingest", "--port", str(port)]
     argv += ["--workers", str(processes), "--no-projector"]
     with _group(f"acklog-x{processes}", [argv], port, workdir, env) as group:

@@ -234,6 +234,7 @@ def _summary_rows(r: dict[str, Any]) -> list[list[str]]:
         p99 = q["timeline"]["p99_ms"]
         rows.append(["timeline lookup p99 (SQL)", f"{_ms(p99)} ms", "≤ 5 ms", _met(p99 <= 5)])
     rows += _feed_summary_rows(r)
+    rows += _lifecycle_summary_rows(r)
     return rows
 
 
@@ -1086,6 +1087,217 @@ def _feed(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _lifecycle_summary_rows(r: dict[str, Any]) -> list[list[str]]:
+    lc = r.get("lifecycle")
+    if not lc:
+        return []
+    rows: list[list[str]] = []
+    st, ar = lc.get("storage"), lc.get("archives")
+    if st:
+        g = st["groups"]
+        rows.append(
+            [
+                "bytes per webhook on disk (log + read models + feed, heap + TOAST + indexes)",
+                f"{_n(g['all']['per_webhook'])} B (log {_n(g['log']['per_webhook'])},"
+                f" read models {_n(g['read models']['per_webhook'])},"
+                f" feed {_n(g['feed']['per_webhook'])})",
+                "",
+                "",
+            ]
+        )
+    if ar:
+        rows.append(
+            [
+                "archive size per million webhooks (Parquet, zstd)",
+                f"{_n(ar['mb_per_million'])} MB ({ar['compression_vs_log_total']:.1f}x smaller"
+                " than the log's heap + TOAST + indexes)",
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                "archive / verify / restore",
+                f"{_n(ar['archive_events_per_s']['median'])} /"
+                f" {_n(ar['verify_events_per_s']['median'])} /"
+                f" {_n(ar['restore_events_per_s']['median'])} events/s",
+                "",
+                "",
+            ]
+        )
+    ru = lc.get("retention_under_ingest")
+    if ru:
+        ratio = ru["with_over_alone"]
+        rows.append(
+            [
+                "ingest during a retention run ÷ ingest alone (32 conn.)",
+                f"{ratio['median']:.3f}x (rounds {ratio['min']:.3f} to {ratio['max']:.3f})",
+                f"≥ {ru['target']}",
+                _met(ratio["median"] >= ru["target"]),
+            ]
+        )
+    return rows
+
+
+def _lifecycle(r: dict[str, Any]) -> list[str]:
+    lc = r["lifecycle"]
+    out = ["## Lifecycle: storage, archives, retention under ingest", ""]
+    st = lc.get("storage")
+    if st:
+        prep = st["prepared"]
+        out += [
+            f"**Bytes per webhook** ({_n(st['webhooks'])} webhooks of the mix loaded by the"
+            " dataset loader, folded by the projector's cold start"
+            f" ({_n(prep['fold_s'], 1)} s) and derived into the feed"
+            f" ({_n(prep['derived'])} feed events, {_n(prep['derive_s'], 1)} s), then"
+            " `ANALYZE`; `events` is the sum of its partitions; TOAST is the toast relation"
+            " with its index; one run: sizes do not vary between runs). Mean body"
+            f" {_n(st['body_bytes_per_webhook'])} bytes.",
+            "",
+        ]
+        rows = [
+            [
+                f"`{t['table']}`"
+                + (f" ({t['partitions']} partitions)" if t["partitions"] > 1 else ""),
+                _n(t["per_webhook"]["heap"], 1),
+                _n(t["per_webhook"]["toast"], 1),
+                _n(t["per_webhook"]["indexes"], 1),
+                _n(t["per_webhook"]["total"], 1),
+                _n(t["total"] / st["webhooks"]),
+            ]
+            for t in st["tables"]
+            if t["total"]
+        ]
+        for name, g in st["groups"].items():
+            rows.append(
+                [
+                    f"**{name}**",
+                    _n(g["heap"] / st["webhooks"], 1),
+                    _n(g["toast"] / st["webhooks"], 1),
+                    _n(g["indexes"] / st["webhooks"], 1),
+                    _n(g["per_webhook"], 1),
+                    _n(g["per_webhook"]),
+                ]
+            )
+        out += _table(
+            [
+                "table",
+                "heap B/webhook",
+                "TOAST B/webhook",
+                "indexes B/webhook",
+                "total B/webhook",
+                "MB per million",
+            ],
+            rows,
+        )
+    ar = lc.get("archives")
+    if ar:
+
+        def rate(k: str) -> str:
+            v = ar[k]
+            return f"{_n(v['median'])}/s ({_rounds(v['each'])})"
+
+        out += [
+            f"**Archives** (`archive_range` of the same {_n(ar['events'])} events into one"
+            " Parquet file in a `file://` store in the work dir; `verify` reads it back whole;"
+            " `restore` puts it into a fresh migrated database; a new store and database each"
+            " run):",
+            "",
+            f"- Size: {_n(ar['bytes'])} bytes, {_n(ar['bytes_per_webhook'], 1)} bytes per webhook,"
+            f" so {_n(ar['mb_per_million'])} MB per million webhooks, against"
+            f" {_n(ar['log_mb_per_million'])} MB per million in the log (heap + TOAST +"
+            f" indexes): {ar['compression_vs_log_total']:.1f}x smaller;"
+            f" {ar['compression_vs_log_data']:.1f}x smaller than the log's heap + TOAST alone.",
+            f"- Archive: {rate('archive_events_per_s')}; verify: {rate('verify_events_per_s')};"
+            f" restore: {rate('restore_events_per_s')} (events/s, median).",
+            "",
+        ]
+    ru = lc.get("retention_under_ingest")
+    if ru:
+        ratio = ru["with_over_alone"]
+        rr = ru["retention_runs"]
+        raw = ru["raw"]
+        out += [
+            f"**Retention under ingest** ({ru['runs']} rounds, interleaved, alternating order;"
+            f" the log's partitions of {_n(ru['partition_events'])} positions): before each"
+            f" round, {_n(ru['events_per_round'])} more webhooks of the mix are loaded by the"
+            " dataset loader and the projector and the feed's outbox catch up, so each round"
+            " has closed partitions below the horizon to drop (the log grows by one load per"
+            " round; the retention run of a round takes what the loads and the earlier rounds'"
+            " ingest left, folded). Then (a) ingest alone and (b) ingest while"
+            " `acklog retention run --older-than 0s` (its own process, archiving to a"
+            " `file://` store) archives, verifies, detaches and drops them:"
+            f" `acklog serve --role ingest`, closed loop at {ru['connections']} connections for"
+            f" {ru['duration_s']:.0f} s ({lc.get('client', '?')}). The retention run starts"
+            " with the ingest window; its time includes its process's start-up.",
+            "",
+        ]
+        rows = []
+        for i, (a, b) in enumerate(zip(raw["alone"], raw["retention"], strict=False)):
+            t = b["retention"]
+            rows.append(
+                [
+                    str(i + 1),
+                    _n(a["ok_rps"]),
+                    _n(b["ok_rps"]),
+                    f"{b['ok_rps'] / a['ok_rps']:.3f}" if a["ok_rps"] else "-",
+                    f"{t['seconds']:.1f}",
+                    str(t["partitions_dropped"]),
+                    _n(t["positions_taken"]),
+                    _n(t["events_per_s"]),
+                    (
+                        f"{min(t['seconds'] / t['ingest_window_s'], 1.0):.0%}"
+                        if t.get("ingest_window_s")
+                        else ("100%" if t["covered_round"] else "?")
+                    ),
+                ]
+            )
+        out += _table(
+            [
+                "round",
+                "ingest alone /s",
+                "ingest + retention /s",
+                "ratio",
+                "retention s",
+                "partitions dropped",
+                "events archived + dropped",
+                "events/s",
+                "share of the ingest window under retention",
+            ],
+            rows,
+        )
+        out += [
+            f"Median ratio {ratio['median']:.3f} (rounds {ratio['min']:.3f} to"
+            f" {ratio['max']:.3f}) against the target ≥ {ru['target']}:"
+            f" {_met(ratio['median'] >= ru['target'])}; p99 with/alone"
+            f" {ru['p99_with_over_alone']['median']:.2f}. Retention runs:"
+            f" {rr['seconds']['median']:.1f} s median, {_n(rr['events_per_s']['median'])}"
+            " events archived, verified and dropped per second.",
+            "",
+        ]
+    return out
+
+
+def _carried(r: dict[str, Any], phase: str) -> list[str]:
+    """The label of a phase carried over from an earlier run (``--only`` did not run it)."""
+    c = r.get("carried", {}).get(phase)
+    if not c:
+        return []
+    return [
+        f"> Carried over from the run of {c['started_at']} (commit {c.get('commit', '?')}):"
+        f" this run (`--only {','.join(r.get('phases', []))}`) did not measure it. Its figures"
+        " are that run's, made on that run's machine and PostgreSQL (the machine above is"
+        " this run's); its ratios are between rounds of that run.",
+        "",
+    ]
+
+
+def _with_label(r: dict[str, Any], phase: str, section: list[str]) -> list[str]:
+    """A section, with its carried-over label right under its heading."""
+    label = _carried(r, phase)
+    return section[:2] + label + section[2:] if label else section
+
+
 def render(r: dict[str, Any]) -> str:
     out = [
         "# acklog benchmarks",
@@ -1103,20 +1315,40 @@ def render(r: dict[str, Any]) -> str:
         "## Summary",
         "",
         *_summary(r),
+        *(
+            [
+                "Rows of phases carried over from earlier runs (their sections say which): "
+                + ", ".join(f"{p} ({c['started_at']})" for p, c in r["carried"].items())
+                + ".",
+                "",
+            ]
+            if r.get("carried")
+            else []
+        ),
     ]
     if "ingest" in r:
-        out += _ingest(r)
+        out += _with_label(r, "ingest", _ingest(r))
     if "e2e" in r:
-        out += _e2e(r)
+        out += _with_label(r, "e2e", _e2e(r))
     if "projection" in r:
-        out += _projection(r)
+        out += _with_label(r, "projection", _projection(r))
     if "query" in r:
-        out += _query(r)
+        out += _with_label(r, "query", _query(r))
     if "decode" in r:
-        out += _decode(r)
+        out += _with_label(r, "decode", _decode(r))
     if "feed" in r:
-        out += _feed(r)
-    out += _where(r)
+        out += _with_label(r, "feed", _feed(r))
+    if "lifecycle" in r:
+        out += _with_label(r, "lifecycle", _lifecycle(r))
+    where = _where(r)
+    if r.get("carried") and where:
+        note = [
+            "> Built from the figures on this page, some carried over from earlier runs"
+            " (their sections say which).",
+            "",
+        ]
+        where = where[:2] + note + where[2:]
+    out += where
     for phase, trace in r.get("errors", {}).items():
         out += [f"## Phase {phase} failed", "", "```", trace.strip(), "```", ""]
     out += _gaps(r)

@@ -1,0 +1,440 @@
+"""The log's lifecycle: what a webhook costs on disk, what an archive of it costs, how fast
+archives are written, verified and restored, and what a retention run costs ingest.
+
+- **storage**: ``storage_events`` webhooks of the mix written into the log by the dataset
+  loader (bench/dataset.py, as the projection phase does), folded by the projector (its cold
+  start: the bulk load, then batches) and derived into the feed by the outbox, then
+  ``VACUUM ANALYZE``; per table (``events`` as the sum of its partitions, each ``rm.*`` and
+  ``feed.*`` table, summed over its partitions if it has any): heap
+  (``pg_relation_size``), TOAST (``pg_total_relation_size`` of the toast relation: its heap
+  and its index) and indexes (``pg_indexes_size``), divided by the webhooks.
+- **archives**: ``archive_range`` over that whole log into a ``file://`` store in the work
+  dir, ``verify`` of it, ``restore`` of it into a fresh migrated database; each timed
+  ``runs`` times (a new store and a new database each run), medians reported. The archive's
+  size per million webhooks, and its compression against the log's own bytes.
+- **retention under ingest**: a log with small partitions (``partition_events``) and the
+  projector and feed caught up; then rounds, each of: ``events`` more webhooks loaded,
+  folded and derived (so every round has partitions to drop), then (a) ingest alone and
+  (b) ingest while ``acklog retention run --older-than 0s`` (a real process, archives to a
+  ``file://`` store) archives, verifies, detaches and drops the closed partitions, in
+  alternating order. Ingest is ``acklog serve --role ingest`` under the closed-loop load of
+  the ingest phase (32 connections), as bench/feed.py measures it; the ratio is (b) ÷ (a)
+  paired per round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench import db, procs, wrkrun
+from bench.dataset import Filler
+from bench.ingest import Group, acklog_ingest, one_run
+from bench.mix import Mix
+from bench.progress import log
+from bench.stats import median, paired_ratios, spread
+from eventstore import archive, partitions
+from eventstore.archive_store import ArchiveStore
+from eventstore.pool import connect
+from projections import retention
+
+#: the target of issue 23: ingest during a retention run ÷ ingest alone
+TARGET = 0.9
+CONNECTIONS = 32
+#: how far ahead of now the retention log's sweep runs: past every ack deadline
+SWEEP_AHEAD = dt.timedelta(days=2)
+
+#: every table of the log, the read models and the feed, with its partitions (a table that is
+#: not partitioned is its own only member: pg_partition_tree returns nothing for it)
+_SIZES = """
+WITH t AS (
+  SELECT n.nspname AS schema, c.relname AS name, c.oid AS top
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+    AND ((n.nspname = 'public' AND c.relname = 'events') OR n.nspname IN ('rm', 'feed'))
+), m AS (
+  SELECT t.top, t.top AS relid FROM t
+  UNION SELECT t.top, p.relid FROM t, pg_partition_tree(t.top) p
+)
+SELECT t.schema, t.name,
+       count(*) FILTER (WHERE k.relkind = 'r') AS parts,
+       coalesce(sum(pg_relation_size(m.relid)), 0) AS heap,
+       coalesce(sum(pg_total_relation_size(nullif(k.reltoastrelid, 0))), 0) AS toast,
+       coalesce(sum(pg_indexes_size(m.relid)), 0) AS indexes
+FROM t JOIN m ON m.top = t.top JOIN pg_class k ON k.oid = m.relid
+GROUP BY t.schema, t.name
+ORDER BY t.schema <> 'public', t.schema, t.name
+"""
+
+
+async def fold(dsn: str, sweep_ahead: dt.timedelta | None = None) -> dict[str, float]:
+    """The projector and the feed's outbox caught up with the log (in this process): the
+    projector's cold start when it has no checkpoint (the bulk load), else its batches."""
+    from projections.feed.outbox import Outbox
+    from projections.rebuild import bulk_load
+    from projections.runner import Projector
+
+    conn = await connect(dsn)
+    try:
+        started = time.perf_counter()
+        projector = Projector(dsn, bulk_load=bulk_load)
+        folded = await projector.cold_start(conn)
+        folded += await projector.catch_up(conn)
+        if sweep_ahead:
+            # the live projector's sweep, its clock moved past every ack deadline: messages
+            # still waiting are marked missed, so none holds its events in the log
+            later = dt.datetime.now(dt.UTC) + sweep_ahead
+            await Projector(dsn, clock=lambda: later).sweep(conn)
+        fold_s = time.perf_counter() - started
+        started = time.perf_counter()
+        derived = await Outbox(dsn, batch_size=1000).catch_up(conn)
+        derive_s = time.perf_counter() - started
+    finally:
+        await conn.close()
+    return {"folded": folded, "fold_s": fold_s, "derived": derived, "derive_s": derive_s}
+
+
+async def sizes(dsn: str, webhooks: int) -> dict[str, Any]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("ANALYZE")
+        rows = await conn.fetch(_SIZES)
+        body_bytes = int(await conn.fetchval("SELECT coalesce(sum(length(body)), 0) FROM events"))
+    finally:
+        await conn.close()
+    tables: list[dict[str, Any]] = []
+    for r in rows:
+        heap, toast, idx = int(r["heap"]), int(r["toast"]), int(r["indexes"])
+        tables.append(
+            {
+                "table": r["name"] if r["schema"] == "public" else f"{r['schema']}.{r['name']}",
+                "partitions": int(r["parts"]),
+                "heap": heap,
+                "toast": toast,
+                "indexes": idx,
+                "total": heap + toast + idx,
+                "per_webhook": {
+                    "heap": heap / webhooks,
+                    "toast": toast / webhooks,
+                    "indexes": idx / webhooks,
+                    "total": (heap + toast + idx) / webhooks,
+                },
+            }
+        )
+
+    def group(pred: Any) -> dict[str, float]:
+        chosen = [t for t in tables if pred(t["table"])]
+        out = {k: float(sum(t[k] for t in chosen)) for k in ("heap", "toast", "indexes", "total")}
+        out["per_webhook"] = out["total"] / webhooks
+        out["per_million_mb"] = out["per_webhook"]  # (B / webhook) * 1e6 / 1e6
+        return out
+
+    return {
+        "webhooks": webhooks,
+        "body_bytes_per_webhook": body_bytes / webhooks,
+        "tables": tables,
+        "groups": {
+            "log": group(lambda n: n == "events"),
+            "read models": group(lambda n: n.startswith("rm.")),
+            "feed": group(lambda n: n.startswith("feed.")),
+            "all": group(lambda n: True),
+        },
+    }
+
+
+async def archives(
+    server_dsn: str, dsn: str, workdir: Path, runs: int, log_bytes: dict[str, float]
+) -> dict[str, Any]:
+    conn = await connect(dsn)
+    try:
+        head = await archive.head(conn)
+        made: list[dict[str, Any]] = []
+        for i in range(runs):
+            store = ArchiveStore((workdir / f"lifecycle-archives-{i}").as_uri())
+            started = time.perf_counter()
+            manifest = await archive.archive_range(conn, store, 1, head)
+            archive_s = time.perf_counter() - started
+            started = time.perf_counter()
+            await archive.verify(store, manifest)
+            verify_s = time.perf_counter() - started
+            async with db.database(server_dsn, "acklog_bench_lifecycle_restore") as target:
+                await db.add_channels(target, Mix().providers())
+                rconn = await connect(target)
+                try:
+                    started = time.perf_counter()
+                    restored = await archive.restore(rconn, store, manifest)
+                    restore_s = time.perf_counter() - started
+                finally:
+                    await rconn.close()
+            r = {
+                "rows": manifest.rows,
+                "bytes": manifest.bytes,
+                "archive_s": archive_s,
+                "verify_s": verify_s,
+                "restore_s": restore_s,
+                "restored": restored.inserted,
+                "archive_events_per_s": manifest.rows / archive_s,
+                "verify_events_per_s": manifest.rows / verify_s,
+                "restore_events_per_s": restored.inserted / restore_s,
+            }
+            made.append(r)
+            log(
+                f"  archive run {i + 1}/{runs}: {manifest.bytes:,} bytes for {manifest.rows:,}"
+                f" events; archive {r['archive_events_per_s']:,.0f}/s, verify"
+                f" {r['verify_events_per_s']:,.0f}/s, restore {r['restore_events_per_s']:,.0f}/s"
+            )
+    finally:
+        await conn.close()
+    rows = made[0]["rows"]
+    size = median([r["bytes"] for r in made])
+    data = log_bytes["heap"] + log_bytes["toast"]
+    return {
+        "events": rows,
+        "bytes": size,
+        "bytes_per_webhook": size / rows,
+        "mb_per_million": size / rows,  # (bytes / webhook) * 1e6 / 1e6: MB per million
+        "log_mb_per_million": log_bytes["total"] / rows,
+        "compression_vs_log_data": data / size,
+        "compression_vs_log_total": log_bytes["total"] / size,
+        **{
+            k: spread([r[k] for r in made])
+            for k in ("archive_events_per_s", "verify_events_per_s", "restore_events_per_s")
+        },
+        "raw": made,
+    }
+
+
+def _retention_process(dsn: str, workdir: Path, name: str, env: dict[str, str]) -> Any:
+    argv = [procs.ACKLOG, "retention", "run", "--older-than", "0s"]
+    out = (workdir / f"{name}.log").open("wb")
+    proc = subprocess.Popen(
+        argv, stdout=out, stderr=subprocess.STDOUT, env=procs.env(DATABASE_URL=dsn, **env)
+    )
+    return proc, out
+
+
+async def _oldest(dsn: str) -> tuple[int, int]:
+    """(the log's lowest position, its partitions)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        low = int(await conn.fetchval("SELECT coalesce(min(position), 0) FROM events"))
+        parts = len(await partitions.list_partitions(conn, count=False))
+    finally:
+        await conn.close()
+    return low, parts
+
+
+async def _round_with(
+    group: Group,
+    dsn: str,
+    dbname: str,
+    workdir: Path,
+    env: dict[str, str],
+    i: int,
+    duration: float,
+    use_wrk: bool,
+) -> dict[str, Any]:
+    low, parts = await _oldest(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        todo = await retention.plan(conn, dt.timedelta(0))
+    finally:
+        await conn.close()
+    started = time.perf_counter()
+    proc, out = _retention_process(dsn, workdir, f"lifecycle-retention-{i}", env)
+
+    def ended() -> tuple[int, float]:
+        """The process's exit code and the moment it exited (not when the bench looked)."""
+        rc = proc.wait(900)
+        return rc, time.perf_counter()
+
+    try:
+        waiting = asyncio.ensure_future(asyncio.to_thread(ended))
+        r = await one_run(group, dsn, dbname, "events", CONNECTIONS, duration, use_wrk)
+        ingest_done = time.perf_counter() - started
+        rc, end = await waiting
+        took = end - started
+    finally:
+        if proc.poll() is None:
+            procs.stop(proc)
+        out.close()
+    text = (workdir / f"lifecycle-retention-{i}.log").read_text(errors="replace")
+    if rc != 0:
+        raise RuntimeError(f"acklog retention run exited {rc}: {text[-500:]}")
+    new_low, new_parts = await _oldest(dsn)
+    taken = new_low - low
+    r["retention"] = {
+        "exit": rc,
+        "planned": len(todo.take),
+        "horizon": todo.horizon.reason,
+        "seconds": round(took, 2),
+        "partitions_dropped": text.count("\ndrop ") + text.startswith("drop "),
+        "partitions_before": parts,
+        "partitions_after": new_parts,
+        "positions_taken": taken,
+        "events_per_s": taken / took if took else 0.0,
+        # the run outlasted the ingest window: the whole round ran under it
+        "covered_round": took >= ingest_done,
+        "ingest_window_s": round(ingest_done, 2),
+    }
+    return r
+
+
+async def _known_firsts(dsn: str, filler: Filler) -> None:
+    """The loader points its constant bodies at their first copy in the log: ingest, and
+    retention (which drops first copies), move those between loads, so they are read back."""
+    probe = Filler(dsn)
+    for _ in probe.records(len(probe.mix.deck), 1):
+        pass
+    keys = list(probe.first_seen)
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT channel, dedup_key, min(position) AS first FROM events"
+            " WHERE duplicate_of IS NULL AND (channel, dedup_key) IN"
+            " (SELECT * FROM unnest($1::text[], $2::text[])) GROUP BY 1, 2",
+            [c for c, _ in keys],
+            [k for _, k in keys],
+        )
+    finally:
+        await conn.close()
+    filler.first_seen = {(r["channel"], r["dedup_key"]): int(r["first"]) for r in rows}
+
+
+async def retention_under_ingest(
+    server_dsn: str,
+    workdir: Path,
+    *,
+    runs: int,
+    events: int,
+    partition_events: int,
+    duration: float,
+    use_wrk: bool,
+) -> dict[str, Any]:
+    dbname = "acklog_bench_lifecycle_retention"
+    env = {
+        "ACKLOG_PARTITION_EVENTS": str(partition_events),
+        "ACKLOG_ARCHIVE_URL": (workdir / "lifecycle-retention-archives").as_uri(),
+    }
+    first_size = {"acklog.partition_events": str(partition_events)}
+    async with db.database(server_dsn, dbname, first_size) as dsn:
+        await db.add_channels(dsn, Mix().providers())
+        conn = await asyncpg.connect(dsn)
+        try:
+            await partitions.ensure(conn, partition_events)
+        finally:
+            await conn.close()
+        filler = Filler(dsn)
+        rounds: dict[str, list[dict[str, Any]]] = {"alone": [], "retention": []}
+        prepared: list[dict[str, float]] = []
+        with acklog_ingest(dsn, workdir, 1, ACKLOG_PARTITION_EVENTS=str(partition_events)) as group:
+            await one_run(group, dsn, dbname, None, CONNECTIONS, 1.0, use_wrk)  # warm-up
+            for i in range(runs):
+                await _known_firsts(dsn, filler)
+                filled = await filler.fill(events)
+                folded = await fold(dsn, SWEEP_AHEAD)
+                prepared.append({**filled, **folded})
+                log(
+                    f"  round {i + 1}/{runs}: {events:,} events loaded"
+                    f" ({filled['rows_per_s']:,.0f}/s), {folded['folded']:,} folded in"
+                    f" {folded['fold_s']:.1f} s, {folded['derived']:,} feed events derived in"
+                    f" {folded['derive_s']:.1f} s"
+                )
+                for mode in ("alone", "retention") if i % 2 == 0 else ("retention", "alone"):
+                    if mode == "alone":
+                        r = await one_run(
+                            group, dsn, dbname, "events", CONNECTIONS, duration, use_wrk
+                        )
+                        extra = ""
+                    else:
+                        r = await _round_with(
+                            group, dsn, dbname, workdir, env, i, duration, use_wrk
+                        )
+                        t = r["retention"]
+                        extra = (
+                            f"; retention {t['seconds']:.1f} s, {t['partitions_dropped']}"
+                            f" partitions, {t['positions_taken']:,} events archived and dropped"
+                            f" ({t['events_per_s']:,.0f}/s)"
+                        )
+                    rounds[mode].append(r)
+                    log(
+                        f"  ingest {mode:<9} round {i + 1}/{runs}: {r['ok_rps']:,.0f} webhooks/s,"
+                        f" p99 {r['latency_ms']['p99']:.1f} ms{extra}"
+                    )
+    ratios = paired_ratios(rounds["retention"], rounds["alone"], "ok_rps")
+    rets = [r["retention"] for r in rounds["retention"]]
+    return {
+        "runs": runs,
+        "events_per_round": events,
+        "partition_events": partition_events,
+        "duration_s": duration,
+        "connections": CONNECTIONS,
+        "target": TARGET,
+        "prepared": prepared,
+        "alone": {"ok_rps": median([r["ok_rps"] for r in rounds["alone"]])},
+        "retention": {"ok_rps": median([r["ok_rps"] for r in rounds["retention"]])},
+        "with_over_alone": ratios,
+        "p99_with_over_alone": paired_ratios(
+            rounds["retention"], rounds["alone"], "latency_ms.p99"
+        ),
+        "retention_runs": {
+            "seconds": spread([t["seconds"] for t in rets]),
+            "events_per_s": spread([t["events_per_s"] for t in rets]),
+            "positions_taken": [t["positions_taken"] for t in rets],
+            "partitions_dropped": [t["partitions_dropped"] for t in rets],
+            "covered_round": [t["covered_round"] for t in rets],
+        },
+        "raw": rounds,
+    }
+
+
+async def run(
+    server_dsn: str,
+    workdir: Path,
+    *,
+    runs: int,
+    storage_events: int,
+    events: int,
+    partition_events: int,
+    duration: float,
+    use_wrk: bool,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    async with db.database(server_dsn, "acklog_bench_lifecycle") as dsn:
+        await db.add_channels(dsn, Mix().providers())
+        log(f"lifecycle: storage of {storage_events:,} webhooks of the mix, folded and derived")
+        filled = await Filler(dsn).fill(storage_events)
+        folded = await fold(dsn)
+        storage = await sizes(dsn, storage_events)
+        storage["prepared"] = {**filled, **folded}
+        out["storage"] = storage
+        for t in storage["tables"]:
+            if t["total"]:
+                p = t["per_webhook"]
+                log(
+                    f"  {t['table']}: heap {p['heap']:.0f} + TOAST {p['toast']:.0f} + indexes"
+                    f" {p['indexes']:.0f} = {p['total']:.0f} bytes per webhook"
+                )
+        log(f"lifecycle: archive, verify, restore {storage_events:,} events, {runs} runs")
+        out["archives"] = await archives(server_dsn, dsn, workdir, runs, storage["groups"]["log"])
+    log(
+        f"lifecycle: retention under ingest, {runs} rounds of {events:,} events"
+        f" (partitions of {partition_events:,})"
+    )
+    out["retention_under_ingest"] = await retention_under_ingest(
+        server_dsn,
+        workdir,
+        runs=runs,
+        events=events,
+        partition_events=partition_events,
+        duration=duration,
+        use_wrk=use_wrk,
+    )
+    out["client"] = "wrk" if use_wrk and wrkrun.wrk_path() else "bench.loadgen"
+    return out
