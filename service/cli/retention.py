@@ -21,6 +21,7 @@ from eventstore.errors import DRIVER_ERRORS
 from service.cli.common import settings_of
 from service.core.config import Settings, duration
 from service.core.database import connect_waiting, database_url, wait_and_migrate
+from service.runtime import roles
 
 #: test hook: ``acklog retention run`` kills itself (SIGKILL) right after this step
 #: (archive, verify, detach, drop) is done and before it is recorded
@@ -91,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
             )
             return 2
         older_than = dt.timedelta(seconds=settings.retention)
+
+    roles.retention_priority()  # as the role: ingest on this machine goes first
 
     async def work() -> int:
         conn = await _connect(settings)
