@@ -465,6 +465,21 @@ async def drop_archived_source(conn: asyncpg.Connection, schema: str) -> None:
     await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+async def drop_archived_sources(conn: asyncpg.Connection) -> list[str]:
+    """Drop every archived source a rebuild left behind (killed before its own drop): they
+    hold archived bodies as they were, which an erasure must not leave. Only under
+    ``locks.REBUILD``, which every rebuild holds while its source exists."""
+    names = [
+        r["nspname"]
+        for r in await conn.fetch(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", SOURCE_PREFIX
+        )
+    ]
+    for name in names:
+        await drop_archived_source(conn, name)
+    return names
+
+
 class Restored(msgspec.Struct, frozen=True):
     inserted: int
     present: int

@@ -180,6 +180,7 @@ async def _rebuild(dsn: str, workers: int | None, archives: ArchiveStore | None)
         try:
             for name in await schema.leftovers(conn):
                 await schema.drop(conn, name)
+            await archive.drop_archived_sources(conn)  # a dead rebuild's unmasked copies
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", locks.REBUILD)
     finally:

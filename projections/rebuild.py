@@ -110,6 +110,11 @@ async def rebuild(
     source: str | None = None
     try:
         if archives is not None and (below := await oldest_kept(conn)) > 1:
+            # the lock first (held again by _build_aside: session locks stack): a source is
+            # made and any a dead rebuild left dropped only by the one rebuild running
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", locks.REBUILD):
+                raise RebuildBusy("another rebuild or verify is running")
+            await archive.drop_archived_sources(conn)
             source = await archive.archived_source(conn, archives, below)
             path = await conn.fetchval(
                 "SELECT set_config('search_path', $1 || ', ' || current_setting('search_path'),"

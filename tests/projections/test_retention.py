@@ -263,6 +263,8 @@ async def test_a_rebuild_folds_archived_and_live_events(
     assert await retention.oldest_kept(small) > 100
     await rebuild(small_dsn, workers=2)  # the log alone: the archived messages are gone
     assert len((await read_models())["messages"]) < len(whole["messages"])
+    # a source a killed rebuild left behind (archived bodies as they were) goes too
+    await small.execute("CREATE SCHEMA acklog_src_999999")
     await rebuild(small_dsn, workers=2, archives=store)  # archived + live
     await fold(small_dsn, small)  # the same sweep as before ``whole``
     assert await read_models() == whole
