@@ -128,6 +128,42 @@ class Process:
             ) from None
 
 
+async def _command(
+    dsn: str, args: Sequence[str], stdin: bytes | None, merged: bool, env: dict[str, str]
+) -> tuple[int, bytes, bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": dsn, "ACKLOG_DATA_DIR": str(DATA_DIR), **env},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if merged else asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(120):
+        out, err = await proc.communicate(stdin or b"")
+    assert proc.returncode is not None
+    return proc.returncode, out, err or b""
+
+
+async def command(
+    dsn: str, *args: str, stdin: bytes | None = None, **env: str
+) -> tuple[int, str, str]:
+    """One ``acklog`` command run to its end (at most 120 s): exit code, stdout, stderr."""
+    code, out, err = await _command(dsn, args, stdin, False, env)
+    return code, out.decode(), err.decode()
+
+
+async def command_output(
+    dsn: str, *args: str, stdin: bytes | None = None, **env: str
+) -> tuple[int, str]:
+    """:func:`command` with stderr in the same output, in the order written."""
+    code, out, _ = await _command(dsn, args, stdin, True, env)
+    return code, out.decode()
+
+
 def serve(dsn: str, port: int, **env: str) -> Process:
     return Process(["serve", "--port", str(port)], dsn, marker="acklog listening", **env)
 

@@ -18,11 +18,12 @@ import aiohttp
 from eventstore import apikeys
 from eventstore.pool import connect, create_pool
 from service.core.apikey import CONFIGURED, REFRESH_TIMEOUT, ApiKey
-from tests.service.runtime.test_cli import UTC, acklog
+from tests.service.runtime.test_cli import UTC
 from tests.support.apps import settings
 from tests.support.console_helpers import sign_in
 from tests.support.dbproxy import hanging_proxy
 from tests.support.procs import Process, free_port
+from tests.support.procs import command_output as acklog
 
 KEY = "acklog_configured_test_key_0123456789abcdef"
 

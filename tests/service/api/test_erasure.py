@@ -40,10 +40,10 @@ from service.core import logs
 from service.core.config import FeedSettings
 from service.feed.delivery import Delivery
 from service.runtime.app import make_app
-from tests.service.runtime.test_cli import acklog
 from tests.support import console_helpers
 from tests.support.apps import add_channel, settings
 from tests.support.payloads import meta_status
+from tests.support.procs import command_output as acklog
 from tests.support.procs import free_port
 from tests.support.samples import sample
 

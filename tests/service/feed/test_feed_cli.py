@@ -10,8 +10,8 @@ from eventstore.append import write_batch
 from projections.feed import store
 from projections.feed import subscriptions as subs
 from projections.feed.outbox import Outbox
-from tests.service.runtime.test_cli import acklog
 from tests.support.payloads import event, meta_status
+from tests.support.procs import command_output as acklog
 
 
 async def test_subscription_lifecycle(dsn: str, conn: asyncpg.Connection) -> None:

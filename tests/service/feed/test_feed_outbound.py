@@ -24,8 +24,8 @@ from eventstore.append import write_batch
 from projections.feed import subscriptions as subs
 from service.feed import outbound
 from tests.service.feed.test_feed_delivery import CHANGES, FAST, feed_running
-from tests.service.runtime.test_cli import acklog
 from tests.support.payloads import event, meta_status
+from tests.support.procs import command_output as acklog
 from tests.support.procs import free_port
 
 V4 = ipaddress.IPv4Address

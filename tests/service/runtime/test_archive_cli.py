@@ -20,23 +20,8 @@ from tests.eventstore.test_archive import digest, webhook
 from tests.projections.fold.test_projector import traffic
 from tests.support.apps import DATA_DIR
 from tests.support.procs import ROOT, free_port
+from tests.support.procs import command as acklog
 from tests.support.s3 import BUCKET, s3_server
-
-
-async def acklog(dsn: str, *args: str, **env: str) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of one ``acklog`` command."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        *args,
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": dsn, "ACKLOG_DATA_DIR": str(DATA_DIR), **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    return await proc.wait(), out.decode(), err.decode()
 
 
 @pytest.fixture(scope="module")

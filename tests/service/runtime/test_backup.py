@@ -3,12 +3,10 @@ real ``acklog`` processes on a real PostgreSQL, webhooks through a real ``acklog
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -22,8 +20,9 @@ from eventstore.pool import connect, encode_json
 from projections.runner import Projector
 from tests.conftest import with_database
 from tests.projections.fold.test_projector import traffic
-from tests.support.apps import DATA_DIR, add_channel
+from tests.support.apps import add_channel
 from tests.support.procs import ROOT, free_port, serve
+from tests.support.procs import command_output as acklog
 
 #: the previous release: its migrations make the database the upgrade test starts from
 PREVIOUS_RELEASE = "caf4efa"
@@ -40,21 +39,6 @@ TRUTH = {
 }
 #: derived, but restored as they were (subscribers know their ids and seqs)
 DERIVED = {"feed.events": "seq", "checkpoints": "name", "rm.messages": "channel, key"}
-
-
-async def acklog(dsn: str, *args: str, **env: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        *args,
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": dsn, "ACKLOG_DATA_DIR": str(DATA_DIR), **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    return await proc.wait(), out.decode()
 
 
 @pytest.fixture

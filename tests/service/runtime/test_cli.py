@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import sys
 
 import asyncpg
 
@@ -14,26 +12,10 @@ from eventstore.append import write_batch
 from eventstore.pool import connect
 from projections.runner import Projector
 from tests.projections.fold.test_projector import traffic
-from tests.support.apps import DATA_DIR
-from tests.support.procs import ROOT
+from tests.support.procs import command_output as acklog
 
 #: a time as ``channels list`` and ``keys list`` print it
 UTC = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
-
-
-async def acklog(dsn: str, *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        *args,
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": dsn, "ACKLOG_DATA_DIR": str(DATA_DIR)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    return await proc.wait(), out.decode()
 
 
 async def test_verify_and_rebuild_exit_codes(dsn: str, pool: asyncpg.Pool) -> None:

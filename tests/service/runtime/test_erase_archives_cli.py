@@ -22,8 +22,8 @@ from eventstore.events import NewEvent
 from eventstore.pool import connect
 from tests.projections.test_erasure_archives import archived_text
 from tests.service.api.test_erasure import A9, A_TYPED, B9, found, leaks, wamm_text
-from tests.service.runtime.test_archive_cli import acklog
 from tests.support.procs import Process, free_port
+from tests.support.procs import command as acklog
 from tests.support.s3 import BUCKET, s3_server
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

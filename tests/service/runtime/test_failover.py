@@ -44,11 +44,11 @@ from projections.feed.outbox import FEED_CHECKPOINT
 from projections.readmodel import LIVE_CHECKPOINT
 from service.core.database import wait_and_migrate
 from tests.service.feed.test_feed_delivery import Receiver
-from tests.service.runtime.test_cli import acklog
 from tests.support import pgpair
 from tests.support.apps import add_channel
 from tests.support.payloads import meta_incoming
 from tests.support.procs import Process, free_port, serve
+from tests.support.procs import command_output as acklog
 
 UNAVAILABLE = pgpair.unavailable()
 #: in CI (``CI`` set) the test runs or fails, never skips

@@ -32,26 +32,9 @@ from tests.service.metrics.test_prometheus_live import free_port
 from tests.support.apps import DATA_DIR, add_channel, settings
 from tests.support.payloads import event, waha_outgoing
 from tests.support.procs import ROOT, Process, serve
+from tests.support.procs import command_output as acklog
 
 Server = Callable[..., Awaitable[TestServer]]
-
-
-async def acklog(dsn: str, *args: str, stdin: bytes | None = None, **env: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        *args,
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": dsn, "ACKLOG_DATA_DIR": str(DATA_DIR), **env},
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    async with asyncio.timeout(120):
-        out, _ = await proc.communicate(stdin or b"")
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
 
 
 async def channel(dsn: str, name: str) -> registry.Channel:

@@ -18,9 +18,9 @@ from eventstore.archive import listing, verify
 from eventstore.archive_store import ArchiveStore
 from eventstore.pool import connect
 from tests.projections.test_retention import folded_log
-from tests.service.runtime.test_archive_cli import acklog
 from tests.support.logs import new_database
 from tests.support.procs import Process, free_port
+from tests.support.procs import command as acklog
 from tests.support.s3 import AWS
 
 RUN = ("retention", "run", "--older-than", "0s")
