@@ -15,10 +15,10 @@ import pytest
 
 from eventstore.append import write_batch
 from eventstore.pool import connect
-from tests.conftest import with_database
 from tests.eventstore.test_archive import digest, webhook
 from tests.projections.fold.test_projector import traffic
 from tests.support.apps import DATA_DIR
+from tests.support.logs import new_database
 from tests.support.procs import ROOT, free_port
 from tests.support.procs import command as acklog
 from tests.support.s3 import BUCKET, s3_server
@@ -33,19 +33,8 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 async def new_db(server_dsn: str) -> AsyncIterator[str]:
     """A new database with nothing in it (``acklog migrate`` is the test's to run)."""
-    name = f"acklog_arcli_{os.getpid()}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield with_database(server_dsn, name)
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with new_database(server_dsn) as dsn:
+        yield dsn
 
 
 def one_line_error(err: str) -> str:
