@@ -67,6 +67,18 @@ class Decoded(msgspec.Struct, frozen=True):
     error: str | None = None
     #: the bounded kind of that failure (the quarantine metric's label)
     error_kind: DecodeKind | None = None
+    #: whether this fold counts the event itself (its outcome, its quarantine row): False
+    #: for a shard that folds only some of its message facts (projections.shards)
+    counted: bool = True
+    #: the indexes in ``facts`` this fold folds (None: all); a fact keeps its index (its
+    #: timeline ``seq``) whichever shard folds it
+    seqs: tuple[int, ...] | None = None
+
+    def each(self) -> list[tuple[int, Fact]]:
+        """``(seq, fact)`` of every fact this fold folds."""
+        if self.seqs is None:
+            return list(enumerate(self.facts))
+        return [(i, self.facts[i]) for i in self.seqs]
 
 
 def decode_event(event: StoredEvent) -> Decoded:
@@ -90,7 +102,7 @@ def instance_channels(decoded: Iterable[Decoded]) -> set[str]:
     return {
         d.event.channel
         for d in decoded
-        if any(isinstance(f, InstanceStatusReported) for f in d.facts)
+        if any(isinstance(f, InstanceStatusReported) for _, f in d.each())
     }
 
 
@@ -98,7 +110,7 @@ def message_keys(decoded: Iterable[Decoded]) -> tuple[set[Key], set[ReceiptKey]]
     keys: set[Key] = set()
     receipts: set[ReceiptKey] = set()
     for d in decoded:
-        for fact in d.facts:
+        for _, fact in d.each():
             if isinstance(fact, MessageObserved | StatusReported | MessageDeleted):
                 keys.add((d.event.channel, fact.key))
             if isinstance(fact, StatusReported) and fact.participant:
@@ -160,6 +172,10 @@ class _Fold:
 
     def event(self, d: Decoded) -> None:
         ev = d.event
+        if not d.counted:
+            for seq, fact in d.each():
+                self.fact(ev, seq, fact)
+            return
         if d.error is not None:
             self.quarantine.append(
                 QuarantineRow(ev.position, ev.channel, ev.provider, d.error, ev.received_at)
@@ -167,7 +183,7 @@ class _Fold:
             self.outcomes.append((ev.provider, d.error_kind or "invalid_payload"))
             return
         self.outcomes.append((ev.provider, "ok"))
-        for seq, fact in enumerate(d.facts):
+        for seq, fact in d.each():
             self.fact(ev, seq, fact)
 
     def fact(self, ev: StoredEvent, seq: int, fact: Fact) -> None:

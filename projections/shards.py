@@ -1,0 +1,62 @@
+"""Which share of the fold is whose: the log's facts split by message key (issue 25).
+
+A message's state, timeline, receipts and deadlines depend only on that message's facts, and
+an instance's status only on its channel's instance facts. So the fold divides into ``n``
+shards: a message fact goes to the shard of its ``(channel, key)``; everything else about an
+event (instance facts, ignored facts, the decode outcome, quarantine) to the shard of its
+channel. Each shard folds exactly its facts, in log order; what two shards both write is
+additive (counters) or a maximum (channel activity), so the shards' writes commute.
+
+The hash is CRC-32 (stable across processes and Python runs, unlike ``hash``), taken modulo
+``n``. Changing ``n`` moves keys between shards: it is an explicit step (a rebuild), never a
+silent one.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import msgspec
+
+from projections.facts import MessageDeleted, MessageObserved, StatusReported
+from projections.fold import Decoded
+
+
+def of_message(channel: str, key: str, shards: int) -> int:
+    """The shard of message ``key`` of ``channel`` among ``shards``."""
+    if shards == 1:
+        return 0
+    return zlib.crc32(f"{channel}\x00{key}".encode()) % shards
+
+
+def of_channel(channel: str, shards: int) -> int:
+    """The shard of a channel's own facts (instance status, decode outcomes, quarantine)."""
+    if shards == 1:
+        return 0
+    return zlib.crc32(channel.encode()) % shards
+
+
+def select(decoded: list[Decoded], shard: int, shards: int) -> list[Decoded]:
+    """The part of ``decoded`` that shard ``shard`` of ``shards`` folds, in the same order:
+    each event with only its facts for this shard (``seqs``), and counted (its outcome, its quarantine
+    row) only in its channel's shard. Events with nothing for this shard are left out."""
+    if shards == 1:
+        return decoded
+    out: list[Decoded] = []
+    for d in decoded:
+        channel = d.event.channel
+        mine = of_channel(channel, shards) == shard
+        seqs = tuple(
+            i
+            for i, f in enumerate(d.facts)
+            if (
+                of_message(channel, f.key, shards) == shard
+                if isinstance(f, MessageObserved | StatusReported | MessageDeleted)
+                else mine
+            )
+        )
+        if mine:
+            out.append(d if len(seqs) == len(d.facts) else msgspec.structs.replace(d, seqs=seqs))
+        elif seqs:
+            out.append(msgspec.structs.replace(d, seqs=seqs, counted=False))
+    return out
