@@ -14,11 +14,15 @@ archives are written, verified and restored, and what a retention run costs inge
   size per million webhooks, and its compression against the log's own bytes.
 - **retention under ingest**: a log with small partitions (``partition_events``) and the
   projector and feed caught up; then rounds, each of: ``events`` more webhooks loaded,
-  folded and derived (so every round has partitions to drop), then (a) ingest alone and
+  folded and derived (so every round has partitions to drop), then (a) ingest alone,
   (b) ingest while ``acklog retention run --older-than 0s`` (a real process, archives to a
-  ``file://`` store) archives, verifies, detaches and drops the closed partitions, in
-  alternating order. Ingest is ``acklog serve --role ingest`` under the closed-loop load of
-  the ingest phase (32 connections), as bench/feed.py measures it; the ratio is (b) ÷ (a)
+  ``file://`` store) archives, verifies, detaches and drops the closed partitions at its
+  default pace (``ACKLOG_RETENTION_RATE``), and (c) the same run unpaced (``--rate 0``), in
+  an order that rotates by round. A run still working when the ingest window ends is
+  stopped there (SIGTERM: a run cut short is resumed by the next, docs/retention.md), so
+  the window is wholly under retention and the next mode still has partitions to take.
+  Ingest is ``acklog serve --role ingest`` under the closed-loop load of the ingest phase
+  (32 connections), as bench/feed.py measures it; the ratios are (b) ÷ (a) and (c) ÷ (a),
   paired per round.
 """
 
@@ -43,6 +47,7 @@ from eventstore import archive, partitions
 from eventstore.archive_store import ArchiveStore
 from eventstore.pool import connect
 from projections import retention
+from service.core.config import Settings
 
 #: the target of issue 23: ingest during a retention run ÷ ingest alone
 TARGET = 0.9
@@ -210,8 +215,12 @@ async def archives(
     }
 
 
-def _retention_process(dsn: str, workdir: Path, name: str, env: dict[str, str]) -> Any:
+def _retention_process(
+    dsn: str, workdir: Path, name: str, env: dict[str, str], rate: int | None
+) -> Any:
     argv = [procs.ACKLOG, "retention", "run", "--older-than", "0s"]
+    if rate is not None:
+        argv += ["--rate", str(rate)]
     out = (workdir / f"{name}.log").open("wb")
     proc = subprocess.Popen(
         argv, stdout=out, stderr=subprocess.STDOUT, env=procs.env(DATABASE_URL=dsn, **env)
@@ -239,7 +248,10 @@ async def _round_with(
     i: int,
     duration: float,
     use_wrk: bool,
+    rate: int | None,
 ) -> dict[str, Any]:
+    """Ingest while a retention run works (``rate``: its ``--rate``; None: the default
+    pace), the run stopped when the ingest window ends if it is still working."""
     low, parts = await _oldest(dsn)
     conn = await asyncpg.connect(dsn)
     try:
@@ -247,7 +259,8 @@ async def _round_with(
     finally:
         await conn.close()
     started = time.perf_counter()
-    proc, out = _retention_process(dsn, workdir, f"lifecycle-retention-{i}", env)
+    name = f"lifecycle-retention-{i}-{'default' if rate is None else rate}"
+    proc, out = _retention_process(dsn, workdir, name, env, rate)
 
     def ended() -> tuple[int, float]:
         """The process's exit code and the moment it exited (not when the bench looked)."""
@@ -258,18 +271,23 @@ async def _round_with(
         waiting = asyncio.ensure_future(asyncio.to_thread(ended))
         r = await one_run(group, dsn, dbname, "events", CONNECTIONS, duration, use_wrk)
         ingest_done = time.perf_counter() - started
+        cut = proc.poll() is None
+        if cut:
+            proc.terminate()  # resumed by the next run: a cut-short run is one of its cases
         rc, end = await waiting
         took = end - started
     finally:
         if proc.poll() is None:
             procs.stop(proc)
         out.close()
-    text = (workdir / f"lifecycle-retention-{i}.log").read_text(errors="replace")
-    if rc != 0:
+    text = (workdir / f"{name}.log").read_text(errors="replace")
+    if rc != 0 and not cut:
         raise RuntimeError(f"acklog retention run exited {rc}: {text[-500:]}")
     new_low, new_parts = await _oldest(dsn)
     taken = new_low - low
     r["retention"] = {
+        "rate": rate,
+        "cut_at_window_end": cut,
         "exit": rc,
         "planned": len(todo.take),
         "horizon": todo.horizon.reason,
@@ -331,7 +349,7 @@ async def retention_under_ingest(
         finally:
             await conn.close()
         filler = Filler(dsn)
-        rounds: dict[str, list[dict[str, Any]]] = {"alone": [], "retention": []}
+        rounds: dict[str, list[dict[str, Any]]] = {"alone": [], "retention": [], "unpaced": []}
         prepared: list[dict[str, float]] = []
         with acklog_ingest(dsn, workdir, 1, ACKLOG_PARTITION_EVENTS=str(partition_events)) as group:
             await one_run(group, dsn, dbname, None, CONNECTIONS, 1.0, use_wrk)  # warm-up
@@ -346,21 +364,24 @@ async def retention_under_ingest(
                     f" {folded['fold_s']:.1f} s, {folded['derived']:,} feed events derived in"
                     f" {folded['derive_s']:.1f} s"
                 )
-                for mode in ("alone", "retention") if i % 2 == 0 else ("retention", "alone"):
+                modes = ("alone", "retention", "unpaced")
+                for mode in modes[i % 3 :] + modes[: i % 3]:
                     if mode == "alone":
                         r = await one_run(
                             group, dsn, dbname, "events", CONNECTIONS, duration, use_wrk
                         )
                         extra = ""
                     else:
+                        rate = None if mode == "retention" else 0
                         r = await _round_with(
-                            group, dsn, dbname, workdir, env, i, duration, use_wrk
+                            group, dsn, dbname, workdir, env, i, duration, use_wrk, rate
                         )
                         t = r["retention"]
                         extra = (
                             f"; retention {t['seconds']:.1f} s, {t['partitions_dropped']}"
                             f" partitions, {t['positions_taken']:,} events archived and dropped"
                             f" ({t['events_per_s']:,.0f}/s)"
+                            f"{', cut at the window end' if t['cut_at_window_end'] else ''}"
                         )
                     rounds[mode].append(r)
                     log(
@@ -369,6 +390,7 @@ async def retention_under_ingest(
                     )
     ratios = paired_ratios(rounds["retention"], rounds["alone"], "ok_rps")
     rets = [r["retention"] for r in rounds["retention"]]
+    unpaced = [r["retention"] for r in rounds["unpaced"]]
     return {
         "runs": runs,
         "events_per_round": events,
@@ -379,7 +401,14 @@ async def retention_under_ingest(
         "prepared": prepared,
         "alone": {"ok_rps": median([r["ok_rps"] for r in rounds["alone"]])},
         "retention": {"ok_rps": median([r["ok_rps"] for r in rounds["retention"]])},
+        "rate": Settings().retention_rate,
         "with_over_alone": ratios,
+        "unpaced": {"ok_rps": median([r["ok_rps"] for r in rounds["unpaced"]])},
+        "unpaced_over_alone": paired_ratios(rounds["unpaced"], rounds["alone"], "ok_rps"),
+        "unpaced_runs": {
+            "events_per_s": spread([t["events_per_s"] for t in unpaced]),
+            "positions_taken": [t["positions_taken"] for t in unpaced],
+        },
         "p99_with_over_alone": paired_ratios(
             rounds["retention"], rounds["alone"], "latency_ms.p99"
         ),

@@ -1128,14 +1128,25 @@ def _lifecycle_summary_rows(r: dict[str, Any]) -> list[list[str]]:
     ru = lc.get("retention_under_ingest")
     if ru:
         ratio = ru["with_over_alone"]
+        paced = f" (paced at {_n(ru['rate'])} events/s)" if ru.get("rate") else ""
         rows.append(
             [
-                "ingest during a retention run ÷ ingest alone (32 conn.)",
+                f"ingest during a retention run{paced} ÷ ingest alone (32 conn.)",
                 f"{ratio['median']:.3f}x (rounds {ratio['min']:.3f} to {ratio['max']:.3f})",
                 f"≥ {ru['target']}",
                 _met(ratio["median"] >= ru["target"]),
             ]
         )
+        if ru.get("unpaced_over_alone"):
+            un = ru["unpaced_over_alone"]
+            rows.append(
+                [
+                    "ingest during an unpaced retention run (`--rate 0`) ÷ ingest alone",
+                    f"{un['median']:.3f}x (rounds {un['min']:.3f} to {un['max']:.3f})",
+                    "(for scale)",
+                    "",
+                ]
+            )
     return rows
 
 
@@ -1217,6 +1228,15 @@ def _lifecycle(r: dict[str, Any]) -> list[str]:
         ratio = ru["with_over_alone"]
         rr = ru["retention_runs"]
         raw = ru["raw"]
+        un_raw = raw.get("unpaced", [])
+        pace = (
+            f"at its default pace (`ACKLOG_RETENTION_RATE` = {_n(ru['rate'])} events/s) and (c)"
+            " ingest while the same run goes unpaced (`--rate 0`); a run still working when"
+            " the window ends is stopped there (SIGTERM; the next run resumes it), so the"
+            " window is wholly under retention"
+            if un_raw
+            else ""
+        )
         out += [
             f"**Retention under ingest** ({ru['runs']} rounds, interleaved, alternating order;"
             f" the log's partitions of {_n(ru['partition_events'])} positions): before each"
@@ -1228,7 +1248,8 @@ def _lifecycle(r: dict[str, Any]) -> list[str]:
             " loaded messages' ack deadlines missed, since a message still inside its deadline"
             " keeps its partition in the log). Then (a) ingest alone and (b) ingest while"
             " `acklog retention run --older-than 0s` (its own process, archiving to a"
-            " `file://` store) archives, verifies, detaches and drops them:"
+            f" `file://` store) archives, verifies, detaches and drops them {pace}, in an"
+            " order that rotates by round:"
             f" `acklog serve --role ingest`, closed loop at {ru['connections']} connections for"
             f" {ru['duration_s']:.0f} s ({lc.get('client', '?')}). The retention run starts"
             " with the ingest window; its time includes its process's start-up.",
@@ -1237,12 +1258,15 @@ def _lifecycle(r: dict[str, Any]) -> list[str]:
         rows = []
         for i, (a, b) in enumerate(zip(raw["alone"], raw["retention"], strict=False)):
             t = b["retention"]
+            c = un_raw[i] if i < len(un_raw) else None
             rows.append(
                 [
                     str(i + 1),
                     _n(a["ok_rps"]),
                     _n(b["ok_rps"]),
                     f"{b['ok_rps'] / a['ok_rps']:.3f}" if a["ok_rps"] else "-",
+                    f"{_n(c['ok_rps'])} ({c['ok_rps'] / a['ok_rps']:.3f})" if c else "-",
+                    _n(c["retention"]["events_per_s"]) if c else "-",
                     f"{t['seconds']:.1f}",
                     str(t["partitions_dropped"]),
                     _n(t["positions_taken"]),
@@ -1260,6 +1284,8 @@ def _lifecycle(r: dict[str, Any]) -> list[str]:
                 "ingest alone /s",
                 "ingest + retention /s",
                 "ratio",
+                "ingest + unpaced retention /s (ratio)",
+                "unpaced events/s",
                 "retention s",
                 "partitions dropped",
                 "events archived + dropped",
@@ -1274,7 +1300,13 @@ def _lifecycle(r: dict[str, Any]) -> list[str]:
             f" {_met(ratio['median'] >= ru['target'])}; p99 with/alone"
             f" {ru['p99_with_over_alone']['median']:.2f}. Retention runs:"
             f" {rr['seconds']['median']:.1f} s median, {_n(rr['events_per_s']['median'])}"
-            " events archived, verified and dropped per second.",
+            " events archived, verified and dropped per second"
+            + (
+                f"; unpaced: {ru['unpaced_over_alone']['median']:.3f}x ingest alone,"
+                f" {_n(ru['unpaced_runs']['events_per_s']['median'])} events/s."
+                if un_raw
+                else "."
+            ),
             "",
         ]
     return out

@@ -41,6 +41,7 @@ import asyncpg
 import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from aiolimiter import AsyncLimiter
 
 from eventstore import partitions
 from eventstore.archive_store import ArchiveNotFound, ArchiveStore, ArchiveStoreError
@@ -53,6 +54,8 @@ GROUP_ROWS = 50_000
 GROUP_BYTES = 64 * 1024 * 1024
 #: rows fetched from PostgreSQL per round trip
 FETCH_ROWS = 2_000
+#: a paced archive takes this many rows at a time from its pace
+PACE_ROWS = 500
 #: rows inserted per COPY when restoring
 RESTORE_ROWS = 10_000
 
@@ -184,6 +187,14 @@ FROM events WHERE position BETWEEN $1 AND $2 ORDER BY position
 """
 
 
+async def paced(pace: AsyncLimiter, n: int) -> None:
+    """Take ``n`` events from ``pace`` (in pieces no larger than its rate)."""
+    while n > 0:
+        take = min(n, pace.max_rate)
+        await pace.acquire(take)
+        n -= int(take)
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -209,10 +220,17 @@ async def head(conn: asyncpg.Connection) -> int:
 
 
 async def archive_range(
-    conn: asyncpg.Connection, store: ArchiveStore, first: int, last: int
+    conn: asyncpg.Connection,
+    store: ArchiveStore,
+    first: int,
+    last: int,
+    *,
+    pace: AsyncLimiter | None = None,
 ) -> Manifest:
     """Archive every event with ``first <= position <= last`` to ``store``: the Parquet file
-    (streamed from one snapshot, row group by row group), then its manifest."""
+    (streamed from one snapshot, row group by row group), then its manifest. ``pace``: rows
+    read from PostgreSQL are taken from it (events per second), so a paced archive costs the
+    database, and whatever else runs on it, no more than that rate's share."""
     if first < 1 or last < first:
         raise ArchiveError(f"no range {first}..{last}: --from must be >= 1 and <= --to")
     name = name_of(first, last)
@@ -236,7 +254,11 @@ async def archive_range(
                 group: list[asyncpg.Record] = []
                 group_bytes = 0
                 cursor = conn.cursor(_SELECT, first, last, prefetch=FETCH_ROWS)
+                read = 0
                 async for row in cursor:
+                    read += 1
+                    if pace is not None and read % PACE_ROWS == 0:
+                        await paced(pace, PACE_ROWS)
                     if digest.rows == 0 and not group:
                         first_us = row["us"]
                     last_us = row["us"]

@@ -21,6 +21,11 @@ smallest position something still needs, which is the lowest of
 - the first position of a message still waiting inside an ack deadline
   (projections.readmodel.retention).
 
+A run is paced: it reads the log's rows at most ``rate`` events per second
+(``ACKLOG_RETENTION_RATE``), as autovacuum's cost delay paces vacuum, so the PostgreSQL work
+of a run that takes old partitions away while webhooks arrive stays a bounded share of the
+machine (its own process runs at ``SCHED_IDLE`` too). ``rate`` 0 reads as fast as it can.
+
 One run at a time per database: a run holds the session advisory lock ``locks.RETENTION``;
 a second one, on any machine, waits for it. A partition is detached and dropped only while
 the run holds ``locks.REBUILD`` shared: a rebuild or verify (which hold it exclusively while
@@ -37,6 +42,7 @@ from collections.abc import Callable
 
 import asyncpg
 import msgspec
+from aiolimiter import AsyncLimiter
 
 from eventstore import archive, checkpoint, locks, partitions
 from eventstore import retention as records
@@ -138,11 +144,14 @@ async def run(
     *,
     now: dt.datetime | None = None,
     on_step: StepFn | None = None,
+    rate: int = 0,
 ) -> records.Run:
     """One retention run (waits for the lock); its record. ``store``: the archive store or
-    its URL. ``RetentionError`` (the run is recorded failed) when a step fails: the store
+    its URL. ``rate``: events read from the log per second at most (0: unpaced).
+    ``RetentionError`` (the run is recorded failed) when a step fails: the store
     unreachable or full, an archive corrupt."""
     step = on_step or (lambda _s, _p: None)
+    pace = AsyncLimiter(rate, 1) if rate > 0 else None
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", locks.RETENTION):
         holder = await locks.holder(conn, locks.RETENTION)
         step("waiting", f"pid {holder.pid} {holder.application_name}" if holder else "?")
@@ -161,7 +170,7 @@ async def run(
             todo = await plan(conn, older_than, now=now)
             dropped = 0
             for name in todo.take:
-                dropped += await _take(conn, store, run_id, name, step)
+                dropped += await _take(conn, store, run_id, name, step, pace)
         except (RetentionError, archive.ArchiveError, ArchiveStoreError) as exc:
             await records.finish_run(conn, run_id, "failed", error=str(exc))
             raise RetentionError(str(exc)) from exc
@@ -178,7 +187,12 @@ async def run(
 
 
 async def _take(
-    conn: asyncpg.Connection, store: ArchiveStore, run_id: int, name: str, step: StepFn
+    conn: asyncpg.Connection,
+    store: ArchiveStore,
+    run_id: int,
+    name: str,
+    step: StepFn,
+    pace: AsyncLimiter | None,
 ) -> bool:
     """Take partition ``name`` through the steps it has yet to do; whether it was dropped."""
     parts = {p.name: p for p in await partitions.list_partitions(conn, count=False)}
@@ -210,7 +224,7 @@ async def _take(
             try:
                 manifest = await archive.manifest_of(store, wanted)  # a killed run's
             except archive.ArchiveError:
-                manifest = await archive.archive_range(conn, store, got.first, got.last)
+                manifest = await archive.archive_range(conn, store, got.first, got.last, pace=pace)
             step("archive", name)
             await records.archived(conn, name, manifest.name, store.url)
         rec = await records.progress(conn, name)
@@ -261,6 +275,8 @@ class Schedule(msgspec.Struct, frozen=True, kw_only=True):
     archive_url: str | None
     #: the read model's own retention (None: keep every message)
     readmodel_keep: dt.timedelta | None = None
+    #: events read from the log per second at most (0: unpaced)
+    rate: int = 0
 
 
 async def scheduled(dsn: str, schedule: Schedule) -> None:
@@ -277,7 +293,13 @@ async def scheduled(dsn: str, schedule: Schedule) -> None:
         try:
             conn = await connect(dsn)
             try:
-                done = await run(conn, schedule.archive_url, schedule.older_than, on_step=step)
+                done = await run(
+                    conn,
+                    schedule.archive_url,
+                    schedule.older_than,
+                    on_step=step,
+                    rate=schedule.rate,
+                )
                 log.info(
                     "retention: run %d %s, dropped %d partitions, %d events, %d bytes",
                     done.id,

@@ -53,6 +53,14 @@ def add_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="partitions whose newest event is older (90d, 12h, 0s: every closed one);"
         " default ACKLOG_RETENTION",
     )
+    rn.add_argument(
+        "--rate",
+        type=int,
+        default=None,
+        metavar="EVENTS",
+        help="events read from the log per second at most (0: as fast as it can, for a quiet"
+        " hour); default ACKLOG_RETENTION_RATE",
+    )
     rn.set_defaults(fn=run)
     acts.add_parser(
         "status", help="the oldest position kept, the partitions, the last runs"
@@ -93,12 +101,18 @@ def run(args: argparse.Namespace) -> int:
             return 2
         older_than = dt.timedelta(seconds=settings.retention)
 
+    rate = settings.retention_rate if args.rate is None else args.rate
+    if rate < 0:
+        print("error: --rate must be 0 (unpaced) or more", file=sys.stderr, flush=True)
+        return 2
     roles.retention_priority()  # as the role: ingest on this machine goes first
 
     async def work() -> int:
         conn = await _connect(settings)
         try:
-            done = await retention.run(conn, settings.archive_url, older_than, on_step=_step)
+            done = await retention.run(
+                conn, settings.archive_url, older_than, on_step=_step, rate=rate
+            )
             if settings.readmodel_retention is not None:
                 gone = await retention.forget_messages(
                     conn, dt.timedelta(seconds=settings.readmodel_retention)

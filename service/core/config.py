@@ -95,6 +95,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retention: float | None = None
     #: seconds between the retention role's runs
     retention_interval: float = 3600.0
+    #: events per second a retention run reads from the log at most (0: unpaced); measured in
+    #: docs/benchmarks.md: unpaced, a run took a third of ingest's rate on two cores
+    retention_rate: int = 10_000
     #: seconds: messages last active longer ago leave the read model (None: kept)
     readmodel_retention: float | None = None
     #: seconds allowed to send the body once the head has arrived
@@ -354,6 +357,12 @@ VARIABLES: tuple[Var, ...] = (
         "retention_interval",
         duration,
         "seconds between the retention role's runs (1h, 10m)",
+    ),
+    Var(
+        "ACKLOG_RETENTION_RATE",
+        "retention_rate",
+        integer(0),
+        "events per second a retention run reads from the log at most (0: unpaced)",
     ),
     Var(
         "ACKLOG_READMODEL_RETENTION",

@@ -173,6 +173,7 @@ def run_retention(settings: Settings, dsn: str) -> None:
         interval=dt.timedelta(seconds=settings.retention_interval),
         archive_url=settings.archive_url,
         readmodel_keep=dt.timedelta(seconds=keep) if keep is not None else None,
+        rate=settings.retention_rate,
     )
     retention_priority()
     _lead_until_signal("retention", lambda: retention.scheduled(dsn, schedule))

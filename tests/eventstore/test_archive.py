@@ -20,6 +20,7 @@ import msgspec
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from aiolimiter import AsyncLimiter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -208,6 +209,20 @@ async def test_s3_round_trip_into_a_fresh_database(
         await tconn.close()
     assert await digest(target) == await digest(dsn)
     assert (await digest(target))[0] == 2000
+
+
+async def test_a_paced_archive_reads_no_faster_than_its_rate(
+    conn: asyncpg.Connection, file_store: ArchiveStore
+) -> None:
+    """Retention's pace (ACKLOG_RETENTION_RATE): 2,500 rows at 1,000 events/s take at least
+    1.5 s (the bucket starts full: one second's worth goes at once), and hold them all."""
+    await append(conn, [webhook(n) for n in range(2_500)])
+    started = time.monotonic()
+    paced = await archive_range(conn, file_store, 1, 2_500, pace=AsyncLimiter(1_000, 1))
+    took = time.monotonic() - started
+    assert took >= 1.45, f"2,500 rows at 1,000/s read in {took:.2f} s"
+    assert paced.rows == 2_500
+    await verify(file_store, paced)
 
 
 async def test_restore_refuses_a_log_with_another_event_at_a_position(

@@ -189,6 +189,10 @@ async def test_status_and_a_run_without_a_duration(log: str, tmp_path: Path) -> 
     assert code == 2 and "--older-than" in err and "ACKLOG_RETENTION" in err
     code, _, err = await acklog(log, "retention", "run", "--older-than", "ninety days")
     assert code == 2 and "90d" in err
+    code, _, err = await acklog(log, *RUN, "--rate", "-5")
+    assert code == 2 and "--rate" in err
+    code, _, err = await acklog(log, *RUN, ACKLOG_RETENTION_RATE="fast")
+    assert code == 1 and "ACKLOG_RETENTION_RATE must be a whole number" in err
     url = {"ACKLOG_ARCHIVE_URL": f"file://{tmp_path}/archives"}
     code, out, err = await acklog(log, "retention", "run", **url, ACKLOG_RETENTION="0s")
     assert code == 0, err
