@@ -87,6 +87,7 @@ def _step(step: str, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    roles.retention_priority()  # first: as the role, ingest on this machine goes first
     from projections import retention
 
     settings = settings_of(args)
@@ -105,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
     if rate < 0:
         print("error: --rate must be 0 (unpaced) or more", file=sys.stderr, flush=True)
         return 2
-    roles.retention_priority()  # as the role: ingest on this machine goes first
 
     async def work() -> int:
         conn = await _connect(settings)
