@@ -14,7 +14,9 @@ archives are written, verified and restored, and what a retention run costs inge
   size per million webhooks, and its compression against the log's own bytes.
 - **retention under ingest**: a log with small partitions (``partition_events``) and the
   projector and feed caught up; then rounds, each of: ``events`` more webhooks loaded,
-  folded and derived (so every round has partitions to drop), then (a) ingest alone,
+  folded and derived (so every round has partitions to drop), then vacuumed, analyzed and
+  checkpointed (so what PostgreSQL does after a load does not land on the first mode
+  measured), then (a) ingest alone,
   (b) ingest while ``acklog retention run --older-than 0s`` (a real process, archives to a
   ``file://`` store) archives, verifies, detaches and drops the closed partitions at its
   default pace (``ACKLOG_RETENTION_RATE``), and (c) the same run unpaced (``--rate 0``), in
@@ -304,6 +306,21 @@ async def _round_with(
     return r
 
 
+async def _settle(dsn: str) -> float:
+    """After a load of ``events`` webhooks, what PostgreSQL would do next on its own
+    (autovacuum of the new rows, a checkpoint of the dirtied buffers) done now, before the
+    round measures: else it lands on whichever mode the round measures first (seen: that
+    mode 20-45% slower, whatever it was). Seconds it took."""
+    started = time.perf_counter()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("VACUUM (ANALYZE)")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+    return time.perf_counter() - started
+
+
 async def _known_firsts(dsn: str, filler: Filler) -> None:
     """The loader points its constant bodies at their first copy in the log: ingest, and
     retention (which drops first copies), move those between loads, so they are read back."""
@@ -357,12 +374,16 @@ async def retention_under_ingest(
                 await _known_firsts(dsn, filler)
                 filled = await filler.fill(events)
                 folded = await fold(dsn, SWEEP_AHEAD)
+                folded["settle_s"] = await _settle(dsn)
+                # the client's connections and the server's caches again after the load
+                await one_run(group, dsn, dbname, None, CONNECTIONS, 1.0, use_wrk)
                 prepared.append({**filled, **folded})
                 log(
                     f"  round {i + 1}/{runs}: {events:,} events loaded"
                     f" ({filled['rows_per_s']:,.0f}/s), {folded['folded']:,} folded in"
                     f" {folded['fold_s']:.1f} s, {folded['derived']:,} feed events derived in"
-                    f" {folded['derive_s']:.1f} s"
+                    f" {folded['derive_s']:.1f} s; VACUUM ANALYZE and CHECKPOINT"
+                    f" {folded['settle_s']:.1f} s"
                 )
                 modes = ("alone", "retention", "unpaced")
                 for mode in modes[i % 3 :] + modes[: i % 3]:
