@@ -12,15 +12,14 @@ archives are written, verified and restored, and what a retention run costs inge
   dir, ``verify`` of it, ``restore`` of it into a fresh migrated database; each timed
   ``runs`` times (a new store and a new database each run), medians reported. The archive's
   size per million webhooks, and its compression against the log's own bytes.
-- **retention under ingest**: a log with small partitions (``partition_events``) and the
-  projector and feed caught up; then rounds, each of: ``events`` more webhooks loaded,
-  folded and derived (so every round has partitions to drop), then vacuumed, analyzed and
-  checkpointed (so what PostgreSQL does after a load does not land on the first mode
-  measured), then (a) ingest alone,
+- **retention under ingest**: a log with small partitions (``partition_events``): ``events``
+  webhooks loaded, folded and derived once, then vacuumed, analyzed and checkpointed (what
+  PostgreSQL does after a load must not land on a measured window); then ``2 * runs + 1``
+  pairs, in alternating order, of (a) ingest alone and
   (b) ingest while ``acklog retention run --older-than 0s`` (a real process, archives to a
   ``file://`` store) archives, verifies, detaches and drops the closed partitions at its
-  default pace (``ACKLOG_RETENTION_RATE``), and (c) the same run unpaced (``--rate 0``), in
-  an order that rotates by round. A run still working when the ingest window ends is
+  default pace (``ACKLOG_RETENTION_RATE``); then one pair of ingest alone and (c) ingest
+  under the same run unpaced (``--rate 0``), for scale. A run still working when the ingest window ends is
   stopped there (SIGTERM: a run cut short is resumed by the next, docs/retention.md), so
   the window is wholly under retention and the next mode still has partitions to take.
   Ingest is ``acklog serve --role ingest`` under the closed-loop load of the ingest phase
@@ -366,54 +365,64 @@ async def retention_under_ingest(
         finally:
             await conn.close()
         filler = Filler(dsn)
-        rounds: dict[str, list[dict[str, Any]]] = {"alone": [], "retention": [], "unpaced": []}
+        rounds: dict[str, list[dict[str, Any]]] = {
+            "alone": [],
+            "retention": [],
+            "alone_unpaced": [],
+            "unpaced": [],
+        }
+        # more pairs than the other phases' runs: a ratio of two noisy rates needs them
+        pairs = 2 * runs + 1
         prepared: list[dict[str, float]] = []
         with acklog_ingest(dsn, workdir, 1, ACKLOG_PARTITION_EVENTS=str(partition_events)) as group:
             await one_run(group, dsn, dbname, None, CONNECTIONS, 1.0, use_wrk)  # warm-up
-            for i in range(runs):
-                await _known_firsts(dsn, filler)
-                filled = await filler.fill(events)
-                folded = await fold(dsn, SWEEP_AHEAD)
-                folded["settle_s"] = await _settle(dsn)
-                # the client's connections and the server's caches again after the load
-                await one_run(group, dsn, dbname, None, CONNECTIONS, 1.0, use_wrk)
-                prepared.append({**filled, **folded})
-                log(
-                    f"  round {i + 1}/{runs}: {events:,} events loaded"
-                    f" ({filled['rows_per_s']:,.0f}/s), {folded['folded']:,} folded in"
-                    f" {folded['fold_s']:.1f} s, {folded['derived']:,} feed events derived in"
-                    f" {folded['derive_s']:.1f} s; VACUUM ANALYZE and CHECKPOINT"
-                    f" {folded['settle_s']:.1f} s"
-                )
-                modes = ("alone", "retention", "unpaced")
-                for mode in modes[i % 3 :] + modes[: i % 3]:
-                    if mode == "alone":
-                        r = await one_run(
-                            group, dsn, dbname, "events", CONNECTIONS, duration, use_wrk
-                        )
-                        extra = ""
-                    else:
-                        rate = None if mode == "retention" else 0
-                        r = await _round_with(
-                            group, dsn, dbname, workdir, env, i, duration, use_wrk, rate
-                        )
-                        t = r["retention"]
-                        extra = (
-                            f"; retention {t['seconds']:.1f} s, {t['partitions_dropped']}"
-                            f" partitions, {t['positions_taken']:,} events archived and dropped"
-                            f" ({t['events_per_s']:,.0f}/s)"
-                            f"{', cut at the window end' if t['cut_at_window_end'] else ''}"
-                        )
-                    rounds[mode].append(r)
-                    log(
-                        f"  ingest {mode:<9} round {i + 1}/{runs}: {r['ok_rps']:,.0f} webhooks/s,"
-                        f" p99 {r['latency_ms']['p99']:.1f} ms{extra}"
+            await _known_firsts(dsn, filler)
+            filled = await filler.fill(events)
+            folded = await fold(dsn, SWEEP_AHEAD)
+            folded["settle_s"] = await _settle(dsn)
+            # the client's connections and the server's caches again after the load
+            await one_run(group, dsn, dbname, None, CONNECTIONS, 1.0, use_wrk)
+            prepared.append({**filled, **folded})
+            log(
+                f"  {events:,} events loaded ({filled['rows_per_s']:,.0f}/s),"
+                f" {folded['folded']:,} folded in {folded['fold_s']:.1f} s,"
+                f" {folded['derived']:,} feed events derived in {folded['derive_s']:.1f} s;"
+                f" VACUUM ANALYZE and CHECKPOINT {folded['settle_s']:.1f} s"
+            )
+            plan: list[tuple[str, str]] = []
+            for i in range(pairs):
+                pair = [("alone", "retention"), ("retention", "alone")][i % 2]
+                plan += [(m, "retention") for m in pair]
+            plan += [("alone", "unpaced"), ("unpaced", "unpaced")]
+            for n, (mode, pair_of) in enumerate(plan):
+                i = n // 2
+                if mode == "alone":
+                    r = await one_run(group, dsn, dbname, "events", CONNECTIONS, duration, use_wrk)
+                    extra = ""
+                else:
+                    rate = None if mode == "retention" else 0
+                    r = await _round_with(
+                        group, dsn, dbname, workdir, env, n, duration, use_wrk, rate
                     )
+                    t = r["retention"]
+                    extra = (
+                        f"; retention {t['seconds']:.1f} s, {t['partitions_dropped']}"
+                        f" partitions, {t['positions_taken']:,} events archived and dropped"
+                        f" ({t['events_per_s']:,.0f}/s)"
+                        f"{', cut at the window end' if t['cut_at_window_end'] else ''}"
+                    )
+                key = "alone_unpaced" if mode == "alone" and pair_of == "unpaced" else mode
+                rounds[key].append(r)
+                label = f"pair {i + 1}/{pairs}" if pair_of == "retention" else "unpaced pair"
+                log(
+                    f"  ingest {mode:<9} {label}: {r['ok_rps']:,.0f} webhooks/s,"
+                    f" p99 {r['latency_ms']['p99']:.1f} ms{extra}"
+                )
     ratios = paired_ratios(rounds["retention"], rounds["alone"], "ok_rps")
     rets = [r["retention"] for r in rounds["retention"]]
     unpaced = [r["retention"] for r in rounds["unpaced"]]
     return {
-        "runs": runs,
+        "runs": pairs,
         "events_per_round": events,
         "partition_events": partition_events,
         "duration_s": duration,
@@ -425,7 +434,7 @@ async def retention_under_ingest(
         "rate": Settings().retention_rate,
         "with_over_alone": ratios,
         "unpaced": {"ok_rps": median([r["ok_rps"] for r in rounds["unpaced"]])},
-        "unpaced_over_alone": paired_ratios(rounds["unpaced"], rounds["alone"], "ok_rps"),
+        "unpaced_over_alone": paired_ratios(rounds["unpaced"], rounds["alone_unpaced"], "ok_rps"),
         "unpaced_runs": {
             "events_per_s": spread([t["events_per_s"] for t in unpaced]),
             "positions_taken": [t["positions_taken"] for t in unpaced],

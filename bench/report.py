@@ -1228,47 +1228,36 @@ def _lifecycle(r: dict[str, Any]) -> list[str]:
         ratio = ru["with_over_alone"]
         rr = ru["retention_runs"]
         raw = ru["raw"]
-        un_raw = raw.get("unpaced", [])
-        pace = (
-            f"at its default pace (`ACKLOG_RETENTION_RATE` = {_n(ru['rate'])} events/s) and (c)"
-            " ingest while the same run goes unpaced (`--rate 0`); a run still working when"
-            " the window ends is stopped there (SIGTERM; the next run resumes it), so the"
-            " window is wholly under retention"
-            if un_raw
-            else ""
-        )
         out += [
-            f"**Retention under ingest** ({ru['runs']} rounds, interleaved, alternating order;"
-            f" the log's partitions of {_n(ru['partition_events'])} positions): before each"
-            f" round, {_n(ru['events_per_round'])} more webhooks of the mix are loaded by the"
-            " dataset loader and the projector and the feed's outbox catch up, so each round"
-            " has closed partitions below the horizon to drop (the log grows by one load per"
-            " round; the retention run of a round takes what the loads and the earlier rounds'"
-            " ingest left, folded; one projector sweep with its clock two days ahead marks the"
-            " loaded messages' ack deadlines missed, since a message still inside its deadline"
-            " keeps its partition in the log); then `VACUUM (ANALYZE)` and `CHECKPOINT`, so"
-            " the autovacuum and checkpoint a load calls for do not land on the first mode"
-            " measured, and a 1 s warm-up. Then (a) ingest alone and (b) ingest while"
-            " `acklog retention run --older-than 0s` (its own process, archiving to a"
-            f" `file://` store) archives, verifies, detaches and drops them {pace}, in an"
-            " order that rotates by round:"
-            f" `acklog serve --role ingest`, closed loop at {ru['connections']} connections for"
-            f" {ru['duration_s']:.0f} s ({lc.get('client', '?')}). The retention run starts"
-            " with the ingest window; its time includes its process's start-up.",
+            f"**Retention under ingest** ({ru['runs']} pairs, interleaved, alternating order;"
+            f" the log's partitions of {_n(ru['partition_events'])} positions):"
+            f" {_n(ru['events_per_round'])} webhooks of the mix are loaded once by the dataset"
+            " loader, and the projector and the feed's outbox catch up (one projector sweep"
+            " with its clock two days ahead marks the loaded messages' ack deadlines missed,"
+            " since a message still inside its deadline keeps its partition in the log); then"
+            " `VACUUM (ANALYZE)` and `CHECKPOINT`, so the autovacuum and checkpoint a load calls"
+            " for land on no measured window, and a 1 s warm-up. Then pairs of (a) ingest"
+            " alone and (b) ingest while `acklog retention run --older-than 0s` (its own"
+            " process, archiving to a `file://` store) archives, verifies, detaches and drops"
+            " closed partitions at its default pace (`ACKLOG_RETENTION_RATE` ="
+            f" {_n(ru.get('rate') or 0)} events/s); last, one pair of ingest alone and ingest"
+            " under the same run unpaced (`--rate 0`), for scale. A run still working when the"
+            " window ends is stopped there (SIGTERM; the next run resumes it), so each window"
+            " is wholly under retention. Ingest: `acklog serve --role ingest`, closed loop at"
+            f" {ru['connections']} connections for {ru['duration_s']:.0f} s"
+            f" ({lc.get('client', '?')}). The retention run starts with the ingest window; its"
+            " time includes its process's start-up.",
             "",
         ]
         rows = []
         for i, (a, b) in enumerate(zip(raw["alone"], raw["retention"], strict=False)):
             t = b["retention"]
-            c = un_raw[i] if i < len(un_raw) else None
             rows.append(
                 [
                     str(i + 1),
                     _n(a["ok_rps"]),
                     _n(b["ok_rps"]),
                     f"{b['ok_rps'] / a['ok_rps']:.3f}" if a["ok_rps"] else "-",
-                    f"{_n(c['ok_rps'])} ({c['ok_rps'] / a['ok_rps']:.3f})" if c else "-",
-                    _n(c["retention"]["events_per_s"]) if c else "-",
                     f"{t['seconds']:.1f}",
                     str(t["partitions_dropped"]),
                     _n(t["positions_taken"]),
@@ -1282,12 +1271,10 @@ def _lifecycle(r: dict[str, Any]) -> list[str]:
             )
         out += _table(
             [
-                "round",
+                "pair",
                 "ingest alone /s",
                 "ingest + retention /s",
                 "ratio",
-                "ingest + unpaced retention /s (ratio)",
-                "unpaced events/s",
                 "retention s",
                 "partitions dropped",
                 "events archived + dropped",
@@ -1306,7 +1293,7 @@ def _lifecycle(r: dict[str, Any]) -> list[str]:
             + (
                 f"; unpaced: {ru['unpaced_over_alone']['median']:.3f}x ingest alone,"
                 f" {_n(ru['unpaced_runs']['events_per_s']['median'])} events/s."
-                if un_raw
+                if raw.get("unpaced")
                 else "."
             ),
             "",

@@ -5,6 +5,9 @@ dropped, a clear error, exit 3), and two runs at once (one works, the other wait
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -137,6 +140,8 @@ async def test_two_runs_at_once_one_works_the_other_waits(log: str, tmp_path: Pa
         await holder.execute("SELECT pg_advisory_lock($1)", locks.RETENTION)
         a = await Process(list(RUN), log, marker="waiting:", **url).start()
         b = await Process(list(RUN), log, marker="waiting:", **url).start()
+        assert a.proc is not None
+        assert os.sched_getscheduler(a.proc.pid) == os.SCHED_IDLE  # ingest goes first
         await holder.execute("SELECT pg_advisory_unlock($1)", locks.RETENTION)
         assert a.proc is not None and b.proc is not None
         async with asyncio.timeout(60):
@@ -153,6 +158,28 @@ async def test_two_runs_at_once_one_works_the_other_waits(log: str, tmp_path: Pa
     assert sorted(r["outcome"] for r in outcomes) == ["nothing", "ok"]
     assert drops > 10
     assert await closed_attached(log) == []
+
+
+def test_a_retention_run_is_idle_before_acklog_is_imported() -> None:
+    """The entry point lowers a retention run's priority before importing acklog (~0.5 s of
+    CPU that would otherwise compete with ingest at its own priority)."""
+    probe = (
+        "import os, sys, types\n"
+        "sys.argv = ['acklog', 'retention', 'run']\n"
+        "stub = types.ModuleType('service.cli.main')\n"
+        "def main():\n"
+        "    print(os.sched_getscheduler(0) == os.SCHED_IDLE, 'pyarrow' in sys.modules,"
+        " 'asyncpg' in sys.modules)\n"
+        "    return 0\n"
+        "stub.main = main\n"
+        "sys.modules['service.cli.main'] = stub\n"
+        "from service.cli.launch import main as launch\n"
+        "sys.exit(launch())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["True", "False", "False"], out
 
 
 def test_serve_runs_the_retention_role_only_when_it_is_set() -> None:
