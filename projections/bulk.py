@@ -171,7 +171,8 @@ class BulkFold:
                 return position
             with timed("decode"):
                 decoded = fold.decode(events)
-                if self.shards > 1:  # every event is read and decoded: the key is inside
+            if self.shards > 1:  # every event is read and decoded: the key is inside
+                with timed("select"):
                     decoded = select(decoded, self.shard, self.shards)
             with timed("load"):
                 keys, receipt_keys = fold.message_keys(decoded)

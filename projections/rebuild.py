@@ -113,9 +113,9 @@ async def rebuild(
     """Replay the log into fresh tables and swap them in; returns the log's head. ``workers``:
     the bulk load's processes (None: ``bulk.default_workers``); ``shards``: cut every task in
     that many shards by message key (None: only a channel bigger than a worker's share, see
-    ``bulk.tasks``). ``archives``: the store that
-    holds what retention dropped from the log; those events are folded first (archived +
-    live), so a rebuild after retention keeps the messages it archived."""
+    ``bulk.tasks``). ``archives``: the store that holds what retention dropped from the log;
+    those events are folded first (archived + live), so a rebuild after retention keeps the
+    messages it archived."""
     conn = await connect(dsn)
     builder: Projector | None = None
     source: str | None = None
