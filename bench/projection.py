@@ -70,7 +70,9 @@ async def _cold(dsn: str, upto: int | None, mode: str) -> dict[str, Any]:
     from projections.stages import Stages
 
     conn = await connect(dsn)
-    projector = Projector(dsn, bulk_catchup=0 if mode == "batches" else None, bulk_load=bulk_load)
+    # ``batches``: never in bulk; ``bulk``: the projector's own threshold (its default)
+    never = {"bulk_catchup": 0} if mode == "batches" else {}
+    projector = Projector(dsn, bulk_load=bulk_load, **never)
     projector.stages = Stages(cpu=True)
     backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
 

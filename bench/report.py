@@ -1424,8 +1424,9 @@ def render(r: dict[str, Any]) -> str:
         out += _with_label(r, "ingest", _ingest(r))
     if "e2e" in r:
         out += _with_label(r, "e2e", _e2e(r))
-    if "projection" in r:
-        out += _with_label(r, "projection", _projection(r) + _rebuild_shards(r))
+    if "projection" in r or "rebuild_shards" in r:
+        head = _projection(r) if "projection" in r else ["## 3. Projection", ""]
+        out += _with_label(r, "projection", head + _rebuild_shards(r))
     if "query" in r:
         out += _with_label(r, "query", _query(r))
     if "decode" in r:
