@@ -44,7 +44,7 @@ from bench.progress import elapsed, log
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("decode", "ingest", "e2e", "projection", "query", "feed", "lifecycle")
 #: the keys of the results each phase writes
-PHASE_KEYS = {"decode": ("decode", "hotpath")}
+PHASE_KEYS = {"decode": ("decode", "hotpath"), "projection": ("projection", "rebuild_shards")}
 MIN_RUNS = 3
 T = TypeVar("T")
 
@@ -78,6 +78,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--small-events", type=int, default=300_000, help="the smaller log, for memory growth"
     )
+    p.add_argument(
+        "--one-channel-events",
+        type=int,
+        default=1_000_000,
+        help="the one-channel log rebuilt with its tasks in --rebuild-shards shards (projection)",
+    )
+    p.add_argument(
+        "--rebuild-shards", default="1,2,4", help="shard counts of the one-channel rebuild"
+    )
     p.add_argument("--big-runs", type=int, default=1, help="runs at --events (1: time budget)")
     p.add_argument(
         "--retention-seconds",
@@ -99,6 +108,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.events, args.small_events = 2.0, 40_000, 15_000
+        args.one_channel_events = 20_000
         args.storage_events, args.partition_events = 10_000, 5_000
         args.messages, args.step_seconds = 60_000, 3.0
     elif args.runs < MIN_RUNS:
@@ -200,6 +210,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 if "query" in phases and proj is not None:
                     log(f"query: topping rm.messages up to {args.messages:,} messages")
                     await guarded("query", results, query_phase(dsn, workdir, args, use_wrk))
+        if "projection" in phases:
+            shards = [int(k) for k in args.rebuild_shards.split(",")]
+            log(f"projection: a one-channel log rebuilt in {' vs '.join(map(str, shards))} shards")
+            await guarded(
+                "rebuild_shards",
+                results,
+                projection.shard_rebuilds(
+                    server_dsn, args.one_channel_events, runs=args.runs, shards=shards
+                ),
+            )
         if "feed" in phases:
             log("feed: deliveries per second, and the feed's cost on ingest")
             await guarded(

@@ -52,9 +52,9 @@ def _headers(provider: str, content_type: str, size: int) -> dict[str, str]:
 class Filler:
     """Appends the mix to one database's log, remembering the first copy of constant bodies."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, mix: Mix | None = None) -> None:
         self.dsn = dsn
-        self.mix = Mix()
+        self.mix = mix or Mix()
         self.first_seen: dict[tuple[str, str], int] = {}
 
     def records(self, count: int, start: int) -> Iterator[tuple[Any, ...]]:

@@ -152,9 +152,10 @@ def _has_string(body: bytes, value: str) -> bool:
     return b'"' + value.encode() + b'"' in body
 
 
-def templates() -> list[Template]:
+def templates(only: tuple[str, ...] | None = None) -> list[Template]:
+    """Every sample's template, or those of the providers in ``only``."""
     out: list[Template] = []
-    for provider in providers.PROVIDERS:
+    for provider in only or providers.PROVIDERS:
         for index, name in enumerate(sample_names(provider)):
             t = make_template(provider, name, index)
             if t is not None:
@@ -177,10 +178,11 @@ def deck(items: list[Template]) -> list[Slot]:
 
 
 class Mix:
-    """Slot ``n`` → (template, body); bodies differ between slots except for constant samples."""
+    """Slot ``n`` → (template, body); bodies differ between slots except for constant samples.
+    ``only``: the mix of these providers alone (a one-channel log is the mix of one)."""
 
-    def __init__(self) -> None:
-        self.templates = templates()
+    def __init__(self, only: tuple[str, ...] | None = None) -> None:
+        self.templates = templates(only)
         self.deck = deck(self.templates)
 
     def suffix(self, n: int, prefix: str) -> bytes:

@@ -9,7 +9,12 @@ each also reports its stages (µs per event, wall and CPU). The live projector i
 group commits arrive); its CPU per event folded is compared with the cold fold's.
 ``acklog verify`` runs after each of the three and must find no difference.
 
-``python -m bench.projection cold DSN`` and ``… rebuild DSN`` are the children.
+:func:`shard_rebuilds`: a log of one channel (the mix of one provider), rebuilt with every
+task cut in 1, 2 and 4 shards by message key (``projections.bulk.tasks``), rounds
+interleaved: events/s and CPU µs per event of the fold processes and of PostgreSQL apart.
+
+``python -m bench.projection cold DSN``, ``… rebuild DSN`` and ``… shards DSN N`` are the
+children.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from typing import Any
 
 import asyncpg
 
-from bench import procs, profile
+from bench import db, procs, profile
 from bench.dataset import COLUMNS, Filler
+from bench.mix import Mix
 from bench.progress import log
 from bench.stats import median_of, percentiles
 from eventstore import partitions
+from projections.bulk import default_workers
 from projections.runner import Projector
 
 #: the child's own timing, printed as one JSON line on stdout
@@ -63,7 +70,9 @@ async def _cold(dsn: str, upto: int | None, mode: str) -> dict[str, Any]:
     from projections.stages import Stages
 
     conn = await connect(dsn)
-    projector = Projector(dsn, bulk_catchup=0 if mode == "batches" else None, bulk_load=bulk_load)
+    # ``batches``: never in bulk; ``bulk``: the projector's own threshold (its default)
+    never = {"bulk_catchup": 0} if mode == "batches" else {}
+    projector = Projector(dsn, bulk_load=bulk_load, **never)
     projector.stages = Stages(cpu=True)
     backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
 
@@ -120,14 +129,49 @@ async def _rebuild(dsn: str) -> dict[str, Any]:
     }
 
 
+async def _sharded(dsn: str, shards: int) -> dict[str, Any]:
+    """A rebuild with every task cut in ``shards`` shards: its wall time, the CPU of the fold
+    processes (this one and its workers, reaped when the load ends) and of the whole
+    PostgreSQL server meanwhile, per event."""
+    from bench.db import postmaster_pid
+    from projections.rebuild import rebuild
+    from projections.stages import Stages
+
+    def cpu_now() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    server = await postmaster_pid(dsn)
+    stages = Stages(cpu=True)
+    pg = procs.postgres_cpu_seconds(server) if server else 0.0
+    cpu, started = cpu_now(), time.perf_counter()
+    await rebuild(dsn, stages=stages, shards=shards)
+    seconds, cpu = time.perf_counter() - started, cpu_now() - cpu
+    pg = (procs.postgres_cpu_seconds(server) - pg) if server else 0.0
+    n = max(stages.events, 1)
+    return {
+        "events": stages.events,
+        "seconds": seconds,
+        "fold_cpu_us_per_event": cpu / n * 1e6,
+        "pg_cpu_us_per_event": pg / n * 1e6 if pg > 0 else None,
+        "stages_us": stages.per_event_us(),
+        "stages_cpu_us": stages.per_event_us(cpu=True),
+    }
+
+
 def child_main(argv: list[str]) -> int:
     if argv[:1] == ["rebuild"] and len(argv) == 2:
         result = asyncio.run(_rebuild(argv[1]))
+    elif argv[:1] == ["shards"] and len(argv) == 3:
+        result = asyncio.run(_sharded(argv[1], int(argv[2])))
     elif argv[:1] in (["bulk"], ["batches"]) and len(argv) in (2, 3):
         upto = int(argv[2]) if len(argv) == 3 else None
         result = asyncio.run(_cold(argv[1], upto, argv[0]))
     else:
-        print("usage: python -m bench.projection bulk|batches|rebuild DSN [UPTO]", file=sys.stderr)
+        print(
+            "usage: python -m bench.projection bulk|batches|rebuild DSN [UPTO] | shards DSN N",
+            file=sys.stderr,
+        )
         return 2
     print(RESULT + json.dumps(result), flush=True)
     return 0
@@ -223,6 +267,75 @@ async def verify(dsn: str, after: str, timeout: float) -> dict[str, Any]:
     text = out.decode(errors="replace").strip().splitlines()
     log(f"  acklog verify after {after}: {'equal' if code == 0 else 'DIFFERENT'} ({wall:.1f}s)")
     return {"after": after, "equal": code == 0, "seconds": wall, "output": text[-6:]}
+
+
+#: the provider whose mix makes the one-channel log (Meta: the common deployment)
+ONE_CHANNEL_PROVIDER = "meta"
+
+
+async def shard_rebuilds(
+    server_dsn: str, events: int, runs: int, shards: list[int], timeout: float = 1800.0
+) -> dict[str, Any]:
+    """A one-channel log of ``events``, rebuilt with every task in each of ``shards`` shards
+    (a child process each, with ``bulk.default_workers()`` processes), ``runs``
+    rounds interleaved (the order turns each round); ``acklog verify`` after the last."""
+    provider = ONE_CHANNEL_PROVIDER
+    async with db.database(server_dsn, "acklog_bench_one_channel") as dsn:
+        await db.add_channels(dsn, [provider])
+        log(f"  filling a one-channel log ({provider}) with {events:,} events (COPY)")
+        fill = await Filler(dsn, Mix((provider,))).fill(events)
+        each: dict[int, list[dict[str, Any]]] = {k: [] for k in shards}
+        for r in range(runs):
+            turn = r % len(shards)
+            for k in shards[turn:] + shards[:turn]:
+                code, wall, rss, out = await asyncio.to_thread(
+                    procs.run_measured,
+                    [procs.PYTHON, "-m", "bench.projection", "shards", dsn, str(k)],
+                    {},
+                    timeout,
+                )
+                if code != 0:
+                    raise RuntimeError(f"the rebuild child ({k} shards) exited with {code}")
+                inner = _inner(out)
+                if inner["events"] != events:
+                    raise RuntimeError(f"{k} shards folded {inner['events']} of {events} events")
+                inner.update(
+                    events_per_s=events / inner["seconds"],
+                    wall_seconds=wall,
+                    peak_rss_mib=rss / 1024,
+                )
+                each[k].append(inner)
+                pg = inner["pg_cpu_us_per_event"]
+                log(
+                    f"  one channel, {k} shard(s): {inner['events_per_s']:,.0f} events/s,"
+                    f" fold {inner['fold_cpu_us_per_event']:.1f} µs"
+                    + (f" + PostgreSQL {pg:.1f} µs" if pg else "")
+                    + f" CPU per event, peak RSS {inner['peak_rss_mib']:.0f} MiB"
+                )
+        checked = await verify(dsn, f"the one-channel rebuilds ({events:,})", timeout)
+    by_shards: dict[str, Any] = {}
+    for k, rounds in each.items():
+        pg_all = [x["pg_cpu_us_per_event"] for x in rounds]
+        by_shards[str(k)] = {
+            "events_per_s": median_of(rounds, "events_per_s"),
+            "seconds": median_of(rounds, "seconds"),
+            "fold_cpu_us_per_event": median_of(rounds, "fold_cpu_us_per_event"),
+            "pg_cpu_us_per_event": median_of(rounds, "pg_cpu_us_per_event")
+            if all(pg_all)
+            else None,
+            "peak_rss_mib": median_of(rounds, "peak_rss_mib"),
+            "stages_cpu_us": rounds[-1]["stages_cpu_us"],
+            "each": rounds,
+        }
+    return {
+        "provider": provider,
+        "events": events,
+        "runs": runs,
+        "workers": default_workers(),  # what rebuild() uses when not told
+        "fill": fill,
+        "by_shards": by_shards,
+        "verify": checked,
+    }
 
 
 async def _paced_appends(filler: Filler, rate: float, seconds: float, every: float = 0.02) -> int:

@@ -204,6 +204,7 @@ def _summary_rows(r: dict[str, Any]) -> list[list[str]]:
                 _met(growth <= 1.2),
             ]
         )
+    rows += _shards_summary_rows(r)
     live = r.get("projection", {}).get("live")
     if live and proj:
         for key, label in (("cold", "cold fold's"), ("batches", "batch-by-batch catch-up's")):
@@ -638,6 +639,97 @@ def _projection(r: dict[str, Any]) -> list[str]:
         "",
     ]
     return out
+
+
+def _shards_chosen(sh: dict[str, Any]) -> str | None:
+    """The shard count a rebuild chooses by itself for one channel (one per worker), if
+    measured, else the largest measured."""
+    by = sh["by_shards"]
+    if str(sh["workers"]) in by:
+        return str(sh["workers"])
+    more = [k for k in by if k != "1"]
+    return max(more, key=int) if more else None
+
+
+def _shards_summary_rows(r: dict[str, Any]) -> list[list[str]]:
+    sh = r.get("rebuild_shards")
+    if not sh or "1" not in sh["by_shards"]:
+        return []
+    k = _shards_chosen(sh)
+    if k is None:
+        return []
+    one, many = sh["by_shards"]["1"], sh["by_shards"][k]
+    ratio = many["events_per_s"] / one["events_per_s"]
+    return [
+        [
+            f"one-channel rebuild ({_n(sh['events'])} events, {_runs_label(sh['runs'])}):"
+            f" {k} shards ÷ 1 (today's path)",
+            f"{_n(many['events_per_s'])} ÷ {_n(one['events_per_s'])} events/s = {ratio:.2f}x",
+            "≥ 2x",
+            _met(ratio >= 2.0),
+        ]
+    ]
+
+
+def _rebuild_shards(r: dict[str, Any]) -> list[str]:
+    """The one-channel log rebuilt with its tasks in 1, 2, 4… shards by message key."""
+    sh = r.get("rebuild_shards")
+    if not sh:
+        return []
+    cores = r["machine"]["cores"]
+    rows = []
+    for k, row in sh["by_shards"].items():
+        pg = row.get("pg_cpu_us_per_event")
+        fold_cpu = row["fold_cpu_us_per_event"]
+        rows.append(
+            [
+                k,
+                _n(row["events_per_s"]),
+                f"{row['seconds']:.1f}",
+                f"{fold_cpu:.1f}",
+                f"{pg:.1f}" if pg else "n/a",
+                _n(cores * 1e6 / (fold_cpu + pg)) if pg else "n/a",
+                f"{row['peak_rss_mib']:.0f}",
+                ", ".join(_n(x["events_per_s"]) for x in row["each"]),
+            ]
+        )
+    stages = sorted({n for row in sh["by_shards"].values() for n in row["stages_cpu_us"]})
+    stage_rows = [
+        [name, *(f"{row['stages_cpu_us'].get(name, 0):.1f}" for row in sh["by_shards"].values())]
+        for name in stages
+    ]
+    v = sh.get("verify") or {}
+    return [
+        f"**Rebuild of a one-channel log** ({_n(sh['events'])} events, the {sh['provider']} mix"
+        f" alone, in one channel; `rebuild(shards=N)`: every task cut in N shards by message"
+        f" key, `projections/bulk.py`), {sh['workers']} worker processes, {sh['runs']}"
+        f" round{'s' if sh['runs'] != 1 else ''} interleaved (the order turns each round). 1 shard is the path a one-channel log took"
+        " before (one process); by itself a rebuild cuts a channel bigger than a worker's share"
+        " in one shard per worker. Fold CPU is the child and its worker processes; PostgreSQL"
+        " is the whole server meanwhile; the ceiling is what the cores allow at that CPU per"
+        " event. Every shard reads and decodes all the channel's events (the message key is"
+        " inside the body) and folds only its own share:",
+        "",
+        *_table(
+            [
+                "shards",
+                "events/s",
+                "seconds",
+                "fold CPU µs/event",
+                "PostgreSQL CPU µs/event",
+                f"{cores} cores allow",
+                "peak RSS MiB",
+                "each run",
+            ],
+            rows,
+        ),
+        "Fold processes' own CPU µs per event by stage, summed over the workers (last run of"
+        " each; `select` is a shard picking its facts out of each decoded batch):",
+        "",
+        *_table(["stage", *(f"{k} shard(s)" for k in sh["by_shards"])], stage_rows),
+        f"`acklog verify` after the last of them: {'equal' if v.get('equal') else '**DIFFERENT**'}.",
+        "",
+    ]
 
 
 def _bulk_ceiling(p: dict[str, Any], cores: int) -> list[str]:
@@ -1353,8 +1445,9 @@ def render(r: dict[str, Any]) -> str:
         out += _with_label(r, "ingest", _ingest(r))
     if "e2e" in r:
         out += _with_label(r, "e2e", _e2e(r))
-    if "projection" in r:
-        out += _with_label(r, "projection", _projection(r))
+    if "projection" in r or "rebuild_shards" in r:
+        head = _projection(r) if "projection" in r else ["## 3. Projection", ""]
+        out += _with_label(r, "projection", head + _rebuild_shards(r))
     if "query" in r:
         out += _with_label(r, "query", _query(r))
     if "decode" in r:

@@ -18,11 +18,17 @@ the same way (the same :func:`projections.fold.fold`, batch after batch, in log 
 
 Memory is bounded by the cache and one batch, whatever the length of the log.
 
-A big log is folded by several processes at once (:func:`load_log`): messages are keyed per
-channel, so tasks of whole channels touch disjoint rows of every table, and each task folds
-its channels in log order exactly as one process would. The processes pull the tasks (more
-tasks than processes, largest first), so none idles while another still has work. Each
-process holds its own cache and filters, so memory is bounded per process.
+A big log is folded by several processes at once (:func:`load_log`). A task is a set of
+channels and one shard of them by message key (:func:`tasks`, :mod:`projections.shards`):
+small channels packed together whole, a channel bigger than a worker's share cut into shards,
+so that one busy channel folds on every worker. Each task reads and decodes all its channels'
+events and folds only its shard's facts, in log order, exactly as one process would. Its
+messages, receipts and timeline (by key), instance history, status and quarantine (by
+channel) are rows no other task writes; what every task adds to (the count tables, channel
+activity) is gathered per task (:class:`projections.rules.rows.Totals`) and written once by
+the parent, so the tasks' transactions never wait on each other. The processes pull the tasks
+(costliest first), so none idles while another still has work. Each process holds its own
+cache and filters, one task at a time, so memory is bounded per process.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import math
 import multiprocessing
 import os
 import pickle
@@ -47,7 +54,8 @@ from projections import fold
 from projections.readmodel import bulk, load, schema_name, write
 from projections.rules.deadlines import Deadlines, MissedAcks
 from projections.rules.message_state import MessageState
-from projections.rules.rows import Key
+from projections.rules.rows import Key, Totals
+from projections.shards import select
 from projections.stages import Stages
 
 #: (state, missed-ack bookkeeping, whether the table already holds a row for it)
@@ -70,9 +78,19 @@ class BulkFold:
         stages: Stages | None = None,
         on_batch: Callable[[int], None] | None = None,
         channels: Sequence[str] | None = None,
+        shard: int = 0,
+        shards: int = 1,
+        defer_totals: bool = False,
     ) -> None:
         self.conn = conn
         self.channels = channels
+        #: fold only shard ``shard`` of ``shards`` of those events (``projections.shards``)
+        self.shard, self.shards = shard, shards
+        #: what the batches add to the count tables and channel activity, written once at
+        #: the end of :meth:`run`, or, with ``defer_totals``, left to the caller (a task's
+        #: totals are merged with the others' and written by :func:`load_log`)
+        self.totals = Totals()
+        self.defer_totals = defer_totals
         self.schema = schema_name(schema)
         self.batch_size = batch_size
         self.cache_size = cache_size
@@ -122,6 +140,8 @@ class BulkFold:
             await self._stream(after, upto, deadlines, channels=self.channels)
         with self.stages.timed("write"):
             await self._flush(len(self.cache))
+            if not self.defer_totals:
+                await write.add_totals(self.conn, self.schema, self.totals)
         return upto if self.channels is not None else position
 
     async def _stream(
@@ -151,6 +171,9 @@ class BulkFold:
                 return position
             with timed("decode"):
                 decoded = fold.decode(events)
+            if self.shards > 1:  # every event is read and decoded: the key is inside
+                with timed("select"):
+                    decoded = select(decoded, self.shard, self.shards)
             with timed("load"):
                 keys, receipt_keys = fold.message_keys(decoded)
                 existing: dict[Key, MessageState] = {}
@@ -178,15 +201,26 @@ class BulkFold:
                     old = cache.pop(k, None)
                     cache[k] = (state, batch.missed[k], k in loaded or (old is not None and old[2]))
             with timed("write"):
-                rest = msgspec.structs.replace(batch, messages={}, missed={})
+                self.totals.add(batch)
+                rest = msgspec.structs.replace(
+                    batch,
+                    messages={},
+                    missed={},
+                    newly_missed=[],
+                    anomaly_deltas=[],
+                    new_failures=[],
+                    activity=[],
+                )
                 await write.write(self.conn, self.schema, rest)
                 self.written_receipts.update(batch.receipts)
                 if len(cache) > self.cache_size:
                     await self._flush(len(cache) - self.cache_size)
             position = events[-1].position
-            self.stages.events += len(events)
+            # an event counts in one shard only (its channel's), so shards add up to the log
+            counted = len(events) if self.shards == 1 else sum(d.counted for d in decoded)
+            self.stages.events += counted
             self.stages.batches += 1
-            self.folded += len(events)
+            self.folded += counted
             if self.on_batch is not None:
                 self.on_batch(self.folded)
 
@@ -208,42 +242,87 @@ class BulkFold:
         await write.upsert_messages(self.conn, self.schema, again, again_missed)
 
 
-#: below this many events per shard, one process folds everything (start-up costs ~1 s)
+#: below this many events per worker process, one process folds everything (start-up ~1 s)
 MIN_EVENTS_PER_SHARD = 50_000
 
 
-#: tasks per worker process (see :func:`shards`): 4 balanced better on the bench's mix, but
-#: four walks of the log cost PostgreSQL more than the balance saved (1M events: 13-15k vs
-#: 11-20k events/s on a noisy machine; PostgreSQL backends 29-30 s vs 19-26 s of CPU)
+#: tasks per worker process (see :func:`channel_groups`): 4 balanced better on the bench's
+#: mix, but four walks of the log cost PostgreSQL more than the balance saved (1M events:
+#: 13-15k vs 11-20k events/s on a noisy machine; PostgreSQL backends 29-30 s vs 19-26 s of CPU)
 TASKS_PER_WORKER = 2
 
+#: the share of a task's CPU (in its process) that reading and decoding its channels' events
+#: takes, measured on a one-channel Meta log (~13 of ~32 µs per event): every shard of a
+#: channel pays it for all the channel's events, and only the rest is divided among them
+READ_SHARE = 0.4
 
-def shards(counts: dict[str, int], n: int) -> list[list[str]]:
-    """Whole channels into tasks for ``n`` processes, largest first.
+
+class Task(msgspec.Struct, frozen=True):
+    """A worker's task: the events of ``channels``, of which it folds shard ``shard`` of
+    ``shards`` (:func:`projections.shards.select`); ``events``: how many its channels hold."""
+
+    channels: list[str]
+    shard: int = 0
+    shards: int = 1
+    events: int = 0
+
+    @property
+    def cost(self) -> float:
+        """About what it costs, in events folded by a task of its own (see READ_SHARE)."""
+        return self.events * (READ_SHARE + (1 - READ_SHARE) / self.shards)
+
+
+def channel_groups(counts: dict[str, int], n: int) -> list[list[str]]:
+    """Whole channels into groups for ``n`` processes, largest first.
 
     The processes pull tasks as they finish one, so there are more tasks than processes (a
     process that drew cheap channels takes another task instead of idling while the last one
     runs), but few: a task of several channels walks the whole log (see ``BulkFold._run``).
-    A channel with at least a ``2 n``-th of the events is a task of its own, smaller channels
-    are packed into tasks of about that size.
+    A channel with at least a ``2 n``-th of the events is a group of its own, smaller channels
+    are packed into groups of about that size.
     """
     total = sum(counts.values())
     target = max(total // max(TASKS_PER_WORKER * n, 1), 1)
-    tasks: list[tuple[int, list[str]]] = []
+    groups: list[tuple[int, list[str]]] = []
     small: list[str] = []
     size = 0
     for channel, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         if count >= target:
-            tasks.append((count, [channel]))
+            groups.append((count, [channel]))
             continue
         small.append(channel)
         size += count
         if size >= target:
-            tasks.append((size, small))
+            groups.append((size, small))
             small, size = [], 0
     if small:
-        tasks.append((size, small))
-    return [t for _, t in sorted(tasks, key=lambda t: -t[0])]
+        groups.append((size, small))
+    return [g for _, g in sorted(groups, key=lambda g: -g[0])]
+
+
+def split(events: int, total: int, workers: int) -> int:
+    """Into how many shards a channel of ``events`` of the ``total`` is cut: one per worker's
+    share of the log it holds (rounded up), at most ``workers``. A channel within one
+    worker's share stays whole; a log of one channel is cut in ``workers`` shards, all
+    folding at once. No more than that: each shard reads and decodes all the channel's
+    events (the message key is inside the body), so every shard past the workers costs a read
+    of the channel and buys no core."""
+    if events * workers <= total:
+        return 1
+    return min(workers, math.ceil(events * workers / total))
+
+
+def tasks(counts: dict[str, int], workers: int, shards: int | None = None) -> list[Task]:
+    """The tasks of a bulk load by ``workers`` processes, costliest first: the channel
+    groups (:func:`channel_groups`), a group of one big channel cut into :func:`split`
+    shards, or every group into ``shards`` when given (the bench compares 1, 2 and 4)."""
+    total = sum(counts.values())
+    out: list[Task] = []
+    for group in channel_groups(counts, workers):
+        events = sum(counts[c] for c in group)
+        n = shards or (split(events, total, workers) if len(group) == 1 else 1)
+        out += [Task(group, k, n, events) for k in range(n)]
+    return sorted(out, key=lambda t: -t.cost)
 
 
 def default_workers() -> int:
@@ -251,7 +330,8 @@ def default_workers() -> int:
     return min(os.cpu_count() or 1, 4)
 
 
-async def _shard(dsn: str, schema: str, channels: list[str], upto: int, folded: Any) -> Stages:
+async def _task(dsn: str, schema: str, task: Task, upto: int, folded: Any) -> tuple[Stages, Totals]:
+    """Fold one task on a connection of its own, committed; its totals are left to the parent."""
     stages = Stages(cpu=True)
     conn = await connect(dsn)
     last = 0
@@ -265,25 +345,34 @@ async def _shard(dsn: str, schema: str, channels: list[str], upto: int, folded: 
     try:
         await bulk.bulk_codecs(conn)
         async with conn.transaction():
-            await BulkFold(conn, schema, channels=channels, stages=stages, on_batch=report).run(
-                0, upto
+            folder = BulkFold(
+                conn,
+                schema,
+                channels=task.channels,
+                shard=task.shard,
+                shards=task.shards,
+                defer_totals=True,
+                stages=stages,
+                on_batch=report,
             )
+            await folder.run(0, upto)
     finally:
         await conn.close()
-    return stages
+    return stages, folder.totals
 
 
-#: what a worker sends back per task: ("done", (events, seconds by stage, CPU by stage)) or
-#: ("failed", the exception, or a RuntimeError with its text when it cannot be pickled)
+#: what a worker sends back per task: ("done", (events, seconds by stage, CPU by stage,
+#: totals)) or ("failed", the exception, or a RuntimeError with its text when it cannot be
+#: pickled)
 Outcome = tuple[str, Any]
 
 
 def _worker(dsn: str, schema: str, upto: int, tasks: Any, results: Any, folded: Any) -> None:
     """A worker process: fold tasks from ``tasks`` until the ``None`` at its end, or until one
     fails (the load is lost then; the parent stops the others)."""
-    while (channels := tasks.get()) is not None:
+    while (task := tasks.get()) is not None:
         try:
-            stages = asyncio.run(_shard(dsn, schema, channels, upto, folded))
+            stages, totals = asyncio.run(_task(dsn, schema, task, upto, folded))
         except BaseException as exc:  # sent to the parent, which raises it
             try:
                 pickle.dumps(exc)
@@ -291,7 +380,7 @@ def _worker(dsn: str, schema: str, upto: int, tasks: Any, results: Any, folded: 
                 exc = RuntimeError(f"{type(exc).__name__}: {exc}")
             results.put(("failed", exc))
             return
-        results.put(("done", (stages.events, dict(stages.seconds), dict(stages.cpu))))
+        results.put(("done", (stages.events, dict(stages.seconds), dict(stages.cpu), totals)))
 
 
 def _kill(processes: list[Any]) -> None:
@@ -314,29 +403,34 @@ async def load_log(
     on_batch: Callable[[int], None] | None = None,
     workers: int | None = None,
     min_events_per_shard: int = MIN_EVENTS_PER_SHARD,
+    shards: int | None = None,
 ) -> int:
     """Fold the log up to ``upto`` into ``schema`` (committed; indexes deferred by the caller).
 
-    A big log is folded by ``workers`` processes, each pulling tasks of whole channels
-    (:func:`shards`) and committing each task on its own connection; this process only hands
-    them out and reports progress (``on_batch`` with about how many events are folded).
+    A big log is folded by ``workers`` processes, each pulling tasks (:func:`tasks`: whole
+    channels, a big one cut in shards by message key, or every group in ``shards`` when
+    given) and committing each task on its own connection; this process only hands them
+    out, reports progress (``on_batch`` with about how many events are folded) and, once
+    all are done, writes the count tables and channel activity from their merged totals.
+    Shards of one channel thus never write the same row: their transactions, each a whole
+    task long, would otherwise wait on each other's counter rows until commit.
     """
     n = min(workers or default_workers(), max(upto // max(min_events_per_shard, 1), 1))
-    counts = await channel_counts(conn, upto) if n > 1 else {}
-    tasks = shards(counts, n) if n > 1 else []
-    if len(tasks) <= 1:
+    split_anyway = shards is not None and shards > 1
+    plan = tasks(await channel_counts(conn, upto), n, shards) if n > 1 or split_anyway else []
+    if len(plan) <= 1:
         async with conn.transaction():
             return await BulkFold(conn, schema, stages=stages, on_batch=on_batch).run(0, upto)
     context = multiprocessing.get_context("spawn")
     folded = context.Value("q", 0)
     todo, results = context.Queue(), context.Queue()
-    for t in tasks:
+    for t in plan:
         todo.put(t)
     processes = [
         context.Process(
             target=_worker, args=(dsn, schema, upto, todo, results, folded), daemon=True
         )
-        for _ in range(min(n, len(tasks)))
+        for _ in range(min(n, len(plan)))
     ]
     for _ in processes:
         todo.put(None)
@@ -344,7 +438,7 @@ async def load_log(
     try:
         for p in processes:
             p.start()
-        while len(outcomes) < len(tasks):
+        while len(outcomes) < len(plan):
             try:
                 outcomes.append(await asyncio.to_thread(results.get, True, 0.5))
             except queue.Empty:
@@ -359,8 +453,13 @@ async def load_log(
         todo.cancel_join_thread()  # what is left of it has no reader any more
         for q in (todo, results):
             q.close()
-    for _, (events, seconds, cpu) in outcomes:
+    totals = Totals()
+    for _, (events, seconds, cpu, part) in outcomes:
         stages.events += events
         for k, v in seconds.items():
             stages.add(k, v, cpu.get(k, 0.0))
+        totals.merge(part)
+    async with conn.transaction():
+        with stages.timed("write"):
+            await write.add_totals(conn, schema, totals)
     return upto

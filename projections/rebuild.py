@@ -54,6 +54,7 @@ async def _build_aside(
     upto: int | None = None,
     stages: Stages | None = None,
     workers: int | None = None,
+    shards: int | None = None,
 ) -> Projector:
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", locks.REBUILD):
         raise RebuildBusy("another rebuild or verify is running")
@@ -76,7 +77,14 @@ async def _build_aside(
     await bulk.bulk_codecs(conn)
     restore = await bulk.defer_indexes(conn, aside)
     last = await load_log(
-        conn, dsn, aside, total, workers=workers, stages=builder.stages, on_batch=report
+        conn,
+        dsn,
+        aside,
+        total,
+        workers=workers,
+        shards=shards,
+        stages=builder.stages,
+        on_batch=report,
     )
     async with conn.transaction():
         with builder.stages.timed("indexes"):
@@ -100,11 +108,14 @@ async def rebuild(
     stages: Stages | None = None,
     workers: int | None = None,
     archives: ArchiveStore | None = None,
+    shards: int | None = None,
 ) -> int:
     """Replay the log into fresh tables and swap them in; returns the log's head. ``workers``:
-    the bulk load's processes (None: ``bulk.default_workers``). ``archives``: the store that
-    holds what retention dropped from the log; those events are folded first (archived +
-    live), so a rebuild after retention keeps the messages it archived."""
+    the bulk load's processes (None: ``bulk.default_workers``); ``shards``: cut every task in
+    that many shards by message key (None: only a channel bigger than a worker's share, see
+    ``bulk.tasks``). ``archives``: the store that holds what retention dropped from the log;
+    those events are folded first (archived + live), so a rebuild after retention keeps the
+    messages it archived."""
     conn = await connect(dsn)
     builder: Projector | None = None
     source: str | None = None
@@ -122,7 +133,9 @@ async def rebuild(
                 f'"{source}"',
             )
             dsn = _with_search_path(dsn, path)
-        builder = await _build_aside(conn, dsn, clock, progress, stages=stages, workers=workers)
+        builder = await _build_aside(
+            conn, dsn, clock, progress, stages=stages, workers=workers, shards=shards
+        )
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
             await builder.catch_up(conn)  # the tail that arrived meanwhile
@@ -164,6 +177,7 @@ async def verify(
     clock: Clock = utcnow,
     progress: ProgressFn | None = None,
     workers: int | None = None,
+    shards: int | None = None,
 ) -> list[Difference]:
     """Rebuild aside up to the live checkpoint and list every table that differs (after
     retention, only what the log still holds can be compared: ``schema.compare``)."""
@@ -173,7 +187,7 @@ async def verify(
         # fold aside no further than the live projector has, so both can meet at its position
         live_at_start = await checkpoint.load(conn, LIVE_CHECKPOINT)
         builder = await _build_aside(
-            conn, dsn, clock, progress, upto=live_at_start, workers=workers
+            conn, dsn, clock, progress, upto=live_at_start, workers=workers, shards=shards
         )
         tx = conn.transaction()
         await tx.start()

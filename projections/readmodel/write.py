@@ -25,7 +25,7 @@ from projections.readmodel.columns import (
 )
 from projections.rules.deadlines import MISSED_FIELDS, WAITS, MissedAcks, stage_overdue_sql
 from projections.rules.message_state import MessageState
-from projections.rules.rows import Batch, Key
+from projections.rules.rows import ActivityRow, Batch, Key, Totals
 
 # messages columns: MessageState fields (stored or derived), the MissedAcks fields in one
 # run, then MessageState fields again (columns added by later migrations come last)
@@ -168,14 +168,36 @@ async def write(conn: asyncpg.Connection, schema: str, batch: Batch, *, copy: bo
     if batch.new_failures:
         await _add_counts(conn, s, FAILURE_COUNTS, [(*f, 1) for f in batch.new_failures])
     if batch.activity:
-        await conn.execute(
-            f"INSERT INTO {s}.channel_activity AS a (channel, last_out_at, last_ack_at)"
-            f" SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])"
-            f" ON CONFLICT (channel) DO UPDATE SET"
-            f" last_out_at = greatest(a.last_out_at, excluded.last_out_at),"
-            f" last_ack_at = greatest(a.last_ack_at, excluded.last_ack_at)",
-            *([getattr(r, n) for r in batch.activity] for n in CHANNEL_ACTIVITY.names),
-        )
+        await _activity(conn, s, batch.activity)
+
+
+async def add_totals(conn: asyncpg.Connection, schema: str, totals: Totals) -> None:
+    """Add what many batches' counts and activity sum to (a bulk fold's, or its shards'
+    merged), in key order. The same rows as writing each batch's share as it was folded:
+    counts add, activity is a maximum, and rows at zero are forgotten either way."""
+    s = schema_name(schema)
+    for table, counts, forget_zero in (
+        (MISSED_COUNTS, totals.missed, False),
+        (ANOMALY_COUNTS, totals.anomalies, True),
+        (FAILURE_COUNTS, totals.failures, False),
+    ):
+        if counts:
+            rows = [(*k, n) for k, n in sorted(counts.items())]
+            await _add_counts(conn, s, table, rows, forget_zero=forget_zero)
+    if totals.activity:
+        await _activity(conn, s, totals.activity_rows())
+
+
+async def _activity(conn: asyncpg.Connection, s: str, rows: Sequence[ActivityRow]) -> None:
+    """Each channel's latest outgoing message and ack: a maximum, whatever the order."""
+    await conn.execute(
+        f"INSERT INTO {s}.channel_activity AS a (channel, last_out_at, last_ack_at)"
+        f" SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])"
+        f" ON CONFLICT (channel) DO UPDATE SET"
+        f" last_out_at = greatest(a.last_out_at, excluded.last_out_at),"
+        f" last_ack_at = greatest(a.last_ack_at, excluded.last_ack_at)",
+        *([getattr(r, n) for r in rows] for n in CHANNEL_ACTIVITY.names),
+    )
 
 
 async def _add_counts(

@@ -8,6 +8,7 @@ field order is the column order of the table in ``readmodel.columns`` (a test ch
 from __future__ import annotations
 
 import datetime as dt
+from typing import TypeVar
 
 import msgspec
 
@@ -99,3 +100,55 @@ class Batch(msgspec.Struct, kw_only=True):
     activity: list[ActivityRow] = []
     #: (provider, channel, origin) for each message first seen incoming in this batch
     incoming: list[tuple[str, str, str]] = []
+
+
+class Totals(msgspec.Struct):
+    """What a batch adds to the count tables and to ``channel_activity``, summed over many
+    batches (a bulk fold writes them once, at its end: see ``projections.bulk``).
+
+    Counts add and activity is a maximum, so totals gathered by shards of the log in any
+    order (:meth:`merge`) equal those of one fold of the whole.
+    """
+
+    #: (channel, stage) → messages that newly missed that deadline
+    missed: dict[tuple[str, str], int] = {}
+    #: (channel, anomaly) → messages that gained it minus those that lost it
+    anomalies: dict[tuple[str, str], int] = {}
+    #: (channel, provider, failure class) → failures newly on record
+    failures: dict[tuple[str, str, str], int] = {}
+    #: channel → [latest outgoing message, latest ack]
+    activity: dict[str, list[dt.datetime | None]] = {}
+
+    def add(self, batch: Batch) -> None:
+        for m in batch.newly_missed:
+            self.missed[m] = self.missed.get(m, 0) + 1
+        for channel, kind, n in batch.anomaly_deltas:
+            self.anomalies[channel, kind] = self.anomalies.get((channel, kind), 0) + n
+        for f in batch.new_failures:
+            self.failures[f] = self.failures.get(f, 0) + 1
+        for row in batch.activity:
+            self._active(row.channel, row.last_out_at, row.last_ack_at)
+
+    def merge(self, other: Totals) -> None:
+        _add(self.missed, other.missed)
+        _add(self.anomalies, other.anomalies)
+        _add(self.failures, other.failures)
+        for channel, (out, ack) in other.activity.items():
+            self._active(channel, out, ack)
+
+    def _active(self, channel: str, out: dt.datetime | None, ack: dt.datetime | None) -> None:
+        seen = self.activity.setdefault(channel, [None, None])
+        for i, at in enumerate((out, ack)):
+            if at is not None and (seen[i] is None or at > seen[i]):  # type: ignore[operator]
+                seen[i] = at
+
+    def activity_rows(self) -> list[ActivityRow]:
+        return [ActivityRow(c, out, ack) for c, (out, ack) in sorted(self.activity.items())]
+
+
+_K = TypeVar("_K")
+
+
+def _add(into: dict[_K, int], counts: dict[_K, int]) -> None:
+    for k, n in counts.items():
+        into[k] = into.get(k, 0) + n

@@ -1,13 +1,15 @@
 """The rebuild's bulk fold equals the incremental projector's, for any log (hypothesis).
 
 Random logs of Meta and WAHA webhooks (observations, acks, failures, deletions, incoming
-messages, retried duplicates) over a few message keys and two channels with short deadlines,
-folded twice into fresh schemas of the same database: by the incremental projector at a
-random batch size, and by :class:`projections.bulk.BulkFold` at another batch size with a
-tiny cache (so messages are evicted, written, read back and upserted again). Every table
-must be equal, before and after a sweep at the same instant. A third fold takes the
-projector's steps but upserts every message, where the projector COPYs those a batch
-creates: its rows must be the same too.
+messages, connection reports, retried duplicates) over a few message keys and four channels
+(two per provider: keys 0-2 in one, 3-5 in the other) with short deadlines, folded into
+fresh schemas of the same database: by the incremental projector at a random batch size, and
+by :class:`projections.bulk.BulkFold` at another batch size with a tiny cache (so messages
+are evicted, written, read back and upserted again), whole and cut in 2 and 4 shards by
+message key (each shard a fold of its own into the same schema, the totals merged and
+written once, as ``load_log``'s worker processes do). Every table must be equal, before and
+after a sweep at the same instant. A third fold takes the projector's steps but upserts every
+message, where the projector COPYs those a batch creates: its rows must be the same too.
 
 ``received_at`` never decreases along the log, as at ingest: a deadline missed once stays
 missed, so only a clock running backwards could make two batchings disagree about it.
@@ -41,10 +43,19 @@ from eventstore.events import NewEvent
 from eventstore.pool import connect
 from eventstore.read import head, read
 from projections import fold
-from projections.bulk import TASKS_PER_WORKER, BulkFold, load_log, shards
+from projections.bulk import (
+    TASKS_PER_WORKER,
+    BulkFold,
+    Task,
+    channel_groups,
+    load_log,
+    split,
+    tasks,
+)
 from projections.readmodel import bulk, load, write
 from projections.readmodel.columns import TABLES
 from projections.rebuild import bulk_load
+from projections.rules.rows import Totals
 from projections.runner import LIVE_CHECKPOINT, Projector
 from projections.stages import Stages
 from service.ingest import channels
@@ -114,23 +125,32 @@ async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
     c = await connect(dsn)
     await bulk.bulk_codecs(c)
     for provider in ("meta", "waha"):
-        await channels.add(
-            c, provider, provider, token=f"t-{provider}", sent_deadline_s=5, delivered_deadline_s=10
-        )
+        for name in (provider, f"{provider}2"):
+            await channels.add(
+                c, name, provider, token=f"t-{name}", sent_deadline_s=5, delivered_deadline_s=10
+            )
     try:
         yield c
     finally:
         await c.close()
 
 
-async def _append(conn: asyncpg.Connection, log: list[Any], start: dt.datetime) -> None:
+def channel_of(provider: str, key: int) -> str:
+    """Each provider's keys 0-2 in one channel, the others in a second one."""
+    return provider if key < 3 else f"{provider}2"
+
+
+async def _append(
+    conn: asyncpg.Connection, log: list[Any], start: dt.datetime, *, one_channel: bool = False
+) -> None:
+    """``one_channel``: every event in the provider's first channel."""
     at = start
     events = []
     for kind, key, arg, gap, twice in log:
         at += dt.timedelta(seconds=gap)
         provider, raw = body(kind, key, arg)
         e = NewEvent(
-            channel=provider,
+            channel=provider if one_channel else channel_of(provider, key),
             provider=provider,
             body=raw,
             received_at=at,
@@ -219,7 +239,8 @@ async def test_bulk_fold_equals_the_incremental_fold(
     await _append(conn, log, T0 + dt.timedelta(days=n))
     end = await head(conn)
     inc, blk, ups = f"rm_inc_{n}", f"rm_bulk_{n}", f"rm_ups_{n}"
-    for schema in (inc, blk, ups):
+    sh2, sh4 = f"rm_sh2_{n}", f"rm_sh4_{n}"
+    for schema in (inc, blk, ups, sh2, sh4):
         await conn.execute("SELECT create_read_models($1)", schema)
     try:
         projector = Projector(dsn, schema=inc, name=inc, live=False, batch_size=batch)
@@ -232,68 +253,181 @@ async def test_bulk_fold_equals_the_incremental_fold(
         folded = BulkFold(conn, blk, batch_size=bulk_batch, cache_size=cache)
         assert await folded.run(start, end) == end
         assert await _differences(conn, inc, blk) == {}
+        for shards, schema in ((2, sh2), (4, sh4)):
+            assert await _fold_in_shards(conn, schema, start, end, shards, bulk_batch, cache) == (
+                end - start
+            )
+            assert await _differences(conn, inc, schema) == {}, f"{shards} shards"
         assert await _anomaly_counts(conn, inc) == await _recounted(conn, inc)
         assert await _receipt_counts(conn, inc) == await _receipts_recounted(conn, inc)
         later = T0 + dt.timedelta(days=n, hours=1)
-        assert await write.sweep(conn, inc, later) == await write.sweep(conn, blk, later)
-        assert await _differences(conn, inc, blk) == {}
+        swept = await write.sweep(conn, inc, later)
+        for schema in (blk, sh2, sh4):
+            assert await write.sweep(conn, schema, later) == swept
+            assert await _differences(conn, inc, schema) == {}
     finally:
-        for schema in (inc, blk, ups):
+        for schema in (inc, blk, ups, sh2, sh4):
             await conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-async def test_shards_in_processes_fold_like_one_projector(
-    conn: asyncpg.Connection, dsn: str
-) -> None:
-    """Two processes, one channel each (a shard per channel), into one fresh schema."""
-    rng = random.Random(7)
-    log = [
+async def _fold_in_shards(
+    conn: asyncpg.Connection,
+    schema: str,
+    after: int,
+    upto: int,
+    shards: int,
+    batch: int,
+    cache: int,
+) -> int:
+    """What ``load_log``'s workers do with tasks of ``shards`` shards, one after the other in
+    this process: each shard folds into ``schema`` and keeps its totals, which are merged and
+    written once at the end. Returns the events counted (each once, by its channel's shard)."""
+    totals, counted = Totals(), 0
+    for shard in range(shards):
+        stages = Stages()
+        folded = BulkFold(
+            conn,
+            schema,
+            batch_size=batch,
+            cache_size=cache,
+            shard=shard,
+            shards=shards,
+            defer_totals=True,
+            stages=stages,
+        )
+        await folded.run(after, upto)
+        totals.merge(folded.totals)
+        counted += stages.events
+    await write.add_totals(conn, schema, totals)
+    return counted
+
+
+def _random_log(seed: int, n: int, kinds: list[str] = KINDS) -> list[Any]:
+    rng = random.Random(seed)
+    return [
         (
-            rng.choice(KINDS),
+            rng.choice(kinds),
             rng.randint(0, 30),
             rng.randint(0, 9),
             rng.choice([0, 1, 2, 3, 5, 8, 70]),
             rng.random() < 0.2,
         )
-        for _ in range(400)
+        for _ in range(n)
     ]
-    await _append(conn, log, T0)
-    end = await head(conn)
-    inc, blk = "rm_inc_shards", "rm_bulk_shards"
-    for schema in (inc, blk):
-        await conn.execute("SELECT create_read_models($1)", schema)
-    await Projector(dsn, schema=inc, name=inc, live=False, batch_size=7).catch_up(conn, upto=end)
-    restore = await bulk.defer_indexes(conn, blk)
+
+
+async def _bulk_load(
+    conn: asyncpg.Connection, dsn: str, schema: str, end: int, **kw: Any
+) -> Stages:
+    """``load_log`` into a fresh ``schema``, as a rebuild runs it (indexes deferred)."""
+    await conn.execute("SELECT create_read_models($1)", schema)
+    restore = await bulk.defer_indexes(conn, schema)
     stages = Stages()
     assert (
-        await load_log(conn, dsn, blk, end, stages=stages, workers=2, min_events_per_shard=1) == end
+        await load_log(conn, dsn, schema, end, stages=stages, min_events_per_shard=1, **kw) == end
     )
-    await bulk.restore_indexes(conn, blk, restore)
-    assert stages.events == end  # both shards' events counted: every event folded once
+    await bulk.restore_indexes(conn, schema, restore)
+    return stages
+
+
+@pytest.mark.parametrize(
+    ("workers", "shards"), [(1, 1), (1, 2), (1, 4), (2, None), (2, 1), (2, 2), (2, 4)]
+)
+async def test_bulk_loads_in_processes_and_shards_fold_like_one_projector(
+    conn: asyncpg.Connection, dsn: str, workers: int, shards: int | None
+) -> None:
+    """``load_log`` with 1 or 2 worker processes and every task in 1, 2 or 4 shards (None:
+    as it chooses), into one fresh schema: every table equals the incremental fold's, and
+    every event is counted once whatever the shards."""
+    await _append(conn, _random_log(7, 400), T0)
+    end = await head(conn)
+    inc, blk = "rm_inc_shards", "rm_bulk_shards"
+    await conn.execute("SELECT create_read_models($1)", inc)
+    await Projector(dsn, schema=inc, name=inc, live=False, batch_size=7).catch_up(conn, upto=end)
+    stages = await _bulk_load(conn, dsn, blk, end, workers=workers, shards=shards)
+    assert stages.events == end
     assert await _differences(conn, inc, blk) == {}
-    # a task of several channels walks the log once for all of them
-    both = "rm_bulk_both"
-    await conn.execute("SELECT create_read_models($1)", both)
-    async with conn.transaction():
-        await BulkFold(conn, both, channels=["meta", "waha"], cache_size=5).run(0, end)
-    assert await _differences(conn, inc, both) == {}
+    if (workers, shards) == (1, 1):
+        # a task of several channels walks the log once for all of them
+        both = "rm_bulk_both"
+        await conn.execute("SELECT create_read_models($1)", both)
+        async with conn.transaction():
+            await BulkFold(
+                conn, both, channels=["meta", "meta2", "waha", "waha2"], cache_size=5
+            ).run(0, end)
+        assert await _differences(conn, inc, both) == {}
+
+
+async def test_a_one_channel_log_folds_on_every_worker(conn: asyncpg.Connection, dsn: str) -> None:
+    """One channel holds the whole log: two workers fold it as two shards of that channel, at
+    once, and the tables equal the incremental fold's (the count tables and channel activity,
+    which both shards add to, included)."""
+    waha = [k for k in KINDS if k.startswith("waha")]
+    await _append(conn, _random_log(13, 600, waha), T0, one_channel=True)
+    end = await head(conn)
+    assert tasks({"waha": end}, 2) == [Task(["waha"], 0, 2, end), Task(["waha"], 1, 2, end)]
+    inc, blk = "rm_inc_one", "rm_bulk_one"
+    await conn.execute("SELECT create_read_models($1)", inc)
+    await Projector(dsn, schema=inc, name=inc, live=False, batch_size=9).catch_up(conn, upto=end)
+    stages = await _bulk_load(conn, dsn, blk, end, workers=2)
+    assert stages.events == end
+    assert await _differences(conn, inc, blk) == {}
+    assert await conn.fetchval(f"SELECT count(*) FROM {blk}.missed_counts") > 0
 
 
 @given(
     counts=st.dictionaries(st.text(min_size=1, max_size=5), st.integers(1, 10_000), max_size=40),
     n=st.integers(1, 8),
 )
-def test_shard_tasks_cover_every_channel_once_largest_first(counts: dict[str, int], n: int) -> None:
-    """Every channel in exactly one task; tasks largest first; a task is either one channel
+def test_channel_groups_cover_every_channel_once_largest_first(
+    counts: dict[str, int], n: int
+) -> None:
+    """Every channel in exactly one group; groups largest first; a group is either one channel
     or channels each smaller than a ``TASKS_PER_WORKER * n``-th of the log."""
-    tasks = shards(counts, n)
-    flat = [c for t in tasks for c in t]
+    groups = channel_groups(counts, n)
+    flat = [c for t in groups for c in t]
     assert sorted(flat) == sorted(counts)
-    sizes = [sum(counts[c] for c in t) for t in tasks]
+    sizes = [sum(counts[c] for c in t) for t in groups]
     assert sizes == sorted(sizes, reverse=True)
     target = max(sum(counts.values()) // (TASKS_PER_WORKER * n), 1)
-    for t in tasks:
+    for t in groups:
         assert len(t) == 1 or all(counts[c] < target for c in t)
+
+
+@given(
+    counts=st.dictionaries(st.text(min_size=1, max_size=5), st.integers(1, 10_000), max_size=40),
+    workers=st.integers(1, 8),
+    shards=st.none() | st.integers(1, 4),
+)
+def test_tasks_fold_each_shard_of_each_channel_once_costliest_first(
+    counts: dict[str, int], workers: int, shards: int | None
+) -> None:
+    """Each channel's facts in exactly one task per shard, all its tasks cut alike; ``shards``
+    when given, else only a channel bigger than a worker's share is cut (into at most
+    ``workers``); tasks handed out costliest first."""
+    plan = tasks(counts, workers, shards)
+    total = sum(counts.values())
+    for channel, count in counts.items():
+        mine = [t for t in plan if channel in t.channels]
+        n = mine[0].shards
+        assert sorted(t.shard for t in mine) == list(range(n))
+        assert all(t.shards == n and t.channels == mine[0].channels for t in mine)
+        if shards is not None:
+            assert n == shards
+        elif len(mine[0].channels) > 1 or count * workers <= total:
+            assert n == 1
+        else:
+            assert 2 <= n <= workers
+    costs = [t.cost for t in plan]
+    assert costs == sorted(costs, reverse=True)
+
+
+def test_a_channel_is_cut_into_shards_only_past_a_workers_share() -> None:
+    assert split(1000, 1000, 4) == 4  # one channel: every worker folds a shard of it
+    assert split(600, 1000, 2) == 2
+    assert split(500, 1000, 2) == 1  # two even channels: a task each, as before
+    assert split(300, 1000, 4) == 2
+    assert split(1000, 1000, 1) == 1
 
 
 async def test_a_cold_live_projector_loads_in_bulk_then_folds_batch_by_batch(
