@@ -300,14 +300,20 @@ def channel_groups(counts: dict[str, int], n: int) -> list[list[str]]:
     return [g for _, g in sorted(groups, key=lambda g: -g[0])]
 
 
+#: the fewest workers with which a big channel is cut into shards on its own (``split``)
+SHARD_FROM_WORKERS = 3
+
+
 def split(events: int, total: int, workers: int) -> int:
     """Into how many shards a channel of ``events`` of the ``total`` is cut: one per worker's
     share of the log it holds (rounded up), at most ``workers``. A channel within one
     worker's share stays whole; a log of one channel is cut in ``workers`` shards, all
     folding at once. No more than that: each shard reads and decodes all the channel's
     events (the message key is inside the body), so every shard past the workers costs a read
-    of the channel and buys no core."""
-    if events * workers <= total:
+    of the channel and buys no core. Nor below ``SHARD_FROM_WORKERS`` workers: on 2 cores,
+    where PostgreSQL takes its share of the same two, 2 shards of a one-channel log folded at
+    0.7-0.96x one process (the re-read and re-decode cost more than the second core gave)."""
+    if workers < SHARD_FROM_WORKERS or events * workers <= total:
         return 1
     return min(workers, math.ceil(events * workers / total))
 
