@@ -23,7 +23,7 @@ from eventstore.read import head
 from eventstore.retention import oldest_kept
 from projections.bulk import load_log
 from projections.clock import Clock, utcnow
-from projections.readmodel import LIVE, LIVE_CHECKPOINT, bulk, schema, write
+from projections.readmodel import LIVE, bulk, checkpoints, schema, write
 from projections.readmodel.schema import Difference
 from projections.runner import Projector
 from projections.stages import Stages
@@ -100,11 +100,14 @@ async def rebuild(
     stages: Stages | None = None,
     workers: int | None = None,
     archives: ArchiveStore | None = None,
+    shards: int | None = None,
 ) -> int:
     """Replay the log into fresh tables and swap them in; returns the log's head. ``workers``:
     the bulk load's processes (None: ``bulk.default_workers``). ``archives``: the store that
     holds what retention dropped from the log; those events are folded first (archived +
-    live), so a rebuild after retention keeps the messages it archived."""
+    live), so a rebuild after retention keeps the messages it archived. ``shards``: the
+    number of live projection shards to record with the swap (None: as recorded); every
+    shard's checkpoint is set to the rebuilt position (``readmodel.checkpoints.swap_in``)."""
     conn = await connect(dsn)
     builder: Projector | None = None
     source: str | None = None
@@ -127,8 +130,7 @@ async def rebuild(
             await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
             await builder.catch_up(conn)  # the tail that arrived meanwhile
             await write.sweep(conn, builder.schema, clock())
-            live = await checkpoint.load(conn, LIVE_CHECKPOINT)
-            await checkpoint.reset(conn, LIVE_CHECKPOINT, max(builder.position, live))
+            await checkpoints.swap_in(conn, builder.position, shards)
             await schema.swap_in(conn, builder.schema)
             await checkpoint.drop(conn, builder.name)
             await conn.execute("INSERT INTO rebuilds (position) VALUES ($1)", builder.position)
@@ -166,12 +168,16 @@ async def verify(
     workers: int | None = None,
 ) -> list[Difference]:
     """Rebuild aside up to the live checkpoint and list every table that differs (after
-    retention, only what the log still holds can be compared: ``schema.compare``)."""
+    retention, only what the log still holds can be compared: ``schema.compare``).
+
+    With several projection shards, each has folded its share up to its own checkpoint:
+    inside the (rolled back) transaction, holding the write lock, the shards behind the
+    furthest one fold their share up to it first, so both sides meet at one position."""
     conn = await connect(dsn)
     builder: Projector | None = None
     try:
         # fold aside no further than the live projector has, so both can meet at its position
-        live_at_start = await checkpoint.load(conn, LIVE_CHECKPOINT)
+        live_at_start = max(p for _, p in await checkpoints.positions(conn))
         builder = await _build_aside(
             conn, dsn, clock, progress, upto=live_at_start, workers=workers
         )
@@ -179,7 +185,7 @@ async def verify(
         await tx.start()
         try:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
-            live = await checkpoint.load(conn, LIVE_CHECKPOINT)
+            live = await _shards_meet(conn, dsn, clock)
             await builder.catch_up(conn, upto=live)
             now: dt.datetime = clock()
             await write.sweep(conn, LIVE, now)  # same clock for both sides
@@ -193,6 +199,17 @@ async def verify(
         if builder is not None:
             await _drop(conn, builder)
         await conn.close()
+
+
+async def _shards_meet(conn: asyncpg.Connection, dsn: str, clock: Clock) -> int:
+    """Fold every live shard up to the furthest one's checkpoint (write lock held, in the
+    caller's transaction); returns that position."""
+    layout = await checkpoints.positions(conn)
+    top = max(p for _, p in layout)
+    for k, (name, _) in enumerate(layout):
+        behind = Projector(dsn, name=name, shard=k, shards=len(layout), live=False, clock=clock)
+        await behind.catch_up(conn, upto=top)
+    return top
 
 
 class LastRebuild(msgspec.Struct, frozen=True, kw_only=True):

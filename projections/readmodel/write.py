@@ -168,13 +168,14 @@ async def write(conn: asyncpg.Connection, schema: str, batch: Batch, *, copy: bo
     if batch.new_failures:
         await _add_counts(conn, s, FAILURE_COUNTS, [(*f, 1) for f in batch.new_failures])
     if batch.activity:
+        activity = sorted(batch.activity, key=lambda r: r.channel)  # row locks in one order
         await conn.execute(
             f"INSERT INTO {s}.channel_activity AS a (channel, last_out_at, last_ack_at)"
             f" SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])"
             f" ON CONFLICT (channel) DO UPDATE SET"
             f" last_out_at = greatest(a.last_out_at, excluded.last_out_at),"
             f" last_ack_at = greatest(a.last_ack_at, excluded.last_ack_at)",
-            *([getattr(r, n) for r in batch.activity] for n in CHANNEL_ACTIVITY.names),
+            *([getattr(r, n) for r in activity] for n in CHANNEL_ACTIVITY.names),
         )
 
 
@@ -188,13 +189,18 @@ async def _add_counts(
 ) -> None:
     """Add to a counter table (its key columns, then ``n``): each row is its key values and
     the amount to add. ``forget_zero`` deletes the rows that reach zero (so where batches were
-    cut, which decides whether a row passed through zero, leaves no trace)."""
+    cut, which decides whether a row passed through zero, leaves no trace).
+
+    Rows go in key order: projection shards add to the same counters side by side, and
+    each takes the row locks in one order (tables in the order :func:`write` writes them,
+    keys sorted), so two shards' batches never deadlock."""
     keys = ", ".join(table.key)
     arrays = ", ".join(f"${i + 1}::text[]" for i in range(len(table.key)))
     await conn.execute(
         f"INSERT INTO {s}.{table.name} ({keys}, n)"
         f" SELECT {keys}, sum(n) FROM unnest({arrays}, ${len(table.key) + 1}::bigint[])"
         f" AS t({keys}, n) GROUP BY {keys}{' HAVING sum(n) <> 0' if forget_zero else ''}"
+        f" ORDER BY {keys}"
         f" ON CONFLICT ({keys}) DO UPDATE SET n = {s}.{table.name}.n + excluded.n",
         *([r[i] for r in rows] for i in range(len(table.key) + 1)),
     )
