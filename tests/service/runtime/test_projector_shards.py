@@ -37,7 +37,7 @@ from projections.runner import Projector
 from service.ingest import channels
 from tests.projections.fold.test_bulk_fold import body
 from tests.support.payloads import event
-from tests.support.procs import Process, command_output
+from tests.support.procs import Process, command_output, free_port, serve
 
 META_KINDS = ["meta_status", "meta_status", "meta_group", "meta_incoming"]
 WAHA_KINDS = ["waha_outgoing", "waha_ack", "waha_ack", "waha_del", "waha_session"]
@@ -292,3 +292,22 @@ def test_shard_keys_and_checkpoints() -> None:
     assert live_checkpoints.names(3) == ["messages.0/3", "messages.1/3", "messages.2/3"]
     assert all(live_checkpoints.is_live(n) for n in live_checkpoints.names(3))
     assert not live_checkpoints.is_live("feed") and not live_checkpoints.is_live("rebuild:rm_x")
+
+
+async def test_serve_runs_a_projector_process_per_shard(dsn: str, conn: asyncpg.Connection) -> None:
+    target = await append(conn, 2000, seed=8)
+    server = serve(dsn, free_port(), ACKLOG_PROJECTOR_SHARDS="2")
+    await server.start()
+    try:
+        assert "projector in 2 shards" in "\n".join(server.lines)
+        await until_folded(conn, target)
+        leaders = [await leader(conn, k, 2) for k in range(2)]
+        apps = [app.rsplit("-", 1)[0] for _, app in leaders]
+        assert apps == ["acklog-projector-0/2", "acklog-projector-1/2"]
+        assert len({app.rsplit("-", 1)[1] for _, app in leaders}) == 2, "one process each"
+    finally:
+        await server.stop()
+    # the same database, served with another number: the projector refuses, serve exits 1
+    code, out = await command_output(dsn, "serve", "--port", str(free_port()))
+    assert code == 1, out
+    assert "folded in 2 shard(s)" in out and "ACKLOG_PROJECTOR_SHARDS=1" in out, out
