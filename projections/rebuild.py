@@ -54,9 +54,14 @@ async def _build_aside(
     upto: int | None = None,
     stages: Stages | None = None,
     workers: int | None = None,
+    cold: bool = False,
 ) -> Projector:
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", locks.REBUILD):
         raise RebuildBusy("another rebuild or verify is running")
+    if cold and any(p for _, p in await checkpoints.positions(conn)):
+        # a cold start's load, but another one swapped its models in since this projector
+        # found no checkpoint (checkpoints are set before that rebuild let the lock go)
+        raise RebuildBusy("the live read model was loaded meanwhile")
     aside = schema.fresh_name()
     await schema.create(conn, aside)
     name = f"rebuild:{aside}"
@@ -101,13 +106,16 @@ async def rebuild(
     workers: int | None = None,
     archives: ArchiveStore | None = None,
     shards: int | None = None,
+    cold: bool = False,
 ) -> int:
     """Replay the log into fresh tables and swap them in; returns the log's head. ``workers``:
     the bulk load's processes (None: ``bulk.default_workers``). ``archives``: the store that
     holds what retention dropped from the log; those events are folded first (archived +
     live), so a rebuild after retention keeps the messages it archived. ``shards``: the
     number of live projection shards to record with the swap (None: as recorded); every
-    shard's checkpoint is set to the rebuilt position (``readmodel.checkpoints.swap_in``)."""
+    shard's checkpoint is set to the rebuilt position (``readmodel.checkpoints.swap_in``).
+    ``cold``: a cold start's (:func:`bulk_load`), which gives up (``RebuildBusy``) if a live
+    checkpoint has moved by the time it holds the rebuild lock."""
     conn = await connect(dsn)
     builder: Projector | None = None
     source: str | None = None
@@ -125,7 +133,9 @@ async def rebuild(
                 f'"{source}"',
             )
             dsn = _with_search_path(dsn, path)
-        builder = await _build_aside(conn, dsn, clock, progress, stages=stages, workers=workers)
+        builder = await _build_aside(
+            conn, dsn, clock, progress, stages=stages, workers=workers, cold=cold
+        )
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
             await builder.catch_up(conn)  # the tail that arrived meanwhile
@@ -152,9 +162,10 @@ def _with_search_path(dsn: str, path: str) -> str:
 
 async def bulk_load(dsn: str, clock: Clock, stages: Stages, *, workers: int | None = None) -> bool:
     """A cold live projector's catch-up (``Projector(bulk_load=bulk_load)``, see
-    ``Projector.cold_start``): a rebuild; False when another rebuild or verify holds the lock."""
+    ``Projector.cold_start``): a rebuild; False when another rebuild or verify holds the lock,
+    or another cold start loaded the models meanwhile (several shards start cold at once)."""
     try:
-        await rebuild(dsn, clock=clock, stages=stages, workers=workers)
+        await rebuild(dsn, clock=clock, stages=stages, workers=workers, cold=True)
     except RebuildBusy:
         return False
     return True

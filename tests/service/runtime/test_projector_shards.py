@@ -311,3 +311,28 @@ async def test_serve_runs_a_projector_process_per_shard(dsn: str, conn: asyncpg.
     code, out = await command_output(dsn, "serve", "--port", str(free_port()))
     assert code == 1, out
     assert "folded in 2 shard(s)" in out and "ACKLOG_PROJECTOR_SHARDS=1" in out, out
+
+
+async def test_cold_shards_load_in_bulk_once(dsn: str, conn: asyncpg.Connection) -> None:
+    """From no checkpoint, one shard's cold start is a rebuild that sets every shard's
+    checkpoint; the others wait for it rather than fold the same log batch by batch."""
+    target = await append(conn, 4000, seed=9)
+    procs = [
+        Process(
+            ["project", "--shard", str(k)],
+            dsn,
+            ACKLOG_PROJECTOR_SHARDS="2",
+            ACKLOG_BULK_CATCHUP="1000",
+        )
+        for k in range(2)
+    ]
+    try:
+        for p in procs:
+            await p.start()
+        await until_folded(conn, target)
+    finally:
+        for p in procs:
+            await p.stop()
+    assert await conn.fetchval("SELECT count(*) FROM rebuilds") == 1
+    assert await verify(dsn) == []
+    await equals_one_projector(conn, dsn)
