@@ -19,8 +19,13 @@ $(STAMP): $(RUN_STAMP)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# projection shards for the machine (docs/operations.md, "Projection shards"): one per core up
+# to 4 on more than 2 cores, else 1; ACKLOG_PROJECTOR_SHARDS in the environment wins
+CORES := $(shell nproc 2>/dev/null || echo 1)
+SHARDS := $(shell c=$(CORES); if [ "$$c" -gt 2 ]; then [ "$$c" -lt 4 ] && echo "$$c" || echo 4; else echo 1; fi)
+
 run: $(RUN_STAMP)
-	$(VENV)/bin/acklog serve $(ARGS)
+	ACKLOG_PROJECTOR_SHARDS=$${ACKLOG_PROJECTOR_SHARDS:-$(SHARDS)} $(VENV)/bin/acklog serve $(ARGS)
 
 # lint-imports: the layout's contracts in pyproject.toml ([tool.importlinter]; docs/design.md)
 lint: $(STAMP)

@@ -145,7 +145,7 @@ async def _sharded(dsn: str, shards: int) -> dict[str, Any]:
     stages = Stages(cpu=True)
     pg = procs.postgres_cpu_seconds(server) if server else 0.0
     cpu, started = cpu_now(), time.perf_counter()
-    await rebuild(dsn, stages=stages, shards=shards)
+    await rebuild(dsn, stages=stages, bulk_shards=shards)
     seconds, cpu = time.perf_counter() - started, cpu_now() - cpu
     pg = (procs.postgres_cpu_seconds(server) - pg) if server else 0.0
     n = max(stages.events, 1)

@@ -701,7 +701,7 @@ def _rebuild_shards(r: dict[str, Any]) -> list[str]:
     v = sh.get("verify") or {}
     return [
         f"**Rebuild of a one-channel log** ({_n(sh['events'])} events, the {sh['provider']} mix"
-        f" alone, in one channel; `rebuild(shards=N)`: every task cut in N shards by message"
+        f" alone, in one channel; `rebuild(bulk_shards=N)`: every task cut in N shards by message"
         f" key, `projections/bulk.py`), {sh['workers']} worker processes, {sh['runs']}"
         f" round{'s' if sh['runs'] != 1 else ''} interleaved (the order turns each round). 1 shard is the path a one-channel log took"
         " before (one process); by itself a rebuild cuts a channel bigger than a worker's share"

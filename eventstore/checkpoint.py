@@ -16,6 +16,37 @@ async def load(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> int:
     return int(value or 0)
 
 
+async def load_guarded(conn: asyncpg.Connection, name: str) -> tuple[int, int]:
+    """``name``'s position and the number of live projection shards recorded, in one round
+    trip (a live projector checks in each batch that the layout it folds is still the one
+    recorded: ``acklog rebuild --shards N`` may have changed it meanwhile)."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT position FROM checkpoints WHERE name = $1) AS position,"
+        " (SELECT shards FROM projector_shards) AS shards",
+        name,
+    )
+    assert row is not None
+    return int(row["position"] or 0), int(row["shards"] or 1)
+
+
+async def recorded_shards(conn: asyncpg.Connection | asyncpg.Pool, *, lock: bool = False) -> int:
+    """How many shards the live projection is folded in (``sql/090_projector_shards.sql``);
+    ``lock``: the row locked until the caller's transaction ends (whoever changes it)."""
+    value = await conn.fetchval(
+        "SELECT shards FROM projector_shards" + (" FOR UPDATE" if lock else "")
+    )
+    return int(value or 1)
+
+
+async def record_shards(conn: asyncpg.Connection, shards: int) -> None:
+    """Record the live projection's number of shards (in the caller's transaction)."""
+    await conn.execute(
+        "INSERT INTO projector_shards (shards) VALUES ($1)"
+        " ON CONFLICT (one) DO UPDATE SET shards = $1, recorded_at = now()",
+        shards,
+    )
+
+
 async def advance(conn: asyncpg.Connection, name: str, expected: int, new: int) -> None:
     """Move ``name`` from ``expected`` to ``new`` inside the caller's transaction.
 

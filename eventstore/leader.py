@@ -31,11 +31,13 @@ async def lead_forever(
     is_leader: asyncio.Event,
     *,
     retry_delay: float = 0.5,
+    fatal: tuple[type[Exception], ...] = (),
 ) -> None:
     """``what`` names the leader in logs and in ``application_name`` (``acklog-<what>-<pid>``).
 
     A lost database is logged once per outage: the attempts to reconnect that fail after it
-    log at DEBUG, until the leader connects again."""
+    log at DEBUG, until the leader connects again. ``fatal``: errors that no retry mends
+    (the caller's settings are wrong): raised, after the lock is let go."""
     lost = False
     while True:
         conn: asyncpg.Connection | None = None
@@ -49,6 +51,8 @@ async def lead_forever(
             log.info("%s is the leader", what)
             await lead(conn)
         except asyncio.CancelledError:
+            raise
+        except fatal:
             raise
         except DRIVER_ERRORS as exc:
             log.log(

@@ -17,9 +17,13 @@ import msgspec
 APPEND = 7312004711
 #: Session lock held while migrations run: one migrator at a time.
 MIGRATE = 7312004712
-#: Session lock of the live projector's leader: one projector at a time, standbys wait.
+#: Session lock of the live projector's leader: one projector at a time, standbys wait
+#: (with one shard; shard k of n leads on :func:`projector_leader`).
 PROJECTOR_LEADER = 7312004721
-#: Transaction lock shared by live read-model writers (projector batches, rebuild swap).
+#: Transaction lock of live read-model writers: a projector batch with one shard and the
+#: sweep take it exclusive, as does a rebuild's swap; shard projectors (n > 1) take it
+#: shared, each with its own :func:`shard_write`, so shards fold side by side but never
+#: while a swap or a sweep runs.
 READ_MODEL_WRITE = 7312004722
 #: Session lock: one rebuild or verify at a time.
 REBUILD = 7312004723
@@ -36,6 +40,26 @@ ERASURE = 7312004791
 #: archive a retention run writes from bodies read before an erasure masked them is
 #: always seen by that erasure's pass, which waits for the run to finish.
 RETENTION = 7312004792
+
+
+def _per_shard(base: int, shard: int, shards: int) -> int:
+    """A key of its own for shard ``shard`` of ``shards`` (n <= 64): ``base`` shifted left 16
+    bits, then n and k in a byte each; far from every key above (those are below 2**33)."""
+    if not 0 <= shard < shards <= 255:
+        raise ValueError(f"no shard {shard} of {shards}")
+    return (base << 16) | (shards << 8) | shard
+
+
+def projector_leader(shard: int, shards: int) -> int:
+    """Session lock of shard ``shard`` of ``shards``' leader (``PROJECTOR_LEADER`` when
+    ``shards`` is 1: one projector leads on the key it always did)."""
+    return PROJECTOR_LEADER if shards == 1 else _per_shard(PROJECTOR_LEADER, shard, shards)
+
+
+def shard_write(shard: int, shards: int) -> int:
+    """Transaction lock of shard ``shard`` of ``shards``' batches (with ``READ_MODEL_WRITE``
+    shared): two projectors of one shard never fold the same batch side by side."""
+    return _per_shard(READ_MODEL_WRITE, shard, shards)
 
 
 async def holder(conn: asyncpg.Connection | asyncpg.Pool, key: int) -> Holder | None:

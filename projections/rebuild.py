@@ -23,7 +23,7 @@ from eventstore.read import head
 from eventstore.retention import oldest_kept
 from projections.bulk import load_log
 from projections.clock import Clock, utcnow
-from projections.readmodel import LIVE, LIVE_CHECKPOINT, bulk, schema, write
+from projections.readmodel import LIVE, bulk, checkpoints, schema, write
 from projections.readmodel.schema import Difference
 from projections.runner import Projector
 from projections.stages import Stages
@@ -54,10 +54,15 @@ async def _build_aside(
     upto: int | None = None,
     stages: Stages | None = None,
     workers: int | None = None,
-    shards: int | None = None,
+    bulk_shards: int | None = None,
+    cold: bool = False,
 ) -> Projector:
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", locks.REBUILD):
         raise RebuildBusy("another rebuild or verify is running")
+    if cold and any(p for _, p in await checkpoints.positions(conn)):
+        # a cold start's load, but another one swapped its models in since this projector
+        # found no checkpoint (checkpoints are set before that rebuild let the lock go)
+        raise RebuildBusy("the live read model was loaded meanwhile")
     aside = schema.fresh_name()
     await schema.create(conn, aside)
     name = f"rebuild:{aside}"
@@ -82,7 +87,7 @@ async def _build_aside(
         aside,
         total,
         workers=workers,
-        shards=shards,
+        shards=bulk_shards,
         stages=builder.stages,
         on_batch=report,
     )
@@ -109,13 +114,19 @@ async def rebuild(
     workers: int | None = None,
     archives: ArchiveStore | None = None,
     shards: int | None = None,
+    cold: bool = False,
+    bulk_shards: int | None = None,
 ) -> int:
     """Replay the log into fresh tables and swap them in; returns the log's head. ``workers``:
-    the bulk load's processes (None: ``bulk.default_workers``); ``shards``: cut every task in
-    that many shards by message key (None: only a channel bigger than a worker's share, see
-    ``bulk.tasks``). ``archives``: the store that holds what retention dropped from the log;
-    those events are folded first (archived + live), so a rebuild after retention keeps the
-    messages it archived."""
+    the bulk load's processes (None: ``bulk.default_workers``). ``archives``: the store that
+    holds what retention dropped from the log; those events are folded first (archived +
+    live), so a rebuild after retention keeps the messages it archived. ``shards``: the
+    number of live projection shards to record with the swap (None: as recorded); every
+    shard's checkpoint is set to the rebuilt position (``readmodel.checkpoints.swap_in``).
+    ``cold``: a cold start's (:func:`bulk_load`), which gives up (``RebuildBusy``) if a live
+    checkpoint has moved by the time it holds the rebuild lock. ``bulk_shards``: cut every
+    task of the bulk load in that many shards by message key (None: ``bulk.tasks`` decides;
+    the bench compares 1, 2 and 4)."""
     conn = await connect(dsn)
     builder: Projector | None = None
     source: str | None = None
@@ -134,14 +145,20 @@ async def rebuild(
             )
             dsn = _with_search_path(dsn, path)
         builder = await _build_aside(
-            conn, dsn, clock, progress, stages=stages, workers=workers, shards=shards
+            conn,
+            dsn,
+            clock,
+            progress,
+            stages=stages,
+            workers=workers,
+            bulk_shards=bulk_shards,
+            cold=cold,
         )
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
             await builder.catch_up(conn)  # the tail that arrived meanwhile
             await write.sweep(conn, builder.schema, clock())
-            live = await checkpoint.load(conn, LIVE_CHECKPOINT)
-            await checkpoint.reset(conn, LIVE_CHECKPOINT, max(builder.position, live))
+            await checkpoints.swap_in(conn, builder.position, shards)
             await schema.swap_in(conn, builder.schema)
             await checkpoint.drop(conn, builder.name)
             await conn.execute("INSERT INTO rebuilds (position) VALUES ($1)", builder.position)
@@ -163,9 +180,10 @@ def _with_search_path(dsn: str, path: str) -> str:
 
 async def bulk_load(dsn: str, clock: Clock, stages: Stages, *, workers: int | None = None) -> bool:
     """A cold live projector's catch-up (``Projector(bulk_load=bulk_load)``, see
-    ``Projector.cold_start``): a rebuild; False when another rebuild or verify holds the lock."""
+    ``Projector.cold_start``): a rebuild; False when another rebuild or verify holds the lock,
+    or another cold start loaded the models meanwhile (several shards start cold at once)."""
     try:
-        await rebuild(dsn, clock=clock, stages=stages, workers=workers)
+        await rebuild(dsn, clock=clock, stages=stages, workers=workers, cold=True)
     except RebuildBusy:
         return False
     return True
@@ -177,23 +195,33 @@ async def verify(
     clock: Clock = utcnow,
     progress: ProgressFn | None = None,
     workers: int | None = None,
-    shards: int | None = None,
+    bulk_shards: int | None = None,
 ) -> list[Difference]:
     """Rebuild aside up to the live checkpoint and list every table that differs (after
-    retention, only what the log still holds can be compared: ``schema.compare``)."""
+    retention, only what the log still holds can be compared: ``schema.compare``).
+
+    With several projection shards, each has folded its share up to its own checkpoint:
+    inside the (rolled back) transaction, holding the write lock, the shards behind the
+    furthest one fold their share up to it first, so both sides meet at one position."""
     conn = await connect(dsn)
     builder: Projector | None = None
     try:
         # fold aside no further than the live projector has, so both can meet at its position
-        live_at_start = await checkpoint.load(conn, LIVE_CHECKPOINT)
+        live_at_start = max(p for _, p in await checkpoints.positions(conn))
         builder = await _build_aside(
-            conn, dsn, clock, progress, upto=live_at_start, workers=workers, shards=shards
+            conn,
+            dsn,
+            clock,
+            progress,
+            upto=live_at_start,
+            workers=workers,
+            bulk_shards=bulk_shards,
         )
         tx = conn.transaction()
         await tx.start()
         try:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
-            live = await checkpoint.load(conn, LIVE_CHECKPOINT)
+            live = await _shards_meet(conn, dsn, clock)
             await builder.catch_up(conn, upto=live)
             now: dt.datetime = clock()
             await write.sweep(conn, LIVE, now)  # same clock for both sides
@@ -207,6 +235,17 @@ async def verify(
         if builder is not None:
             await _drop(conn, builder)
         await conn.close()
+
+
+async def _shards_meet(conn: asyncpg.Connection, dsn: str, clock: Clock) -> int:
+    """Fold every live shard up to the furthest one's checkpoint (write lock held, in the
+    caller's transaction); returns that position."""
+    layout = await checkpoints.positions(conn)
+    top = max(p for _, p in layout)
+    for k, (name, _) in enumerate(layout):
+        behind = Projector(dsn, name=name, shard=k, shards=len(layout), live=False, clock=clock)
+        await behind.catch_up(conn, upto=top)
+    return top
 
 
 class LastRebuild(msgspec.Struct, frozen=True, kw_only=True):

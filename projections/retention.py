@@ -51,7 +51,7 @@ from eventstore.errors import DRIVER_ERRORS
 from eventstore.pool import connect
 from projections.feed import horizon as feed_horizon
 from projections.feed.outbox import FEED_CHECKPOINT
-from projections.readmodel import LIVE_CHECKPOINT
+from projections.readmodel import checkpoints as live_checkpoints
 from projections.readmodel import retention as rm_retention
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,10 @@ async def horizon(conn: asyncpg.Connection) -> Horizon:
     nxt = await partitions.next_position(conn)
     found: list[tuple[int, str]] = [(nxt, "the log's next position")]
     names = {name: position for name, position, _ in await checkpoint.all_checkpoints(conn)}
-    # the live projector and the feed's outbox fold every event: until one has run, it
-    # still needs them all
-    names.setdefault(LIVE_CHECKPOINT, 0)
+    # the live projector (each of its shards) and the feed's outbox fold every event: until
+    # one has run, it still needs them all
+    for live in live_checkpoints.names(await checkpoint.recorded_shards(conn)):
+        names.setdefault(live, 0)
     names.setdefault(FEED_CHECKPOINT, 0)
     for name, position in names.items():
         found.append((position + 1, f"checkpoint {name} at {position}"))

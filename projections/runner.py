@@ -5,6 +5,15 @@ Only the leader runs: it holds a session advisory lock on the very connection it
 use, so if that connection dies the lock goes with it and a standby, blocked on the same
 lock, takes over at once. Every batch transaction also takes the live write lock, which a
 rebuild's swap takes too, so the two never interleave.
+
+With ``shards`` > 1 (``ACKLOG_PROJECTOR_SHARDS``), ``shard`` k folds only its share of each
+batch (``projections.shards.select``), with a checkpoint, a leader lock and standbys of its
+own (``readmodel.checkpoints``, ``locks.projector_leader``). Its batches take the write lock
+shared (with a per-shard lock exclusive), so the shards fold side by side; a rebuild's swap
+and the sweep take it exclusive. Only shard 0 sweeps: the sweep marks messages of every
+shard, and a shard that loaded a row before a sweep marked it would write it back unmarked
+(and the next sweep would count it again), so it runs alone. Each batch also checks that
+the number of shards recorded is still its own, and stops (``ShardsMismatch``) if not.
 """
 
 from __future__ import annotations
@@ -20,10 +29,11 @@ from eventstore import checkpoint, locks
 from eventstore.leader import follow, lead_forever
 from eventstore.read import head, read
 from eventstore.subscribe import Wakeup
-from projections import fold
+from projections import fold, shards
 from projections.clock import Clock, utcnow
-from projections.readmodel import LIVE, bulk, load, schema_name, write
+from projections.readmodel import LIVE, bulk, checkpoints, load, schema_name, write
 from projections.readmodel import LIVE_CHECKPOINT as LIVE_CHECKPOINT
+from projections.readmodel.checkpoints import ShardsMismatch
 from projections.rules.rows import Batch
 from projections.stages import Stages
 
@@ -49,7 +59,9 @@ class Projector:
         dsn: str,
         *,
         schema: str = LIVE,
-        name: str = LIVE_CHECKPOINT,
+        name: str | None = None,
+        shard: int = 0,
+        shards: int = 1,
         batch_size: int = 1000,
         poll_interval: float = 1.0,
         clock: Clock = utcnow,
@@ -63,7 +75,10 @@ class Projector:
     ) -> None:
         self.dsn = dsn
         self.schema = schema_name(schema)
-        self.name = name
+        #: this projector folds shard ``shard`` of ``shards`` (``projections.shards``)
+        self.shard = shard
+        self.shards = shards
+        self.name = checkpoints.name(shard, shards) if name is None else name
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.clock = clock
@@ -93,9 +108,7 @@ class Projector:
             self._prepared = conn
         async with conn.transaction():
             with timed("lock and checkpoint"):
-                if self.live:
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
-                position = await checkpoint.load(conn, self.name)
+                position = await self._lock_and_load(conn)
             with timed("read"):
                 events = await read(
                     conn, after=position, limit=self.batch_size, upto=upto, for_fold=True
@@ -104,7 +117,7 @@ class Projector:
                 self.position = position
                 return 0
             with timed("decode"):
-                decoded = fold.decode(events)
+                decoded = shards.select(fold.decode(events), self.shard, self.shards)
             with timed("load"):
                 keys, receipt_keys = fold.message_keys(decoded)
                 existing, missed = await load.load_messages(conn, self.schema, keys)
@@ -135,13 +148,35 @@ class Projector:
             self._advanced.notify_all()
         return len(events)
 
+    async def _lock_and_load(self, conn: asyncpg.Connection) -> int:
+        """The live write lock (exclusive with one shard; shared, plus this shard's own,
+        with several) and this projector's checkpoint; a live projector also checks that the
+        number of shards recorded is still its own."""
+        if not self.live:
+            return await checkpoint.load(conn, self.name)
+        if self.shards == 1:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
+        else:
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)",
+                locks.READ_MODEL_WRITE,
+                locks.shard_write(self.shard, self.shards),
+            )
+        position, recorded = await checkpoint.load_guarded(conn, self.name)
+        if recorded != self.shards:
+            raise ShardsMismatch(checkpoints.mismatch(self.shards, recorded))
+        return position
+
     async def wait_for(self, position: int) -> None:
         """Return once this projector has folded the log up to ``position``."""
         async with self._advanced:
             await self._advanced.wait_for(lambda: self.position >= position)
 
     async def sweep(self, conn: asyncpg.Connection) -> int:
-        """Mark messages whose ack deadline passed (live write lock held)."""
+        """Mark messages whose ack deadline passed (live write lock held exclusive); only
+        shard 0 sweeps (see the module's docstring)."""
+        if self.shard != 0:
+            return 0
         async with conn.transaction():
             if self.live:
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.READ_MODEL_WRITE)
@@ -169,8 +204,14 @@ class Projector:
         log.info("projector: no checkpoint and %d events in the log: bulk load", end)
         started = time.perf_counter()
         if not await self.bulk_load(self.dsn, self.clock, self.stages):
-            log.info("projector: a rebuild is running; folding batch by batch")
-            return 0
+            if self.shards == 1:
+                log.info("projector: a rebuild is running; folding batch by batch")
+                return 0
+            # another shard's cold start, most likely: its swap sets this shard's checkpoint
+            # too, so wait for it instead of folding the same log beside it batch by batch
+            log.info("projector shard %d: a rebuild is running; waiting for it", self.shard)
+            await conn.execute("SELECT pg_advisory_lock($1)", locks.REBUILD)
+            await conn.execute("SELECT pg_advisory_unlock($1)", locks.REBUILD)
         self.position = await checkpoint.load(conn, self.name)
         log.info(
             "projector: bulk load to position %d in %.1f s",
@@ -200,6 +241,8 @@ class Projector:
         than the lag it adds. The sweep runs at most every ``sweep_interval`` seconds, not on
         every wake-up.
         """
+        if self.live:
+            await checkpoints.claim(conn, self.shards)
         await self.cold_start(conn)
         await follow(
             conn,
@@ -217,8 +260,9 @@ class Projector:
         async with Wakeup(self.dsn, poll_interval=self.poll_interval) as wake:
             await lead_forever(
                 self.dsn,
-                locks.PROJECTOR_LEADER,
-                "projector",
+                locks.projector_leader(self.shard, self.shards),
+                "projector" if self.shards == 1 else f"projector-{self.shard}/{self.shards}",
                 lambda conn: self._lead(conn, wake),
                 self.is_leader,
+                fatal=(ShardsMismatch,),
             )

@@ -189,7 +189,9 @@ async def add_totals(conn: asyncpg.Connection, schema: str, totals: Totals) -> N
 
 
 async def _activity(conn: asyncpg.Connection, s: str, rows: Sequence[ActivityRow]) -> None:
-    """Each channel's latest outgoing message and ack: a maximum, whatever the order."""
+    """Each channel's latest outgoing message and ack: a maximum, whatever the order; rows
+    in channel order, so live shards writing at once lock them in one order."""
+    rows = sorted(rows, key=lambda r: r.channel)
     await conn.execute(
         f"INSERT INTO {s}.channel_activity AS a (channel, last_out_at, last_ack_at)"
         f" SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])"
@@ -210,13 +212,18 @@ async def _add_counts(
 ) -> None:
     """Add to a counter table (its key columns, then ``n``): each row is its key values and
     the amount to add. ``forget_zero`` deletes the rows that reach zero (so where batches were
-    cut, which decides whether a row passed through zero, leaves no trace)."""
+    cut, which decides whether a row passed through zero, leaves no trace).
+
+    Rows go in key order: projection shards add to the same counters side by side, and
+    each takes the row locks in one order (tables in the order :func:`write` writes them,
+    keys sorted), so two shards' batches never deadlock."""
     keys = ", ".join(table.key)
     arrays = ", ".join(f"${i + 1}::text[]" for i in range(len(table.key)))
     await conn.execute(
         f"INSERT INTO {s}.{table.name} ({keys}, n)"
         f" SELECT {keys}, sum(n) FROM unnest({arrays}, ${len(table.key) + 1}::bigint[])"
         f" AS t({keys}, n) GROUP BY {keys}{' HAVING sum(n) <> 0' if forget_zero else ''}"
+        f" ORDER BY {keys}"
         f" ON CONFLICT ({keys}) DO UPDATE SET n = {s}.{table.name}.n + excluded.n",
         *([r[i] for r in rows] for i in range(len(table.key) + 1)),
     )

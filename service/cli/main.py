@@ -67,18 +67,31 @@ def parser() -> argparse.ArgumentParser:
     feed_cli.add_arguments(subs)
     subs.set_defaults(fn=feed_cli.run)
 
-    sub.add_parser(
+    proj = sub.add_parser(
         "project",
         help="run only the projector",
         description="Run only the projector: fold the log into the read models and follow"
-        " it, until Ctrl-C. One leads at a time; others wait as standbys.",
-    ).set_defaults(fn=rebuild.project)
-    sub.add_parser(
+        " it, until Ctrl-C. One leads at a time (per shard); others wait as standbys.",
+    )
+    proj.add_argument(
+        "--shard",
+        type=int,
+        help="fold only shard K of ACKLOG_PROJECTOR_SHARDS (default: all of them here)",
+    )
+    proj.set_defaults(fn=rebuild.project)
+    reb = sub.add_parser(
         "rebuild",
         help="replay the log into fresh read models and swap them in, live",
         description="Replay the whole log into fresh read models beside the live ones,"
         " then swap them in; the service keeps answering meanwhile.",
-    ).set_defaults(fn=rebuild.rebuild)
+    )
+    reb.add_argument(
+        "--shards",
+        type=int,
+        help="record N live projection shards with the swap (the way to change"
+        " ACKLOG_PROJECTOR_SHARDS; default: keep the number recorded)",
+    )
+    reb.set_defaults(fn=rebuild.rebuild)
     sub.add_parser(
         "verify",
         help="rebuild aside and compare with the live models (exit 1 on differences)",

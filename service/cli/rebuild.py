@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from eventstore.archive import ArchiveError
 from eventstore.archive_store import ArchiveStore, ArchiveStoreError
 from projections import rebuild as rebuilding
+from projections.readmodel.checkpoints import ShardsMismatch
 from service.cli.common import settings_of
 from service.core.database import database_url, wait_and_migrate
 from service.runtime import roles
@@ -65,12 +66,18 @@ def project(args: argparse.Namespace) -> int:
     """Run only the projector (leader, or standby while another one leads)."""
 
     settings = settings_of(args)
+    roles.check_shard(settings, args.shard)
 
     async def body(dsn: str) -> int:
-        await roles.projector(settings, dsn).run()
+        await roles.claim_shards(settings, dsn)
+        await roles.projectors(settings, dsn, args.shard)
         return 0
 
-    return _db_command(args, body)
+    try:
+        return _db_command(args, body)
+    except ShardsMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def rebuild(args: argparse.Namespace) -> int:
@@ -79,13 +86,22 @@ def rebuild(args: argparse.Namespace) -> int:
     # what retention archived is folded too (archived + live) when the store is set
     archives = ArchiveStore(settings.archive_url) if settings.archive_url else None
 
+    shards = args.shards
+    if shards is not None and not 1 <= shards <= 64:
+        raise SystemExit("--shards must be between 1 and 64")
+
     async def body(dsn: str) -> int:
         started = time.monotonic()
         position = await rebuilding.rebuild(
-            dsn, progress=_progress("rebuild"), workers=workers, archives=archives
+            dsn, progress=_progress("rebuild"), workers=workers, archives=archives, shards=shards
         )
         took = time.monotonic() - started
         print(f"\nrebuilt the read models up to position {position} in {took:.1f}s; swapped in")
+        if shards is not None:
+            print(
+                f"recorded {shards} projection shard(s): run the projectors with"
+                f" ACKLOG_PROJECTOR_SHARDS={shards} (others stop saying so)"
+            )
         return 0
 
     return _db_command(args, body)

@@ -33,6 +33,12 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
         " ACKLOG_API_UPSTREAM), api (query API, metrics; ACKLOG_API_PORT or --port), projector,"
         " feed (outbox projector and subscription delivery), retention (ACKLOG_RETENTION)",
     )
+    serve.add_argument(
+        "--shard",
+        type=int,
+        help="with --role projector: fold only shard K of ACKLOG_PROJECTOR_SHARDS (default:"
+        " all of them in this one process)",
+    )
     serve.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(fn=run)
 
@@ -51,11 +57,13 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.child:  # started by the supervisor: migrations are applied, the DSN is set
         roles.die_with_supervisor()
-        return _serve_role(args.role, settings, database_url(settings), supervised=True)
+        return _serve_role(
+            args.role, settings, database_url(settings), supervised=True, shard=args.shard
+        )
     dsn = database_url(settings)
     asyncio.run(wait_and_migrate(dsn))
     if args.role in ("api", "projector", "feed", "retention"):
-        return _serve_role(args.role, settings, dsn, supervised=False)
+        return _serve_role(args.role, settings, dsn, supervised=False, shard=args.shard)
     if args.role == "ingest":
         if settings.workers <= 1:
             return _serve_role("ingest", settings, dsn, supervised=False)
@@ -79,7 +87,13 @@ def run(args: argparse.Namespace) -> int:
     )
     processes = (
         f"{settings.workers} ingest worker(s), query API"
-        + ("" if args.no_projector else ", projector")
+        + (
+            ""
+            if args.no_projector
+            else ", projector"
+            if settings.projector_shards == 1
+            else f", projector in {settings.projector_shards} shards"
+        )
         + ("" if args.no_feed else ", feed")
         + ("" if settings.retention is None else ", retention")
     )
@@ -110,14 +124,16 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _serve_role(role: str, settings: Settings, dsn: str, *, supervised: bool) -> int:
+def _serve_role(
+    role: str, settings: Settings, dsn: str, *, supervised: bool, shard: int | None = None
+) -> int:
     match role:
         case "ingest":
             roles.run_ingest(settings, dsn, announce=not supervised)
         case "api":
             roles.run_api(settings, dsn, supervised=supervised)
         case "projector":
-            roles.run_projector(settings, dsn)
+            roles.run_projector(settings, dsn, shard)
         case "feed":
             roles.run_feed(settings, dsn)
         case "retention":

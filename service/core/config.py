@@ -140,6 +140,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bulk_catchup: int = 100_000
     #: processes a bulk load (rebuild, verify, cold start) folds with (0: the cores, at most 4)
     rebuild_workers: int = 0
+    #: live projection shards (by message key), each a projector process of its own
+    projector_shards: int = 1
     feed: FeedSettings = msgspec.field(default_factory=FeedSettings)
     stream: StreamSettings = msgspec.field(default_factory=StreamSettings)
 
@@ -469,6 +471,12 @@ VARIABLES: tuple[Var, ...] = (
         "bulk_catchup",
         integer(0),
         "events from which a cold live projector loads in bulk (0: never)",
+    ),
+    Var(
+        "ACKLOG_PROJECTOR_SHARDS",
+        "projector_shards",
+        integer(1, 64),
+        "live projection shards, one projector process each (changed by rebuild --shards N)",
     ),
     Var(
         "ACKLOG_REBUILD_WORKERS",

@@ -19,14 +19,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from eventstore import channels as registry
-from eventstore import checkpoint, partitions
+from eventstore import partitions
 from eventstore import retention as retention_records
 from eventstore.errors import DRIVER_ERRORS
 from eventstore.read import head, oldest_after
 from projections import retention
 from projections.facts import INSTANCE_STATUSES
 from projections.failures import FAILURE_CLASSES
-from projections.readmodel import LIVE_CHECKPOINT, health, query
+from projections.readmodel import checkpoints as live_checkpoints
+from projections.readmodel import health, query
 from projections.rules.deadlines import WAITS
 from projections.rules.health import HEALTHS
 from projections.rules.message_state import ANOMALIES
@@ -41,8 +42,11 @@ STAGES: tuple[str, ...] = tuple(WAITS)
 class Snapshot(msgspec.Struct, frozen=True):
     taken_at: dt.datetime | None = None
     head: int = 0
+    #: how far every projection shard has folded (the least of their checkpoints)
     position: int = 0
     lag_seconds: float = 0.0
+    #: (checkpoint, position) of each projection shard (one: ``messages``)
+    shards: list[tuple[str, int]] = []
     overdue: list[tuple[str, str, int]] = []
     missed: list[tuple[str, str, int]] = []
     instances: list[tuple[str, str, str]] = []
@@ -238,7 +242,8 @@ async def take(pool: asyncpg.Pool, now: dt.datetime) -> Snapshot:
 async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
     async with conn.transaction(readonly=True):
         log_head = await head(conn)
-        position = await checkpoint.load(conn, LIVE_CHECKPOINT)
+        shards = await live_checkpoints.positions(conn)
+        position = min(p for _, p in shards)
         oldest = await oldest_after(conn, position)
         figures = await query.figures(conn, now)
         known = await registry.providers(conn)
@@ -252,6 +257,7 @@ async def take_from(conn: asyncpg.Connection, now: dt.datetime) -> Snapshot:
         taken_at=now,
         head=log_head,
         position=position,
+        shards=shards,
         lag_seconds=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0,
         overdue=figures.overdue,
         missed=figures.missed,
@@ -283,6 +289,10 @@ def publish(snap: Snapshot) -> None:
     metrics.projection_position.labels("messages").set(snap.position)
     metrics.projection_lag_events.labels("messages").set(max(snap.head - snap.position, 0))
     metrics.projection_lag_seconds.labels("messages").set(snap.lag_seconds)
+    if len(snap.shards) > 1:  # and each shard's, labelled with its checkpoint (messages.k/n)
+        for name, position in snap.shards:
+            metrics.projection_position.labels(name).set(position)
+            metrics.projection_lag_events.labels(name).set(max(snap.head - position, 0))
     for channel, provider in snap.channels:
         metrics.export_channel(provider, channel)
 

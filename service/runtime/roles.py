@@ -8,7 +8,10 @@ Roles (docs/design.md, "Process roles" and "Beyond one machine"; invariant 12):
 - ``api``: query API, console, ``/openapi.json`` and ``/metrics`` (summed over every process),
   its own pool and the metrics snapshot; listens on a unix socket for the relay and, with
   ``ACKLOG_API_PORT``, on a TCP port of its own.
-- ``projector``: the leader folds the log; others stand by on its advisory lock.
+- ``projector``: the leader folds the log; others stand by on its advisory lock. With
+  ``ACKLOG_PROJECTOR_SHARDS`` n > 1, one process per shard (``--shard k``), each leading on
+  its own lock (``projections.runner``); a projector process without ``--shard`` runs all
+  n shards on its one event loop.
 - ``feed``: the canonical feed (``service.feed.role``): the outbox projector and the
   delivery of subscriptions, each leading on its own advisory lock; restarted like the
   projector. A slow receiver costs this process only.
@@ -28,6 +31,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import itertools
 import logging
 import os
 import shutil
@@ -37,6 +41,9 @@ import tempfile
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
+from eventstore.pool import connect
+from projections.readmodel import checkpoints
+from projections.readmodel.checkpoints import ShardsMismatch
 from projections.rebuild import bulk_load
 from projections.runner import Projector
 from service.core import eventloop, lifetime
@@ -179,15 +186,51 @@ def run_retention(settings: Settings, dsn: str) -> None:
     _lead_until_signal("retention", lambda: retention.scheduled(dsn, schedule))
 
 
-def run_projector(settings: Settings, dsn: str) -> None:
-    """Lead or stand by until SIGTERM/SIGINT; a batch in flight is rolled back, never lost."""
-    _lead_until_signal("projector", lambda: projector(settings, dsn).run())
+def run_projector(settings: Settings, dsn: str, shard: int | None = None) -> None:
+    """Lead or stand by until SIGTERM/SIGINT; a batch in flight is rolled back, never lost.
+
+    ``shard``: fold that shard of ``ACKLOG_PROJECTOR_SHARDS`` (None: all of them, each on
+    its own task). A number of shards other than the one recorded ends the process before
+    it is ready, saying how to change it (``ShardsMismatch``)."""
+    check_shard(settings, shard)
+    try:
+        asyncio.run(claim_shards(settings, dsn))
+        _lead_until_signal("projector", lambda: projectors(settings, dsn, shard))
+    except ShardsMismatch as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
-def projector(settings: Settings, dsn: str) -> Projector:
-    """The live projector as the settings configure it (cold start in bulk, its workers)."""
+async def claim_shards(settings: Settings, dsn: str) -> None:
+    """Check the recorded number of shards (and record it while nothing is folded)."""
+    conn = await connect(dsn)
+    try:
+        await checkpoints.claim(conn, settings.projector_shards)
+    finally:
+        await conn.close()
+
+
+def check_shard(settings: Settings, shard: int | None) -> None:
+    """``--shard`` names one of ``ACKLOG_PROJECTOR_SHARDS``' shards, or says which exist."""
+    n = settings.projector_shards
+    if shard is not None and not 0 <= shard < n:
+        raise SystemExit(f"--shard must be between 0 and {n - 1} (ACKLOG_PROJECTOR_SHARDS={n})")
+
+
+async def projectors(settings: Settings, dsn: str, shard: int | None = None) -> None:
+    """Shard ``shard``'s projector, or every shard's on this loop (None), until cancelled."""
+    n = settings.projector_shards
+    which = range(n) if shard is None else (shard,)
+    # gather, not a TaskGroup: a ShardsMismatch comes out as itself (then the process ends)
+    await asyncio.gather(*(projector(settings, dsn, k).run() for k in which))
+
+
+def projector(settings: Settings, dsn: str, shard: int = 0) -> Projector:
+    """The live projector of ``shard`` as the settings configure it (its shards, cold start
+    in bulk, its workers)."""
     return Projector(
         dsn,
+        shard=shard,
+        shards=settings.projector_shards,
         on_batch=observe_batch,
         bulk_catchup=settings.bulk_catchup,
         bulk_load=functools.partial(bulk_load, workers=settings.rebuild_workers or None),
@@ -250,9 +293,11 @@ def run_feed(settings: Settings, dsn: str) -> None:
 
 
 class Child:
-    def __init__(self, role: Role, argv: list[str]) -> None:
+    def __init__(self, role: Role, argv: list[str], shard: int | None = None) -> None:
         self.role = role
         self.argv = argv
+        #: the projection shard a projector child folds
+        self.shard = shard
         self.proc: asyncio.subprocess.Process | None = None
         self.ready = asyncio.Event()
         self.started = 0.0
@@ -260,7 +305,8 @@ class Child:
 
     @property
     def name(self) -> str:
-        return f"{self.role}[{self.proc.pid if self.proc else '-'}]"
+        shard = "" if self.shard is None else f" shard {self.shard}"
+        return f"{self.role}{shard}[{self.proc.pid if self.proc else '-'}]"
 
 
 class Supervisor:
@@ -283,7 +329,7 @@ class Supervisor:
         self.stopping.set()
         sdnotify.notify("STOPPING=1")
 
-    def _argv(self, role: Role) -> list[str]:
+    def _argv(self, role: Role, shard: int | None = None) -> list[str]:
         s = self.settings
         return [
             sys.executable,
@@ -297,7 +343,18 @@ class Supervisor:
             s.host,
             "--port",
             str(s.port),
+            *(() if shard is None else ("--shard", str(shard))),
         ]
+
+    def _children(self) -> list[Child]:
+        """One child per role; the projector children fold shards 0, 1, … in turn."""
+        shard = itertools.count()
+        sharded = self.settings.projector_shards > 1
+        children = []
+        for role in self.roles:
+            k = next(shard) if role == "projector" and sharded else None
+            children.append(Child(role, self._argv(role, k), k))
+        return children
 
     async def _spawn(self, child: Child, env: dict[str, str], wfd: int) -> None:
         child.ready.clear()
@@ -392,7 +449,7 @@ class Supervisor:
         if "api" in self.roles:
             env["ACKLOG_API_SOCKET"] = socket_path
             env["ACKLOG_API_UPSTREAM"] = f"unix:{socket_path}"
-        self.children = [Child(role, self._argv(role)) for role in self.roles]
+        self.children = self._children()
         reader = asyncio.create_task(self._read_ready(rfd))
         watchers: list[asyncio.Task[None]] = []
         started = False
@@ -484,11 +541,11 @@ def supervise(
 
 
 def child_roles(settings: Settings, *, projector: bool, feed: bool = True) -> list[Role]:
-    """What ``acklog serve`` runs: the API, ``workers`` ingest workers, the projector, the
-    feed, and retention when ``ACKLOG_RETENTION`` is set."""
+    """What ``acklog serve`` runs: the API, ``workers`` ingest workers, the projector (one
+    per shard), the feed, and retention when ``ACKLOG_RETENTION`` is set."""
     roles: list[Role] = ["api", *(["ingest"] * max(settings.workers, 1))]  # type: ignore[list-item]
     if projector:
-        roles.append("projector")
+        roles.extend(["projector"] * max(settings.projector_shards, 1))
     if feed:
         roles.append("feed")
     if settings.retention is not None:

@@ -10,7 +10,7 @@ from eventstore import retention as retention_records
 from projections import rebuild, retention
 from projections.feed import store as feed_store
 from projections.feed import subscriptions as feed_subs
-from projections.readmodel import LIVE_CHECKPOINT
+from projections.readmodel import checkpoints as live_checkpoints
 from projections.readmodel import console as rmc
 from service.console.pages.common import (
     PAGE,
@@ -51,10 +51,20 @@ async def projector_page(request: web.Request) -> web.Response:
     now = request_now(request)
     head = await reader.head(pool)
     points = await checkpoint.all_checkpoints(pool)
-    live = next((p for p in points if p[0] == LIVE_CHECKPOINT), None)
-    position = live[1] if live else 0
+    n = await checkpoint.recorded_shards(pool)
+    at = {p[0]: p for p in points}
+    # every shard: its checkpoint (name, position, moved at) and its leader
+    shards = [
+        (
+            at.get(name, (name, 0, None)),
+            await locks.holder(primary_pool(request), locks.projector_leader(k, n)),
+        )
+        for k, name in enumerate(live_checkpoints.names(n))
+    ]
+    live = min(shards, key=lambda s: s[0][1])[0]
+    position = live[1]
     waiting_since = await reader.oldest_after(pool, position)
-    leader = await locks.holder(primary_pool(request), locks.PROJECTOR_LEADER)
+    leader = shards[0][1]
     last = await rebuild.last_rebuild(pool)
     building = [p for p in points if p[0].startswith("rebuild:")]
     async with pool.acquire() as conn:
@@ -66,13 +76,16 @@ async def projector_page(request: web.Request) -> web.Response:
         {
             "head": head,
             "position": position,
-            "updated_at": live[2] if live else None,
+            "updated_at": live[2],
             "lag_events": max(head - position, 0),
             "lag_seconds": (now - waiting_since).total_seconds() if waiting_since else 0.0,
             "leader": leader,
             "last_rebuild": last,
             "building": building,
-            "others": [p for p in points if p[0] != LIVE_CHECKPOINT and p not in building],
+            "shards": shards if n > 1 else [],
+            "others": [
+                p for p in points if not live_checkpoints.is_live(p[0]) and p not in building
+            ],
             "oldest": oldest,
             "retention_run": runs[0] if runs else None,
         },

@@ -44,8 +44,8 @@ from eventstore.pool import connect
 from eventstore.read import head, read
 from projections import fold
 from projections.bulk import (
-    TASKS_PER_WORKER,
     SHARD_FROM_WORKERS,
+    TASKS_PER_WORKER,
     BulkFold,
     Task,
     channel_groups,
@@ -415,11 +415,7 @@ def test_tasks_fold_each_shard_of_each_channel_once_costliest_first(
         assert all(t.shards == n and t.channels == mine[0].channels for t in mine)
         if shards is not None:
             assert n == shards
-        elif (
-            len(mine[0].channels) > 1
-            or count * workers <= total
-            or workers < SHARD_FROM_WORKERS
-        ):
+        elif len(mine[0].channels) > 1 or count * workers <= total or workers < SHARD_FROM_WORKERS:
             assert n == 1
         else:
             assert 2 <= n <= workers

@@ -494,3 +494,27 @@ async def test_a_meta_message_known_only_by_its_statuses_is_found_by_the_recipie
         async with browser.get(f"{base}/ui/channels/cloud", params={"q": spelling}) as r:
             page = await r.text()
         assert "wamid.only-statuses" in page, spelling
+
+
+async def test_the_projector_page_lists_every_shard(
+    server: TestServer, dsn: str, browser: aiohttp.ClientSession
+) -> None:
+    from eventstore.append import write_batch
+    from projections.readmodel import checkpoints
+    from tests.support.payloads import event
+
+    conn = await connect(dsn)
+    try:
+        await write_batch(conn, [event(meta_status(f"wamid.s{i}", "sent")) for i in range(20)])
+        await checkpoints.claim(conn, 2)
+        await Projector(dsn, shard=0, shards=2).catch_up(conn)
+        await Projector(dsn, shard=1, shards=2).catch_up(conn, upto=5)
+    finally:
+        await conn.close()
+    await sign_in(browser, base_of(server), KEY)
+    async with browser.get(f"{base_of(server)}/ui/projector") as r:
+        page = await r.text()
+    assert "<dt>Shard 0</dt>" in page and "messages.0/2</span>: #20" in page
+    assert "<dt>Shard 1</dt>" in page and "messages.1/2</span>: #5" in page
+    assert "Folded up to</dt><dd>#5 " in page  # the least of the shards' checkpoints
+    assert "15 events" in page  # lag: head - min
