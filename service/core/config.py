@@ -97,7 +97,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retention_interval: float = 3600.0
     #: events per second a retention run reads from the log at most (0: unpaced); measured in
     #: docs/benchmarks.md: unpaced, a run took a third of ingest's rate on two cores
-    retention_rate: int = 10_000
+    retention_rate: int = 5_000
     #: seconds: messages last active longer ago leave the read model (None: kept)
     readmodel_retention: float | None = None
     #: seconds allowed to send the body once the head has arrived

@@ -4,9 +4,12 @@ real ``acklog`` processes on a real PostgreSQL, webhooks through a real ``acklog
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
+import sys
+import tarfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -17,7 +20,6 @@ import pytest
 from eventstore.append import write_batch
 from eventstore.migrate import load, migrate
 from eventstore.pool import connect, encode_json
-from projections.runner import Projector
 from tests.conftest import with_database
 from tests.projections.fold.test_projector import traffic
 from tests.support.apps import add_channel
@@ -220,6 +222,43 @@ def previous_release_sql(into: Path) -> None:
         (into / Path(name).name).write_bytes(text)
 
 
+def previous_release_fold(dsn: str, into: Path) -> None:
+    """Fold the log into the read models with the previous release's own projector: its code
+    (``git archive``) first on the path of a process of its own, as that release would have
+    left the database (today's projector expects today's schema)."""
+    tree = subprocess.run(
+        ["git", "archive", PREVIOUS_RELEASE, "eventstore", "projections", "service"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    into.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(tree)) as tar:
+        tar.extractall(into, filter="data")
+    fold = (
+        "import asyncio, sys\n"
+        "import asyncpg\n"
+        "import projections.runner\n"
+        "assert projections.runner.__file__.startswith(sys.argv[2]), projections.runner.__file__\n"
+        "async def main():\n"
+        "    conn = await asyncpg.connect(sys.argv[1])\n"
+        "    try:\n"
+        "        print(await projections.runner.Projector(sys.argv[1]).catch_up(conn))\n"
+        "    finally:\n"
+        "        await conn.close()\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", fold, dsn, str(into)],
+        cwd=into,
+        env={**os.environ, "PYTHONPATH": str(into)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0 and int(out.stdout.split()[-1]) > 0, out
+
+
 async def test_upgrade_from_the_previous_release(
     empty_db: Callable[[], Awaitable[str]], tmp_path: Path
 ) -> None:
@@ -255,9 +294,9 @@ async def test_upgrade_from_the_previous_release(
             for e in traffic(60, seed=8)
         ]
         await conn.fetch("SELECT * FROM append_events($1::event_row[])", rows)
-        await Projector(db).catch_up(conn)
     finally:
         await conn.close()
+    previous_release_fold(db, tmp_path / "previous")
     before = await digest(db, "events", "position")
 
     code, out = await acklog(db, "migrate")
@@ -271,12 +310,16 @@ async def test_upgrade_from_the_previous_release(
         await conn.close()
     assert applied == new_versions
     assert await digest(db, "events", "position") == before, "the log is untouched, byte for byte"
+    # the read models as the previous release folded them: equal, or (when a decoder or the
+    # fold changed since, as here) told apart from a rebuild, which the upgrade then runs
     code, out = await acklog(db, "verify")
-    assert code == 0 and "equal a rebuild" in out, out
+    assert (code == 0 and "equal a rebuild" in out) or (
+        code == 1 and "differ from a rebuild" in out
+    ), out
     code, out = await acklog(db, "rebuild")
     assert code == 0, out
     code, out = await acklog(db, "verify")
-    assert code == 0, out
+    assert code == 0 and "equal a rebuild" in out, out
 
     port = free_port()
     server = await serve(db, port).start()
