@@ -483,8 +483,8 @@ async def run(
         log(f"lifecycle: archive, verify, restore {storage_events:,} events, {runs} runs")
         out["archives"] = await archives(server_dsn, dsn, workdir, runs, storage["groups"]["log"])
     log(
-        f"lifecycle: retention under ingest, {runs} rounds of {events:,} events"
-        f" (partitions of {partition_events:,})"
+        f"lifecycle: retention under ingest, {2 * runs + 1} pairs after one load of"
+        f" {events:,} events (partitions of {partition_events:,})"
     )
     out["retention_under_ingest"] = await retention_under_ingest(
         server_dsn,
