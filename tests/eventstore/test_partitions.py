@@ -361,3 +361,45 @@ async def test_archived_partitions_that_retention_dropped_restore_into_their_own
     assert await partitions.cover(small, 1, 35) == []  # covered now: nothing more to make
     again = await write_batch(small, [event(b"new")])  # the log goes on after the restore
     assert again[0].position == 36
+
+
+_DEDUP_PLAN = (
+    "EXPLAIN (COSTS OFF) SELECT e.position FROM events e"
+    " WHERE e.channel = $1 AND e.dedup_key = $2 AND e.duplicate_of IS NULL"
+)
+
+
+async def _dedup_index_of(conn: asyncpg.Connection, partition: str) -> str:
+    """The index the dedup lookup of append_events (a generic plan, no seq scan) reads in
+    ``partition``, as a session planning it now would."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        lines = [r[0] for r in await conn.fetch(_DEDUP_PLAN, "c1", "k")]
+    for line in lines:
+        if f" on {partition} " in line:
+            return line.split(" using ")[1].split(" on ")[0]
+    raise AssertionError(f"{partition} is not in the plan: {lines}")
+
+
+async def test_a_partition_made_ahead_is_analyzed_once_it_holds_1000_events(
+    small: asyncpg.Connection,
+) -> None:
+    """A partition made ahead is empty when ingest's sessions plan the dedup lookup; for an
+    empty partition the planner takes the (channel, position) index and filters on the key,
+    which reads every row of the channel in that partition per lookup. The append that
+    takes the partition past its first 1,000 positions analyzes it (sql/091)."""
+    await write_batch(small, [event(b"a%d" % i) for i in range(20)])
+    assert (await partitions.ensure(small, 5000, ahead=1))[0] == "events_p21"
+    await small.execute("VACUUM ANALYZE events_p21")  # what a vacuum of an empty one leaves
+    assert await _dedup_index_of(small, "events_p21") == "events_p21_channel_position_idx"
+    for b in range(3):  # 1..1500 of the partition: the 1,000th is in the third batch
+        await write_batch(small, [event(b"b%d-%d" % (b, i)) for i in range(500)])
+        analyzed = await small.fetchval(
+            "SELECT reltuples FROM pg_class WHERE relname = 'events_p21'"
+        )
+        assert (analyzed >= 1000) == (b == 2), (b, analyzed)
+    assert await _dedup_index_of(small, "events_p21") == "events_p21_dedup_first"
+    # the lookup still finds a first copy in it
+    again = await write_batch(small, [event(b"b1-7")])
+    assert again[0].duplicate_of == 21 + 500 + 7
