@@ -215,7 +215,8 @@ async def test_a_paced_archive_reads_no_faster_than_its_rate(
     conn: asyncpg.Connection, file_store: ArchiveStore
 ) -> None:
     """Retention's pace (ACKLOG_RETENTION_RATE): 2,500 rows at 1,000 events/s take at least
-    1.5 s (the bucket starts full: one second's worth goes at once), and hold them all."""
+    1.5 s (the bucket starts full: one second's worth goes at once), and hold them all; a
+    paced verify of them takes as long."""
     await append(conn, [webhook(n) for n in range(2_500)])
     started = time.monotonic()
     paced = await archive_range(conn, file_store, 1, 2_500, pace=AsyncLimiter(1_000, 1))
@@ -223,6 +224,11 @@ async def test_a_paced_archive_reads_no_faster_than_its_rate(
     assert took >= 1.45, f"2,500 rows at 1,000/s read in {took:.2f} s"
     assert paced.rows == 2_500
     await verify(file_store, paced)
+    # and a paced verify checks no faster than its own rate
+    started = time.monotonic()
+    await verify(file_store, paced, pace=AsyncLimiter(1_000, 1))
+    took = time.monotonic() - started
+    assert took >= 1.45, f"2,500 rows verified at 1,000/s in {took:.2f} s"
 
 
 async def test_restore_refuses_a_log_with_another_event_at_a_position(
