@@ -1408,16 +1408,19 @@ def _lifecycle(r: dict[str, Any]) -> list[str]:
             " since a message still inside its deadline keeps its partition in the log); then"
             " `VACUUM (ANALYZE)` and `CHECKPOINT`, so the autovacuum and checkpoint a load calls"
             " for land on no measured window, and a 1 s warm-up. Then pairs of (a) ingest"
-            " alone and (b) ingest while `acklog retention run --older-than 0s` (its own"
+            " alone and (b) ingest while ONE `acklog retention run --older-than 0s` (its own"
             " process, archiving to a `file://` store) archives, verifies, detaches and drops"
             " closed partitions at its default pace (`ACKLOG_RETENTION_RATE` ="
-            f" {_n(ru.get('rate') or 0)} events/s); last, one pair of ingest alone and ingest"
-            " under the same run unpaced (`--rate 0`), for scale. A run still working when the"
-            " window ends is stopped there (SIGTERM; the next run resumes it), so each window"
-            " is wholly under retention. Ingest: `acklog serve --role ingest`, closed loop at"
+            f" {_n(ru.get('rate') or 0)} events/s), as a run does in production: one long"
+            " process, continued (SIGCONT) for each (b) window and stopped (SIGSTOP) for each"
+            " (a) window at a point where its PostgreSQL session is idle and holds no lock"
+            " on the log but ACCESS SHARE (else let go on for 50 ms and stopped again:"
+            f" {ru.get('stops_let_go', '?')} times); its start-up lands once, on the first (b)"
+            f" window ({ru.get('processes_started', '?')} process(es) in all). Last, one pair"
+            " of ingest alone and ingest under a new run unpaced (`--rate 0`, stopped at the"
+            " window's end), for scale. Ingest: `acklog serve --role ingest`, closed loop at"
             f" {ru['connections']} connections for {ru['duration_s']:.0f} s"
-            f" ({lc.get('client', '?')}). The retention run starts with the ingest window; its"
-            " time includes its process's start-up.",
+            f" ({lc.get('client', '?')}).",
             "",
         ]
         rows = []
