@@ -194,12 +194,11 @@ async def holding(conn: Conn, position: int) -> Progress | None:
 
 
 class Span(msgspec.Struct, frozen=True, kw_only=True):
-    """The events of a range still in the log: how many, their positions, the newest time."""
+    """The events of a range still in the log: how many, and their positions."""
 
     rows: int
     first: int | None
     last: int | None
-    newest: dt.datetime | None
 
 
 async def last_received(conn: Conn, first: int, last: int) -> dt.datetime | None:
@@ -214,15 +213,19 @@ async def last_received(conn: Conn, first: int, last: int) -> dt.datetime | None
     return value
 
 
+SPAN_SQL = (
+    "SELECT count(*) AS rows, min(position) AS first, max(position) AS last"
+    " FROM events WHERE position BETWEEN $1 AND $2"
+)
+
+
 async def span(conn: Conn, first: int, last: int) -> Span:
-    """What the log holds with ``first <= position <= last``."""
-    row = await conn.fetchrow(
-        "SELECT count(*) AS rows, min(position) AS first, max(position) AS last,"
-        " max(received_at) AS newest FROM events WHERE position BETWEEN $1 AND $2",
-        first,
-        last,
-    )
-    return Span(rows=row["rows"], first=row["first"], last=row["last"], newest=row["newest"])
+    """What the log holds with ``first <= position <= last``: an index-only scan of the
+    partition's primary key (a column of the heap, such as ``received_at``, would make it
+    read the whole partition at the database's normal priority: 130 ms against 22 ms for
+    50,000 events, unpaced, at the start of each partition a run takes)."""
+    row = await conn.fetchrow(SPAN_SQL, first, last)
+    return Span(rows=row["rows"], first=row["first"], last=row["last"])
 
 
 async def oldest_kept(conn: Conn) -> int:

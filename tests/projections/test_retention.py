@@ -187,6 +187,17 @@ async def test_the_waiting_floor_is_one_probe_of_its_own_index(small: asyncpg.Co
     assert "Index Only Scan" in text and "messages_first_position_idx" in text, text
 
 
+async def test_a_partition_is_counted_from_its_primary_key_alone(
+    small: asyncpg.Connection,
+) -> None:
+    """What a run counts of each partition it takes is an index-only scan of its primary
+    key, not a read of the partition's rows at the database's normal priority."""
+    await small.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+    plan = await small.fetchval(f"EXPLAIN (FORMAT JSON) {records.SPAN_SQL}", 1, 10)
+    text = str(plan)
+    assert "Index Only Scan" in text and "events_p0_pkey" in text, text
+
+
 async def test_no_archive_store_fails_the_run_and_drops_nothing(
     small: asyncpg.Connection, small_dsn: str
 ) -> None:
