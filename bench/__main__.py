@@ -190,6 +190,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     start_rate=1000.0,
                     rate_step=1000.0,
                     max_rate=12000.0,
+                    closed_seconds=3.0 if args.quick else endtoend.CLOSED_SECONDS,
+                    use_wrk=use_wrk,
                 ),
             )
         if "projection" in phases or "query" in phases:

@@ -26,7 +26,7 @@ from bench.mix import Mix
 from bench.progress import log
 from bench.projection import verify
 from bench.shards import LIVE_POSITION_SQL
-from bench.stats import median, median_of, percentiles
+from bench.stats import median, median_of, paired_ratios, percentiles
 
 # the projector's checkpoint: the least of its shards' (``make run`` may start several)
 LAG_SQL = f"""
@@ -47,6 +47,13 @@ SUSTAINED_RULE = (
     f" ≤ {LATENCY_P99_BOUND_MS / 1000:g} s, lag p99 ≤ {LAG_P99_BOUND_S:g} s, and at most"
     f" {LEFT_AT_END_S:g} s worth of the offered rate left to fold when the load stops"
 )
+
+
+#: the issue's own way of measuring end to end (issue 25): closed loop, then until folded
+CLOSED_CONNECTIONS = 64
+CLOSED_SECONDS = 10.0
+#: its target: end to end ÷ ingest alone, both measured that way
+CLOSED_TARGET = 0.8
 
 
 def sustained(
@@ -188,6 +195,37 @@ async def run(
     start_rate: float,
     rate_step: float,
     max_rate: float,
+    closed_seconds: float = CLOSED_SECONDS,
+    use_wrk: bool = True,
+) -> dict[str, Any]:
+    out = await _stepped(
+        server_dsn,
+        workdir,
+        runs=runs,
+        step_seconds=step_seconds,
+        start_rate=start_rate,
+        rate_step=rate_step,
+        max_rate=max_rate,
+    )
+    log(
+        f"end to end, closed loop: {CLOSED_CONNECTIONS} connections for {closed_seconds:g} s,"
+        " then until folded, against ingest alone"
+    )
+    out["closed_loop"] = await closed_loop(
+        server_dsn, workdir, runs=runs, seconds=closed_seconds, use_wrk=use_wrk
+    )
+    return out
+
+
+async def _stepped(
+    server_dsn: str,
+    workdir: Path,
+    *,
+    runs: int,
+    step_seconds: float,
+    start_rate: float,
+    rate_step: float,
+    max_rate: float,
 ) -> dict[str, Any]:
     async with db.database(server_dsn, "acklog_bench_e2e") as dsn:
         await db.add_channels(dsn, Mix().providers())
@@ -257,3 +295,120 @@ async def run(
             "sustained_rule": SUSTAINED_RULE,
             "verify": checked,
         }
+
+
+async def _head_and_folded(conn: asyncpg.Connection) -> tuple[int, int]:
+    row = await conn.fetchrow(LAG_SQL)
+    return int(row["head"]), int(row["cp"])
+
+
+async def _closed_round(
+    server: procs.Server, dsn: str, folded: bool, seconds: float, use_wrk: bool
+) -> dict[str, Any]:
+    """``CLOSED_CONNECTIONS`` connections for ``seconds`` against ``server``; with
+    ``folded``, then until its projector has folded everything: webhooks stored per second
+    of the whole (load + drain)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        head0, _ = await _head_and_folded(conn)
+        t0 = time.perf_counter()
+        if folded:
+            async with LagSampler(dsn) as sampler:
+                result = await asyncio.to_thread(
+                    wrkrun.post_mix,
+                    server.url,
+                    CLOSED_CONNECTIONS,
+                    seconds,
+                    next_prefix(),
+                    use_wrk=use_wrk,
+                )
+                t1 = time.perf_counter()
+                lags = sorted(s[3] for s in sampler.window(t0 + 1.0, t1))
+        else:
+            result = await asyncio.to_thread(
+                wrkrun.post_mix,
+                server.url,
+                CLOSED_CONNECTIONS,
+                seconds,
+                next_prefix(),
+                use_wrk=use_wrk,
+            )
+            t1 = time.perf_counter()
+            lags = []
+        head, done = await _head_and_folded(conn)
+        while folded and done < head:
+            await asyncio.sleep(0.02)
+            head, done = await _head_and_folded(conn)
+        t2 = time.perf_counter()
+    finally:
+        await conn.close()
+    stored = head - head0
+    return {
+        "stored": stored,
+        "load_s": t1 - t0,
+        "drain_s": t2 - t1 if folded else 0.0,
+        "webhooks_per_s": stored / (t2 - t0),
+        "ok_rps": result["ok_rps"],
+        "errors": int(result.get("errors", 0)),
+        "lag_s": percentiles(lags) if lags else None,
+    }
+
+
+async def closed_loop(
+    server_dsn: str, workdir: Path, *, runs: int, seconds: float, use_wrk: bool
+) -> dict[str, Any]:
+    """End to end as the issue measured it, against ingest alone: ``runs`` pairs,
+    interleaved in alternating order, of (a) ``acklog serve --no-projector`` and (b)
+    ``acklog serve`` as ``make run`` starts it (its projector), each under
+    ``CLOSED_CONNECTIONS`` connections for ``seconds``; (b) is then timed until its
+    projector has folded every event. Each has its own database, so (a)'s events are
+    folded by nobody and (b)'s projector folds only its own."""
+    alone_db, e2e_db = "acklog_bench_e2e_alone", "acklog_bench_e2e_closed"
+    async with (
+        db.database(server_dsn, alone_db) as alone_dsn,
+        db.database(server_dsn, e2e_db) as e2e_dsn,
+    ):
+        for dsn in (alone_dsn, e2e_dsn):
+            await db.add_channels(dsn, Mix().providers())
+        with (
+            servers.acklog(
+                alone_dsn, workdir, projector=False, name="acklog-closed-alone"
+            ) as alone,
+            servers.acklog(e2e_dsn, workdir, projector=True, name="acklog-closed-e2e") as e2e,
+        ):
+            for server, dsn, folded in ((alone, alone_dsn, False), (e2e, e2e_dsn, True)):
+                await _closed_round(server, dsn, folded, 2.0, use_wrk)  # warm-up
+            rounds: dict[str, list[dict[str, Any]]] = {"alone": [], "e2e": []}
+            for i in range(runs):
+                order = [("alone", alone, alone_dsn, False), ("e2e", e2e, e2e_dsn, True)]
+                for mode, server, dsn, folded in order if i % 2 == 0 else order[::-1]:
+                    r = await _closed_round(server, dsn, folded, seconds, use_wrk)
+                    rounds[mode].append(r)
+                    log(
+                        f"  closed loop {mode:<5} round {i + 1}/{runs}:"
+                        f" {r['webhooks_per_s']:,.0f} webhooks/s ({r['stored']:,} stored in"
+                        f" {r['load_s']:.1f} s"
+                        + (
+                            f" + {r['drain_s']:.2f} s to fold them; lag p99"
+                            f" {r['lag_s']['p99']:.2f} s)"
+                            if folded and r["lag_s"]
+                            else ")"
+                        )
+                    )
+            checked = await verify(e2e_dsn, "end to end, closed loop", 900.0)
+    ratios = paired_ratios(rounds["e2e"], rounds["alone"], "webhooks_per_s")
+    lag99 = [r["lag_s"]["p99"] for r in rounds["e2e"] if r["lag_s"]]
+    return {
+        "connections": CLOSED_CONNECTIONS,
+        "seconds": seconds,
+        "runs": runs,
+        "alone": {"webhooks_per_s": median_of(rounds["alone"], "webhooks_per_s")},
+        "e2e": {
+            "webhooks_per_s": median_of(rounds["e2e"], "webhooks_per_s"),
+            "drain_s": median([r["drain_s"] for r in rounds["e2e"]]),
+            "lag_p99_s": median(lag99) if lag99 else None,
+        },
+        "e2e_over_alone": ratios,
+        "raw": rounds,
+        "verify": checked,
+    }

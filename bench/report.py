@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.endtoend import SUSTAINED_RULE
+from bench.endtoend import CLOSED_TARGET, SUSTAINED_RULE
 
 TARGETS = {
     "ingest_vs_bare": 0.75,
@@ -165,6 +165,7 @@ def _summary_rows(r: dict[str, Any]) -> list[list[str]]:
                 _met(best >= 5000),
             ]
         )
+        rows += _closed_loop_rows(e2e.get("closed_loop"))
     proj = r.get("projection", {}).get("by_size", {})
     if proj:
         big = proj[max(proj, key=int)]
@@ -566,6 +567,75 @@ def _where_us(ing: dict[str, Any]) -> list[str]:
     ]
 
 
+def _closed_loop_rows(c: dict[str, Any] | None) -> list[list[str]]:
+    """Summary rows of the closed-loop end to end (issue 25's own measure)."""
+    if not c:
+        return []
+    e, ratio = c["e2e"], c["e2e_over_alone"]
+    label = f"{c['connections']} conn. for {c['seconds']:g} s, then until folded"
+    lag = e.get("lag_p99_s")
+    return [
+        [
+            f"end to end, closed loop ({label}; median of {c['runs']})",
+            f"{_n(e['webhooks_per_s'])} webhooks/s",
+            "≥ 5,000/s",
+            _met(e["webhooks_per_s"] >= 5000),
+        ],
+        [
+            f"end to end ÷ ingest alone (closed loop, {label})",
+            f"{ratio['median']:.2f}x ({ratio['min']:.2f} to {ratio['max']:.2f})",
+            f"≥ {CLOSED_TARGET}x",
+            _met(ratio["median"] >= CLOSED_TARGET),
+        ],
+        [
+            "projection lag p99 under the closed-loop load",
+            f"{lag:.2f} s" if lag is not None else "-",
+            "≤ 2 s",
+            _met(lag is not None and lag <= 2.0),
+        ],
+    ]
+
+
+def _closed_loop(c: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            str(i + 1),
+            _n(a["webhooks_per_s"]),
+            _n(b["webhooks_per_s"]),
+            f"{b['drain_s']:.2f}",
+            f"{b['lag_s']['p99']:.2f}" if b.get("lag_s") else "-",
+            f"{b['webhooks_per_s'] / a['webhooks_per_s']:.2f}" if a["webhooks_per_s"] else "-",
+        ]
+        for i, (a, b) in enumerate(zip(c["raw"]["alone"], c["raw"]["e2e"], strict=True))
+    ]
+    ratio = c["e2e_over_alone"]
+    return [
+        f"**Closed loop, as issue 25 measured end to end**: {c['runs']} pairs, interleaved in"
+        " alternating order, of (a) `acklog serve --no-projector` (ingest alone) and (b)"
+        " `acklog serve` as `make run` starts it (its projector), each on a database of its"
+        f" own, under {c['connections']} connections (wrk) for {c['seconds']:g} s; (b) is"
+        " timed until its projector has folded every event, and its rate is the webhooks"
+        " stored over the load and that drain. Lag sampled every 100 ms during (b)'s load.",
+        "",
+        *_table(
+            [
+                "pair",
+                "(a) ingest alone /s",
+                "(b) end to end /s",
+                "(b) s to fold after the load",
+                "(b) lag p99 s",
+                "(b) ÷ (a)",
+            ],
+            rows,
+        ),
+        f"End to end ÷ ingest alone: {ratio['median']:.2f}x (pairs {ratio['min']:.2f} to"
+        f" {ratio['max']:.2f}) against ≥ {CLOSED_TARGET}x:"
+        f" {_met(ratio['median'] >= CLOSED_TARGET)}; `acklog verify` after it:"
+        f" {'equal' if c['verify']['equal'] else '**DIFFERENT**'}.",
+        "",
+    ]
+
+
 def _e2e(r: dict[str, Any]) -> list[str]:
     e = r["e2e"]
     out = [
@@ -636,6 +706,8 @@ def _e2e(r: dict[str, Any]) -> list[str]:
             f" ({checked['seconds']:.1f} s).",
             "",
         ]
+    if e.get("closed_loop"):
+        out += _closed_loop(e["closed_loop"])
     return out
 
 
