@@ -312,29 +312,23 @@ async def _closed_round(
     try:
         head0, _ = await _head_and_folded(conn)
         t0 = time.perf_counter()
+        load = asyncio.to_thread(
+            wrkrun.post_mix,
+            server.url,
+            CLOSED_CONNECTIONS,
+            seconds,
+            next_prefix(),
+            use_wrk=use_wrk,
+        )
+        lags: list[float] = []
         if folded:
             async with LagSampler(dsn) as sampler:
-                result = await asyncio.to_thread(
-                    wrkrun.post_mix,
-                    server.url,
-                    CLOSED_CONNECTIONS,
-                    seconds,
-                    next_prefix(),
-                    use_wrk=use_wrk,
-                )
+                result = await load
                 t1 = time.perf_counter()
                 lags = sorted(s[3] for s in sampler.window(t0 + 1.0, t1))
         else:
-            result = await asyncio.to_thread(
-                wrkrun.post_mix,
-                server.url,
-                CLOSED_CONNECTIONS,
-                seconds,
-                next_prefix(),
-                use_wrk=use_wrk,
-            )
+            result = await load
             t1 = time.perf_counter()
-            lags = []
         head, done = await _head_and_folded(conn)
         while folded and done < head:
             await asyncio.sleep(0.02)
