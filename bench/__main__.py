@@ -86,7 +86,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--one-channel-events",
         type=int,
         default=1_000_000,
-        help="the one-channel log rebuilt with its tasks in --rebuild-shards shards (projection)",
+        help="the one-channel log rebuilt with its tasks in --rebuild-shards shards and by"
+        " the issue's code, b441ba9 (projection)",
     )
     p.add_argument(
         "--rebuild-shards", default="1,2,4", help="shard counts of the one-channel rebuild"
@@ -218,7 +219,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     await guarded("query", results, query_phase(dsn, workdir, args, use_wrk))
         if "projection" in phases:
             shards = [int(k) for k in args.rebuild_shards.split(",")]
-            log(f"projection: a one-channel log rebuilt in {' vs '.join(map(str, shards))} shards")
+            log(
+                f"projection: a one-channel log rebuilt in {' vs '.join(map(str, shards))} shards"
+                f" and by {projection.ISSUE_CODE} (the issue's code)"
+            )
             await guarded(
                 "rebuild_shards",
                 results,

@@ -10,9 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -129,6 +130,38 @@ def postgres_cpu_seconds(postmaster_pid: int) -> float:
     except psutil.Error:
         return 0.0
     return float(total) + sum(cpu_seconds(c.pid) for c in children)
+
+
+async def timed_rebuild(
+    rebuild: Callable[..., Awaitable[Any]],
+    dsn: str,
+    stages: Any,
+    postmaster_pid: int | None,
+    **kw: Any,
+) -> dict[str, Any]:
+    """``await rebuild(dsn, stages=stages, **kw)`` in this process, timed: its wall time, the
+    CPU of the fold processes (this one and its workers, reaped when the load ends) and of the
+    whole PostgreSQL server meanwhile, per event, and ``stages`` (a ``Stages(cpu=True)``) per
+    event. Imports no acklog code: a child running another commit's rebuild uses it too."""
+
+    def cpu_now() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    pg = postgres_cpu_seconds(postmaster_pid) if postmaster_pid else 0.0
+    cpu, started = cpu_now(), time.perf_counter()
+    await rebuild(dsn, stages=stages, **kw)
+    seconds, cpu = time.perf_counter() - started, cpu_now() - cpu
+    pg = (postgres_cpu_seconds(postmaster_pid) - pg) if postmaster_pid else 0.0
+    n = max(stages.events, 1)
+    return {
+        "events": stages.events,
+        "seconds": seconds,
+        "fold_cpu_us_per_event": cpu / n * 1e6,
+        "pg_cpu_us_per_event": pg / n * 1e6 if pg > 0 else None,
+        "stages_us": stages.per_event_us(),
+        "stages_cpu_us": stages.per_event_us(cpu=True),
+    }
 
 
 class CpuMeter:

@@ -11,10 +11,13 @@ group commits arrive); its CPU per event folded is compared with the cold fold's
 
 :func:`shard_rebuilds`: a log of one channel (the mix of one provider), rebuilt with every
 task cut in 1, 2 and 4 shards by message key (``projections.bulk.tasks``), rounds
-interleaved: events/s and CPU µs per event of the fold processes and of PostgreSQL apart.
+interleaved: events/s and CPU µs per event of the fold processes and of PostgreSQL apart;
+in the same rounds, the same log rebuilt by the code of commit b441ba9 (:data:`ISSUE_CODE`,
+the code when issue 25 asked for twice its events/s), from its own tree (``git archive``) in
+a child process of its own: the issue's baseline, measured beside today's code.
 
 ``python -m bench.projection cold DSN``, ``… rebuild DSN`` and ``… shards DSN N`` are the
-children.
+children; the baseline's child is :data:`_BASELINE_CHILD`.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +42,7 @@ from bench import db, procs, profile
 from bench.dataset import COLUMNS, Filler
 from bench.mix import Mix
 from bench.progress import log
-from bench.stats import median_of, percentiles
+from bench.stats import median_of, paired_ratios, percentiles
 from eventstore import partitions
 from projections.bulk import default_workers
 from projections.runner import Projector
@@ -130,33 +136,13 @@ async def _rebuild(dsn: str) -> dict[str, Any]:
 
 
 async def _sharded(dsn: str, shards: int) -> dict[str, Any]:
-    """A rebuild with every task cut in ``shards`` shards: its wall time, the CPU of the fold
-    processes (this one and its workers, reaped when the load ends) and of the whole
-    PostgreSQL server meanwhile, per event."""
+    """A rebuild with every task cut in ``shards`` shards (``procs.timed_rebuild``)."""
     from bench.db import postmaster_pid
     from projections.rebuild import rebuild
     from projections.stages import Stages
 
-    def cpu_now() -> float:
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
-
     server = await postmaster_pid(dsn)
-    stages = Stages(cpu=True)
-    pg = procs.postgres_cpu_seconds(server) if server else 0.0
-    cpu, started = cpu_now(), time.perf_counter()
-    await rebuild(dsn, stages=stages, bulk_shards=shards)
-    seconds, cpu = time.perf_counter() - started, cpu_now() - cpu
-    pg = (procs.postgres_cpu_seconds(server) - pg) if server else 0.0
-    n = max(stages.events, 1)
-    return {
-        "events": stages.events,
-        "seconds": seconds,
-        "fold_cpu_us_per_event": cpu / n * 1e6,
-        "pg_cpu_us_per_event": pg / n * 1e6 if pg > 0 else None,
-        "stages_us": stages.per_event_us(),
-        "stages_cpu_us": stages.per_event_us(cpu=True),
-    }
+    return await procs.timed_rebuild(rebuild, dsn, Stages(cpu=True), server, bulk_shards=shards)
 
 
 def child_main(argv: list[str]) -> int:
@@ -272,62 +258,146 @@ async def verify(dsn: str, after: str, timeout: float) -> dict[str, Any]:
 #: the provider whose mix makes the one-channel log (Meta: the common deployment)
 ONE_CHANNEL_PROVIDER = "meta"
 
+#: the code when issue 25 was filed ("rebuild of a one-channel log of 1M events ≥ 2x today's
+#: events/s"): the one-channel rebuild's baseline, and the target over it
+ISSUE_CODE = "b441ba9"
+ISSUE_TARGET = 2.0
+#: what of that commit's tree the baseline's child has: its packages and migrations (not
+#: run: the database is today's); not its ``bench``, so the child measures with today's
+#: ``bench.procs``
+_BASELINE_PATHS = ("eventstore", "projections", "service", "sql")
+
+#: the baseline's child: ``python <tree>/_baseline_rebuild.py DSN TREE POSTMASTER`` with
+#: ``PYTHONPATH=<tree>:<this repository>``, so that eventstore and projections are the old
+#: tree's (asserted) and only ``bench`` comes from here. It calls that code's own
+#: ``rebuild(dsn, stages=…)`` (its default workers), timed as ``_sharded`` times today's. It
+#: runs no migration: the database is today's, whose read-model tables have the columns the
+#: old code writes (its rebuild makes them with the database's ``create_read_models``,
+#: today's: one index more, sql/089).
+_BASELINE_CHILD = """\
+import asyncio, json, sys
+
+import projections.rebuild
+from projections.stages import Stages
+
+from bench import procs
+
+dsn, tree, postmaster = sys.argv[1], sys.argv[2], int(sys.argv[3])
+assert projections.rebuild.__file__.startswith(tree), projections.rebuild.__file__
+assert not procs.__file__.startswith(tree), procs.__file__
+result = asyncio.run(
+    procs.timed_rebuild(projections.rebuild.rebuild, dsn, Stages(cpu=True), postmaster or None)
+)
+print("BENCH_RESULT " + json.dumps(result), flush=True)
+"""
+
+
+def baseline_tree(commit: str, into: Path) -> Path:
+    """The packages of ``commit`` (``git archive`` of this repository) and the baseline's
+    child script in ``into``; the script's path."""
+    archive = subprocess.run(
+        ["git", "archive", commit, *_BASELINE_PATHS], cwd=procs.ROOT, capture_output=True
+    )
+    if archive.returncode != 0:
+        raise RuntimeError(
+            f"the baseline's code: git archive {commit} failed"
+            f" ({archive.stderr.decode(errors='replace').strip()}); a full clone has it"
+        )
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    script = into / "_baseline_rebuild.py"
+    script.write_text(_BASELINE_CHILD)
+    return script
+
+
+#: a layout of the one-channel rebuild: today's code with every task in N shards, or the
+#: issue's code (:data:`ISSUE_CODE`)
+Layout = int | str
+
+
+async def _one_channel_rebuild(
+    dsn: str, layout: Layout, events: int, timeout: float, script: Path | None, server: int | None
+) -> dict[str, Any]:
+    """One timed rebuild of the one-channel log, in a child process."""
+    if isinstance(layout, int):
+        argv = [procs.PYTHON, "-m", "bench.projection", "shards", dsn, str(layout)]
+        extra: dict[str, str] = {}
+        name = f"{layout} shard(s)"
+    else:
+        assert script is not None
+        tree = str(script.parent)
+        argv = [procs.PYTHON, str(script), dsn, tree, str(server or 0)]
+        extra = {"PYTHONPATH": tree + os.pathsep + str(procs.ROOT)}
+        name = f"{layout} (the issue's code)"
+    code, wall, rss, out = await asyncio.to_thread(procs.run_measured, argv, extra, timeout)
+    if code != 0:
+        raise RuntimeError(f"the rebuild child ({name}) exited with {code}")
+    inner = _inner(out)
+    if inner["events"] != events:
+        raise RuntimeError(f"{name} folded {inner['events']} of {events} events")
+    inner.update(events_per_s=events / inner["seconds"], wall_seconds=wall, peak_rss_mib=rss / 1024)
+    pg = inner["pg_cpu_us_per_event"]
+    log(
+        f"  one channel, {name}: {inner['events_per_s']:,.0f} events/s,"
+        f" fold {inner['fold_cpu_us_per_event']:.1f} µs"
+        + (f" + PostgreSQL {pg:.1f} µs" if pg else "")
+        + f" CPU per event, peak RSS {inner['peak_rss_mib']:.0f} MiB"
+    )
+    return inner
+
+
+def _layout_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    pg_all = [x["pg_cpu_us_per_event"] for x in rounds]
+    return {
+        "events_per_s": median_of(rounds, "events_per_s"),
+        "seconds": median_of(rounds, "seconds"),
+        "fold_cpu_us_per_event": median_of(rounds, "fold_cpu_us_per_event"),
+        "pg_cpu_us_per_event": median_of(rounds, "pg_cpu_us_per_event") if all(pg_all) else None,
+        "peak_rss_mib": median_of(rounds, "peak_rss_mib"),
+        "stages_cpu_us": rounds[-1]["stages_cpu_us"],
+        "each": rounds,
+    }
+
 
 async def shard_rebuilds(
-    server_dsn: str, events: int, runs: int, shards: list[int], timeout: float = 1800.0
+    server_dsn: str,
+    events: int,
+    runs: int,
+    shards: list[int],
+    timeout: float = 1800.0,
+    baseline: str | None = ISSUE_CODE,
 ) -> dict[str, Any]:
     """A one-channel log of ``events``, rebuilt with every task in each of ``shards`` shards
-    (a child process each, with ``bulk.default_workers()`` processes), ``runs``
-    rounds interleaved (the order turns each round); ``acklog verify`` after the last."""
+    (a child process each, with ``bulk.default_workers()`` processes) and, unless
+    ``baseline`` is None, by the code of commit ``baseline`` (its own tree, its own default
+    workers), ``runs`` rounds interleaved (the order turns each round). Today's code rebuilds
+    last (once more, untimed, if the baseline's turn came last), then ``acklog verify``."""
     provider = ONE_CHANNEL_PROVIDER
-    async with db.database(server_dsn, "acklog_bench_one_channel") as dsn:
-        await db.add_channels(dsn, [provider])
-        log(f"  filling a one-channel log ({provider}) with {events:,} events (COPY)")
-        fill = await Filler(dsn, Mix((provider,))).fill(events)
-        each: dict[int, list[dict[str, Any]]] = {k: [] for k in shards}
-        for r in range(runs):
-            turn = r % len(shards)
-            for k in shards[turn:] + shards[:turn]:
-                code, wall, rss, out = await asyncio.to_thread(
-                    procs.run_measured,
-                    [procs.PYTHON, "-m", "bench.projection", "shards", dsn, str(k)],
-                    {},
-                    timeout,
-                )
-                if code != 0:
-                    raise RuntimeError(f"the rebuild child ({k} shards) exited with {code}")
-                inner = _inner(out)
-                if inner["events"] != events:
-                    raise RuntimeError(f"{k} shards folded {inner['events']} of {events} events")
-                inner.update(
-                    events_per_s=events / inner["seconds"],
-                    wall_seconds=wall,
-                    peak_rss_mib=rss / 1024,
-                )
-                each[k].append(inner)
-                pg = inner["pg_cpu_us_per_event"]
+    layouts: list[Layout] = [*shards] if baseline is None else [baseline, *shards]
+    each: dict[Layout, list[dict[str, Any]]] = {k: [] for k in layouts}
+    with tempfile.TemporaryDirectory(prefix=f"acklog-bench-{baseline}-") as tmp:
+        script = baseline_tree(baseline, Path(tmp)) if baseline is not None else None
+        async with db.database(server_dsn, "acklog_bench_one_channel") as dsn:
+            await db.add_channels(dsn, [provider])
+            log(f"  filling a one-channel log ({provider}) with {events:,} events (COPY)")
+            fill = await Filler(dsn, Mix((provider,))).fill(events)
+            server = await db.postmaster_pid(dsn)
+            last: Layout | None = None
+            for r in range(runs):
+                turn = r % len(layouts)
+                for k in layouts[turn:] + layouts[:turn]:
+                    each[k].append(
+                        await _one_channel_rebuild(dsn, k, events, timeout, script, server)
+                    )
+                    last = k
+            if not isinstance(last, int):
                 log(
-                    f"  one channel, {k} shard(s): {inner['events_per_s']:,.0f} events/s,"
-                    f" fold {inner['fold_cpu_us_per_event']:.1f} µs"
-                    + (f" + PostgreSQL {pg:.1f} µs" if pg else "")
-                    + f" CPU per event, peak RSS {inner['peak_rss_mib']:.0f} MiB"
+                    "  one more rebuild by today's code (untimed), so that verify checks its models"
                 )
-        checked = await verify(dsn, f"the one-channel rebuilds ({events:,})", timeout)
-    by_shards: dict[str, Any] = {}
-    for k, rounds in each.items():
-        pg_all = [x["pg_cpu_us_per_event"] for x in rounds]
-        by_shards[str(k)] = {
-            "events_per_s": median_of(rounds, "events_per_s"),
-            "seconds": median_of(rounds, "seconds"),
-            "fold_cpu_us_per_event": median_of(rounds, "fold_cpu_us_per_event"),
-            "pg_cpu_us_per_event": median_of(rounds, "pg_cpu_us_per_event")
-            if all(pg_all)
-            else None,
-            "peak_rss_mib": median_of(rounds, "peak_rss_mib"),
-            "stages_cpu_us": rounds[-1]["stages_cpu_us"],
-            "each": rounds,
-        }
-    return {
+                await rebuild_stages(dsn, events, timeout)
+            checked = await verify(dsn, f"the one-channel rebuilds ({events:,})", timeout)
+    by_shards = {str(k): _layout_summary(each[k]) for k in shards}
+    out: dict[str, Any] = {
         "provider": provider,
         "events": events,
         "runs": runs,
@@ -336,6 +406,26 @@ async def shard_rebuilds(
         "by_shards": by_shards,
         "verify": checked,
     }
+    if baseline is not None:
+        base = each[baseline]
+        # today's best layout by its median; each ratio is of round i to the baseline's round i
+        best = max(shards, key=lambda k: by_shards[str(k)]["events_per_s"])
+        vs = {str(k): paired_ratios(each[k], base, "events_per_s") for k in shards}
+        out["baseline"] = {
+            "commit": baseline,
+            "target": ISSUE_TARGET,
+            **_layout_summary(base),
+            "vs_baseline": vs,
+            "best": str(best),
+            "met": vs[str(best)]["median"] >= ISSUE_TARGET,
+            "one_shard_met": vs["1"]["median"] >= ISSUE_TARGET if "1" in vs else None,
+        }
+        log(
+            f"  today's best ({best} shard(s)) ÷ {baseline}: {vs[str(best)]['median']:.2f}x"
+            f" (rounds {', '.join(f'{x:.2f}' for x in vs[str(best)]['each'])}),"
+            f" target ≥ {ISSUE_TARGET:.1f}x"
+        )
+    return out
 
 
 async def _paced_appends(filler: Filler, rate: float, seconds: float, every: float = 0.02) -> int:
