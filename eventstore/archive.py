@@ -12,10 +12,11 @@ The Parquet file has the log's columns (``received_at`` as a UTC microsecond tim
 ``body_sha256``; rows are in position order, in row groups of at most ``GROUP_ROWS`` rows
 or ``GROUP_BYTES`` of bodies, so writing, verifying and restoring a range of any size keeps
 memory flat, and a paced archive's CPU (hashing, Arrow arrays, compression) comes in pieces
-of a few tens of milliseconds spread over the paced read, not in one burst per file. The manifest is written only after the file is stored whole: an archive is
-claimed only by its manifest, so a store that fails or fills up, or a kill mid-write, never
-leaves something that looks complete (at most a file without a manifest, which ``list``
-reports as incomplete and ``verify`` as unclaimed).
+of a few tens of milliseconds spread over the paced read, not in one burst per file. The
+manifest is written only after the file is stored whole: an archive is claimed only by its
+manifest, so a store that fails or fills up, or a kill mid-write, never leaves something
+that looks complete (at most a file without a manifest, which ``list`` reports as
+incomplete and ``verify`` as unclaimed).
 
 ``verify`` re-reads the file and checks its size and SHA-256, its schema, the row count,
 every body against its ``body_sha256`` and the digest over all of them in the manifest,
