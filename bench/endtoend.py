@@ -198,35 +198,7 @@ async def run(
     closed_seconds: float = CLOSED_SECONDS,
     use_wrk: bool = True,
 ) -> dict[str, Any]:
-    out = await _stepped(
-        server_dsn,
-        workdir,
-        runs=runs,
-        step_seconds=step_seconds,
-        start_rate=start_rate,
-        rate_step=rate_step,
-        max_rate=max_rate,
-    )
-    log(
-        f"end to end, closed loop: {CLOSED_CONNECTIONS} connections for {closed_seconds:g} s,"
-        " then until folded, against ingest alone"
-    )
-    out["closed_loop"] = await closed_loop(
-        server_dsn, workdir, runs=runs, seconds=closed_seconds, use_wrk=use_wrk
-    )
-    return out
-
-
-async def _stepped(
-    server_dsn: str,
-    workdir: Path,
-    *,
-    runs: int,
-    step_seconds: float,
-    start_rate: float,
-    rate_step: float,
-    max_rate: float,
-) -> dict[str, Any]:
+    """The stepped open-loop test, then the closed loop against ingest alone."""
     async with db.database(server_dsn, "acklog_bench_e2e") as dsn:
         await db.add_channels(dsn, Mix().providers())
         with servers.acklog(dsn, workdir, projector=True, name="acklog-e2e") as server:
@@ -276,7 +248,7 @@ async def _stepped(
         projector_us = [
             c["projector_cpu_us_per_event"] for c in confirm if c.get("projector_cpu_us_per_event")
         ]
-        return {
+        out: dict[str, Any] = {
             "best_sustained_rps": best,
             "confirmed": f"{len(sustained)}/{len(confirm)}",
             "median": {
@@ -295,6 +267,14 @@ async def _stepped(
             "sustained_rule": SUSTAINED_RULE,
             "verify": checked,
         }
+    log(
+        f"end to end, closed loop: {CLOSED_CONNECTIONS} connections for {closed_seconds:g} s,"
+        " then until folded, against ingest alone"
+    )
+    out["closed_loop"] = await closed_loop(
+        server_dsn, workdir, runs=runs, seconds=closed_seconds, use_wrk=use_wrk
+    )
+    return out
 
 
 async def _head_and_folded(conn: asyncpg.Connection) -> tuple[int, int]:

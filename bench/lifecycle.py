@@ -319,24 +319,34 @@ async def _round_long(
     took = time.perf_counter() - started
     text = run.text()
     new = text[len(before) :] if text.startswith(before) else text
-    new_low, new_parts = await _oldest(dsn)
-    taken = new_low - low
     r["retention"] = {
         "rate": None,
         "long_run": True,
         "processes_started": run.started,
         "cut_at_window_end": False,
         "exit": run.proc.poll(),
-        "seconds": round(took, 2),
-        "partitions_dropped": sum(1 for line in new.splitlines() if line.startswith("drop ")),
-        "partitions_before": parts,
-        "partitions_after": new_parts,
-        "positions_taken": taken,
-        "events_per_s": taken / took if took else 0.0,
+        **await _what_it_took(dsn, new, took, low, parts),
         "covered_round": True,
         "ingest_window_s": round(took, 2),
     }
     return r
+
+
+async def _what_it_took(
+    dsn: str, output: str, seconds: float, low: int, parts: int
+) -> dict[str, Any]:
+    """What a run did in ``seconds``, from its ``output`` and the log's lowest position and
+    partition count before it (``low``, ``parts``) and now."""
+    new_low, new_parts = await _oldest(dsn)
+    taken = new_low - low
+    return {
+        "seconds": round(seconds, 2),
+        "partitions_dropped": sum(1 for line in output.splitlines() if line.startswith("drop ")),
+        "partitions_before": parts,
+        "partitions_after": new_parts,
+        "positions_taken": taken,
+        "events_per_s": taken / seconds if seconds else 0.0,
+    }
 
 
 async def _oldest(dsn: str) -> tuple[int, int]:
@@ -394,20 +404,13 @@ async def _round_with(
     text = (workdir / f"{name}.log").read_text(errors="replace")
     if rc != 0 and not cut:
         raise RuntimeError(f"acklog retention run exited {rc}: {text[-500:]}")
-    new_low, new_parts = await _oldest(dsn)
-    taken = new_low - low
     r["retention"] = {
         "rate": rate,
         "cut_at_window_end": cut,
         "exit": rc,
         "planned": len(todo.take),
         "horizon": todo.horizon.reason,
-        "seconds": round(took, 2),
-        "partitions_dropped": text.count("\ndrop ") + text.startswith("drop "),
-        "partitions_before": parts,
-        "partitions_after": new_parts,
-        "positions_taken": taken,
-        "events_per_s": taken / took if took else 0.0,
+        **await _what_it_took(dsn, text, took, low, parts),
         # the run outlasted the ingest window: the whole round ran under it
         "covered_round": took >= ingest_done,
         "ingest_window_s": round(ingest_done, 2),
