@@ -90,7 +90,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         " the issue's code, b441ba9 (projection)",
     )
     p.add_argument(
-        "--rebuild-shards", default="1,2,4", help="shard counts of the one-channel rebuild"
+        "--rebuild-shards",
+        default="1,2,4,r1,r2",
+        help="layouts of the one-channel rebuild: N shards each reading the channel, rN: N"
+        " shards fed by one reader",
     )
     p.add_argument("--big-runs", type=int, default=1, help="runs at --events (1: time budget)")
     p.add_argument(
@@ -218,9 +221,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     log(f"query: topping rm.messages up to {args.messages:,} messages")
                     await guarded("query", results, query_phase(dsn, workdir, args, use_wrk))
         if "projection" in phases:
-            shards = [int(k) for k in args.rebuild_shards.split(",")]
+            shards = args.rebuild_shards.split(",")
+            for k in shards:
+                projection.parse_layout(k)  # a ValueError before the log is filled
             log(
-                f"projection: a one-channel log rebuilt in {' vs '.join(map(str, shards))} shards"
+                f"projection: a one-channel log rebuilt as"
+                f" {' vs '.join(map(projection.layout_name, shards))}"
                 f" and by {projection.ISSUE_CODE} (the issue's code)"
             )
             await guarded(

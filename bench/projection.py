@@ -10,13 +10,13 @@ group commits arrive); its CPU per event folded is compared with the cold fold's
 ``acklog verify`` runs after each of the three and must find no difference.
 
 :func:`shard_rebuilds`: a log of one channel (the mix of one provider), rebuilt with every
-task cut in 1, 2 and 4 shards by message key (``projections.bulk.tasks``), rounds
-interleaved: events/s and CPU µs per event of the fold processes and of PostgreSQL apart;
+task cut in 1, 2 and 4 shards by message key (``projections.bulk.tasks``), each shard reading
+the channel itself or fed by one reader (:func:`parse_layout`), rounds interleaved: events/s and CPU µs per event of the fold processes and of PostgreSQL apart;
 in the same rounds, the same log rebuilt by the code of commit b441ba9 (:data:`ISSUE_CODE`,
 the code when issue 25 asked for twice its events/s), from its own tree (``git archive``) in
 a child process of its own: the issue's baseline, measured beside today's code.
 
-``python -m bench.projection cold DSN``, ``… rebuild DSN`` and ``… shards DSN N`` are the
+``python -m bench.projection cold DSN``, ``… rebuild DSN`` and ``… shards DSN N [reader]`` are the
 children; the baseline's child is :data:`_BASELINE_CHILD`.
 """
 
@@ -135,27 +135,31 @@ async def _rebuild(dsn: str) -> dict[str, Any]:
     }
 
 
-async def _sharded(dsn: str, shards: int) -> dict[str, Any]:
-    """A rebuild with every task cut in ``shards`` shards (``procs.timed_rebuild``)."""
+async def _sharded(dsn: str, shards: int, reader: bool) -> dict[str, Any]:
+    """A rebuild with every task cut in ``shards`` shards, each reading its channels' events
+    itself or fed by one reader per channel group (``procs.timed_rebuild``)."""
     from bench.db import postmaster_pid
     from projections.rebuild import rebuild
     from projections.stages import Stages
 
     server = await postmaster_pid(dsn)
-    return await procs.timed_rebuild(rebuild, dsn, Stages(cpu=True), server, bulk_shards=shards)
+    return await procs.timed_rebuild(
+        rebuild, dsn, Stages(cpu=True), server, bulk_shards=shards, bulk_reader=reader
+    )
 
 
 def child_main(argv: list[str]) -> int:
     if argv[:1] == ["rebuild"] and len(argv) == 2:
         result = asyncio.run(_rebuild(argv[1]))
-    elif argv[:1] == ["shards"] and len(argv) == 3:
-        result = asyncio.run(_sharded(argv[1], int(argv[2])))
+    elif argv[:1] == ["shards"] and len(argv) in (3, 4) and argv[3:] in ([], ["reader"]):
+        result = asyncio.run(_sharded(argv[1], int(argv[2]), argv[3:] == ["reader"]))
     elif argv[:1] in (["bulk"], ["batches"]) and len(argv) in (2, 3):
         upto = int(argv[2]) if len(argv) == 3 else None
         result = asyncio.run(_cold(argv[1], upto, argv[0]))
     else:
         print(
-            "usage: python -m bench.projection bulk|batches|rebuild DSN [UPTO] | shards DSN N",
+            "usage: python -m bench.projection bulk|batches|rebuild DSN [UPTO]"
+            " | shards DSN N [reader]",
             file=sys.stderr,
         )
         return 2
@@ -310,19 +314,42 @@ def baseline_tree(commit: str, into: Path) -> Path:
     return script
 
 
-#: a layout of the one-channel rebuild: today's code with every task in N shards, or the
-#: issue's code (:data:`ISSUE_CODE`)
-Layout = int | str
+#: a layout of the one-channel rebuild: today's code with every task in N shards, each
+#: reading the channel itself ("N") or fed by one reader ("rN"), or the issue's code
+#: (:data:`ISSUE_CODE`)
+Layout = str
+
+
+def parse_layout(layout: str) -> tuple[int, bool]:
+    """``"N"`` → (N, False), ``"rN"`` → (N, True); a ValueError for anything else."""
+    n = int(layout.removeprefix("r"))
+    if n < 1 or layout.lstrip("r") != str(n) or layout.count("r") > 1:
+        raise ValueError(f"a rebuild layout is N or rN (N shards fed by one reader): {layout!r}")
+    return n, layout.startswith("r")
+
+
+def layout_name(layout: str) -> str:
+    """How the report names a layout of today's code."""
+    n, reader = parse_layout(layout)
+    return f"a reader + {n} shard(s)" if reader else f"{n} shard(s)"
 
 
 async def _one_channel_rebuild(
-    dsn: str, layout: Layout, events: int, timeout: float, script: Path | None, server: int | None
+    dsn: str,
+    layout: Layout,
+    events: int,
+    timeout: float,
+    script: Path | None,
+    server: int | None,
+    baseline: str | None,
 ) -> dict[str, Any]:
     """One timed rebuild of the one-channel log, in a child process."""
-    if isinstance(layout, int):
-        argv = [procs.PYTHON, "-m", "bench.projection", "shards", dsn, str(layout)]
+    if layout != baseline:
+        n, reader = parse_layout(layout)
+        argv = [procs.PYTHON, "-m", "bench.projection", "shards", dsn, str(n)]
+        argv += ["reader"] if reader else []
         extra: dict[str, str] = {}
-        name = f"{layout} shard(s)"
+        name = layout_name(layout)
     else:
         assert script is not None
         tree = str(script.parent)
@@ -363,12 +390,13 @@ async def shard_rebuilds(
     server_dsn: str,
     events: int,
     runs: int,
-    shards: list[int],
+    shards: list[str],
     timeout: float = 1800.0,
     baseline: str | None = ISSUE_CODE,
 ) -> dict[str, Any]:
-    """A one-channel log of ``events``, rebuilt with every task in each of ``shards`` shards
-    (a child process each, with ``bulk.default_workers()`` processes) and, unless
+    """A one-channel log of ``events``, rebuilt in each of the ``shards`` layouts (N shards,
+    or rN: N shards fed by one reader; :func:`parse_layout`), a child process each, with
+    ``bulk.default_workers()`` processes, and, unless
     ``baseline`` is None, by the code of commit ``baseline`` (its own tree, its own default
     workers), ``runs`` rounds interleaved (the order turns each round). Today's code rebuilds
     last (once more, untimed, if the baseline's turn came last), then ``acklog verify``."""
@@ -387,16 +415,18 @@ async def shard_rebuilds(
                 turn = r % len(layouts)
                 for k in layouts[turn:] + layouts[:turn]:
                     each[k].append(
-                        await _one_channel_rebuild(dsn, k, events, timeout, script, server)
+                        await _one_channel_rebuild(
+                            dsn, k, events, timeout, script, server, baseline
+                        )
                     )
                     last = k
-            if not isinstance(last, int):
+            if last == baseline:
                 log(
                     "  one more rebuild by today's code (untimed), so that verify checks its models"
                 )
                 await rebuild_stages(dsn, events, timeout)
             checked = await verify(dsn, f"the one-channel rebuilds ({events:,})", timeout)
-    by_shards = {str(k): _layout_summary(each[k]) for k in shards}
+    by_shards = {k: _layout_summary(each[k]) for k in shards}
     out: dict[str, Any] = {
         "provider": provider,
         "events": events,
@@ -409,20 +439,20 @@ async def shard_rebuilds(
     if baseline is not None:
         base = each[baseline]
         # today's best layout by its median; each ratio is of round i to the baseline's round i
-        best = max(shards, key=lambda k: by_shards[str(k)]["events_per_s"])
-        vs = {str(k): paired_ratios(each[k], base, "events_per_s") for k in shards}
+        best = max(shards, key=lambda k: by_shards[k]["events_per_s"])
+        vs = {k: paired_ratios(each[k], base, "events_per_s") for k in shards}
         out["baseline"] = {
             "commit": baseline,
             "target": ISSUE_TARGET,
             **_layout_summary(base),
             "vs_baseline": vs,
             "best": str(best),
-            "met": vs[str(best)]["median"] >= ISSUE_TARGET,
+            "met": vs[best]["median"] >= ISSUE_TARGET,
             "one_shard_met": vs["1"]["median"] >= ISSUE_TARGET if "1" in vs else None,
         }
         log(
-            f"  today's best ({best} shard(s)) ÷ {baseline}: {vs[str(best)]['median']:.2f}x"
-            f" (rounds {', '.join(f'{x:.2f}' for x in vs[str(best)]['each'])}),"
+            f"  today's best ({layout_name(best)}) ÷ {baseline}: {vs[best]['median']:.2f}x"
+            f" (rounds {', '.join(f'{x:.2f}' for x in vs[best]['each'])}),"
             f" target ≥ {ISSUE_TARGET:.1f}x"
         )
     return out

@@ -793,13 +793,20 @@ def _projection(r: dict[str, Any]) -> list[str]:
 
 
 def _shards_chosen(sh: dict[str, Any]) -> str | None:
-    """The shard count a rebuild chooses by itself for one channel (one per worker), if
-    measured, else the largest measured."""
+    """The layout a rebuild chooses by itself for one channel (a reader and a shard per
+    other worker; ``projections.bulk.tasks``), if measured, else the fastest other than 1."""
     by = sh["by_shards"]
-    if str(sh["workers"]) in by:
-        return str(sh["workers"])
+    chosen = f"r{max(sh['workers'] - 1, 1)}"
+    if chosen in by:
+        return chosen
     more = [k for k in by if k != "1"]
-    return max(more, key=int) if more else None
+    return max(more, key=lambda k: by[k]["events_per_s"]) if more else None
+
+
+def _layout_name(layout: str) -> str:
+    """``N`` → "N shard(s)", ``rN`` → "a reader + N shard(s)" (``bench.projection``)."""
+    n = layout.removeprefix("r")
+    return f"a reader + {n} shard(s)" if layout.startswith("r") else f"{n} shard(s)"
 
 
 def _shards_summary_rows(r: dict[str, Any]) -> list[list[str]]:
@@ -818,7 +825,7 @@ def _shards_summary_rows(r: dict[str, Any]) -> list[list[str]]:
         *rows,
         [
             f"one-channel rebuild ({_n(sh['events'])} events, {_runs_label(sh['runs'])}):"
-            f" {k} shards ÷ 1 (today's path)",
+            f" {_layout_name(k)} (what it chooses) ÷ 1 shard",
             f"{_n(many['events_per_s'])} ÷ {_n(one['events_per_s'])} events/s = {ratio:.2f}x",
             target,
             met,
@@ -841,7 +848,7 @@ def _issue_baseline_rows(sh: dict[str, Any]) -> list[list[str]]:
         rows.append(
             [
                 f"one-channel rebuild ({_n(sh['events'])} events, {_runs_label(sh['runs'])}):"
-                f" {what}, {k} shard(s) ÷ commit {b['commit']} (the issue's code), paired by"
+                f" {what}, {_layout_name(k)} ÷ commit {b['commit']} (the issue's code), paired by"
                 " round",
                 f"{_n(sh['by_shards'][k]['events_per_s'])} ÷ {_n(b['events_per_s'])} events/s;"
                 f" {vs['median']:.2f}x (rounds {', '.join(f'{x:.2f}' for x in vs['each'])})",
@@ -861,7 +868,7 @@ def _rebuild_shards(r: dict[str, Any]) -> list[str]:
     cores = r["machine"]["cores"]
     b = sh.get("baseline")
     layouts = dict(sh["by_shards"])
-    names = {k: f"today's: {k}" if b else k for k in layouts}
+    names = {k: f"today's: {_layout_name(k)}" if b else _layout_name(k) for k in layouts}
     if b:
         layouts = {"baseline": b, **layouts}
         names["baseline"] = f"commit {b['commit']} (the issue's code)"
@@ -899,7 +906,7 @@ def _rebuild_shards(r: dict[str, Any]) -> list[str]:
             " of its own, calling its own `rebuild()` with its default workers, on this"
             " database (today's schema; it runs no migration), in the same rounds as today's"
             " layouts. Today's best layout, "
-            f"{b['best']} shard(s), ÷ the baseline, round by round:"
+            f"{_layout_name(b['best'])}, ÷ the baseline, round by round:"
             f" {', '.join(f'{x:.2f}' for x in best['each'])}, median {best['median']:.2f}x"
             f" against ≥ {b['target']:.0f}x: {_met(best['median'] >= b['target'])}"
             " (the best chosen by its median, so with few rounds this leans high).",
@@ -907,14 +914,17 @@ def _rebuild_shards(r: dict[str, Any]) -> list[str]:
         ]
     return [
         f"**Rebuild of a one-channel log** ({_n(sh['events'])} events, the {sh['provider']} mix"
-        f" alone, in one channel; `rebuild(bulk_shards=N)`: every task cut in N shards by message"
-        f" key, `projections/bulk.py`), {sh['workers']} worker processes, {sh['runs']}"
-        f" round{'s' if sh['runs'] != 1 else ''} interleaved (the order turns each round). 1 shard is the path a one-channel log took"
-        " before (one process); by itself a rebuild cuts a channel bigger than a worker's share"
-        " in one shard per worker. Fold CPU is the child and its worker processes; PostgreSQL"
-        " is the whole server meanwhile; the ceiling is what the cores allow at that CPU per"
-        " event. Every shard reads and decodes all the channel's events (the message key is"
-        " inside the body) and folds only its own share:",
+        f" alone, in one channel; `rebuild(bulk_shards=N, bulk_reader=…)`: every task cut in N"
+        f" shards by message key, `projections/bulk.py`), {sh['workers']} worker processes,"
+        f" {sh['runs']} round{'s' if sh['runs'] != 1 else ''} interleaved (the order turns each"
+        " round). 1 shard is one process reading, decoding and folding. In an N-shard layout"
+        " every shard reads and decodes all the channel's events (the message key is inside"
+        " the body) and folds only its own share; in a reader + N layout one reader process"
+        " reads and decodes them once and sends each shard's folder its part (msgpack over a"
+        " pipe), so reading and folding overlap. By itself a rebuild gives a channel bigger"
+        " than a worker's share a reader and a shard per other worker. Fold CPU is the child"
+        " and its worker processes; PostgreSQL is the whole server meanwhile; the ceiling is"
+        " what the cores allow at that CPU per event:",
         "",
         *baseline,
         *_table(
@@ -932,10 +942,12 @@ def _rebuild_shards(r: dict[str, Any]) -> list[str]:
             rows,
         ),
         "Fold processes' own CPU µs per event by stage, summed over the workers (last run of"
-        " each; `select` is a shard picking its facts out of each decoded batch):",
+        " each; `select` is a shard picking its facts out of each decoded batch, or a reader"
+        " cutting each batch for all shards; `send` and `receive` are the reader's and the"
+        " folders' ends of the pipes):",
         "",
         *_table(
-            ["stage", *(names[k] if k == "baseline" else f"{k} shard(s)" for k in layouts)],
+            ["stage", *(names[k] if k == "baseline" else _layout_name(k) for k in layouts)],
             stage_rows,
         ),
         f"`acklog verify` after the last of them (today's code rebuilt last):"

@@ -41,7 +41,9 @@ import multiprocessing
 import os
 import pickle
 import queue
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from multiprocessing.connection import Connection
 from typing import Any
 
 import asyncpg
@@ -55,7 +57,7 @@ from projections.readmodel import bulk, load, schema_name, write
 from projections.rules.deadlines import Deadlines, MissedAcks
 from projections.rules.message_state import MessageState
 from projections.rules.rows import Key, Totals
-from projections.shards import select
+from projections.shards import divide, select
 from projections.stages import Stages
 
 #: (state, missed-ack bookkeeping, whether the table already holds a row for it)
@@ -81,9 +83,19 @@ class BulkFold:
         shard: int = 0,
         shards: int = 1,
         defer_totals: bool = False,
+        source: Connection | None = None,
+        side: asyncpg.Connection | None = None,
     ) -> None:
         self.conn = conn
+        #: a second connection that appends the timeline (in a transaction of its own, which
+        #: the caller commits after :meth:`run`): each batch's COPY runs while the next batch
+        #: folds, instead of the fold waiting for PostgreSQL to take it
+        self.side = side
+        self._timeline: asyncio.Future[None] | None = None
         self.channels = channels
+        #: where the decoded batches come from: the log itself (None), or a reader process
+        #: that reads and decodes them once for every shard (:func:`read_for_shards`)
+        self.source = source
         #: fold only shard ``shard`` of ``shards`` of those events (``projections.shards``)
         self.shard, self.shards = shard, shards
         #: what the batches add to the count tables and channel activity, written once at
@@ -131,29 +143,39 @@ class BulkFold:
         """
         with self.stages.timed("load"):
             deadlines = await load.load_deadlines(self.conn)
-        position = after
-        if self.channels is None:
-            position = await self._stream(after, upto, deadlines)
-        elif len(self.channels) == 1:
-            await self._stream(after, upto, deadlines, channel=self.channels[0])
+        if self.source is not None:
+            batches = self._received(self.source)
+        elif self.channels is None or len(self.channels) > 1:
+            batches = self._read(after, upto, channels=self.channels)
         else:
-            await self._stream(after, upto, deadlines, channels=self.channels)
+            batches = self._read(after, upto, channel=self.channels[0])
+        try:
+            position = await self._stream(batches, deadlines, after)
+            with self.stages.timed("write"):
+                await self._timeline_written()
+        finally:
+            if self._timeline is not None:  # failed meanwhile: stop the COPY before rollback
+                pending, self._timeline = self._timeline, None
+                pending.cancel()
+                await asyncio.wait([pending])
+                if not pending.cancelled():
+                    pending.exception()  # retrieved: the error that ends the fold is ours
         with self.stages.timed("write"):
             await self._flush(len(self.cache))
             if not self.defer_totals:
                 await write.add_totals(self.conn, self.schema, self.totals)
         return upto if self.channels is not None else position
 
-    async def _stream(
+    async def _read(
         self,
         after: int,
         upto: int,
-        deadlines: dict[str, Deadlines],
         *,
         channel: str | None = None,
         channels: Sequence[str] | None = None,
-    ) -> int:
-        """Fold ``after < position <= upto`` of one channel, some or all; the last position."""
+    ) -> AsyncIterator[tuple[int, list[fold.Decoded], int]]:
+        """The log's batches ``after < position <= upto`` of one channel, some or all, decoded,
+        with this shard's part selected: ``(last position, part, events it counts)``."""
         timed = self.stages.timed
         position = after
         while True:
@@ -168,12 +190,41 @@ class BulkFold:
                     for_fold=True,
                 )
             if not events:
-                return position
+                return
             with timed("decode"):
                 decoded = fold.decode(events)
             if self.shards > 1:  # every event is read and decoded: the key is inside
                 with timed("select"):
                     decoded = select(decoded, self.shard, self.shards)
+            position = events[-1].position
+            # an event counts in one shard only (its channel's), so shards add up to the log
+            yield position, decoded, len(events) if self.shards == 1 else _counted(decoded)
+
+    async def _received(
+        self, source: Connection
+    ) -> AsyncIterator[tuple[int, list[fold.Decoded], int]]:
+        """The batches a reader sends this shard (:func:`read_for_shards`), until its end."""
+        while True:
+            with self.stages.timed("receive"):
+                try:
+                    data = source.recv_bytes()
+                except EOFError:
+                    raise RuntimeError("rebuild: this shard's reader is gone") from None
+                position, decoded = _PARTS.decode(data)
+            if position < 0:
+                return
+            yield position, decoded, _counted(decoded)
+
+    async def _stream(
+        self,
+        batches: AsyncIterator[tuple[int, list[fold.Decoded], int]],
+        deadlines: dict[str, Deadlines],
+        after: int,
+    ) -> int:
+        """Fold the decoded batches in order; the last position folded (``after``: none)."""
+        timed = self.stages.timed
+        last = after
+        async for last, decoded, counted in batches:  # noqa: B007 (the last is returned)
             with timed("load"):
                 keys, receipt_keys = fold.message_keys(decoded)
                 existing: dict[Key, MessageState] = {}
@@ -210,19 +261,29 @@ class BulkFold:
                     anomaly_deltas=[],
                     new_failures=[],
                     activity=[],
+                    timeline=batch.timeline if self.side is None else [],
                 )
+                if self.side is not None:
+                    await self._timeline_written()
+                    self._timeline = asyncio.ensure_future(
+                        write.copy_timeline(self.side, self.schema, batch.timeline)
+                    )
                 await write.write(self.conn, self.schema, rest)
                 self.written_receipts.update(batch.receipts)
                 if len(cache) > self.cache_size:
                     await self._flush(len(cache) - self.cache_size)
-            position = events[-1].position
-            # an event counts in one shard only (its channel's), so shards add up to the log
-            counted = len(events) if self.shards == 1 else sum(d.counted for d in decoded)
             self.stages.events += counted
             self.stages.batches += 1
             self.folded += counted
             if self.on_batch is not None:
                 self.on_batch(self.folded)
+        return last
+
+    async def _timeline_written(self) -> None:
+        """Wait for the last batch's timeline COPY on the side connection (raise its error)."""
+        if self._timeline is not None:
+            pending, self._timeline = self._timeline, None
+            await pending
 
     async def _flush(self, n: int) -> None:
         """Write the ``n`` least recently folded messages and forget them."""
@@ -259,17 +320,21 @@ READ_SHARE = 0.4
 
 class Task(msgspec.Struct, frozen=True):
     """A worker's task: the events of ``channels``, of which it folds shard ``shard`` of
-    ``shards`` (:func:`projections.shards.select`); ``events``: how many its channels hold."""
+    ``shards`` (:func:`projections.shards.select`); ``events``: how many its channels hold;
+    ``fed``: its group's events are read and decoded once, by a reader process that sends
+    each shard its part (:func:`read_for_shards`), instead of by every shard itself."""
 
     channels: list[str]
     shard: int = 0
     shards: int = 1
     events: int = 0
+    fed: bool = False
 
     @property
     def cost(self) -> float:
         """About what it costs, in events folded by a task of its own (see READ_SHARE)."""
-        return self.events * (READ_SHARE + (1 - READ_SHARE) / self.shards)
+        read = 0.0 if self.fed else READ_SHARE
+        return self.events * (read + (1 - READ_SHARE) / self.shards)
 
 
 def channel_groups(counts: dict[str, int], n: int) -> list[list[str]]:
@@ -318,16 +383,27 @@ def split(events: int, total: int, workers: int) -> int:
     return min(workers, math.ceil(events * workers / total))
 
 
-def tasks(counts: dict[str, int], workers: int, shards: int | None = None) -> list[Task]:
-    """The tasks of a bulk load by ``workers`` processes, costliest first: the channel
-    groups (:func:`channel_groups`), a group of one big channel cut into :func:`split`
-    shards, or every group into ``shards`` when given (the bench compares 1, 2 and 4)."""
+def tasks(
+    counts: dict[str, int], workers: int, shards: int | None = None, reader: bool | None = None
+) -> list[Task]:
+    """The tasks of a bulk load by ``workers`` processes, costliest first: the channel groups
+    (:func:`channel_groups`), each whole, or every group in ``shards`` when given (the bench
+    compares 1, 2 and 4). A group of one channel bigger than a worker's share gets the
+    :func:`split` cores it holds: unless ``reader`` is False, as one reader and a folder
+    per other core (at least one: reading and folding then overlap in two processes), else
+    as that many shards that each read the channel. ``reader`` True: every group is fed."""
     total = sum(counts.values())
     out: list[Task] = []
     for group in channel_groups(counts, workers):
         events = sum(counts[c] for c in group)
-        n = shards or (split(events, total, workers) if len(group) == 1 else 1)
-        out += [Task(group, k, n, events) for k in range(n)]
+        cores = split(events, total, workers) if len(group) == 1 else 1
+        if shards is not None:
+            n, fed = shards, bool(reader)
+        elif cores > 1 and reader is not False:
+            n, fed = max(cores - 1, 1), True
+        else:
+            n, fed = cores, bool(reader)
+        out += [Task(group, k, n, events, fed) for k in range(n)]
     return sorted(out, key=lambda t: -t.cost)
 
 
@@ -336,21 +412,30 @@ def default_workers() -> int:
     return min(os.cpu_count() or 1, 4)
 
 
-async def _task(dsn: str, schema: str, task: Task, upto: int, folded: Any) -> tuple[Stages, Totals]:
-    """Fold one task on a connection of its own, committed; its totals are left to the parent."""
+async def _task(
+    dsn: str,
+    schema: str,
+    task: Task,
+    upto: int,
+    progress: Progress,
+    source: Connection | None = None,
+) -> tuple[Stages, Totals]:
+    """Fold one task on a connection of its own, committed; its totals are left to the parent.
+    ``source``: its decoded batches come from a reader process instead of the log."""
+    folded, slot = progress
     stages = Stages(cpu=True)
-    conn = await connect(dsn)
+    conn = await connect(dsn, server_settings={"application_name": _name("fold")})
     last = 0
 
     def report(done: int) -> None:
         nonlocal last
-        with folded.get_lock():
-            folded.value += done - last
+        folded[slot] += done - last  # this process's own slot: no lock to die holding
         last = done
 
+    side = await connect(dsn, server_settings={"application_name": _name("fold")})
     try:
         await bulk.bulk_codecs(conn)
-        async with conn.transaction():
+        async with conn.transaction(), side.transaction():
             folder = BulkFold(
                 conn,
                 schema,
@@ -360,12 +445,137 @@ async def _task(dsn: str, schema: str, task: Task, upto: int, folded: Any) -> tu
                 defer_totals=True,
                 stages=stages,
                 on_batch=report,
+                source=source,
+                side=side,
             )
             await folder.run(0, upto)
     finally:
+        await side.close()
         await conn.close()
     return stages, folder.totals
 
+
+#: a reader's message to a shard's folder: msgpack of (the last position read, the shard's
+#: part of that batch, :func:`projections.shards.divide`); position -1 ends the stream
+_PARTS = msgspec.msgpack.Decoder(tuple[int, list[fold.Decoded]])
+_ENCODE = msgspec.msgpack.Encoder().encode
+_END = _ENCODE((-1, []))
+
+#: a reader decodes a batch in slices of this many events and lets its connection take the
+#: next batch's rows in between (they would otherwise wait in the socket until it is done)
+DECODE_SLICE = 500
+
+#: encoded batches a reader keeps ready for each shard while its folder is busy
+READ_AHEAD = 2
+
+
+def _name(role: str) -> str:
+    """A worker's ``application_name``: ``acklog-rebuild-<read|fold>-<its pid>``, so that
+    ``pg_stat_activity`` tells which process holds which connection."""
+    return f"acklog-rebuild-{role}-{os.getpid()}"
+
+
+def _counted(decoded: list[fold.Decoded]) -> int:
+    """How many events a shard's part counts (each event counts in one shard: its channel's)."""
+    return sum(d.counted for d in decoded)
+
+
+def _slim(d: fold.Decoded) -> fold.Decoded:
+    """What a folder needs of a decoded event: its facts, not its body or headers."""
+    return msgspec.structs.replace(d, event=msgspec.structs.replace(d.event, body=b"", headers={}))
+
+
+class _Sender:
+    """Sends one shard's batches from a thread of its own, ``READ_AHEAD`` deep, so that the
+    reader decodes the next batch while a folder is still folding (a pipe holds 64 KiB)."""
+
+    def __init__(self, out: Connection) -> None:
+        self.out = out
+        self.queue: queue.Queue[bytes | None] = queue.Queue(READ_AHEAD)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._send, daemon=True)
+        self.thread.start()
+
+    def _send(self) -> None:
+        try:
+            while (data := self.queue.get()) is not None:
+                self.out.send_bytes(data)
+            self.out.send_bytes(_END)
+        except BaseException as exc:  # the folder is gone: the reader raises it
+            self.error = exc
+
+    def put(self, data: bytes | None) -> None:
+        while True:
+            if self.error is not None:
+                raise RuntimeError(
+                    f"rebuild: a shard's folder stopped taking batches ({self.error!r})"
+                )
+            try:
+                return self.queue.put(data, timeout=0.5)
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Send what is queued and the end; raise if the folder stopped taking them."""
+        self.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise RuntimeError(f"rebuild: a shard's folder stopped taking batches ({self.error!r})")
+
+
+async def read_for_shards(
+    dsn: str, task: Task, upto: int, outs: list[Connection], stages: Stages, batch_size: int = 5000
+) -> None:
+    """Read and decode the events of ``task.channels`` up to ``upto`` once, and send each of
+    ``len(outs)`` shards its part of every batch (:func:`projections.shards.divide`), in log
+    order, then the end. The next batch is read while this one is decoded."""
+    one = task.channels[0] if len(task.channels) == 1 else None
+    many = task.channels if one is None else None
+
+    def fetch(after: int) -> asyncio.Task[list[Any]]:
+        return asyncio.ensure_future(
+            read(
+                conn,
+                after=after,
+                limit=batch_size,
+                upto=upto,
+                channel=one,
+                channels=many,
+                for_fold=True,
+            )
+        )
+
+    timed = stages.timed
+    conn = await connect(dsn, server_settings={"application_name": _name("read")})
+    senders = [_Sender(out) for out in outs]
+    pending = fetch(0)
+    try:
+        while True:
+            with timed("read"):
+                events = await pending
+            if not events:
+                break
+            pending = fetch(events[-1].position)
+            with timed("decode"):
+                decoded = []
+                for i in range(0, len(events), DECODE_SLICE):
+                    await asyncio.sleep(0)  # the next batch's rows come in meanwhile
+                    decoded += [_slim(d) for d in fold.decode(events[i : i + DECODE_SLICE])]
+            with timed("select"):
+                parts = divide(decoded, len(outs))
+            with timed("send"):
+                for sender, part in zip(senders, parts, strict=True):
+                    sender.put(_ENCODE((events[-1].position, part)))
+        for sender in senders:
+            sender.close()
+    finally:
+        pending.cancel()
+        await conn.close()
+
+
+#: where a fold process adds up the events it folded: (an array shared with the parent, without
+#: a lock, and this process's own slot in it); the parent reads their sum
+Progress = tuple[Any, int]
 
 #: what a worker sends back per task: ("done", (events, seconds by stage, CPU by stage,
 #: totals)) or ("failed", the exception, or a RuntimeError with its text when it cannot be
@@ -373,20 +583,63 @@ async def _task(dsn: str, schema: str, task: Task, upto: int, folded: Any) -> tu
 Outcome = tuple[str, Any]
 
 
-def _worker(dsn: str, schema: str, upto: int, tasks: Any, results: Any, folded: Any) -> None:
+def _failed(exc: BaseException) -> Outcome:
+    try:
+        pickle.dumps(exc)
+    except Exception:  # e.g. a driver error that will not pickle
+        exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+    return ("failed", exc)
+
+
+def _worker(dsn: str, schema: str, upto: int, tasks: Any, results: Any, progress: Progress) -> None:
     """A worker process: fold tasks from ``tasks`` until the ``None`` at its end, or until one
     fails (the load is lost then; the parent stops the others)."""
     while (task := tasks.get()) is not None:
-        try:
-            stages, totals = asyncio.run(_task(dsn, schema, task, upto, folded))
-        except BaseException as exc:  # sent to the parent, which raises it
-            try:
-                pickle.dumps(exc)
-            except Exception:  # e.g. a driver error that will not pickle
-                exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-            results.put(("failed", exc))
+        if not _fold_one(dsn, schema, upto, task, results, progress):
             return
-        results.put(("done", (stages.events, dict(stages.seconds), dict(stages.cpu), totals)))
+
+
+def _fold_one(
+    dsn: str,
+    schema: str,
+    upto: int,
+    task: Task,
+    results: Any,
+    progress: Progress,
+    source: Connection | None = None,
+) -> bool:
+    """Fold ``task`` and put its outcome in ``results``; whether it was done."""
+    try:
+        stages, totals = asyncio.run(_task(dsn, schema, task, upto, progress, source))
+    except BaseException as exc:  # sent to the parent, which raises it
+        results.put(_failed(exc))
+        return False
+    results.put(("done", (stages.events, dict(stages.seconds), dict(stages.cpu), totals)))
+    return True
+
+
+def _reader(dsn: str, task: Task, upto: int, outs: list[Connection], results: Any) -> None:
+    """A reader process: :func:`read_for_shards` for the folders at the other ends of ``outs``;
+    its outcome counts no events (the folders count them) and adds no totals."""
+    stages = Stages(cpu=True)
+    try:
+        asyncio.run(read_for_shards(dsn, task, upto, outs, stages))
+    except BaseException as exc:
+        results.put(_failed(exc))
+        return
+    results.put(("done", (0, dict(stages.seconds), dict(stages.cpu), Totals())))
+
+
+def _check(processes: list[Any], results: Any) -> None:
+    """Raise if a worker was killed (by a signal: kill -9, the OOM killer), or all are gone
+    with outcomes missing: a process that fails reports it, one that is killed cannot."""
+    for p in processes:
+        if p.exitcode is not None and p.exitcode < 0:
+            raise RuntimeError(
+                f"rebuild: a fold process (pid {p.pid}) was killed by signal {-p.exitcode}"
+            )
+    if not any(p.is_alive() for p in processes) and results.empty():
+        raise RuntimeError("rebuild: the fold's worker processes died")
 
 
 def _kill(processes: list[Any]) -> None:
@@ -410,52 +663,86 @@ async def load_log(
     workers: int | None = None,
     min_events_per_shard: int = MIN_EVENTS_PER_SHARD,
     shards: int | None = None,
+    reader: bool | None = None,
 ) -> int:
     """Fold the log up to ``upto`` into ``schema`` (committed; indexes deferred by the caller).
 
-    A big log is folded by ``workers`` processes, each pulling tasks (:func:`tasks`: whole
-    channels, a big one cut in shards by message key, or every group in ``shards`` when
-    given) and committing each task on its own connection; this process only hands them
-    out, reports progress (``on_batch`` with about how many events are folded) and, once
-    all are done, writes the count tables and channel activity from their merged totals.
-    Shards of one channel thus never write the same row: their transactions, each a whole
-    task long, would otherwise wait on each other's counter rows until commit.
+    A big log is folded by several processes (:func:`tasks`: whole channels, a big one cut in
+    shards by message key, or every group in ``shards`` when given), each task committed on
+    its own connection. The tasks of whole channels go to ``workers`` processes that pull
+    them; the shards of a fed group (``Task.fed``; ``reader`` as :func:`tasks` takes it) are
+    fed by one reader process of their group (:func:`read_for_shards`: the group's events
+    read and decoded once, not once per shard) and folded by a process each, all at once.
+    This process only starts them, reports progress (``on_batch`` with about how many events
+    are folded) and, once all are done, writes the count tables and channel activity from
+    their merged totals. Shards of one channel thus never write the same row: their
+    transactions, each a whole task long, would otherwise wait on each other's counter
+    rows until commit.
     """
     n = min(workers or default_workers(), max(upto // max(min_events_per_shard, 1), 1))
-    split_anyway = shards is not None and shards > 1
-    plan = tasks(await channel_counts(conn, upto), n, shards) if n > 1 or split_anyway else []
-    if len(plan) <= 1:
+    split_anyway = (shards is not None and shards > 1) or bool(reader)
+    counts = await channel_counts(conn, upto) if n > 1 or split_anyway else {}
+    plan = tasks(counts, n, shards, reader) if counts else []
+    if len(plan) <= 1 and not (plan and plan[0].fed):
         async with conn.transaction():
             return await BulkFold(conn, schema, stages=stages, on_batch=on_batch).run(0, upto)
-    context = multiprocessing.get_context("spawn")
-    folded = context.Value("q", 0)
-    todo, results = context.Queue(), context.Queue()
+    groups: dict[tuple[str, ...], list[Task]] = {}
     for t in plan:
+        groups.setdefault(tuple(t.channels), []).append(t)
+    fed = [g for g in groups.values() if g[0].fed]
+    pulled = [t for t in plan if not t.fed]
+    context = multiprocessing.get_context("spawn")
+    pool = min(n, len(pulled))
+    folded = context.Array("q", pool + sum(len(g) for g in fed), lock=False)
+    todo, results = context.Queue(), context.Queue()
+    for t in pulled:
         todo.put(t)
     processes = [
         context.Process(
-            target=_worker, args=(dsn, schema, upto, todo, results, folded), daemon=True
+            target=_worker, args=(dsn, schema, upto, todo, results, (folded, i)), daemon=True
         )
-        for _ in range(min(n, len(plan)))
+        for i in range(pool)
     ]
     for _ in processes:
         todo.put(None)
+    ends: list[Connection] = []  # this process's copies of the pipes' ends, closed once started
+    slot = pool
+    for group in fed:
+        pipes = [context.Pipe(duplex=False) for _ in group]
+        ends += [end for pipe in pipes for end in pipe]
+        outs = [send for _, send in pipes]
+        processes.append(
+            context.Process(target=_reader, args=(dsn, group[0], upto, outs, results), daemon=True)
+        )
+        for t, (source, _) in zip(group, pipes, strict=True):
+            processes.append(
+                context.Process(
+                    target=_fold_one,
+                    args=(dsn, schema, upto, t, results, (folded, slot), source),
+                    daemon=True,
+                )
+            )
+            slot += 1
+    expected = len(pulled) + sum(len(g) + 1 for g in fed)
     outcomes: list[Outcome] = []
     try:
         for p in processes:
             p.start()
-        while len(outcomes) < len(plan):
+        for end in ends:  # a reader or folder that dies then closes its pipe's last end
+            end.close()
+        while len(outcomes) < expected:
             try:
                 outcomes.append(await asyncio.to_thread(results.get, True, 0.5))
             except queue.Empty:
-                if not any(p.is_alive() for p in processes) and results.empty():
-                    raise RuntimeError("rebuild: the fold's worker processes died") from None
+                _check(processes, results)
             if on_batch is not None:
-                on_batch(int(folded.value))
+                on_batch(sum(folded))
             if outcomes and outcomes[-1][0] == "failed":
                 raise outcomes[-1][1]
     finally:
         _kill(processes)  # all done: they are leaving anyway; else stop them
+        for end in ends:
+            end.close()
         todo.cancel_join_thread()  # what is left of it has no reader any more
         for q in (todo, results):
             q.close()

@@ -55,6 +55,7 @@ async def _build_aside(
     stages: Stages | None = None,
     workers: int | None = None,
     bulk_shards: int | None = None,
+    bulk_reader: bool | None = None,
     cold: bool = False,
 ) -> Projector:
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", locks.REBUILD):
@@ -88,6 +89,7 @@ async def _build_aside(
         total,
         workers=workers,
         shards=bulk_shards,
+        reader=bulk_reader,
         stages=builder.stages,
         on_batch=report,
     )
@@ -116,6 +118,7 @@ async def rebuild(
     shards: int | None = None,
     cold: bool = False,
     bulk_shards: int | None = None,
+    bulk_reader: bool | None = None,
 ) -> int:
     """Replay the log into fresh tables and swap them in; returns the log's head. ``workers``:
     the bulk load's processes (None: ``bulk.default_workers``). ``archives``: the store that
@@ -126,7 +129,8 @@ async def rebuild(
     ``cold``: a cold start's (:func:`bulk_load`), which gives up (``RebuildBusy``) if a live
     checkpoint has moved by the time it holds the rebuild lock. ``bulk_shards``: cut every
     task of the bulk load in that many shards by message key (None: ``bulk.tasks`` decides;
-    the bench compares 1, 2 and 4)."""
+    the bench compares 1, 2 and 4). ``bulk_reader``: whether a group's shards are fed by one
+    reader process (``bulk.load_log``'s ``reader``; None: the groups cut in shards)."""
     conn = await connect(dsn)
     builder: Projector | None = None
     source: str | None = None
@@ -152,6 +156,7 @@ async def rebuild(
             stages=stages,
             workers=workers,
             bulk_shards=bulk_shards,
+            bulk_reader=bulk_reader,
             cold=cold,
         )
         async with conn.transaction():
@@ -196,6 +201,7 @@ async def verify(
     progress: ProgressFn | None = None,
     workers: int | None = None,
     bulk_shards: int | None = None,
+    bulk_reader: bool | None = None,
 ) -> list[Difference]:
     """Rebuild aside up to the live checkpoint and list every table that differs (after
     retention, only what the log still holds can be compared: ``schema.compare``).
@@ -216,6 +222,7 @@ async def verify(
             upto=live_at_start,
             workers=workers,
             bulk_shards=bulk_shards,
+            bulk_reader=bulk_reader,
         )
         tx = conn.transaction()
         await tx.start()

@@ -25,7 +25,7 @@ from projections.readmodel.columns import (
 )
 from projections.rules.deadlines import MISSED_FIELDS, WAITS, MissedAcks, stage_overdue_sql
 from projections.rules.message_state import MessageState
-from projections.rules.rows import ActivityRow, Batch, Key, Totals
+from projections.rules.rows import ActivityRow, Batch, Key, TimelineRow, Totals
 
 # messages columns: MessageState fields (stored or derived), the MissedAcks fields in one
 # run, then MessageState fields again (columns added by later migrations come last)
@@ -102,6 +102,17 @@ async def copy_messages(
         )
 
 
+async def copy_timeline(conn: asyncpg.Connection, schema: str, rows: Sequence[TimelineRow]) -> None:
+    """Append timeline rows (binary COPY; a timeline row is never changed once written)."""
+    if rows:
+        await conn.copy_records_to_table(
+            TIMELINE.name,
+            schema_name=schema_name(schema),
+            columns=TIMELINE.names,
+            records=[tuple(msgspec.structs.astuple(r)) for r in rows],
+        )
+
+
 async def write(conn: asyncpg.Connection, schema: str, batch: Batch, *, copy: bool = False) -> None:
     """Apply a folded batch; the caller's transaction also advances the checkpoint.
 
@@ -119,13 +130,7 @@ async def write(conn: asyncpg.Connection, schema: str, batch: Batch, *, copy: bo
         await upsert_messages(conn, s, changed, batch.missed)
     else:
         await upsert_messages(conn, s, batch.messages, batch.missed)
-    if batch.timeline:
-        await conn.copy_records_to_table(
-            TIMELINE.name,
-            schema_name=s,
-            columns=TIMELINE.names,
-            records=[tuple(msgspec.structs.astuple(r)) for r in batch.timeline],
-        )
+    await copy_timeline(conn, s, batch.timeline)
     if batch.receipts:
         items = list(batch.receipts.items())
         await conn.execute(

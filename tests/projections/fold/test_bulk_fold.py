@@ -27,7 +27,9 @@ import asyncio
 import datetime as dt
 import itertools
 import json
+import os
 import random
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -332,21 +334,35 @@ async def _bulk_load(
 
 
 @pytest.mark.parametrize(
-    ("workers", "shards"), [(1, 1), (1, 2), (1, 4), (2, None), (2, 1), (2, 2), (2, 4)]
+    ("workers", "shards", "reader"),
+    [
+        (1, 1, False),
+        (1, 2, False),
+        (1, 4, False),
+        (2, None, None),
+        (2, 1, False),
+        (2, 2, False),
+        (2, 4, False),
+        (1, 1, True),
+        (2, 3, True),
+    ],
 )
 async def test_bulk_loads_in_processes_and_shards_fold_like_one_projector(
-    conn: asyncpg.Connection, dsn: str, workers: int, shards: int | None
+    conn: asyncpg.Connection, dsn: str, workers: int, shards: int | None, reader: bool | None
 ) -> None:
-    """``load_log`` with 1 or 2 worker processes and every task in 1, 2 or 4 shards (None:
-    as it chooses), into one fresh schema: every table equals the incremental fold's, and
-    every event is counted once whatever the shards."""
+    """``load_log`` with 1 or 2 worker processes and every task in 1, 2, 3 or 4 shards (None:
+    as it chooses), each shard reading its group's events itself or fed by one reader of the
+    group, into one fresh schema: every table equals the incremental fold's, and every event
+    is counted once whatever the shards."""
     await _append(conn, _random_log(7, 400), T0)
     end = await head(conn)
     inc, blk = "rm_inc_shards", "rm_bulk_shards"
     await conn.execute("SELECT create_read_models($1)", inc)
     await Projector(dsn, schema=inc, name=inc, live=False, batch_size=7).catch_up(conn, upto=end)
-    stages = await _bulk_load(conn, dsn, blk, end, workers=workers, shards=shards)
+    stages = await _bulk_load(conn, dsn, blk, end, workers=workers, shards=shards, reader=reader)
     assert stages.events == end
+    if reader:  # the readers read and decoded, the folders folded
+        assert stages.seconds["decode"] > 0 and stages.seconds["receive"] > 0
     assert await _differences(conn, inc, blk) == {}
     if (workers, shards) == (1, 1):
         # a task of several channels walks the log once for all of them
@@ -360,13 +376,15 @@ async def test_bulk_loads_in_processes_and_shards_fold_like_one_projector(
 
 
 async def test_a_one_channel_log_folds_on_every_worker(conn: asyncpg.Connection, dsn: str) -> None:
-    """One channel holds the whole log: three workers fold it as three shards of that
-    channel, at once, and the tables equal the incremental fold's (the count tables and channel activity,
-    which both shards add to, included)."""
+    """One channel holds the whole log: three workers fold it as one reader and two shards of
+    that channel, at once, and the tables equal the incremental fold's (the count tables and
+    channel activity, which both shards add to, included)."""
     waha = [k for k in KINDS if k.startswith("waha")]
     await _append(conn, _random_log(13, 600, waha), T0, one_channel=True)
     end = await head(conn)
-    assert tasks({"waha": end}, 3) == [Task(["waha"], k, 3, end) for k in range(3)]
+    assert tasks({"waha": end}, 3) == [Task(["waha"], k, 2, end, fed=True) for k in range(2)]
+    assert tasks({"waha": end}, 2) == [Task(["waha"], 0, 1, end, fed=True)]
+    assert tasks({"waha": end}, 3, reader=False) == [Task(["waha"], k, 3, end) for k in range(3)]
     inc, blk = "rm_inc_one", "rm_bulk_one"
     await conn.execute("SELECT create_read_models($1)", inc)
     await Projector(dsn, schema=inc, name=inc, live=False, batch_size=9).catch_up(conn, upto=end)
@@ -399,26 +417,31 @@ def test_channel_groups_cover_every_channel_once_largest_first(
     counts=st.dictionaries(st.text(min_size=1, max_size=5), st.integers(1, 10_000), max_size=40),
     workers=st.integers(1, 8),
     shards=st.none() | st.integers(1, 4),
+    reader=st.none() | st.booleans(),
 )
 def test_tasks_fold_each_shard_of_each_channel_once_costliest_first(
-    counts: dict[str, int], workers: int, shards: int | None
+    counts: dict[str, int], workers: int, shards: int | None, reader: bool | None
 ) -> None:
-    """Each channel's facts in exactly one task per shard, all its tasks cut alike; ``shards``
-    when given, else only a channel bigger than a worker's share is cut (into at most
-    ``workers``); tasks handed out costliest first."""
-    plan = tasks(counts, workers, shards)
+    """Each channel's facts in exactly one task per shard, all its tasks cut alike and fed
+    alike; ``shards`` when given, else only a channel bigger than a worker's share is cut:
+    fed by a reader into at most ``workers - 1`` shards (one at least), or, without a
+    reader, into at most ``workers``; tasks handed out costliest first."""
+    plan = tasks(counts, workers, shards, reader)
     total = sum(counts.values())
     for channel, count in counts.items():
         mine = [t for t in plan if channel in t.channels]
-        n = mine[0].shards
+        n, fed = mine[0].shards, mine[0].fed
         assert sorted(t.shard for t in mine) == list(range(n))
-        assert all(t.shards == n and t.channels == mine[0].channels for t in mine)
+        assert all(t.shards == n and t.fed == fed and t.channels == mine[0].channels for t in mine)
+        small = len(mine[0].channels) > 1 or count * workers <= total
         if shards is not None:
-            assert n == shards
-        elif len(mine[0].channels) > 1 or count * workers <= total or workers < SHARD_FROM_WORKERS:
-            assert n == 1
+            assert (n, fed) == (shards, bool(reader))
+        elif small or workers < SHARD_FROM_WORKERS:
+            assert (n, fed) == (1, bool(reader))
+        elif reader is False:
+            assert 2 <= n <= workers and not fed
         else:
-            assert 2 <= n <= workers
+            assert 1 <= n <= workers - 1 and fed
     costs = [t.cost for t in plan]
     assert costs == sorted(costs, reverse=True)
 
@@ -529,3 +552,61 @@ async def test_a_failed_task_fails_the_load_with_its_own_error(
             min_events_per_shard=1,
         )
     assert [p for p in me.children() if "spawn_main" in " ".join(p.cmdline())] == []
+
+
+@pytest.mark.parametrize("role", ["read", "fold"])
+async def test_a_killed_reader_or_shard_folder_fails_the_load_and_leaves_no_process(
+    conn: asyncpg.Connection, dsn: str, role: str
+) -> None:
+    """kill -9 of a rebuild's reader (its shards' folders find their pipes closed) or of one
+    of the folders it feeds (the reader finds that pipe broken), once it is connected: the
+    load fails within seconds with an error saying so, no process is left waiting on the
+    other end, and nothing the load folded is committed."""
+    rng = random.Random(11)
+    meta = [k for k in KINDS if k.startswith("meta")]  # one channel: one reader, two folders
+    log = [(rng.choice(meta), rng.randint(0, 900), rng.randint(0, 9), 0, 0) for _ in range(20000)]
+    await _append(conn, log, T0, one_channel=True)
+    end = await head(conn)
+    blk = f"rm_bulk_killed_{role}"
+    await conn.execute("SELECT create_read_models($1)", blk)
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    load = load_log(
+        conn,
+        dsn,
+        blk,
+        end,
+        stages=Stages(),
+        workers=2,
+        shards=2,
+        reader=True,
+        min_events_per_shard=1,
+    )
+    task = asyncio.create_task(load)
+    watcher = await asyncpg.connect(dsn)
+    try:
+        name = None
+        async with asyncio.timeout(60):
+            while name is None and not task.done():  # its connection names it, with its pid
+                name = await watcher.fetchval(
+                    "SELECT application_name FROM pg_stat_activity"
+                    " WHERE application_name LIKE $1 LIMIT 1",
+                    f"acklog-rebuild-{role}-%",
+                )
+                await asyncio.sleep(0.005)
+    finally:
+        await watcher.close()
+    assert name is not None, "the load ended before its processes could be seen"
+    spawned = [
+        p
+        for p in me.children(recursive=True)
+        if p.pid not in before and "spawn_main" in " ".join(p.cmdline())
+    ]
+    assert len(spawned) == 3  # the reader and its two shards' folders
+    os.kill(int(name.rsplit("-", 1)[1]), signal.SIGKILL)
+    with pytest.raises(RuntimeError, match=r"killed by signal 9|reader is gone|stopped taking"):
+        async with asyncio.timeout(30):
+            await task
+    _, alive = psutil.wait_procs(spawned, timeout=10)
+    assert alive == []
+    assert await conn.fetchval(f"SELECT count(*) FROM {blk}.timeline") == 0

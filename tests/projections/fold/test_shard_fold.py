@@ -17,16 +17,18 @@ import datetime as dt
 import itertools
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventstore.events import StoredEvent
-from projections import fold, shards
+from projections import bulk, fold, providers, shards
 from projections.rules.deadlines import Deadlines, MissedAcks
 from projections.rules.health import Run
 from projections.rules.message_state import MessageState
 from projections.rules.rows import Batch, Key, ReceiptKey, Totals
 from tests.projections.fold.test_bulk_fold import KINDS, T0, body, channel_of
+from tests.support import samples
 
 DEADLINES = {
     c: Deadlines(sent=dt.timedelta(seconds=5), delivered=dt.timedelta(seconds=10))
@@ -170,3 +172,46 @@ def test_totals_add_counts_and_keep_the_latest_activity() -> None:
     assert a.missed == {("c", "sent"): 5}
     assert a.anomalies == {("c", "gap"): -1}
     assert a.activity == {"c": [T0, T0]}
+
+
+@settings(max_examples=300, deadline=None)
+@given(log=st.lists(webhooks, min_size=1, max_size=40), n=st.integers(1, 5))
+def test_divide_gives_every_shard_what_select_gives_it(log: list[Any], n: int) -> None:
+    """A rebuild's reader cuts each batch for all shards at once (``shards.divide``): each
+    part is exactly what that shard would select for itself."""
+    decoded = fold.decode(_events(log))
+    assert shards.divide(decoded, n) == [shards.select(decoded, k, n) for k in range(n)]
+
+
+@pytest.mark.parametrize("provider", providers.PROVIDERS)
+def test_a_decoded_event_crosses_the_readers_pipe_unchanged(provider: str) -> None:
+    """What a rebuild's reader sends a shard's folder (msgpack of the decoded batch, bodies
+    left out: ``projections.bulk``) decodes to the same facts, errors and shard marks, for
+    every shared sample and fixture of every provider, and for one it cannot decode."""
+    events = [
+        StoredEvent(
+            position=i + 1,
+            received_at=T0 + dt.timedelta(seconds=i),
+            channel=f"ch{i % 3}",
+            provider=provider,
+            content_type=content_type,
+            headers={},
+            body=raw,
+            dedup_key="",
+            duplicate_of=i if i % 4 == 3 else None,
+        )
+        for i, (raw, content_type) in enumerate(
+            [samples.sample(provider, name) for name in samples.all_names(provider)]
+            + [(b"{not json", "application/json")]
+        )
+    ]
+    decoded = fold.decode(events)
+    assert any(d.facts for d in decoded) and any(d.error for d in decoded)
+    for part in shards.divide(decoded, 2):
+        sent = [bulk._slim(d) for d in part]
+        position, received = bulk._PARTS.decode(bulk._ENCODE((events[-1].position, sent)))
+        assert position == events[-1].position
+        assert received == sent
+        assert [(d.facts, d.error, d.error_kind, d.counted, d.seqs) for d in received] == [
+            (d.facts, d.error, d.error_kind, d.counted, d.seqs) for d in part
+        ]
