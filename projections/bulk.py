@@ -34,6 +34,7 @@ cache and filters, one task at a time, so memory is bounded per process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import math
@@ -50,6 +51,7 @@ import asyncpg
 import msgspec
 from rbloom import Bloom
 
+from eventstore.events import StoredEvent
 from eventstore.pool import connect
 from eventstore.read import channel_counts, read
 from projections import fold
@@ -67,6 +69,23 @@ Cached = tuple[MessageState, MissedAcks, bool]
 #: about 11 MiB; past that the rate rises (more lookups that find nothing), never wrongness
 BLOOM_KEYS = 10_000_000
 BLOOM_FP = 0.01
+
+
+async def _read_batch(
+    conn: asyncpg.Connection, channels: Sequence[str] | None, after: int, upto: int, limit: int
+) -> list[StoredEvent]:
+    """Up to ``limit`` events of ``channels`` (None: all) with ``after < position <= upto``,
+    as a fold reads them: one channel by its index, several in one walk of the log."""
+    one = channels[0] if channels is not None and len(channels) == 1 else None
+    return await read(
+        conn,
+        after=after,
+        limit=limit,
+        upto=upto,
+        channel=one,
+        channels=channels if one is None else None,
+        for_fold=True,
+    )
 
 
 class BulkFold:
@@ -145,10 +164,8 @@ class BulkFold:
             deadlines = await load.load_deadlines(self.conn)
         if self.source is not None:
             batches = self._received(self.source)
-        elif self.channels is None or len(self.channels) > 1:
-            batches = self._read(after, upto, channels=self.channels)
         else:
-            batches = self._read(after, upto, channel=self.channels[0])
+            batches = self._read(after, upto)
         try:
             position = await self._stream(batches, deadlines, after)
             with self.stages.timed("write"):
@@ -167,27 +184,16 @@ class BulkFold:
         return upto if self.channels is not None else position
 
     async def _read(
-        self,
-        after: int,
-        upto: int,
-        *,
-        channel: str | None = None,
-        channels: Sequence[str] | None = None,
+        self, after: int, upto: int
     ) -> AsyncIterator[tuple[int, list[fold.Decoded], int]]:
-        """The log's batches ``after < position <= upto`` of one channel, some or all, decoded,
+        """The log's batches ``after < position <= upto`` of this fold's channels, decoded,
         with this shard's part selected: ``(last position, part, events it counts)``."""
         timed = self.stages.timed
         position = after
         while True:
             with timed("read"):
-                events = await read(
-                    self.conn,
-                    after=position,
-                    limit=self.batch_size,
-                    upto=upto,
-                    channel=channel,
-                    channels=channels,
-                    for_fold=True,
+                events = await _read_batch(
+                    self.conn, self.channels, position, upto, self.batch_size
                 )
             if not events:
                 return
@@ -440,7 +446,7 @@ async def _task(
         side = await connect(dsn, server_settings={"application_name": _name("fold")})
     try:
         await bulk.bulk_codecs(conn)
-        async with conn.transaction():
+        async with conn.transaction(), side.transaction() if side else contextlib.nullcontext():
             folder = BulkFold(
                 conn,
                 schema,
@@ -453,11 +459,7 @@ async def _task(
                 source=source,
                 side=side,
             )
-            if side is None:
-                await folder.run(0, upto)
-            else:
-                async with side.transaction():
-                    await folder.run(0, upto)
+            await folder.run(0, upto)
     finally:
         if side is not None:
             await side.close()
@@ -514,12 +516,13 @@ class _Sender:
         except BaseException as exc:  # the folder is gone: the reader raises it
             self.error = exc
 
+    def _check(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"rebuild: a shard's folder stopped taking batches ({self.error!r})")
+
     def put(self, data: bytes | None) -> None:
         while True:
-            if self.error is not None:
-                raise RuntimeError(
-                    f"rebuild: a shard's folder stopped taking batches ({self.error!r})"
-                )
+            self._check()
             try:
                 return self.queue.put(data, timeout=0.5)
             except queue.Full:
@@ -529,8 +532,7 @@ class _Sender:
         """Send what is queued and the end; raise if the folder stopped taking them."""
         self.put(None)
         self.thread.join()
-        if self.error is not None:
-            raise RuntimeError(f"rebuild: a shard's folder stopped taking batches ({self.error!r})")
+        self._check()
 
 
 async def read_for_shards(
@@ -539,21 +541,9 @@ async def read_for_shards(
     """Read and decode the events of ``task.channels`` up to ``upto`` once, and send each of
     ``len(outs)`` shards its part of every batch (:func:`projections.shards.divide`), in log
     order, then the end. The next batch is read while this one is decoded."""
-    one = task.channels[0] if len(task.channels) == 1 else None
-    many = task.channels if one is None else None
 
-    def fetch(after: int) -> asyncio.Task[list[Any]]:
-        return asyncio.ensure_future(
-            read(
-                conn,
-                after=after,
-                limit=batch_size,
-                upto=upto,
-                channel=one,
-                channels=many,
-                for_fold=True,
-            )
-        )
+    def fetch(after: int) -> asyncio.Task[list[StoredEvent]]:
+        return asyncio.ensure_future(_read_batch(conn, task.channels, after, upto, batch_size))
 
     timed = stages.timed
     conn = await connect(dsn, server_settings={"application_name": _name("read")})

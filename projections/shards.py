@@ -36,30 +36,36 @@ def of_channel(channel: str, shards: int) -> int:
     return zlib.crc32(channel.encode()) % shards
 
 
+def _where(d: Decoded, shards: int) -> tuple[int, list[int]]:
+    """The shard of the event's channel, and of each of its facts: a message fact's by its
+    key, any other fact's the channel's."""
+    channel = d.event.channel
+    own = of_channel(channel, shards)
+    return own, [
+        of_message(channel, f.key, shards)
+        if isinstance(f, MessageObserved | StatusReported | MessageDeleted)
+        else own
+        for f in d.facts
+    ]
+
+
+def _part(d: Decoded, shard: int, own: int, where: list[int]) -> Decoded | None:
+    """What shard ``shard`` folds of ``d`` (None: nothing): its facts there (``seqs``),
+    counted only in the channel's shard ``own``."""
+    seqs = tuple(i for i, w in enumerate(where) if w == shard)
+    if shard == own:
+        return d if len(seqs) == len(d.facts) else msgspec.structs.replace(d, seqs=seqs)
+    return msgspec.structs.replace(d, seqs=seqs, counted=False) if seqs else None
+
+
 def select(decoded: list[Decoded], shard: int, shards: int) -> list[Decoded]:
     """The part of ``decoded`` that shard ``shard`` of ``shards`` folds, in the same order:
     each event with only its facts for this shard (``seqs``), and counted (its outcome, its quarantine
     row) only in its channel's shard. Events with nothing for this shard are left out."""
     if shards == 1:
         return decoded
-    out: list[Decoded] = []
-    for d in decoded:
-        channel = d.event.channel
-        mine = of_channel(channel, shards) == shard
-        seqs = tuple(
-            i
-            for i, f in enumerate(d.facts)
-            if (
-                of_message(channel, f.key, shards) == shard
-                if isinstance(f, MessageObserved | StatusReported | MessageDeleted)
-                else mine
-            )
-        )
-        if mine:
-            out.append(d if len(seqs) == len(d.facts) else msgspec.structs.replace(d, seqs=seqs))
-        elif seqs:
-            out.append(msgspec.structs.replace(d, seqs=seqs, counted=False))
-    return out
+    parts = (_part(d, shard, *_where(d, shards)) for d in decoded)
+    return [p for p in parts if p is not None]
 
 
 def divide(decoded: list[Decoded], shards: int) -> list[list[Decoded]]:
@@ -69,19 +75,8 @@ def divide(decoded: list[Decoded], shards: int) -> list[list[Decoded]]:
         return [decoded]
     parts: list[list[Decoded]] = [[] for _ in range(shards)]
     for d in decoded:
-        channel = d.event.channel
-        own = of_channel(channel, shards)
-        where = [
-            of_message(channel, f.key, shards)
-            if isinstance(f, MessageObserved | StatusReported | MessageDeleted)
-            else own
-            for f in d.facts
-        ]
-        for s in range(shards):
-            seqs = tuple(i for i, w in enumerate(where) if w == s)
-            if s == own:
-                whole = len(seqs) == len(d.facts)
-                parts[s].append(d if whole else msgspec.structs.replace(d, seqs=seqs))
-            elif seqs:
-                parts[s].append(msgspec.structs.replace(d, seqs=seqs, counted=False))
+        own, where = _where(d, shards)
+        for s, out in enumerate(parts):
+            if (p := _part(d, s, own, where)) is not None:
+                out.append(p)
     return parts
