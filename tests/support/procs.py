@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import sys
@@ -20,11 +21,37 @@ ROOT = str(REPO)
 ORPHAN_SECONDS = 40.0
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768 elsewhere)."""
+    try:
+        text = open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii").read()
+    except OSError:
+        return 32768
+    return int(text.split()[0])
+
+
+#: where ``free_port`` draws from: below the ephemeral range, so the kernel never gives one of
+#: these ports to an outgoing connection (acklog's to PostgreSQL, a client's) between the draw
+#: and the server's bind
+PORTS = range(10000, max(_ephemeral_low(), 10001))
+#: every port handed out in this run: never handed out twice (two draws in one test, e.g. a
+#: proxy's HTTP and HTTPS ports, were once the same port, and nginx refused the configuration)
+_HANDED: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A port nothing listens on now, never returned before in this run."""
+    for port in random.sample(PORTS, len(PORTS)):
+        if port in _HANDED:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _HANDED.add(port)
         return port
+    raise RuntimeError(f"no free port in {PORTS}")
 
 
 class Process:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -40,10 +38,8 @@ from tests.service.metrics.test_grafana import (
 )
 from tests.support.apps import add_channel
 from tests.support.payloads import waha_ack, waha_outgoing
-from tests.support.procs import Process, serve
+from tests.support.procs import Process, free_port, serve
 
-#: this lane's port range (never 9090, the coordinator's)
-PORTS = range(18700, 18800)
 #: Grafana's variables as Grafana fills them at a short time range with the datasource's
 #: timeInterval equal to the 1 s scrape interval: $__interval is then one scrape (a window
 #: with a single sample), $__rate_interval four
@@ -57,18 +53,6 @@ VARIABLES = {
     "__interval_ms": "1000",
 }
 DEADLINE_S = 90.0
-
-
-def free_port() -> int:
-    """A free port of this lane's range, drawn at random (two calls rarely collide)."""
-    for port in random.sample(PORTS, len(PORTS)):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS}")
 
 
 def prometheus_config(acklog_port: int) -> str:
