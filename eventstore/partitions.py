@@ -114,6 +114,17 @@ async def ensure_upto(conn: asyncpg.Connection, position: int) -> list[str]:
     return [r["name"] for r in made]
 
 
+async def set_dedup_floor(conn: asyncpg.Connection, window: float | None) -> int | None:
+    """Store and return the lowest position append_events looks for a first copy at: the low
+    bound of the oldest partition holding an event received within ``window`` seconds (None:
+    every partition, also when ``window`` is None). sql/092; the append lock is held while
+    the partitions' newest events are read (one index step each)."""
+    floor: int | None = await conn.fetchval(
+        "SELECT events_set_dedup_floor($1::float8 * interval '1 second')", window
+    )
+    return floor
+
+
 async def cover(conn: asyncpg.Connection, first: int, last: int) -> list[str]:
     """Make partitions so that every position from ``first`` to ``last`` has one: those above
     the newest partition as :func:`ensure_upto` makes them, and each range below or between

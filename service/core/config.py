@@ -91,6 +91,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     append_writers: int = 1
     #: positions per partition of the log (sql/084; new partitions are made ahead of need)
     partition_events: int = 1_000_000
+    #: seconds: a webhook's first copy is looked for only in the partitions holding an event
+    #: received this recently (sql/092; None: in every partition). 30 days: longer than any
+    #: provider retries a webhook (Meta's, the longest documented, is days)
+    dedup_window: float | None = 30 * 86400.0
     #: seconds: partitions whose newest event is older leave the log (None: no retention role)
     retention: float | None = None
     #: seconds between the retention role's runs
@@ -347,6 +351,12 @@ VARIABLES: tuple[Var, ...] = (
         "partition_events",
         integer(1),
         "positions (events) per partition of the log; new partitions take it",
+    ),
+    Var(
+        "ACKLOG_DEDUP_WINDOW",
+        "dedup_window",
+        duration_or_off,
+        "a duplicate's first copy is looked for among events this recent (30d; off: all)",
     ),
     Var(
         "ACKLOG_RETENTION",

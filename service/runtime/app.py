@@ -135,34 +135,37 @@ async def _appender(app: web.Application) -> AsyncIterator[None]:
     )
     await appender.start()
     app[APPENDER] = appender
-    await _partitions_ahead(app[POOL], app[SETTINGS].partition_events)
+    await _partitions_ahead(app[POOL], app[SETTINGS])
     ahead = asyncio.create_task(
-        _partitions_ahead_forever(app[POOL], app[SETTINGS].partition_events),
-        name="acklog-partitions",
+        _partitions_ahead_forever(app[POOL], app[SETTINGS]), name="acklog-partitions"
     )
     yield
     await _cancel(ahead)
     await appender.stop()
 
 
-async def _partitions_ahead(pool: asyncpg.Pool, size: int) -> None:
+async def _partitions_ahead(pool: asyncpg.Pool, settings: Settings) -> None:
     """Make the log's partitions ahead of the next position (``partitions.AHEAD`` of
-    ``ACKLOG_PARTITION_EVENTS`` positions). append_events makes one itself if these run out,
-    so a failure here is only logged."""
+    ``ACKLOG_PARTITION_EVENTS`` positions), then move the dedup floor to the oldest partition
+    within ``ACKLOG_DEDUP_WINDOW``. append_events makes a partition itself if these run out,
+    and a floor not moved only costs lookups, so a failure here is only logged."""
     try:  # bounded: a database that hangs must not keep ingest from starting
         async with asyncio.timeout(5.0), pool.acquire() as conn:
-            made = await partitions.ensure(conn, size)
+            made = await partitions.ensure(conn, settings.partition_events)
+            await partitions.set_dedup_floor(conn, settings.dedup_window)
     except DRIVER_ERRORS as exc:
-        log.warning("could not make log partitions ahead: %s", exc)
+        log.warning("could not make log partitions ahead or move the dedup floor: %s", exc)
         return
     if made:
         log.info("log partitions made ahead: %s", ", ".join(made))
 
 
-async def _partitions_ahead_forever(pool: asyncpg.Pool, size: int, every: float = 60.0) -> None:
+async def _partitions_ahead_forever(
+    pool: asyncpg.Pool, settings: Settings, every: float = 60.0
+) -> None:
     while True:
         await asyncio.sleep(every)
-        await _partitions_ahead(pool, size)
+        await _partitions_ahead(pool, settings)
 
 
 #: seconds a cancelled background task gets to unwind at shutdown

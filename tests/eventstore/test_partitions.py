@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 
 from eventstore import archive, locks, partitions
@@ -403,3 +404,90 @@ async def test_a_partition_made_ahead_is_analyzed_once_it_holds_1000_events(
     # the lookup still finds a first copy in it
     again = await write_batch(small, [event(b"b1-7")])
     assert again[0].duplicate_of == 21 + 500 + 7
+
+
+def aged(body: bytes, days: float) -> NewEvent:
+    """An event received ``days`` ago."""
+    return msgspec.structs.replace(
+        event(body), received_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    )
+
+
+DAY = 86400.0
+
+
+async def _floor(conn: asyncpg.Connection) -> int | None:
+    floor: int | None = await conn.fetchval("SELECT dedup_floor FROM events_partitioning")
+    return floor
+
+
+async def test_the_dedup_floor_is_the_oldest_partition_with_an_event_in_the_window(
+    small: asyncpg.Connection,
+) -> None:
+    """sql/092: the floor is the low bound of the oldest partition whose newest event is within
+    the window; none (every partition) without a window or when the first partition is
+    within it; the next position when nothing is."""
+    assert await partitions.set_dedup_floor(small, 30 * DAY) == 1  # an empty log
+    await write_batch(small, [aged(b"a%d" % i, 40) for i in range(20)])  # events_p0, p11
+    assert await partitions.set_dedup_floor(small, 30 * DAY) == 21, "nothing recent"
+    await write_batch(small, [aged(b"b%d" % i, 1) for i in range(5)])  # 21..25, events_p21
+    assert await partitions.set_dedup_floor(small, 30 * DAY) == 21
+    assert await _floor(small) == 21
+    assert await partitions.set_dedup_floor(small, 50 * DAY) is None  # events_p0 is in it
+    assert await partitions.set_dedup_floor(small, 0.5 * DAY) == 26  # the next position
+    assert await partitions.set_dedup_floor(small, None) is None
+    assert await _floor(small) is None
+
+
+async def test_a_copy_older_than_the_window_is_a_new_event_and_a_recent_one_a_duplicate(
+    small: asyncpg.Connection,
+) -> None:
+    await write_batch(small, [aged(b"a%d" % i, 40) for i in range(20)])  # 1..20
+    await write_batch(small, [aged(b"b%d" % i, 1) for i in range(5)])  # 21..25
+    await partitions.set_dedup_floor(small, None)
+    every = await write_batch(small, [event(b"a3"), event(b"b3")])
+    assert [a.duplicate_of for a in every] == [4, 24], "no window: every partition"
+    await partitions.set_dedup_floor(small, 30 * DAY)
+    windowed = await write_batch(small, [event(b"a5"), event(b"b4"), event(b"b4")])
+    # a5's first copy (position 6) is 40 days old: a new event; b4's (25) is a day old
+    assert [a.duplicate_of for a in windowed] == [None, 25, 25]
+    assert (await write_batch(small, [event(b"a5")]))[0].duplicate_of == windowed[0].position
+    # with nothing in the window the floor is the next position: an event appended after it
+    # is still found by its retry
+    await partitions.set_dedup_floor(small, 1.0)
+    fresh = await write_batch(small, [event(b"c1")])
+    assert (await write_batch(small, [event(b"c1")]))[0].duplicate_of == fresh[0].position
+
+
+async def _dedup_scans(conn: asyncpg.Connection) -> dict[str, int]:
+    """idx_scan of each partition's dedup index, with this session's pending statistics
+    flushed first (PostgreSQL 15+: flushed once the session is idle after the request)."""
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    rows = await conn.fetch(
+        "SELECT indexrelname, idx_scan FROM pg_stat_user_indexes"
+        " WHERE indexrelname LIKE 'events%dedup_first'"
+    )
+    return {r["indexrelname"].removesuffix("_dedup_first"): r["idx_scan"] for r in rows}
+
+
+async def test_the_lookup_probes_no_partition_below_the_floor(
+    small: asyncpg.Connection,
+) -> None:
+    """The floor prunes: append_events' lookup reads no dedup index of a partition below it
+    (the index scans PostgreSQL counts), and reads them all without a floor."""
+    await write_batch(small, [aged(b"a%d" % i, 40) for i in range(20)])  # events_p0, p11
+    await write_batch(small, [aged(b"b%d" % i, 1) for i in range(5)])  # events_p21
+    assert await partitions.set_dedup_floor(small, 30 * DAY) == 21
+    before = await _dedup_scans(small)
+    for i in range(3):
+        await write_batch(small, [event(b"c%d-%d" % (i, j)) for j in range(4)])
+    after = await _dedup_scans(small)
+    assert after["events_p0"] == before["events_p0"]
+    assert after["events_p11"] == before["events_p11"]
+    assert after["events_p21"] > before["events_p21"]
+    await partitions.set_dedup_floor(small, None)
+    await write_batch(small, [event(b"d%d" % j) for j in range(4)])
+    every = await _dedup_scans(small)
+    assert every["events_p0"] > after["events_p0"]
+    assert every["events_p11"] > after["events_p11"]
