@@ -5,6 +5,10 @@ changes. One connection appends batches of fresh events, each batch its own comm
 interleaved rounds of:
 
 * ``append_events`` as acklog calls it (one statement: lock, positions, dedup, insert);
+* the same with no dedup window (``ACKLOG_DEDUP_WINDOW=off``): the lookup probes every
+  partition's index, not only those of the partitions within the window (sql/092); the log
+  is filled with events received 60 days ago, in ``--partitions`` partitions, so the
+  window's floor leaves them all out;
 * the same plus the reset query an asyncpg pool runs on every release (acklog before its
   writers kept their connections);
 * a binary COPY straight into ``events`` in a transaction: no dedup, no positions returned,
@@ -34,6 +38,7 @@ from eventstore import partitions
 from eventstore.append import write_batch
 from eventstore.events import NewEvent
 from eventstore.pool import init_connection
+from service.core.config import Settings
 
 
 def events(n: int, base: int) -> list[NewEvent]:
@@ -56,11 +61,19 @@ def events(n: int, base: int) -> list[NewEvent]:
     return out
 
 
-async def fill(conn: asyncpg.Connection, rows: int) -> None:
+#: seconds: acklog's default dedup window (ACKLOG_DEDUP_WINDOW)
+WINDOW = Settings().dedup_window
+
+
+async def fill(conn: asyncpg.Connection, rows: int, parts: int) -> None:
+    """``rows`` events received 60 days ago, in ``parts`` partitions (0: of the stored size)."""
+    if parts:
+        await conn.execute("UPDATE events_partitioning SET size = $1", max(rows // parts, 1))
     await partitions.ensure_upto(conn, rows + 1)  # a plain INSERT makes no partition itself
     await conn.execute(
         "INSERT INTO events (received_at, channel, provider, content_type, headers, body,"
-        " dedup_key) SELECT now(), 'bench-' || (i % 11), 'wamm', 'application/json',"
+        " dedup_key) SELECT now() - interval '60 days', 'bench-' || (i % 11), 'wamm',"
+        " 'application/json',"
         " '{\"user-agent\":\"x\"}', convert_to(repeat('x', 300) || i, 'UTF8'),"
         " 'sha256:' || md5(i::text) || md5((i + 1)::text) FROM generate_series(1, $1) i",
         rows,
@@ -82,10 +95,14 @@ async def main(args: argparse.Namespace) -> None:
                 format="binary",
             )
             started = time.perf_counter()
-            await fill(conn, args.rows)
+            await fill(conn, args.rows, args.partitions)
             # the COPY variant writes past the partitions append_events would make for itself
-            await partitions.ensure_upto(conn, args.rows + 2 * args.rounds * 3 * args.events)
-            print(f"log of {args.rows:,} rows filled in {time.perf_counter() - started:.1f} s")
+            await partitions.ensure_upto(conn, args.rows + 2 * args.rounds * 4 * args.events)
+            kept = len(await partitions.list_partitions(conn, count=False))
+            print(
+                f"log of {args.rows:,} rows in {kept} partitions filled in"
+                f" {time.perf_counter() - started:.1f} s"
+            )
             reset = conn.get_reset_query()
             base = 10**9
 
@@ -105,14 +122,17 @@ async def main(args: argparse.Namespace) -> None:
                 async with c.transaction():
                     await c.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
 
-            variants: list[tuple[str, asyncpg.Connection, Callable[..., Awaitable[Any]]]] = [
-                ("append_events (acklog)", conn, today),
-                ("append_events + pool reset query", conn, with_reset),
-                ("binary COPY, no dedup (lower bound)", copy_conn, copy),
+            Variant = tuple[str, asyncpg.Connection, Callable[..., Awaitable[Any]], float | None]
+            variants: list[Variant] = [
+                ("append_events (acklog)", conn, today, WINDOW),
+                ("append_events, no dedup window", conn, today, None),
+                ("append_events + pool reset query", conn, with_reset, WINDOW),
+                ("binary COPY, no dedup (lower bound)", copy_conn, copy, WINDOW),
             ]
             for size in (16, 64):
                 for rnd in range(args.rounds):
-                    for name, c, fn in variants:
+                    for name, c, fn, window in variants:
+                        await partitions.set_dedup_floor(conn, window)
                         backend = psutil.Process(await c.fetchval("SELECT pg_backend_pid()"))
                         me = psutil.Process()
                         b0, c0 = sum(backend.cpu_times()[:2]), sum(me.cpu_times()[:2])
@@ -140,4 +160,7 @@ if __name__ == "__main__":
     p.add_argument("--rows", type=int, default=1_000_000, help="rows in the log first")
     p.add_argument("--events", type=int, default=4800, help="events appended per variant")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--partitions", type=int, default=0, help="partitions of the filled log (0: 1M each)"
+    )
     asyncio.run(main(p.parse_args()))
