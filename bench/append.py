@@ -65,10 +65,8 @@ def events(n: int, base: int) -> list[NewEvent]:
 WINDOW = Settings().dedup_window
 
 
-async def fill(conn: asyncpg.Connection, rows: int, parts: int) -> None:
-    """``rows`` events received 60 days ago, in ``parts`` partitions (0: of the stored size)."""
-    if parts:
-        await conn.execute("UPDATE events_partitioning SET size = $1", max(rows // parts, 1))
+async def fill(conn: asyncpg.Connection, rows: int) -> None:
+    """``rows`` events received 60 days ago, in partitions of the stored size."""
     await partitions.ensure_upto(conn, rows + 1)  # a plain INSERT makes no partition itself
     await conn.execute(
         "INSERT INTO events (received_at, channel, provider, content_type, headers, body,"
@@ -83,7 +81,10 @@ async def fill(conn: asyncpg.Connection, rows: int, parts: int) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     with db.server() as (server_dsn, _):
-        async with db.database(server_dsn, "acklog_bench_append") as dsn:
+        first = None  # the stored size (1M), the first partition's too, or the option's:
+        if args.partitions:
+            first = {"acklog.partition_events": str(max(args.rows // args.partitions, 1))}
+        async with db.database(server_dsn, "acklog_bench_append", first) as dsn:
             conn = await asyncpg.connect(dsn)
             await init_connection(conn)
             copy_conn = await asyncpg.connect(dsn)
@@ -95,9 +96,7 @@ async def main(args: argparse.Namespace) -> None:
                 format="binary",
             )
             started = time.perf_counter()
-            await fill(conn, args.rows, args.partitions)
-            # the COPY variant writes past the partitions append_events would make for itself
-            await partitions.ensure_upto(conn, args.rows + 2 * args.rounds * 4 * args.events)
+            await fill(conn, args.rows)
             kept = len(await partitions.list_partitions(conn, count=False))
             print(
                 f"log of {args.rows:,} rows in {kept} partitions filled in"
@@ -132,12 +131,18 @@ async def main(args: argparse.Namespace) -> None:
             for size in (16, 64):
                 for rnd in range(args.rounds):
                     for name, c, fn, window in variants:
+                        batches = max(args.events // size, 1)
+                        # the partitions this round writes, made ahead as the ingest role
+                        # makes them (the COPY variant makes none itself); no more, since the
+                        # lookup probes every partition above the floor, empty ones too
+                        await partitions.ensure_upto(
+                            conn, await partitions.next_position(conn) + batches * size
+                        )
                         await partitions.set_dedup_floor(conn, window)
                         backend = psutil.Process(await c.fetchval("SELECT pg_backend_pid()"))
                         me = psutil.Process()
                         b0, c0 = sum(backend.cpu_times()[:2]), sum(me.cpu_times()[:2])
                         t0 = time.perf_counter()
-                        batches = max(args.events // size, 1)
                         for _ in range(batches):
                             evs = events(size, base)
                             base += size
