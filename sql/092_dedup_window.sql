@@ -19,9 +19,11 @@ ALTER TABLE events_partitioning ADD COLUMN dedup_floor bigint;
 -- Store the floor for a window (NULL: every partition) and return it: the low bound of the
 -- oldest partition whose newest event was received at or after now() - p_window (NULL when
 -- that is the first partition, from MINVALUE). A partition with no event counts as old; when
--- no partition holds a recent event, the floor is the next position. Under the append lock:
--- every position drawn before is committed and seen, and the floor is never above a position
--- an append draws after it.
+-- no partition holds a recent event, the floor is the next position. The walk goes down from
+-- the newest partition and stops at the first old one (the log is in order of receipt), so
+-- it reads the partitions within the window and one more, however many the log keeps. Under
+-- the append lock: every position drawn before is committed and seen, and the floor is never
+-- above a position an append draws after it.
 CREATE FUNCTION events_set_dedup_floor(p_window interval) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -34,14 +36,14 @@ BEGIN
         SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END
           INTO v_floor FROM events_position_seq;
         FOR p IN SELECT name, low FROM events_partitions WHERE detached_at IS NULL
-                  ORDER BY high LOOP
+                  ORDER BY high DESC LOOP
             -- the partition's last position: one step down its primary key
             EXECUTE format('SELECT received_at FROM %I ORDER BY position DESC LIMIT 1', p.name)
                INTO v_newest;
-            IF v_newest >= now() - p_window THEN
-                v_floor := p.low;
-                EXIT;
-            END IF;
+            CONTINUE WHEN v_newest IS NULL;  -- made ahead, or a restore's range left empty
+            EXIT WHEN v_newest < now() - p_window;
+            v_floor := p.low;
+            EXIT WHEN p.low IS NULL;
         END LOOP;
     END IF;
     UPDATE events_partitioning SET dedup_floor = v_floor

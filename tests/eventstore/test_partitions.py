@@ -439,6 +439,19 @@ async def test_the_dedup_floor_is_the_oldest_partition_with_an_event_in_the_wind
     assert await _floor(small) is None
 
 
+async def test_the_floor_walks_down_from_the_newest_partition_to_the_first_old_one(
+    small: asyncpg.Connection,
+) -> None:
+    """The walk stops at the first partition whose newest event is out of the window: what
+    lies below it is not read (the log is in order of receipt, so it is older still). Here a
+    partition below an old one holds recent events, which only a log out of order has."""
+    await write_batch(small, [aged(b"a%d" % i, 1) for i in range(10)])  # events_p0: recent
+    await write_batch(small, [aged(b"b%d" % i, 40) for i in range(10)])  # events_p11: old
+    await write_batch(small, [aged(b"c%d" % i, 1) for i in range(5)])  # events_p21: recent
+    assert await partitions.ensure(small, 10, ahead=2) == ["events_p31", "events_p41"]
+    assert await partitions.set_dedup_floor(small, 30 * DAY) == 21
+
+
 async def test_a_copy_older_than_the_window_is_a_new_event_and_a_recent_one_a_duplicate(
     small: asyncpg.Connection,
 ) -> None:
