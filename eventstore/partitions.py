@@ -125,6 +125,12 @@ async def set_dedup_floor(conn: asyncpg.Connection, window: float | None) -> int
     return floor
 
 
+async def dedup_floor(conn: asyncpg.Connection) -> int | None:
+    """The floor :func:`set_dedup_floor` stored last (None: every partition is looked at)."""
+    floor: int | None = await conn.fetchval("SELECT dedup_floor FROM events_partitioning")
+    return floor
+
+
 async def cover(conn: asyncpg.Connection, first: int, last: int) -> list[str]:
     """Make partitions so that every position from ``first`` to ``last`` has one: those above
     the newest partition as :func:`ensure_upto` makes them, and each range below or between

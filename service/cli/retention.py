@@ -151,6 +151,7 @@ def status(args: argparse.Namespace) -> int:
             kept = await retention.oldest_kept(conn)
             h = await retention.horizon(conn)
             parts = await partitions.list_partitions(conn)
+            floor = await partitions.dedup_floor(conn)
             runs = await records.last_runs(conn, 5)
         finally:
             await conn.close()
@@ -160,6 +161,11 @@ def status(args: argparse.Namespace) -> int:
         )
         print(f"oldest position kept: {kept}")
         print(f"horizon: {h.position} ({h.reason})")
+        if floor is None:
+            print("dedup lookups: every partition (no floor: ACKLOG_DEDUP_WINDOW is off,")
+            print("  or no ingest role has run since the upgrade)")
+        else:
+            print(f"dedup lookups: from position {floor} (the floor the ingest role moves)")
         for p in parts:
             low = p.low if p.low is not None else 1
             state = "attached" if p.attached else "detached"

@@ -416,11 +416,6 @@ def aged(body: bytes, days: float) -> NewEvent:
 DAY = 86400.0
 
 
-async def _floor(conn: asyncpg.Connection) -> int | None:
-    floor: int | None = await conn.fetchval("SELECT dedup_floor FROM events_partitioning")
-    return floor
-
-
 async def test_the_dedup_floor_is_the_oldest_partition_with_an_event_in_the_window(
     small: asyncpg.Connection,
 ) -> None:
@@ -432,11 +427,11 @@ async def test_the_dedup_floor_is_the_oldest_partition_with_an_event_in_the_wind
     assert await partitions.set_dedup_floor(small, 30 * DAY) == 21, "nothing recent"
     await write_batch(small, [aged(b"b%d" % i, 1) for i in range(5)])  # 21..25, events_p21
     assert await partitions.set_dedup_floor(small, 30 * DAY) == 21
-    assert await _floor(small) == 21
+    assert await partitions.dedup_floor(small) == 21
     assert await partitions.set_dedup_floor(small, 50 * DAY) is None  # events_p0 is in it
     assert await partitions.set_dedup_floor(small, 0.5 * DAY) == 26  # the next position
     assert await partitions.set_dedup_floor(small, None) is None
-    assert await _floor(small) is None
+    assert await partitions.dedup_floor(small) is None
 
 
 async def test_the_floor_walks_down_from_the_newest_partition_to_the_first_old_one(

@@ -229,6 +229,15 @@ async def test_status_and_a_run_without_a_duration(log: str, tmp_path: Path) -> 
     assert "horizon: 166 (checkpoint feed at 165)" in out
     assert "events_p161  positions 161..170  5 rows" in out
     assert "ok  16 partitions  160 events" in out
+    assert "dedup lookups: every partition (no floor" in out
+    conn = await asyncpg.connect(log)
+    try:
+        assert await partitions.set_dedup_floor(conn, 86400.0) == 161
+    finally:
+        await conn.close()
+    code, out, err = await acklog(log, "retention", "status", **url)
+    assert code == 0, err
+    assert "dedup lookups: from position 161" in out
 
 
 async def test_acklog_serve_supervises_the_retention_role(log: str, tmp_path: Path) -> None:
