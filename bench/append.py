@@ -81,7 +81,9 @@ async def fill(conn: asyncpg.Connection, rows: int) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     with db.server() as (server_dsn, _):
-        first = None  # the stored size (1M), the first partition's too, or the option's:
+        # the log's partition size, set before it is migrated so that the first partition has
+        # it too: acklog's 1M, or --rows / --partitions
+        first = None
         if args.partitions:
             first = {"acklog.partition_events": str(max(args.rows // args.partitions, 1))}
         async with db.database(server_dsn, "acklog_bench_append", first) as dsn:
