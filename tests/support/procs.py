@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from tests.support import REPO
 from tests.support.apps import DATA_DIR
@@ -24,7 +25,7 @@ ORPHAN_SECONDS = 40.0
 def _ephemeral_low() -> int:
     """The first port of the kernel's ephemeral range (Linux; 32768 elsewhere)."""
     try:
-        text = open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii").read()
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii")
     except OSError:
         return 32768
     return int(text.split()[0])
