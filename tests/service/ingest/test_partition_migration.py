@@ -181,7 +181,7 @@ async def test_the_ingest_app_makes_partitions_ahead_of_the_setting_at_start(
         assert await conn.fetchval("SELECT size FROM events_partitioning") == 100
         # and the dedup floor (ACKLOG_DEDUP_WINDOW, 30 days): nothing is recent in an empty
         # log, so the lookups start at the next position
-        assert await conn.fetchval("SELECT dedup_floor FROM events_partitioning") == 1
+        assert await partitions.dedup_floor(conn) == 1
         parts = await partitions.list_partitions(conn)
         # the log's partitions of 10 (sql/084 with acklog.partition_events = 10), then two of
         # 100: the next position's partition and two more
